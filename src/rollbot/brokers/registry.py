@@ -1,0 +1,50 @@
+"""Build venues from config. Real venue libraries are imported only when configured:
+ccxt alone takes about a second to import, and the kill path must not pay for it."""
+
+from __future__ import annotations
+
+from rollbot.brokers.base import Venue
+from rollbot.clock import Clock, SystemClock
+from rollbot.config import (
+    CryptoVenueConfig,
+    IbkrVenueConfig,
+    PaperVenueConfig,
+    Secrets,
+    Settings,
+    VenueConfig,
+)
+from rollbot.errors import ConfigError
+
+
+def build_venue(cfg: VenueConfig, secrets: Secrets | None = None, clock: Clock | None = None) -> Venue:
+    clock = clock or SystemClock()
+    if isinstance(cfg, PaperVenueConfig):
+        from rollbot.brokers.paper.venue import PaperVenue
+
+        return PaperVenue(cfg, clock=clock)
+    if isinstance(cfg, IbkrVenueConfig):
+        from rollbot.brokers.ibkr.venue import IbkrVenue
+
+        return IbkrVenue(cfg)
+    if isinstance(cfg, CryptoVenueConfig):
+        from rollbot.brokers.crypto.venue import CryptoVenue
+
+        secrets = secrets or Secrets()
+        key = secrets.venue_secret(cfg.api_key_env)
+        secret = secrets.venue_secret(cfg.secret_env)
+        if cfg.api_key_env and not key:
+            raise ConfigError(
+                f"venue {cfg.name!r}: environment variable {cfg.api_key_env} (api key) is not set"
+            )
+        if cfg.secret_env and not secret:
+            raise ConfigError(
+                f"venue {cfg.name!r}: environment variable {cfg.secret_env} (secret) is not set"
+            )
+        return CryptoVenue(cfg, api_key=key, secret=secret)
+    raise ConfigError(f"unknown venue kind {cfg!r}")
+
+
+def build_venues(
+    settings: Settings, secrets: Secrets | None = None, clock: Clock | None = None
+) -> dict[str, Venue]:
+    return {cfg.name: build_venue(cfg, secrets, clock) for cfg in settings.venues}

@@ -1,0 +1,50 @@
+"""Injectable time. Production reads the system clock; tests move a ManualClock by hand."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class ManualClock:
+    """Time moves only when the test says so; sleep() yields, then advances time by itself."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, seconds: float = 0, **delta: float) -> datetime:
+        self._now += timedelta(seconds=seconds, **delta)
+        return self._now
+
+    def set(self, when: datetime) -> None:
+        self._now = when
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+        self._now += timedelta(seconds=seconds)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
