@@ -16,7 +16,9 @@ from rollbot.config import (
 from rollbot.errors import ConfigError
 
 
-def build_venue(cfg: VenueConfig, secrets: Secrets | None = None, clock: Clock | None = None) -> Venue:
+def build_venue(
+    cfg: VenueConfig, secrets: Secrets | None = None, clock: Clock | None = None
+) -> Venue:
     clock = clock or SystemClock()
     if isinstance(cfg, PaperVenueConfig):
         from rollbot.brokers.paper.venue import PaperVenue

@@ -1,0 +1,245 @@
+"""The kill switch: durable holds per scope, stacked by source, and the pre-trade guard.
+
+Triggering writes one row and one event in a single transaction and touches nothing else:
+no venue, no Slack, no approval stands between `/kill` and the stored hold.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel
+
+from rollbot.brokers.base import Side
+from rollbot.clock import Clock
+from rollbot.commands.gates import Gates
+from rollbot.commands.trading_state import (
+    TradingState,
+    is_reducing,
+    scopes_over,
+    strictest,
+)
+from rollbot.errors import BadInput, Refused
+from rollbot.storage.db import Database
+from rollbot.storage.events import Actor, EventLog
+from rollbot.storage.holds import Hold, Holds
+
+PERSON = "person"
+
+
+class Decision(BaseModel):
+    allowed: bool
+    code: str
+    state: TradingState
+    reason: str = ""
+
+
+class ScopeStatus(BaseModel):
+    scope: str
+    state: TradingState
+    holds: list[Hold]
+
+
+class KillSwitch:
+    def __init__(self, db: Database, events: EventLog, clock: Clock, gates: Gates | None = None):
+        self.db = db
+        self.events = events
+        self.clock = clock
+        self.holds = Holds(db)
+        self.gates = gates
+
+    def trigger(
+        self,
+        scope: str,
+        reason: str,
+        actor: Actor,
+        *,
+        state: TradingState = TradingState.HALTED,
+        source: str = PERSON,
+        incident_id: str | None = None,
+    ) -> tuple[Hold, bool]:
+        """Hold `scope`. Idempotent per (scope, source): returns (hold, created)."""
+        if not reason or not reason.strip():
+            raise BadInput("a reason is required to trigger the kill switch")
+        if state is TradingState.ACTIVE:
+            raise BadInput("a hold is HALTED or REDUCING; clear it to return to ACTIVE")
+        now = self.clock.now()
+        with self.db.write():
+            existing = self.holds.find(scope, source)
+            if existing:
+                if TradingState(existing.state).strictness < state.strictness:
+                    self.holds.set_state(existing.id, state.value, now)
+                    self.events.append(
+                        "HOLD_TIGHTENED",
+                        actor,
+                        reason=reason,
+                        scope=scope,
+                        incident_id=incident_id or existing.incident_id,
+                        data={"hold_id": existing.id, "source": source, "state": state.value},
+                    )
+                else:
+                    self.events.append(
+                        "HOLD_REPEATED",
+                        actor,
+                        reason=reason,
+                        scope=scope,
+                        incident_id=incident_id or existing.incident_id,
+                        data={"hold_id": existing.id, "source": source, "state": existing.state},
+                    )
+                return self._get(existing.id), False
+            hold_id = self.holds.insert(
+                scope, source, state.value, reason, actor.id, incident_id, now
+            )
+            self.events.append(
+                "HOLD_SET",
+                actor,
+                reason=reason,
+                scope=scope,
+                incident_id=incident_id,
+                data={"hold_id": hold_id, "source": source, "state": state.value},
+            )
+        return self._get(hold_id), True
+
+    def _get(self, hold_id: int) -> Hold:
+        return next(h for h in self.holds.active() if h.id == hold_id)
+
+    def set_state_over(
+        self,
+        scopes: list[str],
+        state: TradingState,
+        actor: Actor,
+        reason: str,
+        incident_id: str | None = None,
+    ) -> list[Hold]:
+        """Move every active hold over these scopes to `state` (flatten: HALTED -> REDUCING
+        while closing, back to HALTED after). Holds stay; nothing is cleared."""
+        now = self.clock.now()
+        changed: list[Hold] = []
+        with self.db.write():
+            for hold in self.holds.active(scopes):
+                if hold.state != state.value:
+                    self.holds.set_state(hold.id, state.value, now)
+                    self.events.append(
+                        "HOLD_STATE",
+                        actor,
+                        reason=reason,
+                        scope=hold.scope,
+                        incident_id=incident_id,
+                        data={
+                            "hold_id": hold.id,
+                            "source": hold.source,
+                            "from": hold.state,
+                            "to": state.value,
+                        },
+                    )
+                    changed.append(hold)
+        return changed
+
+    def clear(
+        self, scope: str, reason: str, actor: Actor, *, source: str | None = None
+    ) -> list[Hold]:
+        """Clear the holds on exactly this scope (one source, or all). Explicit, with a reason."""
+        if not reason or not reason.strip():
+            raise BadInput("a reason is required to clear a hold")
+        now = self.clock.now()
+        with self.db.write():
+            holds = [h for h in self.holds.active([scope]) if source is None or h.source == source]
+            if not holds:
+                raise Refused(
+                    f"no active hold on {scope}" + (f" from {source}" if source else ""),
+                    code="NO_HOLD",
+                )
+            for hold in holds:
+                self.holds.clear(hold.id, actor.id, reason, now)
+                self.events.append(
+                    "HOLD_CLEARED",
+                    actor,
+                    reason=reason,
+                    scope=scope,
+                    incident_id=hold.incident_id,
+                    data={"hold_id": hold.id, "source": hold.source, "state": hold.state},
+                )
+        return holds
+
+    def state_of(self, scopes: list[str]) -> TradingState:
+        return strictest([TradingState(h.state) for h in self.holds.active(scopes)])
+
+    def status(self, venues: list[str]) -> list[ScopeStatus]:
+        """Each scope with its effective state: global, every venue, and any other held scope."""
+        active = self.holds.active()
+        scopes = ["global", *[f"venue:{v}" for v in venues]]
+        scopes += sorted({h.scope for h in active} - set(scopes))
+        out = []
+        for scope in scopes:
+            governing = ["global", scope] if scope != "global" else ["global"]
+            holds = [h for h in active if h.scope == scope]
+            state = strictest([TradingState(h.state) for h in active if h.scope in governing])
+            out.append(ScopeStatus(scope=scope, state=state, holds=holds))
+        return out
+
+    def check_order(
+        self,
+        venue: str,
+        symbol: str,
+        side: Side | str,
+        quantity: Decimal | int | str,
+        *,
+        position: Decimal | int | str = 0,
+        account: str | None = None,
+        strategy: str | None = None,
+        cancel: bool = False,
+    ) -> Decision:
+        """The pre-trade guard a trading system calls before sending. Fails closed."""
+        if cancel:
+            return Decision(allowed=True, code="CANCEL_ALWAYS_ALLOWED", state=TradingState.ACTIVE)
+        try:
+            side = Side(str(side).upper())
+            qty = Decimal(str(quantity))
+            pos = Decimal(str(position))
+        except (ValueError, ArithmeticError):
+            return Decision(
+                allowed=False,
+                code="BAD_ORDER",
+                state=TradingState.HALTED,
+                reason="side must be BUY or SELL and quantities numeric",
+            )
+        if qty <= 0:
+            return Decision(
+                allowed=False,
+                code="BAD_ORDER",
+                state=TradingState.HALTED,
+                reason="quantity must be positive",
+            )
+        try:
+            state = self.state_of(scopes_over(venue, account, strategy))
+            gates_open = self.gates.live_allowed() if self.gates else True
+        except Exception as exc:  # any failure to read state must refuse
+            return Decision(
+                allowed=False,
+                code="STATE_UNAVAILABLE",
+                state=TradingState.HALTED,
+                reason=f"trading state cannot be read: {exc}",
+            )
+        if state is TradingState.HALTED:
+            return Decision(
+                allowed=False,
+                code="HALTED",
+                state=state,
+                reason="trading is halted; only cancels pass",
+            )
+        reduces, code = is_reducing(pos, side, qty)
+        if state is TradingState.REDUCING and not reduces:
+            return Decision(
+                allowed=False,
+                code=code,
+                state=state,
+                reason="only orders that shrink a position (never flip it) pass",
+            )
+        if not gates_open and not reduces:
+            return Decision(
+                allowed=False,
+                code="LIVE_GATES_DISABLED",
+                state=state,
+                reason="live trading gates are disabled (shadow/dry-run mode)",
+            )
+        return Decision(allowed=True, code=code if reduces else "OK", state=state)

@@ -1,0 +1,169 @@
+"""One SQLite file, many writers (bot, CLI, clock): WAL, a busy timeout, foreign keys, and every
+write in a BEGIN IMMEDIATE transaction so the database, not the process, decides who goes first."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from rollbot.errors import StorageError
+from rollbot.storage.migrations import MIGRATIONS
+
+
+def _explain(path: Path, exc: sqlite3.Error) -> StorageError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StorageError(
+            f"database {path} is locked by another process (waited for the busy timeout); "
+            "nothing was written"
+        )
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return StorageError(f"database {path} is corrupt or not a rollbot database: {text}")
+    if "disk" in text and ("full" in text or "I/O" in text):
+        return StorageError(f"database {path}: the disk is full; nothing was written")
+    if "readonly" in text or "unable to open" in text:
+        return StorageError(f"database {path} cannot be opened for writing: {text}")
+    return StorageError(f"database {path}: {text}")
+
+
+class Database:
+    """A connection plus the transaction discipline. Not shared across threads."""
+
+    def __init__(
+        self, path: str | Path, busy_timeout_ms: int = 5000, migrations: list[str] | None = None
+    ) -> None:
+        self.path = Path(path)
+        self._migrations = MIGRATIONS if migrations is None else migrations
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                isolation_level=None,  # we issue BEGIN IMMEDIATE ourselves
+                timeout=busy_timeout_ms / 1000,
+                check_same_thread=False,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            raise _explain(self.path, exc) from None
+        except OSError as exc:
+            raise StorageError(f"database {self.path} cannot be created: {exc}") from None
+        self.conn = conn
+        self.utils = sqlite_utils.Database(conn)
+        self._depth = 0
+        self._lock = threading.RLock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        try:
+            with self.write():
+                current = self.conn.execute("PRAGMA user_version").fetchone()[0]
+                for version, script in enumerate(self._migrations, start=1):
+                    if version <= current:
+                        continue
+                    for statement in _split(script):
+                        self.conn.execute(statement)
+                    self.conn.execute(f"PRAGMA user_version = {version}")
+        except StorageError:
+            raise
+        except sqlite3.Error as exc:
+            raise _explain(self.path, exc) from None
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; nested calls join the outer transaction."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.conn
+                finally:
+                    self._depth -= 1
+                return
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _explain(self.path, exc) from None
+            self._depth = 1
+            try:
+                yield self.conn
+            except BaseException:
+                self._depth = 0
+                self.conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self.conn.execute("ROLLBACK")
+                raise _explain(self.path, exc) from None
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    def query(
+        self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        try:
+            return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
+        except sqlite3.Error as exc:
+            raise _explain(self.path, exc) from None
+
+    def one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> dict[str, Any] | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        """A statement inside the caller's write transaction (or its own, if none)."""
+        try:
+            if self._depth:
+                return self.conn.execute(sql, params)
+            with self.write():
+                return self.conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise _explain(self.path, exc) from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _split(script: str) -> list[str]:
+    """Split a migration into statements, keeping CREATE TRIGGER ... END bodies whole."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, default=str, sort_keys=True, separators=(",", ":"))
+
+
+def loads(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def open_database(path: str | Path, busy_timeout_ms: int = 5000) -> Database:
+    return Database(path, busy_timeout_ms)

@@ -1,0 +1,81 @@
+"""Kill-switch holds: one row per (scope, source) while active; history kept after clearing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from rollbot.clock import iso, parse_iso
+from rollbot.storage.db import Database
+
+
+class Hold(BaseModel):
+    id: int
+    scope: str
+    source: str
+    state: str
+    reason: str
+    actor: str
+    incident_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    cleared_at: datetime | None = None
+    cleared_by: str | None = None
+    clear_reason: str | None = None
+
+
+def _hold(row: dict[str, Any]) -> Hold:
+    row = dict(row)
+    for key in ("created_at", "updated_at", "cleared_at"):
+        row[key] = parse_iso(row[key]) if row[key] else None
+    return Hold(**row)
+
+
+class Holds:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def active(self, scopes: list[str] | None = None) -> list[Hold]:
+        sql = "SELECT * FROM holds WHERE cleared_at IS NULL"
+        params: tuple[str, ...] = ()
+        if scopes is not None:
+            sql += f" AND scope IN ({','.join('?' * len(scopes))})"
+            params = tuple(scopes)
+        return [_hold(r) for r in self.db.query(sql + " ORDER BY id", params)]
+
+    def find(self, scope: str, source: str) -> Hold | None:
+        row = self.db.one(
+            "SELECT * FROM holds WHERE scope = ? AND source = ? AND cleared_at IS NULL",
+            (scope, source),
+        )
+        return _hold(row) if row else None
+
+    def insert(
+        self,
+        scope: str,
+        source: str,
+        state: str,
+        reason: str,
+        actor: str,
+        incident_id: str | None,
+        now: datetime,
+    ) -> int:
+        cur = self.db.execute(
+            "INSERT INTO holds (scope, source, state, reason, actor, incident_id, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (scope, source, state, reason, actor, incident_id, iso(now), iso(now)),
+        )
+        return int(cur.lastrowid or 0)
+
+    def set_state(self, hold_id: int, state: str, now: datetime) -> None:
+        self.db.execute(
+            "UPDATE holds SET state = ?, updated_at = ? WHERE id = ?", (state, iso(now), hold_id)
+        )
+
+    def clear(self, hold_id: int, by: str, reason: str, now: datetime) -> None:
+        self.db.execute(
+            "UPDATE holds SET cleared_at = ?, cleared_by = ?, clear_reason = ? WHERE id = ?",
+            (iso(now), by, reason, hold_id),
+        )

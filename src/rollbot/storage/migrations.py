@@ -1,0 +1,197 @@
+"""Versioned schema. Migration N runs once, when PRAGMA user_version < N. Append, never edit."""
+
+from __future__ import annotations
+
+V1_CORE = """
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    source TEXT NOT NULL CHECK (source IN ('slack', 'cli', 'clock', 'system')),
+    scope TEXT,
+    incident_id TEXT,
+    reason TEXT,
+    data TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX events_incident ON events (incident_id, id);
+CREATE INDEX events_kind_at ON events (kind, at);
+
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+
+CREATE TABLE incidents (
+    id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL UNIQUE,
+    opened_at TEXT NOT NULL,
+    opened_by TEXT NOT NULL,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'OPEN' CHECK (status IN ('OPEN', 'CLOSED')),
+    phase TEXT NOT NULL DEFAULT 'OPENED',
+    reason TEXT NOT NULL,
+    scope TEXT NOT NULL DEFAULT 'global',
+    trigger TEXT,
+    trigger_value REAL,
+    trigger_threshold REAL,
+    final_status TEXT,
+    start_nav TEXT,
+    closed_at TEXT,
+    slack_channel TEXT,
+    slack_ts TEXT,
+    dedupe_key TEXT UNIQUE
+);
+
+CREATE TABLE holds (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scope TEXT NOT NULL,
+    source TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('HALTED', 'REDUCING')),
+    reason TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    incident_id TEXT REFERENCES incidents (id),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    cleared_at TEXT,
+    cleared_by TEXT,
+    clear_reason TEXT
+);
+CREATE UNIQUE INDEX holds_active ON holds (scope, source) WHERE cleared_at IS NULL;
+
+CREATE TABLE order_intents (
+    client_order_id TEXT PRIMARY KEY,
+    incident_id TEXT REFERENCES incidents (id),
+    venue TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    type TEXT NOT NULL,
+    limit_price TEXT,
+    attempt INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    venue_order_id TEXT,
+    filled_quantity TEXT NOT NULL DEFAULT '0',
+    detail TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX order_intents_incident ON order_intents (incident_id, venue, symbol);
+
+CREATE TABLE approvals (
+    id TEXT PRIMARY KEY,
+    action TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    plan_hash TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT '{}',
+    requested_by TEXT NOT NULL,
+    requested_source TEXT NOT NULL,
+    quorum INTEGER NOT NULL,
+    roles TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'PENDING',
+    incident_id TEXT REFERENCES incidents (id),
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    decided_at TEXT,
+    decided_by TEXT,
+    result TEXT
+);
+
+CREATE TABLE votes (
+    approval_id TEXT NOT NULL REFERENCES approvals (id),
+    voter TEXT NOT NULL,
+    vote TEXT NOT NULL CHECK (vote IN ('approve', 'deny')),
+    reason TEXT,
+    at TEXT NOT NULL,
+    PRIMARY KEY (approval_id, voter)
+);
+
+CREATE TABLE message_copies (
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    PRIMARY KEY (kind, ref, channel, ts)
+);
+
+CREATE TABLE escalations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT NOT NULL UNIQUE REFERENCES incidents (id),
+    chain TEXT NOT NULL,
+    tier INTEGER NOT NULL DEFAULT 0,
+    round INTEGER NOT NULL DEFAULT 0,
+    run_token TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'ACTIVE',
+    acked_by TEXT,
+    acked_at TEXT,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE timers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    due_at TEXT NOT NULL,
+    token TEXT NOT NULL,
+    payload TEXT NOT NULL DEFAULT '{}',
+    fired_at TEXT,
+    cancelled_at TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX timers_due ON timers (fired_at, cancelled_at, due_at);
+
+CREATE TABLE reports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    format TEXT NOT NULL,
+    path TEXT,
+    content BLOB,
+    created_at TEXT NOT NULL
+);
+
+CREATE TABLE nav_samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    venue TEXT NOT NULL,
+    at TEXT NOT NULL,
+    nav TEXT NOT NULL,
+    currency TEXT NOT NULL
+);
+CREATE INDEX nav_samples_venue_at ON nav_samples (venue, at);
+
+CREATE TABLE deliveries (
+    key TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    result TEXT
+);
+
+CREATE TABLE rca (
+    incident_id TEXT PRIMARY KEY REFERENCES incidents (id),
+    timeline TEXT NOT NULL,
+    root_cause TEXT NOT NULL,
+    contributing_factors TEXT NOT NULL,
+    lessons_learned TEXT NOT NULL,
+    recommended_actions TEXT NOT NULL,
+    recorded_by TEXT NOT NULL,
+    recorded_at TEXT NOT NULL
+);
+
+CREATE TABLE checklist_items (
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    item TEXT NOT NULL,
+    label TEXT NOT NULL,
+    due_at TEXT NOT NULL,
+    ticked_by TEXT,
+    ticked_at TEXT,
+    PRIMARY KEY (incident_id, item)
+);
+
+CREATE TABLE drills (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    incident_id TEXT REFERENCES incidents (id),
+    at TEXT NOT NULL,
+    status TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: list[str] = [V1_CORE]
