@@ -1,0 +1,86 @@
+"""The one object every face hands to commands: settings, storage, clock and venues."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+from rollbot.brokers.base import Venue, VenueEvent
+from rollbot.clock import Clock, SystemClock
+from rollbot.commands.gates import Gates
+from rollbot.commands.killswitch import KillSwitch
+from rollbot.config import Secrets, Settings
+from rollbot.errors import BadInput
+from rollbot.storage.db import Database
+from rollbot.storage.events import EventLog
+from rollbot.storage.incidents import Incidents
+
+
+@dataclass
+class Rollbot:
+    settings: Settings
+    db: Database
+    clock: Clock
+    secrets: Secrets
+    events: EventLog
+    incidents: Incidents
+    gates: Gates
+    killswitch: KillSwitch
+    _venues: dict[str, Venue] | None = None
+    venue_events: list[VenueEvent] = field(default_factory=list)
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        secrets: Secrets | None = None,
+        venues: dict[str, Venue] | None = None,
+    ) -> Rollbot:
+        clock = clock or SystemClock()
+        db = Database(settings.database.path, settings.database.busy_timeout_ms)
+        events = EventLog(db, clock)
+        gates = Gates(settings.paths.live_environment, settings.paths.shadow_config, events)
+        return cls(
+            settings=settings,
+            db=db,
+            clock=clock,
+            secrets=secrets or Secrets(),
+            events=events,
+            incidents=Incidents(db, events, clock),
+            gates=gates,
+            killswitch=KillSwitch(db, events, clock, gates),
+            _venues=venues,
+        )
+
+    @property
+    def venue_names(self) -> list[str]:
+        return [v.name for v in self.settings.venues]
+
+    def venues(self) -> dict[str, Venue]:
+        """Built on first use: the kill path stores its hold before any venue library loads."""
+        if self._venues is None:
+            from rollbot.brokers.registry import build_venues
+
+            self._venues = build_venues(self.settings, self.secrets, self.clock)
+            for venue in self._venues.values():
+                venue.subscribe(self.venue_events.append)
+        return self._venues
+
+    def venue(self, name: str) -> Venue:
+        if name not in self.venue_names:
+            raise BadInput(f"unknown venue {name!r} (configured: {', '.join(self.venue_names)})")
+        return self.venues()[name]
+
+    def select(self, name: str | None) -> dict[str, Venue]:
+        """One venue by name, or all of them for None / 'all'."""
+        if name in (None, "", "all"):
+            return self.venues()
+        return {name: self.venue(name)}  # type: ignore[dict-item]
+
+    async def aclose(self) -> None:
+        for venue in (self._venues or {}).values():
+            with contextlib.suppress(Exception):  # best effort: the process is ending
+                await venue.close()
+        self.db.close()

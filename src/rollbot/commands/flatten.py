@@ -1,0 +1,433 @@
+"""Flatten: plan the closing orders, then close each venue to zero exactly once.
+
+Exactly once rests on three things: a client order id derived from (incident, venue, symbol,
+attempt); the intent written to SQLite before the order is sent; and a new attempt made only
+after the previous one is terminal at the venue and the position has been read back. Sizes come
+from the venue's position at that moment and orders are reduce-only, so a late fill can shrink
+what is left but never flip it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from rollbot.brokers.base import (
+    CloseRequest,
+    Order,
+    OrderRejected,
+    OrderType,
+    Position,
+    RateLimited,
+    Side,
+    Venue,
+    VenueError,
+    VenueUnavailable,
+)
+from rollbot.commands.context import Rollbot
+from rollbot.commands.positions import VenueBook
+from rollbot.config import FlattenConfig
+from rollbot.storage.events import Actor
+from rollbot.storage.intents import Intent, Intents
+
+Strategy = Literal["MARKET_ORDERS", "LIMIT_ORDERS_WITH_TIMEOUT"]
+D0 = Decimal(0)
+
+
+class PlannedOrder(BaseModel):
+    venue: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    type: OrderType
+    limit_note: str = ""
+
+    def describe(self) -> str:
+        note = f" ({self.limit_note})" if self.limit_note else ""
+        return (
+            f"{self.venue}: {self.side.value} {self.quantity} {self.symbol} {self.type.value}{note}"
+        )
+
+
+class VenuePlan(BaseModel):
+    venue: str
+    strategy: Strategy
+    exposure: Decimal
+    orders: list[PlannedOrder] = Field(default_factory=list)
+    error: str | None = None
+
+
+class FlattenPlan(BaseModel):
+    venues: list[VenuePlan]
+
+    @property
+    def orders(self) -> list[PlannedOrder]:
+        return [o for v in self.venues for o in v.orders]
+
+    def canonical(self) -> list[dict[str, str]]:
+        """What an approval binds to: venue, symbol, side, quantity, type. Limit prices are set
+        at send time from the live mark, so they are not part of the hash."""
+        rows = [
+            {
+                "venue": o.venue,
+                "symbol": o.symbol,
+                "side": o.side.value,
+                "quantity": str(o.quantity.normalize()),
+                "type": o.type.value,
+            }
+            for o in self.orders
+        ]
+        rows += [{"venue": v.venue, "error": v.error} for v in self.venues if v.error]
+        return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True))
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def choose_strategy(exposure: Decimal, cfg: FlattenConfig) -> Strategy:
+    """IBKR seed, step 3: small books close at market; large ones with limits and a timeout."""
+    return (
+        "MARKET_ORDERS" if exposure < cfg.market_exposure_threshold else "LIMIT_ORDERS_WITH_TIMEOUT"
+    )
+
+
+def plan_venue(book: VenueBook, cfg: FlattenConfig, symbols: set[str] | None = None) -> VenuePlan:
+    if book.error:
+        return VenuePlan(venue=book.venue, strategy="MARKET_ORDERS", exposure=D0, error=book.error)
+    positions = [
+        p for p in book.positions if p.quantity != 0 and (not symbols or p.symbol in symbols)
+    ]
+    exposure = sum((p.exposure for p in positions), D0)
+    strategy = choose_strategy(exposure, cfg)
+    order_type = OrderType.MARKET if strategy == "MARKET_ORDERS" else OrderType.LIMIT
+    note = "" if order_type is OrderType.MARKET else f"mark ± {cfg.limit_offset_bps} bps"
+    orders = [
+        PlannedOrder(
+            venue=book.venue,
+            symbol=p.symbol,
+            side=p.closing_side,
+            quantity=abs(p.quantity),
+            type=order_type,
+            limit_note=note,
+        )
+        for p in positions
+    ]
+    return VenuePlan(venue=book.venue, strategy=strategy, exposure=exposure, orders=orders)
+
+
+def plan_flatten(books: list[VenueBook], cfg: FlattenConfig) -> FlattenPlan:
+    return FlattenPlan(venues=[plan_venue(b, cfg) for b in books])
+
+
+def aggressive_limit(position: Position, offset_bps: Decimal) -> Decimal:
+    """Cross the mark by `offset_bps`, rounded to the mark's tick (cents at least)."""
+    mark = position.market_price or position.avg_price
+    factor = offset_bps / Decimal(10000)
+    price = mark * (1 - factor) if position.closing_side is Side.SELL else mark * (1 + factor)
+    exponent = min(int(mark.as_tuple().exponent), -2)
+    return price.quantize(Decimal(1).scaleb(exponent))
+
+
+def client_order_id(incident_id: str, venue: str, symbol: str, attempt: int) -> str:
+    """Deterministic and short: venues cap client ids (Bybit and Binance at 36 characters)."""
+    digest = hashlib.sha256(f"{incident_id}|{venue}|{symbol}|{attempt}".encode()).hexdigest()
+    return f"rb{digest[:22]}"
+
+
+class SymbolOutcome(BaseModel):
+    symbol: str
+    start_quantity: Decimal
+    remaining: Decimal
+    orders: list[dict[str, str]] = Field(default_factory=list)
+
+
+class VenueFlatten(BaseModel):
+    venue: str
+    strategy: Strategy
+    outcomes: list[SymbolOutcome] = Field(default_factory=list)
+    residual: list[Position] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+    verified: bool = False  # the last read of positions succeeded
+    timed_out: bool = False
+
+    @property
+    def flat(self) -> bool:
+        return self.verified and not self.residual
+
+
+class VenueCloser:
+    """Drives one venue to flat for one incident; safe to run again after a crash."""
+
+    def __init__(
+        self,
+        app: Rollbot,
+        venue: Venue,
+        incident_id: str,
+        strategy: Strategy,
+        actor: Actor,
+        symbols: set[str] | None = None,
+    ) -> None:
+        self.app = app
+        self.venue = venue
+        self.incident_id = incident_id
+        self.strategy = strategy
+        self.actor = actor
+        self.symbols = symbols
+        self.cfg = app.settings.flatten
+        self.intents = Intents(app.db)
+        self.errors: list[str] = []
+
+    def _note(self, message: str) -> None:
+        if message not in self.errors:
+            self.errors.append(message)
+
+    async def run(self) -> VenueFlatten:
+        clock = self.app.clock
+        deadline = clock.now() + timedelta(seconds=self.cfg.timeout_s)
+        start: dict[str, Decimal] = {}
+        last_seen: list[Position] = []
+        verified = False
+        timed_out = False
+        passes = 0
+        while True:
+            try:
+                positions = [
+                    p
+                    for p in await self.venue.positions()
+                    if p.quantity != 0 and (not self.symbols or p.symbol in self.symbols)
+                ]
+                last_seen, verified = positions, True
+            except VenueError as exc:
+                verified = False
+                self._note(f"reading positions failed: {exc}")
+                await self._reconnect()
+                positions = []
+            for p in positions:
+                start.setdefault(p.symbol, p.quantity)
+            if verified and not positions:
+                break
+            if clock.now() >= deadline:
+                timed_out = True
+                break
+            if verified:
+                await self._advance_all(positions)
+            # market orders mostly fill at once: look again soon, then back off to the interval
+            await clock.sleep(min(self.cfg.recheck_interval_s, 0.05 * 2**passes))
+            passes += 1
+        return self._result(start, last_seen, verified, timed_out)
+
+    async def _reconnect(self) -> None:
+        try:
+            await self.venue.connect()
+        except VenueError as exc:
+            self._note(f"reconnect failed: {exc}")
+
+    async def _advance_all(self, positions: list[Position]) -> None:
+        limit = asyncio.Semaphore(16)  # hide round trips; the venue's pacer bounds the rate
+
+        async def one(p: Position) -> None:
+            async with limit:
+                await self._advance(p)
+
+        await asyncio.gather(*(one(p) for p in positions))
+
+    async def _advance(self, position: Position) -> None:
+        now = self.app.clock.now()
+        history = self.intents.for_symbol(self.incident_id, self.venue.name, position.symbol)
+        last = history[-1] if history else None
+        if last is not None and not last.terminal and not await self._settle(last, position, now):
+            return  # still working at the venue: wait for it
+        attempt = (last.attempt + 1) if last else 1
+        await self._send(position, attempt, now)
+
+    async def _settle(self, intent: Intent, position: Position, now: datetime) -> bool:
+        """Bring the intent up to date from the venue; True when a new attempt may go."""
+        try:
+            order = await self.venue.order_by_client_id(intent.client_order_id)
+        except VenueError as exc:
+            self._note(f"{position.symbol}: reading order {intent.client_order_id} failed: {exc}")
+            return False
+        if order is None:
+            if intent.status == "PENDING":
+                # written but never accepted by the venue: send the same id again (idempotent)
+                await self._submit(intent, position)
+            return False
+        self._record(intent.client_order_id, order)
+        if order.status.is_terminal:
+            return True
+        age = (now - intent.created_at).total_seconds()
+        if age >= self.cfg.limit_timeout_s:
+            try:
+                await self.venue.cancel_order(order.order_id)
+                self._event(
+                    "ORDER_CANCEL_REQUESTED",
+                    intent.client_order_id,
+                    order,
+                    reason=f"unfilled after {age:.0f} s",
+                )
+            except VenueError as exc:
+                self._note(f"{position.symbol}: cancel of {order.order_id} failed: {exc}")
+        return False
+
+    async def _send(self, position: Position, attempt: int, now: datetime) -> None:
+        order_type = OrderType.MARKET if self.strategy == "MARKET_ORDERS" else OrderType.LIMIT
+        limit = (
+            aggressive_limit(position, self.cfg.limit_offset_bps)
+            if order_type is OrderType.LIMIT
+            else None
+        )
+        intent = Intent(
+            client_order_id=client_order_id(
+                self.incident_id, self.venue.name, position.symbol, attempt
+            ),
+            incident_id=self.incident_id,
+            venue=self.venue.name,
+            symbol=position.symbol,
+            side=position.closing_side.value,
+            quantity=abs(position.quantity),
+            type=order_type.value,
+            limit_price=limit,
+            attempt=attempt,
+            status="PENDING",
+            created_at=now,
+            updated_at=now,
+        )
+        if not self.intents.create(intent):
+            return  # another run of this incident took this attempt
+        await self._submit(intent, position)
+
+    async def _submit(self, intent: Intent, position: Position) -> None:
+        request = CloseRequest(
+            symbol=intent.symbol,
+            side=Side(intent.side),
+            quantity=intent.quantity,
+            type=OrderType(intent.type),
+            limit_price=intent.limit_price,
+            client_order_id=intent.client_order_id,
+            instrument=position.instrument,
+        )
+        try:
+            order = await self.venue.submit_close(request)
+        except OrderRejected as exc:
+            self.intents.update(
+                intent.client_order_id,
+                status="REJECTED",
+                now=self.app.clock.now(),
+                detail=exc.detail,
+            )
+            self.app.events.append(
+                "ORDER_REJECTED",
+                self.actor,
+                incident_id=self.incident_id,
+                scope=f"venue:{self.venue.name}",
+                reason=exc.detail,
+                data={
+                    "client_order_id": intent.client_order_id,
+                    "symbol": intent.symbol,
+                    "side": intent.side,
+                    "quantity": str(intent.quantity),
+                },
+            )
+            self._note(f"{intent.symbol}: rejected: {exc.detail}")
+            return
+        except (VenueUnavailable, RateLimited) as exc:
+            # outcome unknown: the intent stays PENDING and is read back by its client id
+            self._note(f"{intent.symbol}: {exc}")
+            return
+        except VenueError as exc:
+            self.intents.update(
+                intent.client_order_id, status="NOT_SENT", now=self.app.clock.now(), detail=str(exc)
+            )
+            self._note(f"{intent.symbol}: {exc}")
+            return
+        self._event(
+            "ORDER_SENT",
+            intent.client_order_id,
+            order,
+            reason=None,
+            extra={
+                "attempt": intent.attempt,
+                "limit_price": None if intent.limit_price is None else str(intent.limit_price),
+            },
+        )
+        self._record(intent.client_order_id, order)
+
+    def _record(self, client_id: str, order: Order) -> None:
+        self.intents.update(
+            client_id,
+            status=order.status.value,
+            now=self.app.clock.now(),
+            venue_order_id=order.order_id,
+            filled=order.filled_quantity,
+            detail=order.reason,
+        )
+
+    def _event(
+        self,
+        kind: str,
+        client_id: str,
+        order: Order,
+        reason: str | None,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        self.app.events.append(
+            kind,
+            self.actor,
+            incident_id=self.incident_id,
+            scope=f"venue:{self.venue.name}",
+            reason=reason,
+            data={
+                "client_order_id": client_id,
+                "order_id": order.order_id,
+                "symbol": order.symbol,
+                "side": order.side.value,
+                "quantity": str(order.quantity),
+                "type": order.type.value,
+                "status": order.status.value,
+                "filled": str(order.filled_quantity),
+                **(extra or {}),
+            },
+        )
+
+    def _result(
+        self, start: dict[str, Decimal], last_seen: list[Position], verified: bool, timed_out: bool
+    ) -> VenueFlatten:
+        remaining = {p.symbol: p.quantity for p in last_seen}
+        outcomes = []
+        for symbol, qty in sorted(start.items()):
+            orders = [
+                {
+                    "client_order_id": i.client_order_id,
+                    "side": i.side,
+                    "quantity": str(i.quantity),
+                    "type": i.type,
+                    "status": i.status,
+                    "filled": str(i.filled_quantity),
+                }
+                for i in self.intents.for_symbol(self.incident_id, self.venue.name, symbol)
+            ]
+            outcomes.append(
+                SymbolOutcome(
+                    symbol=symbol,
+                    start_quantity=qty,
+                    remaining=remaining.get(symbol, D0),
+                    orders=orders,
+                )
+            )
+        return VenueFlatten(
+            venue=self.venue.name,
+            strategy=self.strategy,
+            outcomes=outcomes,
+            residual=last_seen,
+            errors=self.errors,
+            verified=verified,
+            timed_out=timed_out,
+        )

@@ -1,0 +1,612 @@
+"""The rollback engine (IBKR seed): HALT -> DISCONNECT -> ASSESS -> FLATTEN -> VERIFY, against
+every venue at once. `/kill` is steps 1-2, `/flatten` steps 3-5, `/rollback` all five.
+
+Every step writes STEP_STARTED and STEP_ENDED events; a rerun of an incident skips the steps
+that ended and redoes, idempotently, the one that was cut off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from rollbot.brokers.base import Side, Venue, VenueError
+from rollbot.commands.context import Rollbot
+from rollbot.commands.flatten import VenueCloser, VenueFlatten, choose_strategy
+from rollbot.commands.hooks import run_strategy_stop
+from rollbot.commands.positions import VenueBook, read_book
+from rollbot.commands.trading_state import TradingState, parse_scope
+from rollbot.errors import BadInput
+from rollbot.storage.db import dumps, loads
+from rollbot.storage.events import Actor
+from rollbot.storage.incidents import Incident
+
+D0 = Decimal(0)
+
+
+class StepStatus(StrEnum):
+    SUCCESS = "SUCCESS"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+    SKIPPED = "SKIPPED"
+
+
+class Step(BaseModel):
+    number: int
+    name: str
+    target_seconds: float  # seed target for this step alone
+    cumulative_target_seconds: float
+
+
+STEPS = {
+    1: Step(number=1, name="Immediate Halt", target_seconds=10, cumulative_target_seconds=10),
+    2: Step(number=2, name="Disconnect", target_seconds=10, cumulative_target_seconds=20),
+    3: Step(number=3, name="Assess Positions", target_seconds=10, cumulative_target_seconds=30),
+    4: Step(number=4, name="Flatten Positions", target_seconds=90, cumulative_target_seconds=120),
+    5: Step(number=5, name="Verify Recovery", target_seconds=60, cumulative_target_seconds=180),
+}
+KILL_STEPS = (1, 2)
+FLATTEN_STEPS = (3, 4, 5)
+ROLLBACK_STEPS = (1, 2, 3, 4, 5)
+
+
+class StepReport(BaseModel):
+    step: int
+    name: str
+    start_time: datetime
+    end_time: datetime
+    duration_seconds: float
+    elapsed_seconds: float  # since the incident's first step started
+    target_seconds: float
+    cumulative_target_seconds: float
+    status: StepStatus
+    actions: list[str] = Field(default_factory=list)
+    venues: dict[str, str] = Field(default_factory=dict)  # venue -> its own outcome
+    positions: dict[str, dict[str, dict[str, str]]] | None = None
+    total_pnl: str | None = None
+    flatten_strategy: dict[str, str] | None = None
+    orders: list[dict[str, str]] | None = None
+    verification: dict[str, Any] | None = None
+
+    @property
+    def on_target(self) -> bool:
+        return self.elapsed_seconds <= self.cumulative_target_seconds
+
+
+class Outcome(BaseModel):
+    incident: Incident
+    steps: list[StepReport]
+    final_status: StepStatus
+    residual: dict[str, dict[str, str]] = Field(default_factory=dict)  # venue -> symbol -> qty
+    open_orders: dict[str, int] = Field(default_factory=dict)
+    unreachable: list[str] = Field(default_factory=list)
+    new_incident: bool = True
+
+
+StepCallback = Callable[[StepReport], Awaitable[None] | None]
+StartCallback = Callable[[Step], Awaitable[None] | None]
+
+
+async def _maybe(result: Awaitable[None] | None) -> None:
+    if result is not None:
+        await result
+
+
+def _status(ok: int, total: int) -> StepStatus:
+    if total == 0:
+        return StepStatus.SKIPPED
+    if ok == total:
+        return StepStatus.SUCCESS
+    return StepStatus.PARTIAL if ok else StepStatus.FAILED
+
+
+def _qty(d: Decimal) -> str:
+    return format(d.normalize(), "f")
+
+
+class Engine:
+    def __init__(
+        self,
+        app: Rollbot,
+        actor: Actor,
+        *,
+        on_step: StepCallback | None = None,
+        on_start: StartCallback | None = None,
+        venue_timeout_s: float = 15,
+    ) -> None:
+        self.app = app
+        self.actor = actor
+        self.on_step = on_step
+        self.on_start = on_start
+        self.venue_timeout_s = venue_timeout_s
+        self._read_only: set[str] = set()
+
+    # -- entry points -------------------------------------------------------------------------
+    def open_held_incident(
+        self,
+        *,
+        kind: str,
+        reason: str,
+        scope_text: str | None = None,
+        trigger: str | None = None,
+        trigger_value: float | None = None,
+        trigger_threshold: float | None = None,
+        dedupe_key: str | None = None,
+        hold_source: str = "person",
+    ) -> tuple[Incident, bool]:
+        """Store the incident and its HALTED hold in one transaction, before any venue call."""
+        if not reason or not reason.strip():
+            raise BadInput("a reason is required")
+        scope = parse_scope(scope_text, self.app.venue_names)
+        with self.app.db.write():
+            incident, new = self.app.incidents.open(
+                kind=kind,
+                reason=reason.strip(),
+                actor=self.actor,
+                scope=scope,
+                trigger=trigger,
+                trigger_value=trigger_value,
+                trigger_threshold=trigger_threshold,
+                dedupe_key=dedupe_key,
+            )
+            if new:
+                self.app.killswitch.trigger(
+                    scope, reason.strip(), self.actor, source=hold_source, incident_id=incident.id
+                )
+        return incident, new
+
+    async def kill(
+        self,
+        reason: str,
+        scope_text: str | None = None,
+        dedupe_key: str | None = None,
+        hold_source: str = "person",
+    ) -> Outcome:
+        incident, new = self.open_held_incident(
+            kind="kill",
+            reason=reason,
+            scope_text=scope_text,
+            dedupe_key=dedupe_key,
+            hold_source=hold_source,
+        )
+        return await self.run(incident, KILL_STEPS, new=new)
+
+    async def rollback(
+        self,
+        reason: str,
+        *,
+        trigger: str | None = None,
+        trigger_value: float | None = None,
+        trigger_threshold: float | None = None,
+        dedupe_key: str | None = None,
+        hold_source: str = "person",
+    ) -> Outcome:
+        incident, new = self.open_held_incident(
+            kind="rollback",
+            reason=reason,
+            trigger=trigger or "Manual rollback",
+            trigger_value=trigger_value,
+            trigger_threshold=trigger_threshold,
+            dedupe_key=dedupe_key,
+            hold_source=hold_source,
+        )
+        return await self.run(incident, ROLLBACK_STEPS, new=new)
+
+    async def flatten(
+        self, reason: str, venue: str | None = None, dedupe_key: str | None = None
+    ) -> Outcome:
+        """Close positions on one venue or all: holds go HALTED first (nothing new may open)."""
+        incident, new = self.open_held_incident(
+            kind="flatten", reason=reason, scope_text=venue, dedupe_key=dedupe_key
+        )
+        return await self.run(incident, FLATTEN_STEPS, new=new)
+
+    # -- the run ------------------------------------------------------------------------------
+    def steps_of(self, incident: Incident) -> tuple[int, ...]:
+        return {"kill": KILL_STEPS, "flatten": FLATTEN_STEPS}.get(incident.kind, ROLLBACK_STEPS)
+
+    def finished_steps(self, incident_id: str) -> dict[int, StepReport]:
+        return {
+            e.data["step"]: StepReport.model_validate(e.data)
+            for e in self.app.events.list(incident_id=incident_id, kinds=["STEP_ENDED"])
+        }
+
+    def _venues_in(self, scope: str) -> dict[str, Venue]:
+        if scope.startswith("venue:"):
+            return {scope[6:]: self.app.venue(scope[6:])}
+        if scope.startswith("account:"):
+            name = scope[8:].partition("/")[0]
+            return {name: self.app.venue(name)}
+        if scope.startswith("strategy:"):
+            return {}  # a strategy's orders are not identifiable at the venue: hold only
+        return self.app.venues()
+
+    async def run(self, incident: Incident, steps: tuple[int, ...], *, new: bool = True) -> Outcome:
+        done = self.finished_steps(incident.id)
+        if done and all(s in done for s in steps):
+            return self._outcome(incident, [done[s] for s in steps], new=new, books=None)
+        self.app.incidents.set_phase(incident.id, "RUNNING", self.actor, steps=list(steps))
+        first = self.app.events.list(incident_id=incident.id, kinds=["STEP_STARTED"], limit=1)
+        t0 = first[0].at if first else self.app.clock.now()
+        venues = self._venues_in(incident.scope)
+        reports: list[StepReport] = []
+        books: list[VenueBook] | None = None
+        flattens: list[VenueFlatten] = []
+        for number in steps:
+            if number in done:
+                reports.append(done[number])
+                continue
+            step = STEPS[number]
+            await _maybe(self.on_start(step) if self.on_start else None)
+            started = self.app.clock.now()
+            self.app.events.append(
+                "STEP_STARTED",
+                self.actor,
+                incident_id=incident.id,
+                data={"step": number, "name": step.name},
+            )
+            fields: dict[str, Any]
+            if number == 1:
+                fields = await self._halt(incident, venues)
+            elif number == 2:
+                fields = await self._disconnect(incident, venues)
+            elif number == 3:
+                fields, books = await self._assess(incident, venues)
+            elif number == 4:
+                fields, flattens = await self._flatten(incident, venues, books)
+            else:
+                fields, books = await self._verify(incident, venues, flattens)
+            ended = self.app.clock.now()
+            report = StepReport(
+                step=number,
+                name=step.name,
+                start_time=started,
+                end_time=ended,
+                duration_seconds=round((ended - started).total_seconds(), 3),
+                elapsed_seconds=round((ended - t0).total_seconds(), 3),
+                target_seconds=step.target_seconds,
+                cumulative_target_seconds=step.cumulative_target_seconds,
+                **fields,
+            )
+            self.app.events.append(
+                "STEP_ENDED",
+                self.actor,
+                incident_id=incident.id,
+                data=report.model_dump(mode="json"),
+            )
+            reports.append(report)
+            await _maybe(self.on_step(report) if self.on_step else None)
+        outcome = self._outcome(self.app.incidents.get(incident.id), reports, new=new, books=books)
+        self.app.incidents.update(incident.id, final_status=outcome.final_status.value)
+        self.app.incidents.set_phase(
+            incident.id, "DONE", self.actor, final_status=outcome.final_status.value
+        )
+        outcome.incident = self.app.incidents.get(incident.id)
+        return outcome
+
+    def _outcome(
+        self,
+        incident: Incident,
+        reports: list[StepReport],
+        *,
+        new: bool,
+        books: list[VenueBook] | None,
+    ) -> Outcome:
+        statuses = [r.status for r in reports if r.status is not StepStatus.SKIPPED]
+        if not statuses or all(s is StepStatus.SUCCESS for s in statuses):
+            final = StepStatus.SUCCESS
+        elif reports[-1].status is StepStatus.FAILED and all(
+            s is StepStatus.FAILED for s in statuses
+        ):
+            final = StepStatus.FAILED
+        else:
+            final = StepStatus.PARTIAL
+        residual: dict[str, dict[str, str]] = {}
+        open_orders: dict[str, int] = {}
+        unreachable: list[str] = []
+        last = reports[-1] if reports else None
+        if last and last.verification:
+            residual = last.verification.get("residual", {})
+            open_orders = last.verification.get("open_orders", {})
+            unreachable = last.verification.get("unreachable", [])
+        return Outcome(
+            incident=incident,
+            steps=reports,
+            final_status=final,
+            residual=residual,
+            open_orders=open_orders,
+            unreachable=unreachable,
+            new_incident=new,
+        )
+
+    async def _per_venue(
+        self, venues: dict[str, Venue], fn: Callable[[Venue], Awaitable[Any]]
+    ) -> dict[str, Any]:
+        """Run fn on every venue at once; a slow or failing venue never holds up the others."""
+
+        async def guarded(v: Venue) -> Any:
+            try:
+                async with asyncio.timeout(self.venue_timeout_s):
+                    return await fn(v)
+            except TimeoutError:
+                return VenueError(v.name, f"no answer within {self.venue_timeout_s:g} s")
+            except VenueError as exc:
+                return exc
+
+        results = await asyncio.gather(*(guarded(v) for v in venues.values()))
+        return dict(zip(venues, results, strict=True))
+
+    # -- step 1 -------------------------------------------------------------------------------
+    async def _halt(self, incident: Incident, venues: dict[str, Venue]) -> dict[str, Any]:
+        actions = [f"Kill switch held HALTED on {incident.scope}"]
+        self.app.killswitch.trigger(
+            incident.scope, incident.reason, self.actor, incident_id=incident.id
+        )  # idempotent; restores after a crash
+        hook_task = asyncio.create_task(
+            run_strategy_stop(self.app.settings.hooks.strategy_stop, incident.id, incident.reason)
+        )
+
+        async def cancel_and_nav(v: Venue) -> tuple[Any, Any]:
+            nav = await v.account()
+            result = await v.cancel_all()
+            return result, nav
+
+        results = await self._per_venue(venues, cancel_and_nav)
+        hook = await hook_task
+        if hook:
+            actions.insert(1, hook)
+        ok, per = 0, {}
+        navs = {}
+        for name, res in results.items():
+            if isinstance(res, Exception):
+                per[name] = f"FAILED: {res}"
+                continue
+            cancel, nav = res
+            navs[name] = str(nav.nav)
+            if cancel.complete:
+                ok += 1
+                per[name] = (
+                    f"{len(cancel.cancelled)} of {cancel.requested} orders cancelled, none left"
+                )
+            else:
+                left = ", ".join(
+                    f"{o.symbol} {o.side.value} {_qty(o.remaining)} ({o.order_id})"
+                    for o in cancel.remaining
+                )
+                per[name] = f"{len(cancel.cancelled)} cancelled; still open: {left}"
+            actions.append(f"{name}: {per[name]}")
+        if navs and not incident.start_nav:
+            self.app.incidents.update(incident.id, start_nav=dumps(navs))
+        status = _status(ok, len(venues)) if venues else StepStatus.SUCCESS
+        if not venues:
+            actions.append("No venue in this scope to cancel at (hold only)")
+        return {"status": status, "actions": actions, "venues": per}
+
+    # -- step 2 -------------------------------------------------------------------------------
+    async def _disconnect(self, incident: Incident, venues: dict[str, Venue]) -> dict[str, Any]:
+        actions = []
+        ok = True
+        if incident.scope == "global":
+            values = self.app.gates.disable(self.actor, incident.reason, incident.id)
+            actions.append(
+                "Live gates disabled: enable_live_trading=false, live_mode_armed=false,"
+                " live_dry_run_mode=true; shadow mode enabled"
+            )
+            ok = values.shadow_active
+        for name, venue in venues.items():
+            venue.set_reconnect(False)
+            actions.append(f"{name}: automatic reconnect switched off (reads stay possible)")
+        probe = next(iter(venues), self.app.venue_names[0] if self.app.venue_names else "none")
+        decision = self.app.killswitch.check_order(probe, "ANY", Side.BUY, 1)
+        if decision.allowed:
+            ok = False
+            actions.append("Guard still ALLOWS new orders: check the holds")
+        else:
+            actions.append(f"Guard refuses new orders ({decision.code})")
+        return {"status": StepStatus.SUCCESS if ok else StepStatus.FAILED, "actions": actions}
+
+    # -- step 3 -------------------------------------------------------------------------------
+    async def _read(self, venue: Venue) -> VenueBook:
+        book = await read_book(venue, self.venue_timeout_s)
+        if book.error:  # IBKR seed step 3: reconnect read-only to assess
+            try:
+                await venue.connect(read_only=True)
+                self._read_only.add(venue.name)
+                book = await read_book(venue, self.venue_timeout_s)
+            except VenueError as exc:
+                book = VenueBook(
+                    venue=venue.name, error=f"{book.error}; read-only reconnect: {exc}"
+                )
+        return book
+
+    async def _assess(
+        self, incident: Incident, venues: dict[str, Venue]
+    ) -> tuple[dict[str, Any], list[VenueBook]]:
+        books = list(await asyncio.gather(*(self._read(v) for v in venues.values())))
+        cfg = self.app.settings.flatten
+        positions: dict[str, dict[str, dict[str, str]]] = {}
+        strategies: dict[str, str] = {}
+        actions, per = [], {}
+        total = D0
+        for b in books:
+            if b.error:
+                per[b.venue] = f"FAILED: {b.error}"
+                actions.append(f"{b.venue}: positions could not be read: {b.error}")
+                continue
+            positions[b.venue] = {
+                p.symbol: {
+                    "quantity": _qty(p.quantity),
+                    "unrealized_pnl": str(p.unrealized_pnl),
+                    "market_value": str(p.market_value),
+                }
+                for p in b.positions
+            }
+            total += b.unrealized_pnl
+            strategies[b.venue] = choose_strategy(b.exposure, cfg)
+            per[b.venue] = (
+                f"{len(b.positions)} positions, exposure {b.exposure:,.2f},"
+                f" unrealized PnL {b.unrealized_pnl:,.2f}, {len(b.orders)} open orders"
+                f" -> {strategies[b.venue]}"
+            )
+            actions.append(f"{b.venue}: {per[b.venue]}")
+        ok = sum(1 for b in books if not b.error)
+        fields = {
+            "status": _status(ok, len(books)) if books else StepStatus.SKIPPED,
+            "actions": actions or ["No venue in scope"],
+            "venues": per,
+            "positions": positions,
+            "total_pnl": str(total),
+            "flatten_strategy": strategies,
+        }
+        return fields, books
+
+    # -- step 4 -------------------------------------------------------------------------------
+    async def _flatten(
+        self, incident: Incident, venues: dict[str, Venue], books: list[VenueBook] | None
+    ) -> tuple[dict[str, Any], list[VenueFlatten]]:
+        if books is None:  # resumed after a crash past step 3: assess again
+            _, books = await self._assess(incident, venues)
+        by_name = {b.venue: b for b in books}
+        cfg = self.app.settings.flatten
+        scopes = ["global", *[f"venue:{v}" for v in venues], incident.scope]
+        self.app.killswitch.set_state_over(
+            scopes,
+            TradingState.REDUCING,
+            self.actor,
+            "flattening: only reducing orders pass",
+            incident.id,
+        )
+        try:
+            for name in self._read_only & set(venues):  # assessing left it read-only
+                with contextlib.suppress(VenueError):  # step 4 reports the venue if still down
+                    await venues[name].connect(read_only=False)
+
+            async def close(v: Venue) -> VenueFlatten:
+                book = by_name.get(v.name)
+                strategy = choose_strategy(book.exposure if book and not book.error else D0, cfg)
+                return await VenueCloser(self.app, v, incident.id, strategy, self.actor).run()
+
+            results = await asyncio.gather(*(close(v) for v in venues.values()))
+        finally:
+            self.app.killswitch.set_state_over(
+                scopes,
+                TradingState.HALTED,
+                self.actor,
+                "flatten finished: halted again",
+                incident.id,
+            )
+        actions, per, orders = [], {}, []
+        for r in results:
+            closed = [o for o in r.outcomes if o.remaining == 0]
+            if r.flat:
+                per[r.venue] = f"flat: {len(closed)} positions closed ({r.strategy})"
+            else:
+                left = ", ".join(f"{p.symbol} {_qty(p.quantity)}" for p in r.residual) or "unknown"
+                why = "timed out" if r.timed_out else "could not verify"
+                per[r.venue] = f"NOT flat ({why}); remaining: {left}"
+            if r.errors:
+                per[r.venue] += f"; errors: {' | '.join(r.errors[:5])}"
+            actions.append(f"{r.venue}: {per[r.venue]}")
+            for o in r.outcomes:
+                for order in o.orders:
+                    orders.append({"venue": r.venue, "symbol": o.symbol, **order})
+        ok = sum(1 for r in results if r.flat)
+        status = _status(ok, len(results)) if results else StepStatus.SKIPPED
+        return {"status": status, "actions": actions, "venues": per, "orders": orders}, results
+
+    # -- step 5 -------------------------------------------------------------------------------
+    async def _verify(
+        self, incident: Incident, venues: dict[str, Venue], flattens: list[VenueFlatten]
+    ) -> tuple[dict[str, Any], list[VenueBook]]:
+        books = list(await asyncio.gather(*(self._read(v) for v in venues.values())))
+        start_navs = loads(self.app.incidents.get(incident.id).start_nav) or {}
+        residual: dict[str, dict[str, str]] = {}
+        open_orders: dict[str, int] = {}
+        unreachable: list[str] = []
+        actions, per = [], {}
+        nav_start = nav_end = D0
+        for b in books:
+            if b.error:
+                unreachable.append(b.venue)
+                per[b.venue] = f"UNVERIFIED: {b.error}"
+                actions.append(f"{b.venue}: could not read back: {b.error}")
+                continue
+            if b.positions:
+                residual[b.venue] = {p.symbol: _qty(p.quantity) for p in b.positions}
+            if b.orders:
+                open_orders[b.venue] = len(b.orders)
+            if b.account and b.venue in start_navs:
+                nav_start += Decimal(start_navs[b.venue])
+                nav_end += b.account.nav
+            per[b.venue] = (
+                "flat, no open orders"
+                if not b.positions and not b.orders
+                else f"{len(b.positions)} positions and {len(b.orders)} orders remain"
+            )
+            actions.append(f"{b.venue}: {per[b.venue]}")
+        change = (nav_end - nav_start) / nav_start if nav_start else D0
+        threshold = Decimal(str(self.app.settings.nav_change_threshold))
+        breached = change < -threshold
+        state = self.app.killswitch.state_of(["global", incident.scope])
+        gates = self.app.gates.read()
+        gates_ok = gates.shadow_active if incident.scope == "global" else True
+        actions.append(
+            f"NAV change {change:+.2%} vs -{threshold:.0%} threshold"
+            + (" — EXCEEDS THRESHOLD" if breached else "")
+        )
+        actions.append(
+            f"Trading state {state.value}; shadow/dry-run "
+            + ("active" if gates.shadow_active else "NOT active")
+        )
+        verification = {
+            "all_positions_flat": not residual and not unreachable,
+            "no_open_orders": not open_orders and not unreachable,
+            "residual": residual,
+            "open_orders": open_orders,
+            "unreachable": unreachable,
+            "start_nav": str(nav_start),
+            "final_nav": str(nav_end),
+            "final_pnl": str(nav_end - nav_start),
+            "nav_change": float(change),
+            "nav_loss_exceeds_threshold": breached,
+            "trading_state": state.value,
+            "shadow_mode_active": gates.shadow_active,
+            "live_trading_blocked": not gates.live_allowed,
+        }
+        checks = [
+            verification["all_positions_flat"],
+            verification["no_open_orders"],
+            state is TradingState.HALTED,
+            gates_ok,
+        ]
+        if all(checks):
+            status = StepStatus.SUCCESS
+        elif venues and len(unreachable) == len(venues):
+            status = StepStatus.FAILED  # nothing could be read back
+        else:
+            status = StepStatus.PARTIAL
+        fields = {"status": status, "actions": actions, "venues": per, "verification": verification}
+        return fields, books
+
+
+async def resume_unfinished(app: Rollbot, actor: Actor, **kw: Any) -> list[Outcome]:
+    """At start: finish any incident whose run was cut off (a crash mid-rollback)."""
+    outcomes = []
+    for incident in app.incidents.list(open_only=True, limit=20):
+        if incident.phase == "RUNNING":
+            engine = Engine(app, actor, **kw)
+            app.events.append(
+                "INCIDENT_RESUMED",
+                actor,
+                incident_id=incident.id,
+                reason="unfinished run found at start",
+            )
+            outcomes.append(await engine.run(incident, engine.steps_of(incident), new=False))
+    return outcomes
