@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -27,6 +27,7 @@ from rollbot.errors import BadInput
 from rollbot.storage.db import dumps, loads
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
+from rollbot.storage.nav import NavSamples
 
 D0 = Decimal(0)
 
@@ -127,6 +128,7 @@ class Engine:
         self.on_start = on_start
         self.venue_timeout_s = venue_timeout_s
         self._read_only: set[str] = set()
+        self.navs = NavSamples(app.db)
 
     # -- entry points -------------------------------------------------------------------------
     def open_held_incident(
@@ -200,13 +202,28 @@ class Engine:
         return await self.run(incident, ROLLBACK_STEPS, new=new)
 
     async def flatten(
-        self, reason: str, venue: str | None = None, dedupe_key: str | None = None
+        self,
+        reason: str,
+        venue: str | None = None,
+        dedupe_key: str | None = None,
+        symbols: set[str] | None = None,
     ) -> Outcome:
         """Close positions on one venue or all: holds go HALTED first (nothing new may open)."""
         incident, new = self.open_held_incident(
             kind="flatten", reason=reason, scope_text=venue, dedupe_key=dedupe_key
         )
+        if new and symbols:  # stored, so a resumed run closes the same subset
+            self.app.events.append(
+                "FLATTEN_SYMBOLS",
+                self.actor,
+                incident_id=incident.id,
+                data={"symbols": sorted(symbols)},
+            )
         return await self.run(incident, FLATTEN_STEPS, new=new)
+
+    def _symbols(self, incident_id: str) -> set[str] | None:
+        found = self.app.events.list(incident_id=incident_id, kinds=["FLATTEN_SYMBOLS"], limit=1)
+        return set(found[0].data["symbols"]) if found else None
 
     # -- the run ------------------------------------------------------------------------------
     def steps_of(self, incident: Incident) -> tuple[int, ...]:
@@ -370,6 +387,7 @@ class Engine:
                 continue
             cancel, nav = res
             navs[name] = str(nav.nav)
+            self.navs.add(name, nav.at, nav.nav, nav.currency)
             if cancel.complete:
                 ok += 1
                 per[name] = (
@@ -474,6 +492,7 @@ class Engine:
         if books is None:  # resumed after a crash past step 3: assess again
             _, books = await self._assess(incident, venues)
         by_name = {b.venue: b for b in books}
+        symbols = self._symbols(incident.id)
         cfg = self.app.settings.flatten
         scopes = ["global", *[f"venue:{v}" for v in venues], incident.scope]
         self.app.killswitch.set_state_over(
@@ -491,7 +510,9 @@ class Engine:
             async def close(v: Venue) -> VenueFlatten:
                 book = by_name.get(v.name)
                 strategy = choose_strategy(book.exposure if book and not book.error else D0, cfg)
-                return await VenueCloser(self.app, v, incident.id, strategy, self.actor).run()
+                return await VenueCloser(
+                    self.app, v, incident.id, strategy, self.actor, symbols
+                ).run()
 
             results = await asyncio.gather(*(close(v) for v in venues.values()))
         finally:
@@ -522,11 +543,22 @@ class Engine:
         return {"status": status, "actions": actions, "venues": per, "orders": orders}, results
 
     # -- step 5 -------------------------------------------------------------------------------
+    def _session_start_navs(self, incident: Incident) -> dict[str, str]:
+        """The day's first NAV sample per venue (IBKR seed: nav - initial_nav); the NAV read at
+        HALT where no sample exists."""
+        navs = dict(loads(self.app.incidents.get(incident.id).start_nav) or {})
+        since = incident.opened_at - timedelta(hours=24)
+        for venue in list(navs) or self.app.venue_names:
+            first = self.navs.list(venue=venue, since=since)
+            if first:
+                navs[venue] = str(first[0].nav)
+        return navs
+
     async def _verify(
         self, incident: Incident, venues: dict[str, Venue], flattens: list[VenueFlatten]
     ) -> tuple[dict[str, Any], list[VenueBook]]:
         books = list(await asyncio.gather(*(self._read(v) for v in venues.values())))
-        start_navs = loads(self.app.incidents.get(incident.id).start_nav) or {}
+        start_navs = self._session_start_navs(incident)
         residual: dict[str, dict[str, str]] = {}
         open_orders: dict[str, int] = {}
         unreachable: list[str] = []
@@ -542,6 +574,8 @@ class Engine:
                 residual[b.venue] = {p.symbol: _qty(p.quantity) for p in b.positions}
             if b.orders:
                 open_orders[b.venue] = len(b.orders)
+            if b.account:
+                self.navs.add(b.venue, b.account.at, b.account.nav, b.account.currency)
             if b.account and b.venue in start_navs:
                 nav_start += Decimal(start_navs[b.venue])
                 nav_end += b.account.nav

@@ -159,6 +159,21 @@ CREATE TABLE nav_samples (
 );
 CREATE INDEX nav_samples_venue_at ON nav_samples (venue, at);
 
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    incident_id TEXT,
+    target TEXT,
+    payload TEXT NOT NULL,
+    dedupe_key TEXT UNIQUE,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    delivered_at TEXT,
+    result TEXT
+);
+CREATE INDEX outbox_pending ON outbox (delivered_at, id);
+
 CREATE TABLE deliveries (
     key TEXT PRIMARY KEY,
     at TEXT NOT NULL,
@@ -190,7 +205,8 @@ CREATE TABLE drills (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     incident_id TEXT REFERENCES incidents (id),
     at TEXT NOT NULL,
-    status TEXT NOT NULL
+    status TEXT NOT NULL,
+    report_path TEXT
 );
 """
 

@@ -1,0 +1,170 @@
+"""The drill: a full rollback rehearsal on a seeded paper venue.
+
+It runs in a sandbox (its own database, paper book and gates files under var/drill/) so a drill
+on a live desk can never halt real trading or flip its gates; only the drill's outcome is
+recorded in the main database, where the resume rule looks for a passed drill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from rollbot.brokers.paper.scenario import load_scenario
+from rollbot.brokers.paper.venue import PaperVenue
+from rollbot.clock import Clock, SystemClock, iso
+from rollbot.commands.context import Rollbot
+from rollbot.commands.report import write_reports
+from rollbot.commands.rollback import Engine, Outcome, StartCallback, StepCallback
+from rollbot.config import (
+    DatabaseConfig,
+    FlattenConfig,
+    HooksConfig,
+    PaperVenueConfig,
+    PathsConfig,
+    Settings,
+)
+from rollbot.errors import BadInput
+from rollbot.storage.db import Database
+from rollbot.storage.events import Actor, EventLog
+from rollbot.storage.nav import NavSamples
+
+FAULTS = ("rejects", "partial", "disconnect", "late-fill")
+
+
+def parse_faults(text: str | None) -> set[str]:
+    if not text:
+        return set()
+    faults = {f.strip() for f in text.split(",") if f.strip()}
+    unknown = sorted(faults - set(FAULTS))
+    if unknown:
+        raise BadInput(f"unknown fault(s) {', '.join(unknown)}: choose from {', '.join(FAULTS)}")
+    return faults
+
+
+class DrillResult(BaseModel):
+    outcome: Outcome
+    reports: dict[str, Path]
+    sandbox: Path
+    faults: list[str]
+
+
+def drill_settings(
+    base: Settings,
+    workdir: Path,
+    scenario: Path | None,
+    latency_ms: float,
+    faults: set[str],
+    stamp: str,
+) -> Settings:
+    paper = PaperVenueConfig(
+        name="paper",
+        book_path=workdir / "paper.db",
+        scenario=scenario,
+        latency_ms=latency_ms,
+        reject_rate=0.3 if "rejects" in faults else 0.0,
+        fill="none" if "late-fill" in faults else "partial" if "partial" in faults else "full",
+        late_fill="late-fill" in faults,
+        disconnect_after_calls=6 if "disconnect" in faults else None,
+    )
+    return base.model_copy(
+        update={
+            "database": DatabaseConfig(path=workdir / "drill.db"),
+            "paths": PathsConfig(
+                reports_dir=Path(base.paths.reports_dir) / "drills" / stamp,
+                live_environment=workdir / "config" / "live_environment.toml",
+                shadow_config=workdir / "config" / "shadow_config.toml",
+            ),
+            "venues": [paper],
+            # a rehearsal reprices a resting close after 1 s, not 10: the drill stays short
+            "flatten": FlattenConfig(
+                timeout_s=base.flatten.timeout_s,
+                recheck_interval_s=0.25,
+                limit_timeout_s=1.0,
+                market_exposure_threshold=base.flatten.market_exposure_threshold,
+                limit_offset_bps=base.flatten.limit_offset_bps,
+            ),
+            "hooks": HooksConfig(),
+        }
+    )
+
+
+async def run_drill(
+    base: Settings,
+    actor: Actor,
+    *,
+    scenario: Path | None = None,
+    latency_ms: float = 0,
+    faults: set[str] | None = None,
+    on_start: StartCallback | None = None,
+    on_step: StepCallback | None = None,
+    clock: Clock | None = None,
+    workdir: Path | None = None,
+) -> DrillResult:
+    faults = faults or set()
+    if latency_ms < 0:
+        raise BadInput("--latency-ms must be zero or more")
+    book = load_scenario(scenario)  # a bad scenario fails here, before anything is touched
+    clock = clock or SystemClock()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    workdir = workdir or Path(base.database.path).parent / "drill"
+    shutil.rmtree(workdir, ignore_errors=True)
+    settings = drill_settings(base, workdir, scenario, latency_ms, faults, stamp)
+    sandbox = Rollbot.open(settings, clock=clock)
+    try:
+        paper = sandbox.venue("paper")
+        assert isinstance(paper, PaperVenue)
+        paper.seed(book)
+        sandbox.gates.arm(actor, "drill: start from live mode")
+        await _walk_prices(sandbox, paper)
+        engine = Engine(sandbox, actor, on_start=on_start, on_step=on_step)
+        outcome = await engine.rollback(
+            f"Drill ({', '.join(sorted(faults)) or 'no faults'})", trigger="Drill"
+        )
+        await _sample(sandbox, paper)
+        reports = write_reports(sandbox, outcome.incident.id)
+    finally:
+        await sandbox.aclose()
+    _record(base, actor, outcome, reports, clock)
+    return DrillResult(outcome=outcome, reports=reports, sandbox=workdir, faults=sorted(faults))
+
+
+async def _sample(app: Rollbot, paper: PaperVenue) -> None:
+    snap = await paper.account()
+    NavSamples(app.db).add(paper.name, snap.at, snap.nav, snap.currency)
+
+
+async def _walk_prices(app: Rollbot, paper: PaperVenue) -> None:
+    """The session before the incident: marks move along the scenario's path, NAV sampled."""
+    await _sample(app, paper)
+    while paper.advance_prices() is not None:
+        await asyncio.sleep(0.02)
+        await _sample(app, paper)
+
+
+def _record(
+    base: Settings, actor: Actor, outcome: Outcome, reports: dict[str, Path], clock: Clock
+) -> None:
+    db = Database(base.database.path, base.database.busy_timeout_ms)
+    try:
+        with db.write():
+            db.execute(
+                "INSERT INTO drills (incident_id, at, status, report_path) VALUES (NULL, ?, ?, ?)",
+                (iso(clock.now()), outcome.final_status.value, str(reports.get("md", ""))),
+            )
+            EventLog(db, clock).append(
+                "DRILL_COMPLETED",
+                actor,
+                reason=outcome.incident.reason,
+                data={
+                    "status": outcome.final_status.value,
+                    "report": str(reports.get("md", "")),
+                    "duration_s": sum(s.duration_seconds for s in outcome.steps),
+                },
+            )
+    finally:
+        db.close()
