@@ -9,6 +9,7 @@ from rollbot.brokers.base import Venue, VenueEvent
 from rollbot.clock import Clock, SystemClock
 from rollbot.commands.gates import Gates
 from rollbot.commands.killswitch import KillSwitch
+from rollbot.commands.outbox import Outbox
 from rollbot.config import Secrets, Settings
 from rollbot.errors import BadInput
 from rollbot.storage.db import Database
@@ -26,6 +27,7 @@ class Rollbot:
     incidents: Incidents
     gates: Gates
     killswitch: KillSwitch
+    outbox: Outbox
     _venues: dict[str, Venue] | None = None
     venue_events: list[VenueEvent] = field(default_factory=list)
 
@@ -51,6 +53,7 @@ class Rollbot:
             incidents=Incidents(db, events, clock),
             gates=gates,
             killswitch=KillSwitch(db, events, clock, gates),
+            outbox=Outbox(db, clock),
             _venues=venues,
         )
 

@@ -162,6 +162,7 @@ class Engine:
                 self.app.killswitch.trigger(
                     scope, reason.strip(), self.actor, source=hold_source, incident_id=incident.id
                 )
+                self.app.outbox.put("headline", incident_id=incident.id)
         return incident, new
 
     async def kill(
@@ -292,19 +293,37 @@ class Engine:
                 cumulative_target_seconds=step.cumulative_target_seconds,
                 **fields,
             )
-            self.app.events.append(
-                "STEP_ENDED",
-                self.actor,
-                incident_id=incident.id,
-                data=report.model_dump(mode="json"),
-            )
+            with self.app.db.write():
+                self.app.events.append(
+                    "STEP_ENDED",
+                    self.actor,
+                    incident_id=incident.id,
+                    data=report.model_dump(mode="json"),
+                )
+                self.app.outbox.put(
+                    "thread",
+                    incident_id=incident.id,
+                    text=f"Step {number} {step.name}: {report.status.value}",
+                    view="step",
+                    data=report.model_dump(mode="json"),
+                )
+                self.app.outbox.put("headline", incident_id=incident.id)
             reports.append(report)
             await _maybe(self.on_step(report) if self.on_step else None)
         outcome = self._outcome(self.app.incidents.get(incident.id), reports, new=new, books=books)
-        self.app.incidents.update(incident.id, final_status=outcome.final_status.value)
-        self.app.incidents.set_phase(
-            incident.id, "DONE", self.actor, final_status=outcome.final_status.value
-        )
+        with self.app.db.write():
+            self.app.incidents.update(incident.id, final_status=outcome.final_status.value)
+            self.app.incidents.set_phase(
+                incident.id, "DONE", self.actor, final_status=outcome.final_status.value
+            )
+            self.app.outbox.put(
+                "thread",
+                incident_id=incident.id,
+                text=f"{incident.id} {incident.kind}: {outcome.final_status.value}",
+                view="outcome",
+                data=outcome.model_dump(mode="json", exclude={"steps"}),
+            )
+            self.app.outbox.put("headline", incident_id=incident.id)
         outcome.incident = self.app.incidents.get(incident.id)
         return outcome
 

@@ -1,0 +1,625 @@
+"""CryptoVenue: rollbot's Venue protocol over ccxt.async_support, for any ccxt exchange id.
+
+Derivatives (market = "derivatives") are the positions ccxt's fetch_positions returns for
+linear contracts settled in the configured quote; closes are reduce-only and capped at the
+position read from the venue just before sending, so a close can shrink a position but
+never flip it. Spot (market = "spot") treats every non-quote balance that trades against
+the quote as a position worth its ticker price; holdings worth less than `dust` are left.
+
+Every ccxt call goes through `_call`, which times it (LATENCY), retries rate-limit answers
+with backoff (one PACING event each) and maps ccxt exceptions to VenueError subclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from rollbot.brokers.base import (
+    AccountSnapshot,
+    CancelAllResult,
+    CloseRequest,
+    Order,
+    OrderRejected,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+    UnsupportedOperation,
+    VenueError,
+    VenueEvent,
+    VenueEventKind,
+    VenueListener,
+    VenueUnavailable,
+)
+from rollbot.brokers.crypto.client import build_exchange, feature
+from rollbot.brokers.crypto.convert import (
+    D0,
+    dec,
+    dec_or_none,
+    order_from_ccxt,
+    position_from_ccxt,
+    ticker_price,
+)
+from rollbot.brokers.crypto.errors import ArgumentsMissing, OrderNotFound, map_ccxt_error
+from rollbot.brokers.crypto.profiles import profile_for
+from rollbot.clock import Clock, SystemClock
+from rollbot.config import CryptoVenueConfig
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKOFF_S: tuple[float, ...] = (0.5, 1.0, 2.0)  # one retry per entry
+Raw = dict[str, Any]
+
+
+class CryptoVenue:
+    def __init__(
+        self,
+        cfg: CryptoVenueConfig,
+        api_key: str | None = None,
+        secret: str | None = None,
+        *,
+        clock: Clock | None = None,
+        backoff_s: Sequence[float] = DEFAULT_BACKOFF_S,
+    ) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.spot = cfg.market == "spot"
+        self.exchange: Any = build_exchange(cfg, api_key, secret)
+        self._secrets = tuple(s for s in (api_key, secret) if s)  # for redaction only
+        self._clock = clock or SystemClock()
+        self._backoff = tuple(backoff_s)
+        self._profile = profile_for(cfg.exchange)
+        self._listeners: list[VenueListener] = []
+        self._markets_lock = asyncio.Lock()
+        self._read_only = False
+        self._reconnect_allowed = True
+        self._down = False  # the last request failed at the transport level
+        self._where: dict[str, tuple[str, bool]] = {}  # order id -> (symbol, is trigger)
+        self._client_symbol: dict[str, str] = {}  # client order id -> symbol, ours only
+        self.counts: Counter[str] = Counter()  # requests, pacing, orders_sent, rejects...
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def connect(self, read_only: bool = False) -> None:
+        self._read_only = read_only
+        if self._down:
+            self._down = False
+            self._emit(VenueEventKind.RECONNECT, message="connect requested")
+        await self._markets()
+
+    async def close(self) -> None:
+        await self.exchange.close()
+
+    def set_reconnect(self, allowed: bool) -> None:
+        self._reconnect_allowed = allowed
+
+    def subscribe(self, listener: VenueListener) -> None:
+        self._listeners.append(listener)
+
+    # ---- reads -------------------------------------------------------------------------
+    async def account(self) -> AccountSnapshot:
+        await self._markets()
+        self._require("fetchBalance")
+        balance = await self._call("fetch_balance", self.exchange.fetch_balance)
+        nav = dec((balance.get("total") or {}).get(self.cfg.quote))
+        if self.spot:
+            holdings = await self._holdings(balance, priced=True)
+            nav += sum((h.market_value for h in holdings), D0)
+        else:
+            positions = await self._derivative_positions()
+            nav += sum((p.unrealized_pnl for p in positions if p.currency == self.cfg.quote), D0)
+        return AccountSnapshot(
+            venue=self.name, nav=nav, currency=self.cfg.quote, at=self._clock.now()
+        )
+
+    async def positions(self) -> list[Position]:
+        await self._markets()
+        if not self.spot:
+            return await self._derivative_positions()
+        holdings = await self._holdings(None, priced=True)
+        # an unpriced holding is not known to be dust: show it rather than hide it
+        return [h for h in holdings if h.market_price == 0 or h.exposure >= self.cfg.dust]
+
+    async def open_orders(self) -> list[Order]:
+        await self._markets()
+        self._require("fetchOpenOrders")
+        return [self._order(raw, trigger) for raw, trigger in await self._open_raw()]
+
+    async def order_by_client_id(self, client_order_id: str) -> Order | None:
+        await self._markets()
+        known = self._client_symbol.get(client_order_id)
+        if known:
+            return await self._find_client_order(client_order_id, known)
+        try:
+            return await self._find_client_order(client_order_id, None)
+        except ArgumentsMissing:
+            pass  # this exchange looks orders up per symbol
+        for symbol in await self._scope_symbols():
+            found = await self._find_client_order(client_order_id, symbol)
+            if found is not None:
+                return found
+        return None
+
+    # ---- writes ------------------------------------------------------------------------
+    async def cancel_all(self) -> CancelAllResult:
+        self._check_writable()
+        await self._markets()
+        self._require("fetchOpenOrders")
+        before = await self._open_raw()
+        if self.exchange.has.get("cancelAllOrders"):
+            symbols = {str(raw["symbol"]) for raw, _ in before}
+            for trigger in self._trigger_variants():
+                try:
+                    await self._bulk_cancel({"trigger": True} if trigger else {}, symbols)
+                except (OrderNotFound, ArgumentsMissing, UnsupportedOperation) as exc:
+                    log.info("%s: bulk cancel skipped: %s", self.name, exc)
+                except VenueUnavailable:
+                    raise
+                except VenueError as exc:  # the read-back below reports what is left
+                    log.warning("%s: bulk cancel failed: %s", self.name, exc)
+        after = await self._open_raw()
+        if after:
+            # whatever the bulk cancel missed (or an exchange without one): one by one
+            for raw, trigger in after:
+                await self._cancel_quietly(str(raw["id"]), str(raw["symbol"]), trigger)
+            after = await self._open_raw()
+        left = {str(raw["id"]) for raw, _ in after}
+        return CancelAllResult(
+            venue=self.name,
+            requested=len(before),
+            cancelled=[str(raw["id"]) for raw, _ in before if str(raw["id"]) not in left],
+            remaining=[self._order(raw, trigger) for raw, trigger in after],
+        )
+
+    async def cancel_order(self, order_id: str) -> None:
+        self._check_writable()
+        await self._markets()
+        self._require("cancelOrder")
+        where = self._where.get(order_id)
+        if where is None:
+            for raw, trigger in await self._open_raw():
+                if str(raw["id"]) == order_id:
+                    where = (str(raw["symbol"]), trigger)
+        if where is None:
+            raise OrderNotFound(self.name, f"order {order_id} is not open", "ORDER_NOT_FOUND")
+        symbol, trigger = where
+        params = {"trigger": True} if trigger else {}
+        await self._call("cancel_order", self.exchange.cancel_order, order_id, symbol, params)
+
+    async def submit_close(self, request: CloseRequest) -> Order:
+        self._check_writable()
+        await self._markets()
+        self._require("createOrder")
+        market = self._market(request.symbol)
+        symbol = str(market["symbol"])
+        existing = await self._find_client_order(request.client_order_id, symbol)
+        if existing is not None:
+            log.info(
+                "%s: %s already at the venue; not sent again", self.name, request.client_order_id
+            )
+            self._client_symbol[request.client_order_id] = symbol
+            return existing
+        amount, params = await self._close_size(request, market)
+        kind, price = await self._close_price(request, market)
+        params["clientOrderId"] = request.client_order_id
+        contract_size = self._contract_size(market)
+        sent: Raw = {
+            "id": "",
+            "clientOrderId": request.client_order_id,
+            "symbol": symbol,
+            "side": request.side.value.lower(),
+            "type": kind,
+            "amount": amount,
+            "price": price,
+            "reduceOnly": bool(params.get("reduceOnly")),
+            "status": "open",
+        }
+        draft = order_from_ccxt(self.name, {}, fallback=sent, contract_size=contract_size)
+        self.counts["orders_sent"] += 1
+        self._emit(
+            VenueEventKind.ORDER_SENT,
+            message=f"{draft.side} {draft.quantity} {symbol} {draft.type}",
+            order=draft,
+        )
+        raw = await self._call(
+            "create_order",
+            self.exchange.create_order,
+            symbol,
+            kind,
+            request.side.value.lower(),
+            float(amount),
+            None if price is None else float(price),
+            params,
+            rejected=draft,
+        )
+        self._client_symbol[request.client_order_id] = symbol
+        order = order_from_ccxt(self.name, raw, fallback=sent, contract_size=contract_size)
+        if order.order_id:
+            self._where[order.order_id] = (symbol, False)
+        if raw.get("status") is None:
+            order = await self._read_back(request.client_order_id, symbol, order)
+        self._emit(VenueEventKind.ORDER, message=f"{order.status}", order=order)
+        return order
+
+    # ---- close sizing ------------------------------------------------------------------
+    async def _close_size(self, request: CloseRequest, market: Raw) -> tuple[Decimal, Raw]:
+        """Exchange amount (contracts for derivatives) and params, capped at what is held."""
+        symbol = str(market["symbol"])
+        if self.spot:
+            cap = await self._spot_cap(request, symbol)
+            params: Raw = {}
+        else:
+            held = [p for p in await self._derivative_positions() if p.symbol == symbol]
+            target = next((p for p in held if p.closing_side is request.side), None)
+            if target is None:
+                if held:
+                    raise OrderRejected(
+                        self.name,
+                        f"{symbol}: a {request.side} would add to the position, not reduce it",
+                        "WOULD_INCREASE",
+                    )
+                raise OrderRejected(self.name, f"{symbol}: no open position", "NO_POSITION")
+            cap = abs(target.quantity)
+            params = {"reduceOnly": True}
+            if target.instrument.get("hedged") == "true":
+                params["hedged"] = True  # ccxt then picks the hedge-mode position index
+        if request.quantity > cap:
+            log.info("%s: close of %s %s capped at %s", self.name, request.quantity, symbol, cap)
+        qty = min(request.quantity, cap) / self._contract_size(market)
+        return self._amount(symbol, qty), params
+
+    async def _spot_cap(self, request: CloseRequest, symbol: str) -> Decimal:
+        holding = next(
+            (h for h in await self._holdings(None, priced=False) if h.symbol == symbol), None
+        )
+        qty = holding.quantity if holding else D0
+        if request.side is Side.SELL:
+            free = dec(holding.instrument.get("free")) if holding else D0
+            if qty <= 0 or free <= 0:
+                code = "WOULD_INCREASE" if qty < 0 else "NO_POSITION"
+                raise OrderRejected(self.name, f"{symbol}: nothing free to sell", code)
+            return min(qty, free)  # funds locked in resting orders cannot be sold
+        if qty >= 0:
+            code = "WOULD_INCREASE" if qty > 0 else "NO_POSITION"
+            raise OrderRejected(self.name, f"{symbol}: no borrowed holding to buy back", code)
+        return -qty
+
+    async def _close_price(self, request: CloseRequest, market: Raw) -> tuple[str, Decimal | None]:
+        symbol = str(market["symbol"])
+        if request.type is OrderType.LIMIT:
+            if request.limit_price is None:
+                raise OrderRejected(self.name, "a LIMIT close needs a limit_price", "NO_PRICE")
+            return "limit", self._price(symbol, request.limit_price)
+        if request.type is not OrderType.MARKET:
+            raise OrderRejected(self.name, f"{request.type} is not a close type", "BAD_TYPE")
+        if self.exchange.has.get("createMarketOrder") is not False:
+            return "market", None
+        # no market orders on this venue: an aggressive limit that crosses the book
+        reference = (await self._prices([symbol])).get(symbol, D0)
+        if reference <= 0:
+            raise OrderRejected(self.name, f"{symbol}: no price for a marketable limit", "NO_PRICE")
+        slip = self.cfg.limit_slippage_bps / Decimal(10000)
+        sign = -1 if request.side is Side.SELL else 1
+        return "limit", self._price(symbol, reference * (1 + sign * slip))
+
+    def _amount(self, symbol: str, qty: Decimal) -> Decimal:
+        text = self._local(self.exchange.amount_to_precision, symbol, format(qty, "f"))
+        amount = Decimal(text)
+        if amount <= 0:
+            raise OrderRejected(self.name, f"{symbol}: {qty} rounds to nothing", "BELOW_MIN_SIZE")
+        return amount
+
+    def _price(self, symbol: str, price: Decimal) -> Decimal:
+        return Decimal(self._local(self.exchange.price_to_precision, symbol, format(price, "f")))
+
+    def _local(self, fn: Callable[..., str], *args: Any) -> str:
+        """ccxt helpers that never touch the network but may raise (below minimum size)."""
+        import ccxt
+
+        try:
+            return fn(*args)
+        except ccxt.BaseError as exc:
+            mapped = map_ccxt_error(self.name, exc, self._secrets).error
+            if isinstance(mapped, OrderRejected | OrderNotFound):
+                raise OrderRejected(self.name, mapped.detail, "BELOW_MIN_SIZE") from None
+            raise mapped from None
+
+    async def _read_back(self, client_id: str, symbol: str, fallback: Order) -> Order:
+        """Some venues acknowledge with ids only; the order itself says what happened."""
+        try:
+            found = await self._find_client_order(client_id, symbol)
+        except VenueError as exc:
+            log.info("%s: read-back of %s failed: %s", self.name, client_id, exc)
+            return fallback
+        return found or fallback
+
+    # ---- positions and holdings ----------------------------------------------------------
+    async def _derivative_positions(self) -> list[Position]:
+        self._require("fetchPositions")
+        rows = await self._call("fetch_positions", self.exchange.fetch_positions)
+        out = []
+        for raw in rows:
+            market = self.exchange.markets.get(raw.get("symbol")) or {}
+            position = position_from_ccxt(self.name, raw, market, self.cfg.quote)
+            if position is not None:
+                out.append(position)
+        return out
+
+    async def _holdings(self, balance: Raw | None, *, priced: bool) -> list[Position]:
+        """Every non-quote balance (net of debt) that trades against the quote."""
+        if balance is None:
+            self._require("fetchBalance")
+            balance = await self._call("fetch_balance", self.exchange.fetch_balance)
+        totals = balance.get("total") or {}
+        free = balance.get("free") or {}
+        debt = balance.get("debt") or {}
+        found: list[tuple[str, Raw, Decimal, Decimal]] = []
+        for code, total in totals.items():
+            qty = dec(total) - dec(debt.get(code))
+            if code == self.cfg.quote or qty == 0:
+                continue
+            symbol = f"{code}/{self.cfg.quote}"
+            market = self.exchange.markets.get(symbol)
+            if not market or not market.get("spot"):
+                log.warning("%s: %s %s has no %s market; ignored", self.name, qty, code, symbol)
+                continue
+            found.append((symbol, market, qty, dec(free.get(code))))
+        prices = await self._prices([f[0] for f in found]) if priced else {}
+        return [
+            Position(
+                venue=self.name,
+                symbol=symbol,
+                quantity=qty,
+                market_price=prices.get(symbol, D0),
+                currency=self.cfg.quote,
+                instrument={"market_id": str(market["id"]), "type": "spot", "free": str(free_qty)},
+            )
+            for symbol, market, qty, free_qty in found
+        ]
+
+    async def _prices(self, symbols: list[str]) -> dict[str, Decimal]:
+        if not symbols:
+            return {}
+        has = self.exchange.has
+        if has.get("fetchTickers"):
+            tickers = await self._call("fetch_tickers", self.exchange.fetch_tickers, symbols)
+            return {s: ticker_price(tickers.get(s)) for s in symbols}
+        if has.get("fetchTicker"):
+            fetch = self.exchange.fetch_ticker
+            return {s: ticker_price(await self._call("fetch_ticker", fetch, s)) for s in symbols}
+        raise self._unsupported("fetchTickers")
+
+    async def _scope_symbols(self) -> list[str]:
+        """Symbols to walk when the exchange wants one per request: the configured ones plus
+        whatever we hold."""
+        symbols = {s for s in self.cfg.symbols if s in self.exchange.markets}
+        for unknown in sorted(set(self.cfg.symbols) - symbols):
+            log.warning("%s: configured symbol %s is not a market here", self.name, unknown)
+        if self.spot:
+            symbols |= {h.symbol for h in await self._holdings(None, priced=False)}
+        else:
+            symbols |= {p.symbol for p in await self._derivative_positions()}
+        return sorted(symbols)
+
+    # ---- orders ------------------------------------------------------------------------
+    def _trigger_variants(self) -> list[bool]:
+        """[False, True] where trigger/stop orders are listed (and cancelled) apart."""
+        separate = feature(self.exchange, self.spot, "fetchOpenOrders", "trigger")
+        return [False, True] if separate else [False]
+
+    async def _open_raw(
+        self, symbol: str | None = None, extra: Raw | None = None
+    ) -> list[tuple[Raw, bool]]:
+        """Open orders, plain and trigger, deduplicated by id, each with its trigger flag."""
+        result: dict[str, tuple[Raw, bool]] = {}
+        for trigger in self._trigger_variants():
+            params = {"trigger": True} if trigger else {}
+            params.update(extra or {})
+            for raw in await self._list_open(params, symbol):
+                oid = str(raw["id"])
+                is_trigger = trigger or dec_or_none(raw.get("triggerPrice")) is not None
+                if oid not in result:
+                    result[oid] = (raw, is_trigger)
+                    self._where[oid] = (str(raw["symbol"]), is_trigger)
+        return list(result.values())
+
+    async def _list_open(self, params: Raw, symbol: str | None) -> list[Raw]:
+        fetch = self.exchange.fetch_open_orders
+        if symbol is not None:
+            return await self._call("fetch_open_orders", fetch, symbol, None, None, params)
+        if not feature(self.exchange, self.spot, "fetchOpenOrders", "symbolRequired"):
+            try:
+                return await self._call("fetch_open_orders", fetch, None, None, None, params)
+            except ArgumentsMissing:
+                pass
+        rows: list[Raw] = []
+        for each in await self._scope_symbols():
+            rows += await self._call("fetch_open_orders", fetch, each, None, None, params)
+        return rows
+
+    async def _bulk_cancel(self, params: Raw, symbols: set[str]) -> None:
+        cancel = self.exchange.cancel_all_orders
+        try:
+            await self._call("cancel_all_orders", cancel, None, params)
+            return
+        except ArgumentsMissing:
+            pass  # per symbol on this exchange
+        for symbol in sorted(symbols | {s for s in self.cfg.symbols if s in self.exchange.markets}):
+            # binance answers "unknown order" when nothing was open there
+            with contextlib.suppress(OrderNotFound):
+                await self._call("cancel_all_orders", cancel, symbol, params)
+
+    async def _cancel_quietly(self, order_id: str, symbol: str, trigger: bool) -> None:
+        params = {"trigger": True} if trigger else {}
+        try:
+            await self._call("cancel_order", self.exchange.cancel_order, order_id, symbol, params)
+        except OrderNotFound:
+            pass  # filled or cancelled meanwhile: the read-back tells
+        except VenueUnavailable:
+            raise
+        except VenueError as exc:
+            log.warning("%s: cancel of %s failed: %s", self.name, order_id, exc)
+
+    async def _find_client_order(self, client_id: str, symbol: str | None) -> Order | None:
+        """Our order by client id, open or done, or None if the venue never saw it."""
+        if self._profile.fetch_order_by_client_id and self.exchange.has.get("fetchOrder"):
+            fetch = self.exchange.fetch_order
+            try:
+                raw = await self._call(
+                    "fetch_order", fetch, "", symbol, {"clientOrderId": client_id}
+                )
+            except OrderNotFound:
+                return None
+            return self._order(raw, dec_or_none(raw.get("triggerPrice")) is not None)
+        param = self._profile.client_id_param
+        extra = {param: client_id} if param else {}
+        for raw, trigger in await self._open_raw(symbol, extra):
+            if raw.get("clientOrderId") == client_id:
+                return self._order(raw, trigger)
+        for raw in await self._history(symbol, extra):
+            if raw.get("clientOrderId") == client_id:
+                return self._order(raw, False)
+        return None
+
+    async def _history(self, symbol: str | None, extra: Raw) -> list[Raw]:
+        has, ex = self.exchange.has, self.exchange
+        if has.get("fetchCanceledAndClosedOrders"):
+            fetch = ex.fetch_canceled_and_closed_orders
+            return await self._call("fetch_closed_orders", fetch, symbol, None, None, extra)
+        rows: list[Raw] = []
+        for capability, fetch in (
+            ("fetchClosedOrders", ex.fetch_closed_orders),
+            ("fetchCanceledOrders", ex.fetch_canceled_orders),
+        ):
+            if has.get(capability):
+                rows += await self._call(capability, fetch, symbol, None, None, extra)
+        if not rows and has.get("fetchOrders"):
+            rows += await self._call("fetch_orders", ex.fetch_orders, symbol, None, None, extra)
+        return rows
+
+    def _order(self, raw: Raw, trigger: bool) -> Order:
+        market = self.exchange.markets.get(raw.get("symbol")) or {}
+        return order_from_ccxt(
+            self.name, raw, contract_size=self._contract_size(market), trigger=trigger
+        )
+
+    def _contract_size(self, market: Raw) -> Decimal:
+        if self.spot or not market.get("contract"):
+            return Decimal(1)
+        return dec(market.get("contractSize"), Decimal(1))
+
+    def _market(self, symbol: str) -> Raw:
+        import ccxt
+
+        try:
+            return self.exchange.market(symbol)
+        except ccxt.BaseError:
+            raise OrderRejected(
+                self.name, f"{symbol} is not a market on {self.cfg.exchange}", "BAD_SYMBOL"
+            ) from None
+
+    # ---- plumbing ----------------------------------------------------------------------
+    async def _markets(self) -> None:
+        if self.exchange.markets:
+            return
+        async with self._markets_lock:
+            if not self.exchange.markets:
+                await self._call("load_markets", self.exchange.load_markets)
+
+    def _require(self, capability: str) -> None:
+        if not self.exchange.has.get(capability):
+            raise self._unsupported(capability)
+
+    def _unsupported(self, capability: str) -> UnsupportedOperation:
+        return UnsupportedOperation(
+            self.name, f"{self.cfg.exchange} does not support {capability} in ccxt", "NOT_SUPPORTED"
+        )
+
+    def _check_writable(self) -> None:
+        if self._read_only:
+            raise VenueError(self.name, "connected read-only: no orders, no cancels", "READ_ONLY")
+
+    async def _call(
+        self,
+        label: str,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+        rejected: Order | None = None,
+    ) -> Any:
+        """One ccxt request: latency, pacing retries, error mapping, link-state events."""
+        import ccxt
+
+        if self._down and not self._reconnect_allowed:
+            raise VenueUnavailable(self.name, "disconnected and reconnecting is not allowed")
+        attempt = 0
+        while True:
+            self.counts["requests"] += 1
+            started = time.perf_counter()
+            try:
+                result = await fn(*args)
+            except ccxt.BaseError as exc:
+                mapped = map_ccxt_error(self.name, exc, self._secrets)
+                error, kind = mapped.error, mapped.event
+                if kind is VenueEventKind.PACING:
+                    self.counts["pacing"] += 1
+                    retry = attempt < len(self._backoff)
+                    note = f"; retry {attempt + 1} of {len(self._backoff)}" if retry else ""
+                    self._emit(
+                        kind,
+                        code=error.code,
+                        message=f"{label}: {error.detail}{note}",
+                        value=attempt + 1,
+                    )
+                    if retry:
+                        await self._clock.sleep(self._backoff[attempt])
+                        attempt += 1
+                        continue
+                elif kind is VenueEventKind.REJECT:
+                    if rejected is not None:
+                        self.counts["rejects"] += 1
+                        order = rejected.model_copy(
+                            update={"status": OrderStatus.REJECTED, "reason": error.detail}
+                        )
+                        self._emit(kind, code=error.code, message=error.detail, order=order)
+                elif kind is not None:
+                    if kind is VenueEventKind.DISCONNECT:
+                        self._down = True
+                    self.counts[kind.value.lower()] += 1
+                    self._emit(kind, code=error.code, message=f"{label}: {error.detail}")
+                raise error from None
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            self._emit(VenueEventKind.LATENCY, message=label, value=round(elapsed_ms, 3))
+            if self._down:
+                self._down = False
+                self._emit(VenueEventKind.RECONNECT, message=f"{label} answered")
+            return result
+
+    def _emit(
+        self,
+        kind: VenueEventKind,
+        *,
+        code: str | None = None,
+        message: str = "",
+        value: float | None = None,
+        order: Order | None = None,
+    ) -> None:
+        event = VenueEvent(
+            venue=self.name,
+            kind=kind,
+            code=code,
+            message=message,
+            value=value,
+            order=order,
+            at=self._clock.now(),
+        )
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken listener must not break the kill path
+                log.exception("%s: event listener failed on %s", self.name, kind)

@@ -1,0 +1,571 @@
+"""Interactive Brokers as a rollbot venue: TWS or IB Gateway through ib_async.
+
+Every request is bounded by cfg.timeout_s and every failure leaves as a VenueError subclass: a
+kill switch must be able to tell "refused" (OrderRejected, nothing placed) from "unknown"
+(VenueUnavailable, check again after reconnecting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any, TypeVar
+
+from rollbot.brokers.base import (
+    AccountSnapshot,
+    CancelAllResult,
+    CloseRequest,
+    Order,
+    OrderRejected,
+    OrderType,
+    Position,
+    RateLimited,
+    Side,
+    UnsupportedOperation,
+    VenueError,
+    VenueEvent,
+    VenueEventKind,
+    VenueListener,
+    VenueUnavailable,
+)
+from rollbot.brokers.ibkr import mapping
+from rollbot.brokers.ibkr._ib import IB, Contract, Fill, IbOrder, LimitOrder, MarketOrder, Trade
+from rollbot.brokers.ibkr.pacing import TokenBucket
+from rollbot.config import IbkrVenueConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class IbkrVenue:
+    """One API client connection (cfg.client_id) to one TWS / IB Gateway."""
+
+    def __init__(self, cfg: IbkrVenueConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self._ib = IB()
+        self._ib.errorEvent += self._on_error
+        self._ib.disconnectedEvent += self._on_disconnected
+        self._ib.orderStatusEvent += self._on_order_status
+        self._ib.execDetailsEvent += self._on_exec_details
+        self._pacer = TokenBucket(cfg.max_msgs_per_sec)
+        self._listeners: list[VenueListener] = []
+        self._connected = False
+        self._read_only = False
+        self._wanted = False  # connect() was called and close() was not, since
+        self._reconnect_allowed = cfg.reconnect
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._link_down = False  # TWS lost IB's servers (1100) though our socket is still up
+        self._wakeups: set[asyncio.Event] = set()  # requests waiting on order news
+        self._close_refs: set[str] = set()  # orderRefs sent by submit_close: reduce-only
+        self._symbols: dict[int, str] = {}  # conId -> symbol, for orders sent by conId alone
+        self._cancel_refusals: dict[str, str] = {}  # order_id -> why IB would not cancel it
+        # ib_async keys some requests by name ("positions", "openOrders"): two at once would
+        # share one result list, so each kind runs one at a time
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # ------------------------------------------------------------------------- connection
+
+    async def connect(self, read_only: bool = False) -> None:
+        self._stop_reconnecting()
+        if self._connected and read_only == self._read_only:
+            return
+        if self._connected:
+            self._drop()
+        self._read_only = read_only
+        self._wanted = True
+        try:
+            await self._open()
+        except VenueError:
+            self._wanted = False
+            raise
+
+    async def close(self) -> None:
+        self._wanted = False
+        self._stop_reconnecting()
+        self._drop()
+
+    def set_reconnect(self, allowed: bool) -> None:
+        self._reconnect_allowed = allowed
+        if not allowed:
+            self._stop_reconnecting()
+        elif self._wanted and not self._connected and self._reconnect_task is None:
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    def subscribe(self, listener: VenueListener) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected and self._ib.isConnected()
+
+    async def _open(self) -> None:
+        cfg = self.cfg
+        where = f"TWS/Gateway at {cfg.host}:{cfg.port} (client id {cfg.client_id})"
+        try:
+            await self._ib.connectAsync(
+                cfg.host,
+                cfg.port,
+                clientId=cfg.client_id,
+                timeout=cfg.timeout_s,
+                readonly=self._read_only,
+                account=cfg.account,
+                raiseSyncErrors=True,  # a half-synced session would weaken idempotency
+            )
+        except TimeoutError:  # before OSError: TimeoutError is one
+            raise VenueUnavailable(
+                self.name,
+                f"{where} did not finish the API handshake within {cfg.timeout_s:g}s "
+                "(API enabled? client id already in use?)",
+            ) from None
+        except (OSError, ConnectionError) as e:
+            raise VenueUnavailable(self.name, f"cannot connect to {where}: {e}") from None
+        managed = self._ib.managedAccounts()
+        if cfg.account and cfg.account not in managed:
+            self._ib.disconnect()
+            raise VenueError(
+                self.name,
+                f"account {cfg.account!r} is not managed by this login "
+                f"(it manages: {', '.join(managed) or 'none'})",
+            )
+        self._connected = True
+        self._link_down = False
+
+    def _drop(self) -> None:
+        """Disconnect on purpose: no DISCONNECT event, no reconnect."""
+        self._connected = False
+        self._ib.disconnect()
+        self._wake()
+
+    def _stop_reconnecting(self) -> None:
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+            self._reconnect_task = None
+
+    async def _reconnect(self) -> None:
+        delays = self.cfg.reconnect_backoff_s or [1.0]
+        try:
+            for attempt in itertools.count(1):
+                await asyncio.sleep(delays[min(attempt, len(delays)) - 1])
+                if not (self._reconnect_allowed and self._wanted):
+                    return
+                try:
+                    await self._open()
+                except VenueError as e:
+                    self._emit(
+                        VenueEventKind.ERROR, message=f"reconnect attempt {attempt}: {e.detail}"
+                    )
+                    continue
+                self._emit(
+                    VenueEventKind.RECONNECT,
+                    message=f"reconnected to TWS/Gateway after {attempt} attempt(s)",
+                )
+                return
+        finally:
+            if self._reconnect_task is asyncio.current_task():
+                self._reconnect_task = None
+
+    def _require_connected(self) -> None:
+        if self.connected:
+            return
+        state = "reconnecting" if self._reconnect_task is not None else "not connected"
+        raise VenueUnavailable(
+            self.name, f"{state} to TWS/Gateway at {self.cfg.host}:{self.cfg.port}"
+        )
+
+    def _require_writable(self) -> None:
+        self._require_connected()
+        if self._read_only:
+            raise UnsupportedOperation(
+                self.name, "connected read-only: connect(read_only=False) to send or cancel orders"
+            )
+
+    # ----------------------------------------------------------------------------- reads
+
+    async def account(self) -> AccountSnapshot:
+        self._require_connected()
+
+        def net_liq(values: list[Any]) -> list[Any]:
+            return [
+                v
+                for v in values
+                if v.tag == "NetLiquidation" and v.currency not in ("", "BASE")
+                and (not self.cfg.account or v.account == self.cfg.account)
+            ]  # fmt: skip
+
+        # kept current by the account-updates subscription ib_async opens on connect
+        values = net_liq(self._ib.accountValues(self.cfg.account))
+        if not values:
+            summary = await self._call(
+                "account summary", lambda: self._ib.accountSummaryAsync(self.cfg.account)
+            )
+            values = net_liq(summary)
+        if not values:
+            raise VenueError(self.name, "TWS reported no NetLiquidation for the account")
+        currencies = {v.currency for v in values}
+        if len(currencies) > 1:
+            accounts = ", ".join(sorted({v.account for v in values}))
+            raise VenueError(
+                self.name,
+                f"accounts {accounts} report NAV in {', '.join(sorted(currencies))}: "
+                "set `account` in the venue config",
+            )
+        try:
+            nav = sum((Decimal(v.value) for v in values), Decimal(0))
+        except ArithmeticError:
+            raise VenueError(self.name, f"unreadable NetLiquidation: {values!r}") from None
+        return AccountSnapshot(venue=self.name, nav=nav, currency=currencies.pop())
+
+    async def positions(self) -> list[Position]:
+        raw = await self._call("positions", self._ib.reqPositionsAsync)
+        prices = {(i.account, i.contract.conId): i for i in self._ib.portfolio()}
+        held = [
+            mapping.to_position(self.name, p, prices.get((p.account, p.contract.conId)))
+            for p in raw
+            if p.position != 0 and (not self.cfg.account or p.account == self.cfg.account)
+        ]
+        self._symbols.update((int(p.instrument["conId"]), p.symbol) for p in held)
+        return held
+
+    async def open_orders(self) -> list[Order]:
+        # every client's orders, and manual TWS ones: the strategy runs under another client id
+        trades = await self._call("open orders", self._ib.reqAllOpenOrdersAsync)
+        unique = {id(t): t for t in trades if t.orderStatus.status not in mapping.DONE}
+        return [self._order(t) for t in unique.values()]
+
+    async def order_by_client_id(self, client_order_id: str) -> Order | None:
+        self._require_connected()
+        trade = self._trade_by_ref(client_order_id)
+        if trade is None:
+            # not in this session's view: it may be another client's, or done before we connected
+            await self.open_orders()
+            await self._call(
+                "completed orders", lambda: self._ib.reqCompletedOrdersAsync(apiOnly=False)
+            )
+            trade = self._trade_by_ref(client_order_id)
+        return self._order(trade) if trade is not None else None
+
+    # ---------------------------------------------------------------------------- writes
+
+    async def submit_close(self, request: CloseRequest) -> Order:
+        self._require_writable()
+        ref = request.client_order_id
+        existing = self._trade_by_ref(ref)
+        if existing is not None:
+            return self._settled(existing, request)
+        if self._link_down:
+            raise VenueUnavailable(self.name, "TWS has lost its connection to IB (1100)")
+        if request.type not in (OrderType.MARKET, OrderType.LIMIT):
+            raise UnsupportedOperation(self.name, f"a close is MARKET or LIMIT, not {request.type}")
+        position = await self._position_for(request)
+        quantity = self._room_to_close(request, position)
+        order = self._ib_order(request, position, quantity)
+        contract = Contract(
+            conId=int(position.instrument["conId"]),
+            exchange=position.instrument.get("exchange") or "SMART",
+        )
+        await self._pacer.acquire()
+        self._require_connected()
+        began = time.perf_counter()
+        try:
+            trade = self._ib.placeOrder(contract, order)
+        except ConnectionError as e:
+            raise VenueUnavailable(self.name, f"could not send close {ref}: {e}") from None
+        self._close_refs.add(ref)
+        self._emit(
+            VenueEventKind.ORDER_SENT,
+            message=f"{request.side} {quantity} {position.symbol}",
+            order=self._order(trade),
+        )
+        await self._wait_for(
+            lambda: trade.orderStatus.status != "PendingSubmit",
+            f"acknowledgement of close {ref}",
+            "it may be live: read it back with order_by_client_id",
+        )
+        self._emit_latency("order acknowledgement", began)
+        return self._settled(trade, request)
+
+    async def cancel_order(self, order_id: str) -> None:
+        """Cancel one of this client's orders; an order already done is left as it is."""
+        self._require_writable()
+        trade = self._find_trade(order_id)
+        if trade is None:
+            await self.open_orders()
+            trade = self._find_trade(order_id)
+        if trade is None:
+            raise OrderRejected(self.name, f"order {order_id} is not known to IBKR")
+        if self._order(trade).status.is_terminal:
+            return
+        if trade.order.clientId != self.cfg.client_id or trade.order.orderId <= 0:
+            raise UnsupportedOperation(
+                self.name,
+                f"order {order_id} belongs to API client {trade.order.clientId}; IB lets only "
+                "that client cancel it one by one (cancel_all's global cancel reaches it)",
+            )
+        self._cancel_refusals.pop(order_id, None)
+        await self._pacer.acquire()
+        self._require_connected()
+        try:
+            self._ib.cancelOrder(trade.order)
+        except ConnectionError as e:
+            raise VenueUnavailable(self.name, f"could not send cancel of {order_id}: {e}") from None
+        await self._wait_for(
+            lambda: order_id in self._cancel_refusals or trade.orderStatus.status in mapping.DONE,
+            f"confirmation of cancel {order_id}",
+            "read the order back before assuming it is gone",
+        )
+        refused = self._cancel_refusals.get(order_id)
+        if refused is not None:
+            with contextlib.suppress(VenueError):
+                await self.open_orders()  # ib_async marked it Cancelled; learn its real state
+            raise OrderRejected(self.name, f"IB would not cancel order {order_id}: {refused}")
+
+    async def cancel_all(self) -> CancelAllResult:
+        self._require_writable()
+        before = await self.open_orders()
+        self._cancel_refusals.clear()
+        await self._pacer.acquire()
+        self._require_connected()
+        try:
+            self._ib.reqGlobalCancel()  # every client's orders and manual ones, in one message
+        except ConnectionError as e:
+            raise VenueUnavailable(self.name, f"could not send the global cancel: {e}") from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.timeout_s
+        pause = 0.05
+        while True:
+            remaining = await self.open_orders()
+            settled = all(o.order_id in self._cancel_refusals for o in remaining)
+            if settled or loop.time() >= deadline:
+                break  # nothing left, or only what IB said it will not cancel, or out of time
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            pause = min(pause * 2, 0.5)
+        remaining = [
+            o.model_copy(update={"reason": self._cancel_refusals[o.order_id]})
+            if o.order_id in self._cancel_refusals
+            else o
+            for o in remaining
+        ]
+        left = {o.order_id for o in remaining}
+        return CancelAllResult(
+            venue=self.name,
+            requested=len(before),
+            cancelled=[o.order_id for o in before if o.order_id not in left],
+            remaining=remaining,
+        )
+
+    # --------------------------------------------------------------------- close helpers
+
+    async def _position_for(self, request: CloseRequest) -> Position:
+        con_id = request.instrument.get("conId")
+        account = request.instrument.get("account")
+        matches = [
+            p
+            for p in await self.positions()
+            if (p.instrument["conId"] == con_id if con_id else p.symbol == request.symbol)
+            and (not account or p.instrument.get("account") == account)
+        ]
+        if not matches:
+            raise OrderRejected(
+                self.name,
+                f"no open position in {request.symbol}: a {request.side} would open one",
+            )
+        if len(matches) > 1:
+            accounts = ", ".join(p.instrument.get("account", "?") for p in matches)
+            raise OrderRejected(
+                self.name,
+                f"{request.symbol} is held in several accounts ({accounts}): "
+                "name the account in the close's instrument",
+            )
+        return matches[0]
+
+    def _room_to_close(self, request: CloseRequest, position: Position) -> Decimal:
+        """The request's quantity capped so this close, with our working closes, never flips."""
+        if request.side != position.closing_side:
+            held = "long" if position.quantity > 0 else "short"
+            raise OrderRejected(
+                self.name,
+                f"{request.side} {request.symbol} would add to a {held} position of "
+                f"{position.quantity}; only a {position.closing_side} closes it",
+            )
+        con_id = position.instrument["conId"]
+        working = [
+            t
+            for t in self._ib.openTrades()
+            if str(t.contract.conId) == con_id
+            and t.order.action == request.side.value
+            and t.order.clientId == self.cfg.client_id
+        ]
+        pending = sum(
+            (mapping.decimal(t.order.totalQuantity) - mapping.filled_quantity(t) for t in working),
+            Decimal(0),
+        )
+        room = abs(position.quantity) - pending
+        if room <= 0:
+            raise OrderRejected(
+                self.name,
+                f"closing orders for all {abs(position.quantity)} {request.symbol} are already "
+                f"working ({len(working)} open): cancel them before sending another",
+            )
+        return min(request.quantity, room)
+
+    def _ib_order(self, request: CloseRequest, position: Position, quantity: Decimal) -> IbOrder:
+        action = request.side.value
+        if request.type == OrderType.MARKET:
+            order: IbOrder = MarketOrder(action, float(quantity))
+        else:
+            price = request.limit_price or self._slipped_limit(position, request.side)
+            order = LimitOrder(action, float(quantity), float(price))
+        order.orderRef = request.client_order_id
+        order.tif = "DAY"
+        order.account = position.instrument.get("account", "")
+        return order
+
+    def _slipped_limit(self, position: Position, side: Side) -> Decimal:
+        """An aggressive limit: the mark crossed by cfg.limit_slippage_bps, rounded to cross."""
+        mark = position.market_price
+        if mark <= 0:
+            raise OrderRejected(
+                self.name,
+                f"a LIMIT close of {position.symbol} needs a limit_price: IB gave no market price",
+            )
+        shift = mark * self.cfg.limit_slippage_bps / Decimal(10_000)
+        tick = Decimal("0.01") if mark >= 1 else Decimal("0.0001")
+        if side == Side.BUY:
+            return (mark + shift).quantize(tick, rounding=ROUND_CEILING)
+        return (mark - shift).quantize(tick, rounding=ROUND_FLOOR)
+
+    def _settled(self, trade: Trade, request: CloseRequest) -> Order:
+        refused = mapping.refusal(trade)
+        if refused is None:
+            return self._order(trade)
+        code, text = refused
+        what = f"close {request.client_order_id} ({request.side} {request.symbol})"
+        if code == mapping.PACING:
+            raise RateLimited(
+                self.name, f"{what} refused for pacing, nothing placed: {text}", "100"
+            )
+        raise OrderRejected(self.name, f"{what} rejected: {text}", str(code))
+
+    # ----------------------------------------------------------------------- lookups
+
+    def _trade_by_ref(self, client_order_id: str) -> Trade | None:
+        # an order refused for pacing never existed at IB: sending it again is not a duplicate
+        found = [
+            t
+            for t in self._ib.trades()
+            if t.order.orderRef == client_order_id
+            and (mapping.refusal(t) or (0, ""))[0] != mapping.PACING
+        ]
+        return found[-1] if found else None
+
+    def _find_trade(self, order_id: str) -> Trade | None:
+        for t in self._ib.trades():
+            if order_id in (mapping.order_id_of(t), mapping.local_id_of(t)):
+                return t
+        return None
+
+    def _order(self, trade: Trade) -> Order:
+        return mapping.to_order(
+            self.name,
+            trade,
+            reduce_only=trade.order.orderRef in self._close_refs,
+            symbol=self._symbols.get(trade.contract.conId, ""),
+        )
+
+    # ----------------------------------------------------------------- request plumbing
+
+    async def _call(self, what: str, start: Callable[[], Awaitable[T]]) -> T:
+        self._require_connected()
+        async with self._locks.setdefault(what, asyncio.Lock()):
+            self._require_connected()
+            began = time.perf_counter()
+            try:
+                result = await asyncio.wait_for(start(), self.cfg.timeout_s)
+            except TimeoutError:
+                raise VenueUnavailable(
+                    self.name, f"{what}: no answer from TWS within {self.cfg.timeout_s:g}s"
+                ) from None
+            except ConnectionError as e:
+                raise VenueUnavailable(self.name, f"{what}: connection to TWS lost ({e})") from None
+        self._emit_latency(what, began)
+        return result
+
+    async def _wait_for(self, done: Callable[[], bool], what: str, unknown: str) -> None:
+        """Wait until done() holds, woken by order news; outcome unknown on timeout or drop."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.cfg.timeout_s
+        while not done():
+            if not self._connected:
+                raise VenueUnavailable(self.name, f"connection lost waiting for {what}; {unknown}")
+            left = deadline - loop.time()
+            if left <= 0:
+                raise VenueUnavailable(
+                    self.name, f"no {what} within {self.cfg.timeout_s:g}s; {unknown}"
+                )
+            wake = asyncio.Event()
+            self._wakeups.add(wake)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), left)
+            finally:
+                self._wakeups.discard(wake)
+
+    def _wake(self) -> None:
+        for wake in self._wakeups:
+            wake.set()
+
+    # --------------------------------------------------------------------------- events
+
+    def _emit(self, kind: VenueEventKind, **fields: Any) -> None:
+        event = VenueEvent(venue=self.name, kind=kind, **fields)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken listener must not break order handling
+                log.exception("venue %s: listener failed on %s", self.name, kind)
+
+    def _emit_latency(self, what: str, began: float) -> None:
+        ms = (time.perf_counter() - began) * 1000
+        self._emit(VenueEventKind.LATENCY, message=what, value=round(ms, 3))
+
+    def _on_error(self, req_id: int, code: int, text: str, contract: object) -> None:
+        trade = self._ib.wrapper.trades.get((self.cfg.client_id, req_id)) if req_id > 0 else None
+        if trade is not None and code in mapping.CANCEL_REFUSED_CODES:
+            self._cancel_refusals[mapping.order_id_of(trade)] = f"{code}: {text}"
+        if code == mapping.LOST:
+            self._link_down = True
+        elif code in mapping.RESTORED:
+            self._link_down = False
+        kind = mapping.event_kind_for(code)
+        if kind is not None:
+            order = self._order(trade) if trade is not None else None
+            self._emit(kind, code=str(code), message=text, order=order)
+        self._wake()
+
+    def _on_disconnected(self) -> None:
+        if not self._connected:
+            return  # our own close(), or a failed connect attempt
+        self._connected = False
+        self._emit(VenueEventKind.DISCONNECT, message="connection to TWS/Gateway lost")
+        self._wake()
+        if self._reconnect_allowed and self._wanted and self._reconnect_task is None:
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    def _on_order_status(self, trade: Trade) -> None:
+        self._emit(VenueEventKind.ORDER, order=self._order(trade))
+        self._wake()
+
+    def _on_exec_details(self, trade: Trade, fill: Fill) -> None:
+        self._emit(
+            VenueEventKind.FILL,
+            order=self._order(trade),
+            value=float(fill.execution.shares),
+            message=f"{fill.execution.side} {fill.execution.shares} @ {fill.execution.price}",
+        )
+        self._wake()
