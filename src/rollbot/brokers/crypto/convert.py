@@ -23,7 +23,8 @@ def dec(value: Any, default: Decimal = D0) -> Decimal:
     if isinstance(value, Decimal):
         return value
     if isinstance(value, float):
-        return Decimal(repr(value))
+        # 60000.0 -> 60000, not 60000.0: quantities and prices print as the venue sent them
+        return Decimal(int(value)) if value.is_integer() else Decimal(repr(value))
     return Decimal(str(value))
 
 
@@ -46,6 +47,11 @@ def ticker_price(ticker: Mapping[str, Any] | None) -> Decimal:
     if bid > 0 and ask > 0:
         return (bid + ask) / 2
     return dec(ticker.get("markPrice"))
+
+
+def _scaled(contracts: Decimal, contract_size: Decimal) -> Decimal:
+    """Contracts in base units; one-coin contracts keep the venue's digits untouched."""
+    return contracts if contract_size == 1 else contracts * contract_size
 
 
 _STATUS = {
@@ -101,8 +107,8 @@ def order_from_ccxt(
         symbol=str(merged.get("symbol") or ""),
         side=side,
         type=kind,
-        quantity=dec(merged.get("amount")) * contract_size,
-        filled_quantity=dec(merged.get("filled")) * contract_size,
+        quantity=_scaled(dec(merged.get("amount")), contract_size),
+        filled_quantity=_scaled(dec(merged.get("filled")), contract_size),
         limit_price=limit,
         stop_price=dec_or_none(merged.get("triggerPrice") or merged.get("stopPrice")),
         status=order_status(merged),
@@ -116,7 +122,7 @@ def position_from_ccxt(
     contracts = dec(raw.get("contracts"))
     if contracts == 0:
         return None
-    size = dec(market.get("contractSize"), Decimal(1)) * abs(contracts)
+    size = _scaled(abs(contracts), dec(market.get("contractSize"), Decimal(1)))
     side = str(raw.get("side") or "").lower()
     if side not in ("long", "short"):
         side = "long" if contracts > 0 else "short"
