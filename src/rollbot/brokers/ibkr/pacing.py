@@ -44,10 +44,11 @@ class TokenBucket:
         waited = 0.0
         async with self._lock:
             self._refill()
-            while self._tokens < 1:
-                delay = (1 - self._tokens) / self.rate
-                await self._sleep(delay)
-                waited += delay
+            if self._tokens < 1:
+                waited = (1 - self._tokens) / self.rate
+                await self._sleep(waited)
                 self._refill()
+            # one exact wait, not a loop: float dust (or a timer firing a hair early) would
+            # otherwise spin on ever smaller sleeps; the dust is carried as a debt instead
             self._tokens -= 1
         return waited

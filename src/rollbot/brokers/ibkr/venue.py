@@ -66,7 +66,7 @@ class IbkrVenue:
         self._symbols: dict[int, str] = {}  # conId -> symbol, for orders sent by conId alone
         self._cancel_refusals: dict[str, str] = {}  # order_id -> why IB would not cancel it
         # ib_async keys some requests by name ("positions", "openOrders"): two at once would
-        # share one result list, so each kind runs one at a time
+        # share one result list, so each kind runs one at a time; closes lock by id and instrument
         self._locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------------- connection
@@ -255,15 +255,34 @@ class IbkrVenue:
     async def submit_close(self, request: CloseRequest) -> Order:
         self._require_writable()
         ref = request.client_order_id
-        existing = self._trade_by_ref(ref)
-        if existing is not None:
-            return self._settled(existing, request)
-        if self._link_down:
-            raise VenueUnavailable(self.name, "TWS has lost its connection to IB (1100)")
-        if request.type not in (OrderType.MARKET, OrderType.LIMIT):
-            raise UnsupportedOperation(self.name, f"a close is MARKET or LIMIT, not {request.type}")
-        position = await self._position_for(request)
-        quantity = self._room_to_close(request, position)
+        # one submit per client order id at a time, so a concurrent retry finds the first order
+        async with self._lock(f"ref {ref}"):
+            existing = self._trade_by_ref(ref)
+            if existing is not None:
+                return self._settled(existing, request)
+            if self._link_down:
+                raise VenueUnavailable(self.name, "TWS has lost its connection to IB (1100)")
+            if request.type not in (OrderType.MARKET, OrderType.LIMIT):
+                raise UnsupportedOperation(
+                    self.name, f"a close is MARKET or LIMIT, not {request.type}"
+                )
+            # read, cap and place under one lock per instrument: a second close of the same
+            # position then sees the first as working (or filled) and cannot flip it
+            instrument = request.instrument.get("conId") or request.symbol
+            async with self._lock(f"instrument {instrument}"):
+                position = await self._position_for(request)
+                quantity = self._room_to_close(request, position)
+                trade = await self._place(request, position, quantity)
+            began = time.perf_counter()
+            await self._wait_for(
+                lambda: trade.orderStatus.status != "PendingSubmit",
+                f"acknowledgement of close {ref}",
+                "it may be live: read it back with order_by_client_id",
+            )
+            self._emit_latency("order acknowledgement", began)
+            return self._settled(trade, request)
+
+    async def _place(self, request: CloseRequest, position: Position, quantity: Decimal) -> Trade:
         order = self._ib_order(request, position, quantity)
         contract = Contract(
             conId=int(position.instrument["conId"]),
@@ -271,24 +290,19 @@ class IbkrVenue:
         )
         await self._pacer.acquire()
         self._require_connected()
-        began = time.perf_counter()
         try:
             trade = self._ib.placeOrder(contract, order)
         except ConnectionError as e:
-            raise VenueUnavailable(self.name, f"could not send close {ref}: {e}") from None
-        self._close_refs.add(ref)
+            raise VenueUnavailable(
+                self.name, f"could not send close {request.client_order_id}: {e}"
+            ) from None
+        self._close_refs.add(request.client_order_id)
         self._emit(
             VenueEventKind.ORDER_SENT,
             message=f"{request.side} {quantity} {position.symbol}",
             order=self._order(trade),
         )
-        await self._wait_for(
-            lambda: trade.orderStatus.status != "PendingSubmit",
-            f"acknowledgement of close {ref}",
-            "it may be live: read it back with order_by_client_id",
-        )
-        self._emit_latency("order acknowledgement", began)
-        return self._settled(trade, request)
+        return trade
 
     async def cancel_order(self, order_id: str) -> None:
         """Cancel one of this client's orders; an order already done is left as it is."""
@@ -480,9 +494,12 @@ class IbkrVenue:
 
     # ----------------------------------------------------------------- request plumbing
 
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
     async def _call(self, what: str, start: Callable[[], Awaitable[T]]) -> T:
         self._require_connected()
-        async with self._locks.setdefault(what, asyncio.Lock()):
+        async with self._lock(what):
             self._require_connected()
             began = time.perf_counter()
             try:
