@@ -53,6 +53,13 @@ def venue_code(message: str, fallback: str) -> str:
     return found.group(1) if found else fallback
 
 
+def _transport_failed(exc: BaseException) -> bool:
+    import aiohttp
+
+    cause = exc.__cause__
+    return isinstance(cause, OSError | aiohttp.ClientConnectionError | TimeoutError)
+
+
 def map_ccxt_error(venue: str, exc: BaseException, secrets: Iterable[str] = ()) -> Mapped:
     import ccxt
 
@@ -64,12 +71,12 @@ def map_ccxt_error(venue: str, exc: BaseException, secrets: Iterable[str] = ()) 
         return Mapped(OrderNotFound(venue, message, code), None)
     if isinstance(exc, ccxt.InsufficientFunds | ccxt.InvalidOrder):
         return Mapped(OrderRejected(venue, message, code), VenueEventKind.REJECT)
-    if isinstance(exc, ccxt.ExchangeNotAvailable):
-        # the venue answered that it cannot serve (maintenance, 5xx): up, but unusable
-        return Mapped(VenueUnavailable(venue, message, code), VenueEventKind.ERROR)
     if isinstance(exc, ccxt.NetworkError):
-        # timeouts, refused or dropped connections: the outcome of the request is unknown
-        return Mapped(VenueUnavailable(venue, message, code), VenueEventKind.DISCONNECT)
+        # ccxt raises ExchangeNotAvailable both for a venue that answered "cannot serve"
+        # (maintenance, 5xx: up but unusable) and for a connection that failed (down)
+        answered = isinstance(exc, ccxt.ExchangeNotAvailable) and not _transport_failed(exc)
+        kind = VenueEventKind.ERROR if answered else VenueEventKind.DISCONNECT
+        return Mapped(VenueUnavailable(venue, message, code), kind)
     if isinstance(exc, ccxt.ArgumentsRequired):
         return Mapped(ArgumentsMissing(venue, message, code), None)
     if isinstance(exc, ccxt.NotSupported):

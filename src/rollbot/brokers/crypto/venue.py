@@ -67,11 +67,12 @@ class CryptoVenue:
         *,
         clock: Clock | None = None,
         backoff_s: Sequence[float] = DEFAULT_BACKOFF_S,
+        rate_limit_ms: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.name = cfg.name
         self.spot = cfg.market == "spot"
-        self.exchange: Any = build_exchange(cfg, api_key, secret)
+        self.exchange: Any = build_exchange(cfg, api_key, secret, rate_limit_ms)
         self._secrets = tuple(s for s in (api_key, secret) if s)  # for redaction only
         self._clock = clock or SystemClock()
         self._backoff = tuple(backoff_s)
@@ -81,6 +82,7 @@ class CryptoVenue:
         self._read_only = False
         self._reconnect_allowed = True
         self._down = False  # the last request failed at the transport level
+        self._closed = False
         self._where: dict[str, tuple[str, bool]] = {}  # order id -> (symbol, is trigger)
         self._client_symbol: dict[str, str] = {}  # client order id -> symbol, ours only
         self.counts: Counter[str] = Counter()  # requests, pacing, orders_sent, rejects...
@@ -88,13 +90,24 @@ class CryptoVenue:
     # ---- lifecycle ---------------------------------------------------------------------
     async def connect(self, read_only: bool = False) -> None:
         self._read_only = read_only
+        if self._closed:
+            self._reopen()
         if self._down:
             self._down = False
             self._emit(VenueEventKind.RECONNECT, message="connect requested")
         await self._markets()
 
     async def close(self) -> None:
+        self._closed = True
         await self.exchange.close()
+
+    def _reopen(self) -> None:
+        # ccxt refuses to reopen by itself after close(); give it a session on this loop,
+        # which may be a new one (a CLI command per asyncio.run)
+        self.exchange.asyncio_loop = None
+        self.exchange.open()
+        self._markets_lock = asyncio.Lock()
+        self._closed = False
 
     def set_reconnect(self, allowed: bool) -> None:
         self._reconnect_allowed = allowed
@@ -104,14 +117,14 @@ class CryptoVenue:
 
     # ---- reads -------------------------------------------------------------------------
     async def account(self) -> AccountSnapshot:
-        await self._markets()
         self._require("fetchBalance")
+        await self._markets()
         balance = await self._call("fetch_balance", self.exchange.fetch_balance)
         nav = dec((balance.get("total") or {}).get(self.cfg.quote))
         if self.spot:
             holdings = await self._holdings(balance, priced=True)
             nav += sum((h.market_value for h in holdings), D0)
-        else:
+        elif self.exchange.has.get("fetchPositions"):
             positions = await self._derivative_positions()
             nav += sum((p.unrealized_pnl for p in positions if p.currency == self.cfg.quote), D0)
         return AccountSnapshot(
@@ -119,6 +132,7 @@ class CryptoVenue:
         )
 
     async def positions(self) -> list[Position]:
+        self._require("fetchBalance" if self.spot else "fetchPositions")
         await self._markets()
         if not self.spot:
             return await self._derivative_positions()
@@ -127,8 +141,8 @@ class CryptoVenue:
         return [h for h in holdings if h.market_price == 0 or h.exposure >= self.cfg.dust]
 
     async def open_orders(self) -> list[Order]:
-        await self._markets()
         self._require("fetchOpenOrders")
+        await self._markets()
         return [self._order(raw, trigger) for raw, trigger in await self._open_raw()]
 
     async def order_by_client_id(self, client_order_id: str) -> Order | None:
@@ -149,8 +163,8 @@ class CryptoVenue:
     # ---- writes ------------------------------------------------------------------------
     async def cancel_all(self) -> CancelAllResult:
         self._check_writable()
-        await self._markets()
         self._require("fetchOpenOrders")
+        await self._markets()
         before = await self._open_raw()
         if self.exchange.has.get("cancelAllOrders"):
             symbols = {str(raw["symbol"]) for raw, _ in before}
@@ -179,8 +193,8 @@ class CryptoVenue:
 
     async def cancel_order(self, order_id: str) -> None:
         self._check_writable()
-        await self._markets()
         self._require("cancelOrder")
+        await self._markets()
         where = self._where.get(order_id)
         if where is None:
             for raw, trigger in await self._open_raw():
@@ -194,8 +208,9 @@ class CryptoVenue:
 
     async def submit_close(self, request: CloseRequest) -> Order:
         self._check_writable()
-        await self._markets()
         self._require("createOrder")
+        self._require("fetchBalance" if self.spot else "fetchPositions")  # to cap the size
+        await self._markets()
         market = self._market(request.symbol)
         symbol = str(market["symbol"])
         existing = await self._find_client_order(request.client_order_id, symbol)
@@ -414,11 +429,11 @@ class CryptoVenue:
         return [False, True] if separate else [False]
 
     async def _open_raw(
-        self, symbol: str | None = None, extra: Raw | None = None
+        self, symbol: str | None = None, extra: Raw | None = None, *, triggers: bool = True
     ) -> list[tuple[Raw, bool]]:
         """Open orders, plain and trigger, deduplicated by id, each with its trigger flag."""
         result: dict[str, tuple[Raw, bool]] = {}
-        for trigger in self._trigger_variants():
+        for trigger in self._trigger_variants() if triggers else [False]:
             params = {"trigger": True} if trigger else {}
             params.update(extra or {})
             for raw in await self._list_open(params, symbol):
@@ -479,7 +494,8 @@ class CryptoVenue:
             return self._order(raw, dec_or_none(raw.get("triggerPrice")) is not None)
         param = self._profile.client_id_param
         extra = {param: client_id} if param else {}
-        for raw, trigger in await self._open_raw(symbol, extra):
+        # closes are never trigger orders: the plain book and the history are enough
+        for raw, trigger in await self._open_raw(symbol, extra, triggers=False):
             if raw.get("clientOrderId") == client_id:
                 return self._order(raw, trigger)
         for raw in await self._history(symbol, extra):
@@ -555,8 +571,11 @@ class CryptoVenue:
         """One ccxt request: latency, pacing retries, error mapping, link-state events."""
         import ccxt
 
-        if self._down and not self._reconnect_allowed:
-            raise VenueUnavailable(self.name, "disconnected and reconnecting is not allowed")
+        if (self._down or self._closed) and not self._reconnect_allowed:
+            state = "closed" if self._closed else "disconnected"
+            raise VenueUnavailable(self.name, f"{state} and reconnecting is not allowed")
+        if self._closed:
+            self._reopen()
         attempt = 0
         while True:
             self.counts["requests"] += 1
