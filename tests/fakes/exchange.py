@@ -175,7 +175,7 @@ class _Book:
         self._rate_limits: list[tuple[str | None, int]] = []  # (path substring, count)
         self.rate_limited = 0  # answers given
         self._fail_after: int | None = None
-        self._fail_code: int | None = None
+        self._fail_with: _Refusal | None = None
         self._ids = itertools.count(1)
 
     # ---- knobs -------------------------------------------------------------------------
@@ -184,11 +184,15 @@ class _Book:
         with self.lock:
             self._rate_limits.append((path, times))
 
-    def fail_orders_after(self, accepted: int, code: int | None = None) -> None:
-        """Accept `accepted` more orders, then answer every create-order with an error."""
+    def fail_orders_after(
+        self, accepted: int, code: int | None = None, message: str | None = None
+    ) -> None:
+        """Accept `accepted` more orders, then answer every create-order with an error:
+        by default the venue's internal error (bybit 10016, binance -1000 / HTTP 500);
+        `code` and `message` pick another (bybit 110007 / binance -2010: no funds)."""
         with self.lock:
             self._fail_after = accepted
-            self._fail_code = code
+            self._fail_with = self._order_failure(code, message)
 
     def clear_failures(self) -> None:
         with self.lock:
@@ -264,9 +268,10 @@ class _Book:
         if self._fail_after > 0:
             self._fail_after -= 1
             return
-        raise self._order_failure(self._fail_code)
+        assert self._fail_with is not None
+        raise self._fail_with
 
-    def _order_failure(self, code: int | None) -> _Refusal:
+    def _order_failure(self, code: int | None, message: str | None) -> _Refusal:
         raise NotImplementedError
 
     def _round_ok(self, symbol: str, qty: Decimal) -> bool:
@@ -310,8 +315,10 @@ class BybitBook(_Book):
     def _new_id(self) -> str:
         return str(uuid.uuid4())
 
-    def _order_failure(self, code: int | None) -> _Refusal:
-        return _Refusal(code or 10016, "Internal server error.")
+    def _order_failure(self, code: int | None, message: str | None) -> _Refusal:
+        if code is None:
+            return _Refusal(10016, message or "Internal server error.")
+        return _Refusal(code, message or "order refused by the fake")
 
     # ---- routes ----------------------------------------------------------------------------
     def routes(self) -> dict[tuple[str, str], Callable[[dict[str, Any]], Any]]:
@@ -755,10 +762,11 @@ class BinanceBook(_Book):
         with self.lock:
             return self.free.get(asset, Decimal(0)) + self.locked.get(asset, Decimal(0))
 
-    def _order_failure(self, code: int | None) -> _Refusal:
-        return _Refusal(
-            code or -1000, "An unknown error occured while processing the request.", 500
-        )
+    def _order_failure(self, code: int | None, message: str | None) -> _Refusal:
+        if code is None:
+            text = message or "An unknown error occured while processing the request."
+            return _Refusal(-1000, text, 500)
+        return _Refusal(code, message or "order refused by the fake", 400)
 
     def _reserve(self, o: FakeOrder) -> tuple[str, Decimal]:
         inst = self.instruments[o.symbol]
@@ -1276,6 +1284,14 @@ class RunningFakeExchange:
     @property
     def urls(self) -> dict[str, str]:
         return self.fake.urls
+
+    @property
+    def api_key(self) -> str:
+        return self.fake.api_key
+
+    @property
+    def secret(self) -> str:
+        return self.fake.secret
 
     def venue_config(self, name: str | None = None, **overrides: Any) -> dict[str, Any]:
         return self.fake.venue_config(name, **overrides)
