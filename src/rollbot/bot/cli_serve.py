@@ -1,0 +1,26 @@
+"""`rollbot serve`: the Slack bot (Socket Mode by default, HTTP with --http)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import typer
+
+
+def serve(
+    http: Annotated[bool, typer.Option("--http", help="Serve Slack's requests over HTTP.")] = False,
+    port: Annotated[
+        int | None, typer.Option(help="HTTP port (also /healthz and /metrics).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Run the Slack bot, the outbox courier and the clock in one asyncio loop."""
+    from rollbot.bot.cli import guarded, settings
+    from rollbot.bot.slack.server import serve as run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if http and port is None:
+        port = 3000
+    guarded(lambda: asyncio.run(run(settings(), http=http, port=port, host=host)))

@@ -1,0 +1,293 @@
+"""The Slack face: slack-bolt's AsyncApp wired to commands/. One asyncio loop runs bolt, the
+venues, the courier and the clock.
+
+Every listener goes through `SlackBot.listener`: a retried delivery is recognised (by the
+request's trigger_id / event_id, stored in SQLite) and not run twice; the user's role and the
+channel are checked; domain errors become an ephemeral sentence, anything else an ephemeral
+reference number — never a traceback; ack latency and outcomes are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.authorization import AuthorizeResult
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from rollbot.bot.slack.courier import Courier
+from rollbot.bot.slack.metrics import Metrics
+from rollbot.clock import iso
+from rollbot.commands.context import Rollbot
+from rollbot.errors import Refused, RollbotError
+from rollbot.storage.events import Actor
+
+log = logging.getLogger("rollbot.slack")
+
+
+@dataclass
+class Req:
+    """What a listener needs, whatever Slack delivered."""
+
+    kind: str  # the command or action id
+    user_id: str
+    user_name: str
+    channel_id: str
+    text: str
+    body: dict[str, Any]
+    ack: Callable[..., Awaitable[None]]
+    respond: Callable[..., Awaitable[Any]]
+    client: AsyncWebClient
+    acked: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(id=self.user_id, source="slack", name=self.user_name)
+
+    @property
+    def trigger_id(self) -> str | None:
+        return self.body.get("trigger_id")
+
+    async def ack_now(self, *args: Any, **kw: Any) -> None:
+        if not self.acked:
+            self.acked = True
+            await self.ack(*args, **kw)
+
+    async def reply(
+        self, text: str, blocks: list[dict[str, Any]] | None = None, public: bool = False
+    ) -> None:
+        await self.respond(
+            text=text,
+            blocks=blocks,
+            response_type="in_channel" if public else "ephemeral",
+            replace_original=False,
+        )
+
+
+Handler = Callable[["SlackBot", Req], Awaitable[None]]
+
+
+def _user(body: dict[str, Any]) -> tuple[str, str]:
+    if "user_id" in body:  # slash command
+        return body["user_id"], body.get("user_name", "")
+    user = body.get("user") or {}
+    return user.get("id", ""), user.get("username") or user.get("name", "")
+
+
+def _channel(body: dict[str, Any]) -> str:
+    if "channel_id" in body:
+        return body["channel_id"]
+    return (body.get("channel") or {}).get("id", "") or (body.get("container") or {}).get(
+        "channel_id", ""
+    )
+
+
+class SlackBot:
+    def __init__(
+        self,
+        app: Rollbot,
+        client: AsyncWebClient,
+        *,
+        identity: dict[str, Any] | None = None,
+        signing_secret: str | None = None,
+        http_mode: bool = False,
+    ) -> None:
+        self.rb = app
+        self.client = client
+        client.retry_handlers.extend(
+            [
+                AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+                AsyncConnectionErrorRetryHandler(max_retry_count=1),
+            ]
+        )
+        identity = identity or {}
+        token = client.token or ""
+
+        async def authorize(**_: Any) -> AuthorizeResult:
+            # from the auth.test made once at start: a request never waits on Slack's API to be
+            # authorized, so /kill works while the Web API is down
+            return AuthorizeResult(
+                enterprise_id=identity.get("enterprise_id"),
+                team_id=identity.get("team_id"),
+                bot_user_id=identity.get("user_id"),
+                bot_id=identity.get("bot_id"),
+                bot_token=token,
+            )
+
+        bolt_client = AsyncWebClient(
+            token=None, base_url=client.base_url, retry_handlers=list(client.retry_handlers)
+        )
+        self.bolt = AsyncApp(
+            client=bolt_client,
+            authorize=authorize,
+            signing_secret=signing_secret or "",
+            request_verification_enabled=http_mode,
+            logger=logging.getLogger("rollbot.bolt"),
+        )
+        channel = app.settings.slack.ops_channel
+        self.courier = Courier(app, client, channel)
+        self.metrics = Metrics(app)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.incident_hooks: list[Callable[[str, Actor], Any]] = []
+        from rollbot.bot.slack.listeners import actions, commands, events
+
+        commands.register(self)
+        actions.register(self)
+        events.register(self)
+
+    # -- background work ------------------------------------------------------------------------
+    def spawn(self, coro: Awaitable[Any], *, req: Req | None = None) -> asyncio.Task[Any]:
+        """Heavy work after the ack. Errors are logged and told to the user, never lost."""
+
+        async def run() -> Any:
+            try:
+                return await coro
+            except RollbotError as exc:
+                if req:
+                    await self._tell(req, str(exc))
+            except Exception:
+                ref = uuid.uuid4().hex[:8]
+                log.exception("background task failed (ref %s)", ref)
+                if req:
+                    await self._tell(
+                        req, f"Something went wrong (ref `{ref}`); the bot's log has the details."
+                    )
+            finally:
+                self.courier.kick()
+
+        task = asyncio.create_task(run())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    async def _tell(self, req: Req, text: str) -> None:
+        try:
+            await req.reply(text)
+        except Exception:  # the user's response_url may be gone; the log has it
+            log.warning("could not tell %s: %s", req.user_id, text)
+
+    def incident_opened(self, incident_id: str, actor: Actor) -> None:
+        for hook in self.incident_hooks:
+            try:
+                hook(incident_id, actor)
+            except Exception:
+                log.exception("incident hook failed for %s", incident_id)
+
+    # -- the one listener wrapper ---------------------------------------------------------------
+    def is_retry(self, req: Req, headers: dict[str, Any]) -> bool:
+        """Seen this delivery before? (Socket Mode redelivers; HTTP retries with a header.)"""
+        key = (
+            req.trigger_id
+            or req.body.get("event_id")
+            or (req.body.get("actions") or [{}])[0].get("action_ts")
+        )
+        if not key:
+            return False
+        cur = self.rb.db.execute(
+            "INSERT OR IGNORE INTO deliveries (key, at) VALUES (?, ?)",
+            (f"{req.kind}:{key}", iso(self.rb.clock.now())),
+        )
+        return cur.rowcount == 0
+
+    def require(self, req: Req, roles: list[str], what: str) -> None:
+        allowed = self.rb.settings.slack.allowed_channels
+        if allowed and req.channel_id and req.channel_id not in allowed:
+            self.refuse(
+                req,
+                "CHANNEL_NOT_ALLOWED",
+                f"{what} is not allowed in this channel; use "
+                + ", ".join(f"<#{c}>" for c in allowed),
+            )
+        have = self.rb.settings.roles_of(req.user_id)
+        if not have & set(roles):
+            self.refuse(
+                req,
+                "ROLE_REQUIRED",
+                f"{what} needs the {' or '.join(roles)} role; you have "
+                + (", ".join(sorted(have)) if have else "no rollbot role"),
+            )
+
+    def refuse(self, req: Req, code: str, message: str) -> None:
+        self.rb.events.append(
+            "SLACK_REFUSED",
+            req.actor,
+            reason=message,
+            data={
+                "code": code,
+                "request": req.kind,
+                "channel": req.channel_id,
+                "text": req.text[:200],
+            },
+        )
+        raise Refused(message, code=code)
+
+    def listener(
+        self, kind: str, handler: Handler, *, ack_first: bool = True
+    ) -> Callable[..., Awaitable[None]]:
+        async def listen(
+            ack: Any, body: dict[str, Any], respond: Any, client: AsyncWebClient, request: Any
+        ) -> None:
+            user_id, user_name = _user(body)
+            text = body.get("text") or ""
+            req = Req(
+                kind=kind,
+                user_id=user_id,
+                user_name=user_name,
+                channel_id=_channel(body),
+                text=text,
+                body=body,
+                ack=ack,
+                respond=respond,
+                client=client,
+            )
+
+            async def timed_ack(*args: Any, **kw: Any) -> None:
+                await ack(*args, **kw)
+                self.record_ack_latency(kind, time.perf_counter() - req.started)
+
+            req.ack = timed_ack
+            outcome = "ok"
+            try:
+                if self.is_retry(req, dict(request.headers)):
+                    outcome = "duplicate"
+                    await req.ack_now()
+                    return
+                if ack_first:
+                    await req.ack_now()
+                await handler(self, req)
+            except RollbotError as exc:
+                outcome = "refused" if isinstance(exc, Refused) else "bad_input"
+                if not req.acked:
+                    await req.ack_now(text=str(exc), response_type="ephemeral")
+                else:
+                    await self._tell(req, str(exc))
+            except Exception:
+                outcome = "error"
+                ref = uuid.uuid4().hex[:8]
+                log.exception("%s failed (ref %s)", kind, ref)
+                message = f"Something went wrong (ref `{ref}`); the bot's log has the details."
+                if not req.acked:
+                    await req.ack_now(text=message, response_type="ephemeral")
+                else:
+                    await self._tell(req, message)
+            finally:
+                if not req.acked:
+                    await req.ack_now()
+                self.metrics.commands.labels(kind, outcome).inc()
+                self.courier.kick()
+
+        return listen
+
+    def record_ack_latency(self, kind: str, seconds: float) -> None:
+        self.metrics.ack_latency.labels(kind).observe(seconds)

@@ -1,0 +1,215 @@
+"""Delivers the outbox to Slack, in order, until Slack takes it.
+
+A transport failure (Slack unreachable, 5xx, rate limit after retries) stops the round and it is
+tried again with backoff: nothing is lost and the thread stays in order. A permanent refusal
+(e.g. channel_not_found) is retried a few times, then set aside with its error so one bad
+message never blocks an incident's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from rollbot.bot.slack import views
+from rollbot.clock import iso
+from rollbot.commands.context import Rollbot
+from rollbot.commands.outbox import OutboxMessage
+from rollbot.storage.incidents import Incident
+
+log = logging.getLogger("rollbot.slack.courier")
+TRANSIENT = {
+    "ratelimited",
+    "service_unavailable",
+    "internal_error",
+    "fatal_error",
+    "request_timeout",
+}
+MAX_PERMANENT_ATTEMPTS = 3
+
+
+class SlackUnavailable(Exception):
+    pass
+
+
+class Courier:
+    def __init__(self, app: Rollbot, client: AsyncWebClient, channel: str) -> None:
+        self.app = app
+        self.client = client
+        self.channel = channel
+        self.wake = asyncio.Event()
+        self.backoff = 0.5
+        self._lock = asyncio.Lock()
+
+    def kick(self) -> None:
+        self.wake.set()
+
+    async def run(self, stop: asyncio.Event, poll_s: float = 1.0) -> None:
+        """Drain whenever kicked, and poll (other processes — CLI, clock — queue too)."""
+        delay = poll_s
+        while not stop.is_set():
+            try:
+                await self.drain()
+                delay = poll_s
+            except SlackUnavailable as exc:
+                log.warning("Slack unreachable, will retry: %s", exc)
+                delay = min(max(self.backoff, 0.2) * 2, 30)
+                self.backoff = delay
+            self.wake.clear()
+            waiter = asyncio.create_task(self.wake.wait())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait(
+                {waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+            )
+            waiter.cancel()
+            stopper.cancel()
+
+    async def drain(self) -> int:
+        async with self._lock:
+            sent = 0
+            while True:
+                batch = self.app.outbox.pending(limit=50)
+                if not batch:
+                    return sent
+                for msg in batch:
+                    if self._superseded(msg, batch):
+                        self.app.outbox.delivered(msg.id, {"coalesced": True})
+                        continue
+                    await self._deliver_one(msg)
+                    sent += 1
+                self.backoff = 0.5
+
+    @staticmethod
+    def _superseded(msg: OutboxMessage, batch: list[OutboxMessage]) -> bool:
+        """A headline refresh followed by another for the same incident need not be sent."""
+        if msg.kind != "headline":
+            return False
+        return any(
+            m.kind == "headline" and m.incident_id == msg.incident_id and m.id > msg.id
+            for m in batch
+        )
+
+    async def _deliver_one(self, msg: OutboxMessage) -> None:
+        try:
+            result = await self._deliver(msg)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "")) if exc.response else str(exc)
+            status = exc.response.status_code if exc.response is not None else 0
+            if error in TRANSIENT or status >= 500 or status == 429:
+                raise SlackUnavailable(error or f"HTTP {status}") from None
+            self.app.outbox.failed(msg.id, error)
+            if msg.attempts + 1 >= MAX_PERMANENT_ATTEMPTS:
+                log.error(
+                    "outbox %s (%s) set aside after %s attempts: %s",
+                    msg.id,
+                    msg.kind,
+                    msg.attempts + 1,
+                    error,
+                )
+                self.app.outbox.delivered(msg.id, {"error": error})
+            return
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise SlackUnavailable(f"{exc.__class__.__name__}: {exc}") from None
+        self.app.outbox.delivered(msg.id, result)
+
+    # -- kinds ----------------------------------------------------------------------------------
+    async def _deliver(self, msg: OutboxMessage) -> dict[str, Any]:
+        if msg.kind == "headline":
+            return await self._headline(self.app.incidents.get(msg.incident_id or ""))
+        if msg.kind == "approval":
+            return await self._refresh_copies(msg)
+        text, blocks = views.render_payload(msg.payload)
+        if msg.kind == "thread":
+            incident = self.app.incidents.get(msg.incident_id or "")
+            if not incident.slack_ts:
+                await self._headline(incident)
+                incident = self.app.incidents.get(incident.id)
+            resp = await self.client.chat_postMessage(
+                channel=incident.slack_channel or self.channel,
+                thread_ts=incident.slack_ts,
+                text=text,
+                blocks=blocks,
+            )
+        elif msg.kind == "dm":
+            resp = await self.client.chat_postMessage(
+                channel=msg.target or "", text=text, blocks=blocks
+            )
+        else:  # channel
+            resp = await self.client.chat_postMessage(
+                channel=msg.target or self.channel, text=text, blocks=blocks
+            )
+        self._remember_copy(msg, str(resp["channel"]), str(resp["ts"]))
+        return {"channel": resp["channel"], "ts": resp["ts"]}
+
+    def _remember_copy(self, msg: OutboxMessage, channel: str, ts: str) -> None:
+        """Posted copies of a request, so every copy can be updated when it is decided."""
+        view = msg.payload.get("view")
+        data = msg.payload.get("data") or {}
+        ref = data.get("id") or data.get("alert_id") if isinstance(data, dict) else None
+        if view in ("approval", "risk_alert", "checklist") and ref:
+            self.app.db.execute(
+                "INSERT OR IGNORE INTO message_copies (kind, ref, channel, ts) VALUES (?, ?, ?, ?)",
+                (view, str(ref), channel, ts),
+            )
+        if view == "checklist" and isinstance(data, dict) and data.get("incident_id"):
+            self.app.db.execute(
+                "INSERT OR IGNORE INTO message_copies (kind, ref, channel, ts) VALUES (?, ?, ?, ?)",
+                ("checklist", str(data["incident_id"]), channel, ts),
+            )
+
+    async def _refresh_copies(self, msg: OutboxMessage) -> dict[str, Any]:
+        data = msg.payload.get("data") or {}
+        view = msg.payload.get("view") or "approval"
+        ref = str(data.get("id") or data.get("approval_id") or data.get("incident_id") or "")
+        text, blocks = views.render_payload(
+            {"view": view, "data": data, "text": msg.payload.get("text")}
+        )
+        copies = self.app.db.query(
+            "SELECT channel, ts FROM message_copies WHERE kind = ? AND ref = ?", (view, ref)
+        )
+        for copy in copies:
+            await self.client.chat_update(
+                channel=copy["channel"], ts=copy["ts"], text=text, blocks=blocks
+            )
+        return {"updated": len(copies)}
+
+    async def _headline(self, incident: Incident) -> dict[str, Any]:
+        text, blocks = views.headline(
+            self.headline_data(incident), self._steps(incident.id), self._extra(incident)
+        )
+        if incident.slack_ts and incident.slack_channel:
+            await self.client.chat_update(
+                channel=incident.slack_channel, ts=incident.slack_ts, text=text, blocks=blocks
+            )
+            return {"updated": incident.slack_ts}
+        resp = await self.client.chat_postMessage(channel=self.channel, text=text, blocks=blocks)
+        self.app.incidents.update(
+            incident.id, slack_channel=str(resp["channel"]), slack_ts=str(resp["ts"])
+        )
+        return {"channel": resp["channel"], "ts": resp["ts"]}
+
+    def headline_data(self, incident: Incident) -> dict[str, Any]:
+        data = incident.model_dump(mode="json")
+        data["opened_at"] = iso(incident.opened_at)
+        data["opened_by_label"] = (
+            f"<@{incident.opened_by}>" if incident.source == "slack" else incident.opened_by
+        )
+        return data
+
+    def _steps(self, incident_id: str) -> list[dict[str, Any]]:
+        return [e.data for e in self.app.events.list(incident_id=incident_id, kinds=["STEP_ENDED"])]
+
+    def _extra(self, incident: Incident) -> list[str]:
+        extra = []
+        esc = self.app.db.one("SELECT * FROM escalations WHERE incident_id = ?", (incident.id,))
+        if esc:
+            if esc.get("acked_by"):
+                extra.append(f"*On it:* <@{esc['acked_by']}> since {esc.get('acked_at', '')}")
+            else:
+                extra.append(f"*Escalation:* tier {int(esc['tier']) + 1}, {esc['status']}")
+        return extra

@@ -1,0 +1,197 @@
+"""Slash commands: parse, authorise, call commands/, render. Nothing else."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rollbot.bot.slack import parsing, views
+from rollbot.bot.slack.ids import Command
+from rollbot.bot.slack.listeners import requests
+from rollbot.commands.positions import read_books
+from rollbot.commands.report import build_markdown, render
+from rollbot.commands.rollback import KILL_STEPS, Engine
+from rollbot.errors import BadInput
+
+if TYPE_CHECKING:
+    from rollbot.bot.slack.app import Req, SlackBot
+
+
+def help_for(name: str) -> str:
+    return views.HELP[name]
+
+
+async def kill(bot: SlackBot, req: Req) -> None:
+    """Stores the hold before the ack; cancels after it. Nothing waits on anyone."""
+    if parsing.is_help(req.text):
+        await req.ack_now(text=help_for("kill"), response_type="ephemeral")
+        return
+    bot.require(req, list(bot.rb.settings.slack.kill_roles), "/kill")
+    scope, reason = parsing.parse_kill(req.text, bot.rb.venue_names)
+    engine = Engine(bot.rb, req.actor)
+    incident, new = engine.open_held_incident(
+        kind="kill", reason=reason, scope_text=scope, dedupe_key=f"slack:{req.trigger_id}"
+    )
+    await req.ack_now(
+        text=f"🔴 {scope} HALTED ({incident.id}). Cancelling every open order; follow the thread.",
+        response_type="ephemeral",
+    )
+    if new:
+        bot.incident_opened(incident.id, req.actor)
+        bot.spawn(engine.run(incident, KILL_STEPS), req=req)
+
+
+async def positions(bot: SlackBot, req: Req) -> None:
+    if parsing.is_help(req.text):
+        await req.reply(help_for("positions"))
+        return
+    venue, public = parsing.parse_positions(req.text, bot.rb.venue_names)
+    books = await read_books(bot.rb.select(venue))
+    text, blocks = views.positions(books)
+    await req.reply(text, blocks, public=public)
+
+
+async def flatten(bot: SlackBot, req: Req) -> None:
+    if parsing.is_help(req.text):
+        await req.reply(help_for("flatten"))
+        return
+    bot.require(req, list(bot.rb.settings.slack.flatten_roles), "/flatten")
+    venue = parsing.parse_flatten(req.text, bot.rb.venue_names)
+    await requests.flatten(bot, req, venue)
+
+
+async def rollback(bot: SlackBot, req: Req) -> None:
+    if parsing.is_help(req.text):
+        await req.reply(help_for("rollback"))
+        return
+    bot.require(req, list(bot.rb.settings.slack.flatten_roles), "/rollback")
+    reason = parsing.parse_reason(req.text, "/rollback")
+    await requests.rollback(bot, req, reason)
+
+
+async def report(bot: SlackBot, req: Req) -> None:
+    if parsing.is_help(req.text):
+        await req.reply(help_for("rollback-report"))
+        return
+    word = req.text.strip()
+    if word:
+        incident = bot.rb.incidents.get(parsing.parse_incident_id(word))
+    else:
+        latest = bot.rb.incidents.latest()
+        if latest is None:
+            raise BadInput("there is no incident yet")
+        incident = latest
+    channel = incident.slack_channel or bot.rb.settings.slack.ops_channel
+    md = build_markdown(bot.rb, incident)
+    for chunk in _chunks(md, 2900):
+        await bot.client.chat_postMessage(
+            channel=channel, thread_ts=incident.slack_ts, text=chunk, mrkdwn=True
+        )
+    await bot.client.files_upload_v2(
+        channel=channel,
+        thread_ts=incident.slack_ts,
+        file_uploads=[
+            {
+                "content": render(bot.rb, incident.id, "json"),
+                "filename": f"{incident.id}.json",
+                "title": f"{incident.id} rollback log (JSON)",
+            },
+            {
+                "content": render(bot.rb, incident.id, "png"),
+                "filename": f"{incident.id}.png",
+                "title": f"{incident.id} NAV around the incident",
+            },
+        ],
+    )
+    await req.reply(f"Report for {incident.id} posted in its thread.")
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    out, buf = [], ""
+    for line in text.splitlines(keepends=True):
+        if len(buf) + len(line) > size and buf:
+            out.append(buf)
+            buf = ""
+        buf += line
+    return [*out, buf] if buf else out
+
+
+async def incident(bot: SlackBot, req: Req) -> None:
+    if parsing.is_help(req.text):
+        await req.reply(help_for("incident"))
+        return
+    verb, incident_id, rest = parsing.parse_incident(req.text)
+    rb = bot.rb
+    if verb == "list":
+        rows = rb.incidents.list(open_only=True)
+        text = (
+            "\n".join(
+                f"• *{i.id}* {i.kind} — {i.phase} {i.final_status or ''} — {i.reason}" for i in rows
+            )
+            or "No open incidents."
+        )
+        await req.reply(text)
+        return
+    target = rb.incidents.get(incident_id) if incident_id else rb.incidents.latest()
+    if target is None:
+        raise BadInput("there is no incident yet")
+    if verb == "status":
+        steps = [e.data for e in rb.events.list(incident_id=target.id, kinds=["STEP_ENDED"])]
+        text, blocks = views.headline(bot.courier.headline_data(target), steps, [])
+        await req.reply(text, blocks)
+    elif verb == "ack":
+        await requests.acknowledge(bot, req, target.id)
+    else:
+        bot.require(
+            req, ["operator", "risk_officer", "trading_desk_manager", "cto"], "/incident close"
+        )
+        rb.incidents.close(target.id, req.actor, rest)
+        rb.outbox.put(
+            "thread", incident_id=target.id, text=f"Incident closed by <@{req.user_id}>: {rest}"
+        )
+        rb.outbox.put("headline", incident_id=target.id)
+        await req.reply(f"{target.id} closed.")
+
+
+async def gates(bot: SlackBot, req: Req) -> None:
+    if parsing.is_help(req.text):
+        await req.reply(help_for("gates"))
+        return
+    verb = parsing.parse_gates(req.text)
+    from rollbot.commands.gates import gate_lines
+
+    if verb == "disable":
+        bot.require(req, ["operator", "risk_officer"], "/gates disable")
+        values = bot.rb.gates.disable(req.actor, f"/gates disable by {req.user_id}")
+        bot.rb.outbox.put(
+            "channel", text=f"Live gates disabled by <@{req.user_id}>: shadow mode on."
+        )
+    else:
+        values = bot.rb.gates.read()
+    lines = "\n".join(("✅ " if ok else "❌ ") + line for ok, line in gate_lines(values))
+    await req.reply(lines)
+
+
+async def resume(bot: SlackBot, req: Req) -> None:
+    if parsing.is_help(req.text) or not req.text.strip():
+        await req.reply(help_for("resume"))
+        return
+    await requests.resume(bot, req)
+
+
+def register(bot: SlackBot) -> None:
+    table = {
+        Command.KILL: (kill, False),  # acks itself, after the hold is stored
+        Command.POSITIONS: (positions, True),
+        Command.FLATTEN: (flatten, True),
+        Command.ROLLBACK: (rollback, True),
+        Command.REPORT: (report, True),
+        Command.INCIDENT: (incident, True),
+        Command.GATES: (gates, True),
+        Command.RESUME: (resume, True),
+    }
+    for command, (handler, ack_first) in table.items():
+        bot.bolt.command(command.value)(bot.listener(command.value, handler, ack_first=ack_first))
+
+
+def registered_commands() -> list[str]:
+    return [c.value for c in Command]

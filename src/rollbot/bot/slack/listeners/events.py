@@ -1,0 +1,31 @@
+"""Events API: the App Home tab."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rollbot.bot.slack import views
+from rollbot.commands.gates import gate_lines
+
+if TYPE_CHECKING:
+    from rollbot.bot.slack.app import SlackBot
+
+
+def home_view(bot: SlackBot) -> dict[str, Any]:
+    rb = bot.rb
+    states = [s.model_dump(mode="json") for s in rb.killswitch.status(rb.venue_names)]
+    incidents = [i.model_dump(mode="json") for i in rb.incidents.list(open_only=True)]
+    approvals = rb.db.query(
+        "SELECT id, action, requested_by, expires_at FROM approvals WHERE status = 'PENDING'"
+        " ORDER BY created_at"
+    )
+    risk: list[str] = []
+    return views.app_home(states, incidents, approvals, gate_lines(rb.gates.read()), risk)
+
+
+def register(bot: SlackBot) -> None:
+    @bot.bolt.event("app_home_opened")
+    async def app_home_opened(event: dict[str, Any], client: Any) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        await client.views_publish(user_id=event["user"], view=home_view(bot))

@@ -1,0 +1,215 @@
+"""`rollbot serve`: Socket Mode by default, HTTP with --http. One asyncio loop runs bolt, the
+venues, the outbox courier and the clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from rollbot.bot.slack.app import SlackBot
+from rollbot.clock import Clock
+from rollbot.commands.context import Rollbot
+from rollbot.commands.rollback import resume_unfinished
+from rollbot.config import Secrets, Settings
+from rollbot.errors import ConfigError
+from rollbot.storage.events import Actor
+
+log = logging.getLogger("rollbot.serve")
+DEFAULT_API = "https://slack.com/api/"
+
+
+def check_tokens(secrets: Secrets, settings: Settings, http: bool) -> None:
+    missing = []
+    if not secrets.slack_bot_token:
+        missing.append("SLACK_BOT_TOKEN (the bot token, xoxb-…)")
+    if http and not secrets.slack_signing_secret:
+        missing.append("SLACK_SIGNING_SECRET (HTTP mode verifies Slack's signatures with it)")
+    if not http and not secrets.slack_app_token:
+        missing.append(
+            "SLACK_APP_TOKEN (an app-level token, xapp-…, with connections:write, "
+            "for Socket Mode; or run with --http)"
+        )
+    if missing:
+        raise ConfigError(
+            "cannot start: missing environment variable(s):\n  " + "\n  ".join(missing)
+        )
+    if not settings.slack.ops_channel:
+        raise ConfigError(
+            "cannot start: [slack] ops_channel is not set in the config "
+            "(the channel where incidents are posted)"
+        )
+
+
+async def authenticate(client: AsyncWebClient) -> dict[str, Any]:
+    try:
+        resp = await client.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error", "") if exc.response else str(exc)
+        raise ConfigError(f"SLACK_BOT_TOKEN was refused by Slack's auth.test: {error}") from None
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise ConfigError(f"cannot reach Slack at {client.base_url}: {exc}") from None
+    return dict(resp.data) if isinstance(resp.data, dict) else {}
+
+
+def web_app(bot: SlackBot, *, slack_routes: bool) -> web.Application:
+    app = web.Application()
+
+    async def events(request: web.Request) -> web.Response:
+        bolt_req = await to_bolt_request(request)
+        return await to_aiohttp_response(await bot.bolt.async_dispatch(bolt_req))
+
+    async def healthz(_: web.Request) -> web.Response:
+        pending = bot.rb.db.one("SELECT COUNT(*) AS n FROM outbox WHERE delivered_at IS NULL")
+        return web.json_response({"ok": True, "outbox_pending": pending["n"] if pending else 0})
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=bot.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    if slack_routes:
+        app.router.add_post("/slack/events", events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+class Server:
+    """Everything `serve` runs, startable and stoppable from tests in the same loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        secrets: Secrets,
+        *,
+        http: bool = False,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        clock: Clock | None = None,
+        start_clock: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self.http = http
+        self.port = port
+        self.host = host
+        self.clock = clock
+        self.start_clock = start_clock
+        self.stop_event = asyncio.Event()
+        self.bound_port: int | None = None
+        self.identity: dict[str, Any] = {}
+        self._runner: web.AppRunner | None = None
+        self._handler: Any = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.rb: Rollbot | None = None
+        self.bot: SlackBot | None = None
+        self.clockwork: Any = None
+
+    async def start(self) -> None:
+        check_tokens(self.secrets, self.settings, self.http)
+        token = (
+            self.secrets.slack_bot_token.get_secret_value() if self.secrets.slack_bot_token else ""
+        )
+        client = AsyncWebClient(token=token, base_url=self.secrets.slack_api_url or DEFAULT_API)
+        self.identity = await authenticate(client)
+        self.rb = rb = Rollbot.open(self.settings, clock=self.clock, secrets=self.secrets)
+        signing = (
+            self.secrets.slack_signing_secret.get_secret_value()
+            if self.secrets.slack_signing_secret
+            else None
+        )
+        self.bot = bot = SlackBot(
+            rb, client, identity=self.identity, signing_secret=signing, http_mode=self.http
+        )
+        self._tasks.append(asyncio.create_task(bot.courier.run(self.stop_event)))
+        self._tasks.append(asyncio.create_task(self._recover()))
+        if self.start_clock:
+            self._start_clockwork()
+        if self.http or self.port is not None:
+            self._runner = web.AppRunner(web_app(bot, slack_routes=self.http))
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.host, self.port or 0)
+            await site.start()
+            sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+            self.bound_port = sockets[0].getsockname()[1] if sockets else self.port
+        if not self.http:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            app_token = (
+                self.secrets.slack_app_token.get_secret_value()
+                if self.secrets.slack_app_token
+                else ""
+            )
+            self._handler = AsyncSocketModeHandler(bot.bolt, app_token)
+            await self._handler.connect_async()
+
+    def _start_clockwork(self) -> None:
+        """The escalation/monitor clock, when that part is installed (bot/scheduler.py)."""
+        try:
+            from rollbot.bot.scheduler import Clockwork  # type: ignore[attr-defined]
+        except ImportError:
+            return
+        assert self.rb is not None
+        self.clockwork = Clockwork(self.rb)
+        self._tasks.append(asyncio.create_task(self.clockwork.run(self.stop_event)))
+
+    async def _recover(self) -> None:
+        assert self.rb is not None and self.bot is not None
+        try:
+            await resume_unfinished(self.rb, Actor(id="rollbot", source="system"))
+        except Exception:
+            log.exception("recovering unfinished incidents failed")
+        self.bot.courier.kick()
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        if self._handler is not None:
+            with contextlib.suppress(Exception):
+                await self._handler.close_async()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.bot is not None:
+            for task in list(self.bot.tasks):
+                with contextlib.suppress(asyncio.TimeoutError, Exception):
+                    await asyncio.wait_for(task, 10)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.rb is not None:
+            await self.rb.aclose()
+
+    def describe(self) -> str:
+        who = self.identity.get("user") or self.identity.get("user_id") or "?"
+        team = self.identity.get("team") or self.identity.get("team_id") or "?"
+        mode = f"HTTP on {self.host}:{self.bound_port}" if self.http else "Socket Mode"
+        extra = (
+            f", metrics on {self.host}:{self.bound_port}"
+            if not self.http and self.bound_port
+            else ""
+        )
+        return f"rollbot ready: {mode}{extra} as @{who} in {team}"
+
+
+async def serve(settings: Settings, *, http: bool, port: int | None, host: str) -> None:
+    server = Server(settings, Secrets(), http=http, port=port, host=host)
+    await server.start()
+    print(server.describe(), flush=True)
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, done.set)
+    await done.wait()
+    print("rollbot stopping…", file=sys.stderr, flush=True)
+    await server.stop()
