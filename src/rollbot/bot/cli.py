@@ -638,5 +638,10 @@ def paper_seed(
     guarded(go)
 
 
+from rollbot.bot import cli_serve  # noqa: E402  (registered after the core commands)
+
+app.command()(cli_serve.serve)
+
+
 def main() -> None:
     app()
