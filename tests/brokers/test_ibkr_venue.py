@@ -375,6 +375,27 @@ async def test_with_reconnect_off_a_disconnect_leaves_an_exact_residual(
         await venue.submit_close(close_of(await held(venue, "TSLA"), "flat-TSLA-2"))
 
 
+async def test_reconnect_keeps_trying_with_backoff_until_the_gateway_is_back(
+    tws: FakeTws, connect: Connect
+) -> None:
+    tws.add_position("AAPL", 100, "190.5")
+    venue = await connect(reconnect_backoff_s=[0.02, 0.05])
+    port = tws.port
+
+    await tws.stop()  # the gateway goes away for a while
+    await eventually(lambda: len(seen(venue, VenueEventKind.ERROR)) >= 2)
+    with pytest.raises(VenueUnavailable, match="reconnecting"):
+        await venue.positions()
+    await tws.start(port=port)
+    await eventually(lambda: venue.connected)
+
+    assert [p.symbol for p in await venue.positions()] == ["AAPL"]
+    failures = seen(venue, VenueEventKind.ERROR)
+    assert all("reconnect attempt" in e.message for e in failures)
+    (back,) = seen(venue, VenueEventKind.RECONNECT)
+    assert f"after {len(failures) + 1} attempt" in back.message
+
+
 # ------------------------------------------------------------------------------ 5. never flip
 
 

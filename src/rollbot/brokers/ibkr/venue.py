@@ -72,7 +72,7 @@ class IbkrVenue:
     # ------------------------------------------------------------------------- connection
 
     async def connect(self, read_only: bool = False) -> None:
-        self._stop_reconnecting()
+        await self._halt_reconnecting()
         if self._connected and read_only == self._read_only:
             return
         if self._connected:
@@ -87,7 +87,7 @@ class IbkrVenue:
 
     async def close(self) -> None:
         self._wanted = False
-        self._stop_reconnecting()
+        await self._halt_reconnecting()
         self._drop()
 
     def set_reconnect(self, allowed: bool) -> None:
@@ -95,7 +95,7 @@ class IbkrVenue:
         if not allowed:
             self._stop_reconnecting()
         elif self._wanted and not self._connected and self._reconnect_task is None:
-            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+            self._start_reconnecting()
 
     def subscribe(self, listener: VenueListener) -> None:
         self._listeners.append(listener)
@@ -142,33 +142,46 @@ class IbkrVenue:
         self._ib.disconnect()
         self._wake()
 
+    def _start_reconnecting(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._reconnect())
+        self._reconnect_task = task
+        # a done callback, not a finally: a task cancelled before its first step has none
+        task.add_done_callback(self._reconnect_ended)
+
+    def _reconnect_ended(self, task: asyncio.Task[None]) -> None:
+        if self._reconnect_task is task:
+            self._reconnect_task = None
+
     def _stop_reconnecting(self) -> None:
+        # the task keeps its place until it has unwound, so connect() can wait for that
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
-            self._reconnect_task = None
+
+    async def _halt_reconnecting(self) -> None:
+        """Stop a reconnect attempt and wait until it has unwound: ib_async tears a cancelled
+        connect down a loop tick later, which would otherwise cut the connection we open next."""
+        task = self._reconnect_task
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+            self._reconnect_ended(task)
 
     async def _reconnect(self) -> None:
         delays = self.cfg.reconnect_backoff_s or [1.0]
-        try:
-            for attempt in itertools.count(1):
-                await asyncio.sleep(delays[min(attempt, len(delays)) - 1])
-                if not (self._reconnect_allowed and self._wanted):
-                    return
-                try:
-                    await self._open()
-                except VenueError as e:
-                    self._emit(
-                        VenueEventKind.ERROR, message=f"reconnect attempt {attempt}: {e.detail}"
-                    )
-                    continue
-                self._emit(
-                    VenueEventKind.RECONNECT,
-                    message=f"reconnected to TWS/Gateway after {attempt} attempt(s)",
-                )
+        for attempt in itertools.count(1):
+            await asyncio.sleep(delays[min(attempt, len(delays)) - 1])
+            if not (self._reconnect_allowed and self._wanted):
                 return
-        finally:
-            if self._reconnect_task is asyncio.current_task():
-                self._reconnect_task = None
+            try:
+                await self._open()
+            except VenueError as e:
+                self._emit(VenueEventKind.ERROR, message=f"reconnect attempt {attempt}: {e.detail}")
+                continue
+            self._emit(
+                VenueEventKind.RECONNECT,
+                message=f"reconnected to TWS/Gateway after {attempt} attempt(s)",
+            )
+            return
 
     def _require_connected(self) -> None:
         if self.connected:
@@ -572,7 +585,7 @@ class IbkrVenue:
         self._emit(VenueEventKind.DISCONNECT, message="connection to TWS/Gateway lost")
         self._wake()
         if self._reconnect_allowed and self._wanted and self._reconnect_task is None:
-            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+            self._start_reconnecting()
 
     def _on_order_status(self, trade: Trade) -> None:
         self._emit(VenueEventKind.ORDER, order=self._order(trade))
