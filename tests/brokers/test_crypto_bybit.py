@@ -341,3 +341,36 @@ def test_usable_from_one_event_loop_after_another() -> None:
 
         assert asyncio.run(read()) == [Decimal("-0.25")]
         assert asyncio.run(read()) == [Decimal("-0.25")]
+
+
+async def test_concurrent_closes_are_capped_and_deduplicated(
+    fake: FakeExchange, venue: CryptoVenue
+) -> None:
+    """flatten runs closes concurrently; twins must not both reach the venue."""
+    twins = [close_all_request(BTC, Side.SELL, Decimal("0.5"), "twin") for _ in range(3)]
+    other = close_all_request(ETH, Side.BUY, Decimal(2), "other")
+    orders = await asyncio.gather(*(venue.submit_close(r) for r in [*twins, other]))
+    assert len({o.order_id for o in orders[:3]}) == 1
+    assert [(r["symbol"], r["qty"]) for r in fake.book.order_requests] == [
+        ("BTCUSDT", "0.5"),
+        ("ETHUSDT", "2"),
+    ]
+    assert await venue.positions() == []
+
+
+async def test_two_processes_racing_one_client_id_get_one_order(
+    fake: FakeExchange, venue: CryptoVenue, events: list[VenueEvent]
+) -> None:
+    """The loser is refused as a duplicate (110072) and returns the winner's order."""
+    other = make_venue(fake)
+    try:
+        request = close_all_request(BTC, Side.SELL, Decimal("0.5"), "raced")
+        mine, theirs = await asyncio.gather(
+            venue.submit_close(request), other.submit_close(request)
+        )
+    finally:
+        await other.close()
+    assert mine.order_id == theirs.order_id
+    assert [o.client_id for o in fake.book.orders] == ["raced"]
+    assert fake.book.position("BTCUSDT") == 0
+    assert kinds(events, VenueEventKind.REJECT) == []

@@ -79,6 +79,7 @@ class CryptoVenue:
         self._profile = profile_for(cfg.exchange)
         self._listeners: list[VenueListener] = []
         self._markets_lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
         self._read_only = False
         self._reconnect_allowed = True
         self._down = False  # the last request failed at the transport level
@@ -107,6 +108,7 @@ class CryptoVenue:
         self.exchange.asyncio_loop = None
         self.exchange.open()
         self._markets_lock = asyncio.Lock()
+        self._locks.clear()
         self._closed = False
 
     def set_reconnect(self, allowed: bool) -> None:
@@ -213,6 +215,13 @@ class CryptoVenue:
         await self._markets()
         market = self._market(request.symbol)
         symbol = str(market["symbol"])
+        # flatten closes symbols concurrently: one close per symbol (and per client id) at a
+        # time, so the cap reads a position no other close of ours is still changing and a
+        # repeated id finds its twin instead of racing it to the venue
+        async with self._lock(f"symbol:{symbol}"), self._lock(f"cid:{request.client_order_id}"):
+            return await self._submit_close(request, market, symbol)
+
+    async def _submit_close(self, request: CloseRequest, market: Raw, symbol: str) -> Order:
         existing = await self._find_client_order(request.client_order_id, symbol)
         if existing is not None:
             log.info(
@@ -242,23 +251,35 @@ class CryptoVenue:
             message=f"{draft.side} {draft.quantity} {symbol} {draft.type}",
             order=draft,
         )
-        raw = await self._call(
-            "create_order",
-            self.exchange.create_order,
-            symbol,
-            kind,
-            request.side.value.lower(),
-            float(amount),
-            None if price is None else float(price),
-            params,
-            rejected=draft,
-        )
+        try:
+            raw = await self._call(
+                "create_order",
+                self.exchange.create_order,
+                symbol,
+                kind,
+                request.side.value.lower(),
+                float(amount),
+                None if price is None else float(price),
+                params,
+            )
+        except OrderRejected as exc:
+            # refused as a duplicate client id? then a twin got there first: that is ours
+            twin = await self._read_back(request.client_order_id, symbol, None)
+            if twin is not None:
+                self._client_symbol[request.client_order_id] = symbol
+                return twin
+            self.counts["rejects"] += 1
+            refused = draft.model_copy(
+                update={"status": OrderStatus.REJECTED, "reason": exc.detail}
+            )
+            self._emit(VenueEventKind.REJECT, code=exc.code, message=exc.detail, order=refused)
+            raise
         self._client_symbol[request.client_order_id] = symbol
         order = order_from_ccxt(self.name, raw, fallback=sent, contract_size=contract_size)
         if order.order_id:
             self._where[order.order_id] = (symbol, False)
         if raw.get("status") is None:
-            order = await self._read_back(request.client_order_id, symbol, order)
+            order = await self._read_back(request.client_order_id, symbol, order) or order
         self._emit(VenueEventKind.ORDER, message=f"{order.status}", order=order)
         return order
 
@@ -345,7 +366,7 @@ class CryptoVenue:
                 raise OrderRejected(self.name, mapped.detail, "BELOW_MIN_SIZE") from None
             raise mapped from None
 
-    async def _read_back(self, client_id: str, symbol: str, fallback: Order) -> Order:
+    async def _read_back(self, client_id: str, symbol: str, fallback: Order | None) -> Order | None:
         """Some venues acknowledge with ids only; the order itself says what happened."""
         try:
             found = await self._find_client_order(client_id, symbol)
@@ -548,6 +569,9 @@ class CryptoVenue:
             if not self.exchange.markets:
                 await self._call("load_markets", self.exchange.load_markets)
 
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
     def _require(self, capability: str) -> None:
         if not self.exchange.has.get(capability):
             raise self._unsupported(capability)
@@ -566,7 +590,6 @@ class CryptoVenue:
         label: str,
         fn: Callable[..., Awaitable[Any]],
         *args: Any,
-        rejected: Order | None = None,
     ) -> Any:
         """One ccxt request: latency, pacing retries, error mapping, link-state events."""
         import ccxt
@@ -599,14 +622,8 @@ class CryptoVenue:
                         await self._clock.sleep(self._backoff[attempt])
                         attempt += 1
                         continue
-                elif kind is VenueEventKind.REJECT:
-                    if rejected is not None:
-                        self.counts["rejects"] += 1
-                        order = rejected.model_copy(
-                            update={"status": OrderStatus.REJECTED, "reason": error.detail}
-                        )
-                        self._emit(kind, code=error.code, message=error.detail, order=order)
-                elif kind is not None:
+                elif kind is not None and kind is not VenueEventKind.REJECT:
+                    # a REJECT needs the order: the caller that sent one emits it
                     if kind is VenueEventKind.DISCONNECT:
                         self._down = True
                     self.counts[kind.value.lower()] += 1
