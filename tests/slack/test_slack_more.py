@@ -1,0 +1,146 @@
+"""Reports, App Home, incidents, gates, channels and errors through the Slack face."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fakes.rollbot_harness import OPERATOR, OPS, OUTSIDER, RISK, bot_settings, running
+from fakes.slack import FakeSlack
+
+from rollbot.config import SlackConfig
+
+
+def _heads(slack: FakeSlack) -> list:
+    return slack.messages(OPS, include_replies=False)
+
+
+async def _rollback(slack: FakeSlack, server) -> str:
+    d = await slack.deliver_slash_command(
+        "/rollback", "drill from slack", user_id=OPERATOR, channel_id=OPS
+    )
+    await slack.wait_for_ack(d.envelope_id)
+
+    def done() -> bool:
+        inc = server.rb.incidents.latest()
+        return inc is not None and inc.phase == "DONE" and server.rb.outbox.pending() == []
+
+    await slack.wait_until(done, timeout=15)
+    return server.rb.incidents.latest().id
+
+
+async def test_rollback_report_posts_summary_and_uploads_json_and_png(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    async with running(slack, bot_settings(tmp_path)) as server:
+        incident = await _rollback(slack, server)
+        d = await slack.deliver_slash_command(
+            "/rollback-report", incident, user_id=RISK, channel_id=OPS
+        )
+        await slack.wait_for_ack(d.envelope_id)
+        await slack.wait_until(lambda: len(slack.uploads()) >= 2, timeout=10)
+        names = sorted(u.filename for u in slack.uploads())
+        assert names == [f"{incident}.json", f"{incident}.png"]
+        by_name = {u.filename: u for u in slack.uploads()}
+        log = json.loads(by_name[f"{incident}.json"].content)
+        assert log["final_status"] == "SUCCESS" and len(log["steps"]) == 5
+        assert by_name[f"{incident}.png"].content[:8] == b"\x89PNG\r\n\x1a\n"
+        thread = slack.thread(OPS, _heads(slack)[0].ts)
+        assert any(f"Rollback report {incident}" in m.text for m in thread)
+
+
+async def test_unknown_incident_in_report_is_a_clear_ephemeral_message(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    async with running(slack, bot_settings(tmp_path)) as _:
+        d = await slack.deliver_slash_command(
+            "/rollback-report", "INC-0999", user_id=RISK, channel_id=OPS
+        )
+        await slack.wait_for_ack(d.envelope_id)
+        await slack.wait_until(lambda: slack.ephemeral_to(RISK), timeout=5)
+        assert "unknown incident 'INC-0999'" in slack.ephemeral_to(RISK)[-1].text
+
+
+async def test_bad_input_and_internal_errors_never_show_a_traceback(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    async with running(slack, bot_settings(tmp_path)) as server:
+        d = await slack.deliver_slash_command("/kill", "", user_id=OPERATOR, channel_id=OPS)
+        ack = await slack.wait_for_ack(d.envelope_id)
+        assert "needs a reason" in ack.payload["text"]
+        d = await slack.deliver_slash_command(
+            "/positions", "nowhere", user_id=OPERATOR, channel_id=OPS
+        )
+        await slack.wait_for_ack(d.envelope_id)
+        await slack.wait_until(lambda: slack.ephemeral_to(OPERATOR), timeout=5)
+        assert "unknown venue 'nowhere'" in slack.ephemeral_to(OPERATOR)[-1].text
+
+        # an unexpected failure deep inside a venue (a bug, not a domain error)
+        paper = server.rb.venue("paper")
+
+        async def broken() -> list:
+            raise KeyError("internal detail that must not reach Slack")
+
+        paper.positions = broken  # type: ignore[method-assign]
+        d = await slack.deliver_slash_command("/positions", "", user_id=OUTSIDER, channel_id=OPS)
+        await slack.wait_for_ack(d.envelope_id)
+        await slack.wait_until(lambda: slack.ephemeral_to(OUTSIDER), timeout=5)
+        text = slack.ephemeral_to(OUTSIDER)[-1].text
+        assert "Something went wrong (ref" in text
+        assert "Traceback" not in text and "internal detail" not in text
+        for e in slack.ephemerals():
+            assert "Traceback" not in (e.text or "")
+
+
+async def test_app_home_shows_state_incidents_approvals_and_gates(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    async with running(slack, bot_settings(tmp_path)) as _:
+        d = await slack.deliver_slash_command(
+            "/kill", "home test", user_id=OPERATOR, channel_id=OPS
+        )
+        await slack.wait_for_ack(d.envelope_id)
+        await slack.deliver_event(
+            {"type": "app_home_opened", "user": RISK, "tab": "home", "channel": "D0RISK"}
+        )
+        await slack.wait_until(lambda: slack.home_view(RISK), timeout=5)
+        home = json.dumps(slack.home_view(RISK).view)
+        assert "HALTED" in home and "global" in home
+        assert "INC-0001" in home
+        assert "Pending approvals" in home
+        assert "Live trading: DISABLED" in home
+
+
+async def test_incident_list_close_and_gates(slack: FakeSlack, tmp_path: Path) -> None:
+    async with running(slack, bot_settings(tmp_path)) as server:
+        d = await slack.deliver_slash_command("/gates", "disable", user_id=OPERATOR, channel_id=OPS)
+        await slack.wait_for_ack(d.envelope_id)
+        await slack.wait_until(lambda: slack.ephemeral_to(OPERATOR), timeout=5)
+        assert "Live trading: DISABLED" in slack.ephemeral_to(OPERATOR)[-1].text
+        assert server.rb.events.list(kinds=["GATES_WRITTEN"])[0].actor == OPERATOR
+
+        d = await slack.deliver_slash_command("/kill", "close me", user_id=OPERATOR, channel_id=OPS)
+        await slack.wait_for_ack(d.envelope_id)
+        await slack.wait_until(lambda: server.rb.incidents.latest().phase == "DONE", timeout=10)
+        d = await slack.deliver_slash_command(
+            "/incident", "close INC-0001 false alarm", user_id=RISK, channel_id=OPS
+        )
+        await slack.wait_for_ack(d.envelope_id)
+        await slack.wait_until(lambda: not server.rb.incidents.latest().is_open, timeout=5)
+        closed = server.rb.events.list(kinds=["INCIDENT_CLOSED"])
+        assert [(e.actor, e.reason) for e in closed] == [(RISK, "false alarm")]
+
+
+async def test_commands_from_other_channels_are_refused_and_audited(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    settings = bot_settings(tmp_path, slack=SlackConfig(ops_channel=OPS, allowed_channels=[OPS]))
+    async with running(slack, settings) as server:
+        d = await slack.deliver_slash_command(
+            "/kill", "wrong room", user_id=OPERATOR, channel_id="C0RANDOM"
+        )
+        ack = await slack.wait_for_ack(d.envelope_id)
+        assert "not allowed in this channel" in ack.payload["text"]
+        assert server.rb.incidents.latest() is None
+        refused = server.rb.events.list(kinds=["SLACK_REFUSED"])
+        assert refused[0].data["code"] == "CHANNEL_NOT_ALLOWED"
