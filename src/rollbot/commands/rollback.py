@@ -305,7 +305,7 @@ class Engine:
                     incident_id=incident.id,
                     text=f"Step {number} {step.name}: {report.status.value}",
                     view="step",
-                    data=report.model_dump(mode="json"),
+                    data={**report.model_dump(mode="json"), "by": self.actor.label},
                 )
                 self.app.outbox.put("headline", incident_id=incident.id)
             reports.append(report)

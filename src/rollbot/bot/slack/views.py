@@ -65,9 +65,23 @@ def headline(
             f" in {s['duration_seconds']:.2f} s (elapsed {s['elapsed_seconds']:.1f} s /"
             f" seed {s['cumulative_target_seconds']:.0f} s)"
         )
+    pnl = _pnl_line(steps)
+    if pnl:
+        lines.append(pnl)
     lines += extra
     text = f"{incident['id']} {incident['kind']}: {incident['reason']}"
     return text, [_section("\n".join(lines)), _context("Updates in the thread below.")]
+
+
+def _pnl_line(steps: list[dict[str, Any]]) -> str:
+    parts = []
+    for s in steps:
+        if s.get("total_pnl") is not None:
+            parts.append(f"unrealized at assessment {float(s['total_pnl']):,.2f}")
+        v = s.get("verification") or {}
+        if v.get("start_nav") not in (None, "0"):
+            parts.append(f"NAV change {float(v['final_pnl']):,.2f} ({v['nav_change']:+.2%})")
+    return "*PnL:* " + "; ".join(parts) if parts else ""
 
 
 def step(data: dict[str, Any]) -> tuple[str, Blocks]:
@@ -79,6 +93,8 @@ def step(data: dict[str, Any]) -> tuple[str, Blocks]:
         + ("(on target)" if on_target else "(*OVER TARGET*)")
     )
     body = "\n".join(f"• {a}" for a in data.get("actions", []))
+    if data.get("by"):
+        body += f"\n_by {data['by']}_"
     return f"Step {data['step']} {data['name']}: {data['status']}", [
         _section(head),
         _section(body or "—"),
