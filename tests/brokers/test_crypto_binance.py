@@ -16,6 +16,7 @@ from rollbot.brokers.base import (
     OrderStatus,
     OrderType,
     Side,
+    VenueError,
     VenueEvent,
     VenueEventKind,
 )
@@ -116,13 +117,39 @@ async def test_cancel_all_per_symbol_includes_the_stop_loss(
     assert sorted(result.cancelled) == sorted(listed)
     assert fake.book.open_orders() == []
     assert fake.book.balance("ETH") == 2 and fake.book.locked["ETH"] == 0
-    # binance needs a symbol per cancel-all and answers "unknown order" where none was open
+    # binance needs a symbol per cancel-all: one for each symbol that had orders
     deleted = sorted(
         r.params["symbol"]
         for r in fake.book.requests_to("/api/v3/openOrders")
         if r.method == "DELETE"
     )
-    assert deleted == ["BTCUSDT", "DOGEUSDT", "ETHUSDT", "SOLUSDT"]
+    assert deleted == ["BTCUSDT", "ETHUSDT"]
+
+
+async def test_exchange_error_mid_sell_down_leaves_an_exact_residual(
+    fake: FakeExchange, venue: CryptoVenue, events: list[VenueEvent]
+) -> None:
+    fake.book.fail_orders_after(1)  # then HTTP 500 {"code": -1000}
+    failed = []
+    for p in sorted(await venue.positions(), key=lambda p: p.symbol):  # BTC, then ETH
+        try:
+            await venue.submit_close(sell(p.symbol, str(p.quantity), f"mid-{p.symbol[:3]}"))
+        except VenueError as exc:
+            failed.append((p.symbol, exc.code, type(exc)))
+    assert failed == [(ETH, "-1000", VenueError)]
+    assert {p.symbol: p.quantity for p in await venue.positions()} == {ETH: Decimal(2)}
+    assert [e.code for e in events if e.kind is VenueEventKind.ERROR] == ["-1000"]
+
+
+async def test_a_bad_signature_is_refused_by_the_fake(fake: FakeExchange) -> None:
+    venue = make_venue(fake, secret="not-the-secret")
+    try:
+        with pytest.raises(VenueError) as refused:
+            await venue.positions()
+    finally:
+        await venue.close()
+    assert refused.value.code == "-1022"
+    assert fake.book.requests_to("/api/v3/account")[-1].status == 400
 
 
 async def test_http_429_is_retried_and_counted(

@@ -137,6 +137,14 @@ async def test_cancel_all_includes_the_stop_order(fake: FakeExchange, venue: Cry
     assert filters == [None, "StopOrder"]  # the conditional book needs its own call
 
 
+async def test_cancel_all_with_nothing_open_sends_no_cancel(
+    fake: FakeExchange, venue: CryptoVenue
+) -> None:
+    result = await venue.cancel_all()
+    assert result.complete and result.requested == 0
+    assert fake.book.requests_to("/v5/order/cancel-all") == []
+
+
 async def test_cancel_all_reports_what_it_could_not_cancel(
     fake: FakeExchange, venue: CryptoVenue
 ) -> None:

@@ -169,8 +169,12 @@ class CryptoVenue:
         await self._markets()
         before = await self._open_raw()
         if self.exchange.has.get("cancelAllOrders"):
-            symbols = {str(raw["symbol"]) for raw, _ in before}
             for trigger in self._trigger_variants():
+                # only the books that hold something: a cancel-all costs a second of bybit's
+                # pacing, and whatever appears meanwhile is caught by the read-back below
+                symbols = {str(raw["symbol"]) for raw, listed in before if listed is trigger}
+                if not symbols:
+                    continue
                 try:
                     await self._bulk_cancel({"trigger": True} if trigger else {}, symbols)
                 except (OrderNotFound, ArgumentsMissing, UnsupportedOperation) as exc:
@@ -452,17 +456,17 @@ class CryptoVenue:
     async def _open_raw(
         self, symbol: str | None = None, extra: Raw | None = None, *, triggers: bool = True
     ) -> list[tuple[Raw, bool]]:
-        """Open orders, plain and trigger, deduplicated by id, each with its trigger flag."""
+        """Open orders, plain and trigger, deduplicated by id, each flagged when it came from
+        the trigger listing (it is then cancelled the same way)."""
         result: dict[str, tuple[Raw, bool]] = {}
         for trigger in self._trigger_variants() if triggers else [False]:
             params = {"trigger": True} if trigger else {}
             params.update(extra or {})
             for raw in await self._list_open(params, symbol):
                 oid = str(raw["id"])
-                is_trigger = trigger or dec_or_none(raw.get("triggerPrice")) is not None
                 if oid not in result:
-                    result[oid] = (raw, is_trigger)
-                    self._where[oid] = (str(raw["symbol"]), is_trigger)
+                    result[oid] = (raw, trigger)
+                    self._where[oid] = (str(raw["symbol"]), trigger)
         return list(result.values())
 
     async def _list_open(self, params: Raw, symbol: str | None) -> list[Raw]:
@@ -486,7 +490,7 @@ class CryptoVenue:
             return
         except ArgumentsMissing:
             pass  # per symbol on this exchange
-        for symbol in sorted(symbols | {s for s in self.cfg.symbols if s in self.exchange.markets}):
+        for symbol in sorted(symbols):
             # binance answers "unknown order" when nothing was open there
             with contextlib.suppress(OrderNotFound):
                 await self._call("cancel_all_orders", cancel, symbol, params)
