@@ -6,8 +6,8 @@ position read from the venue just before sending, so a close can shrink a positi
 never flip it. Spot (market = "spot") treats every non-quote balance that trades against
 the quote as a position worth its ticker price; holdings worth less than `dust` are left.
 
-Every ccxt call goes through `_call`, which times it (LATENCY), retries rate-limit answers
-with backoff (one PACING event each) and maps ccxt exceptions to VenueError subclasses.
+Every ccxt request goes through `Link.call` (link.py): latency, pacing retries, error
+mapping and link-state events.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -33,7 +32,6 @@ from rollbot.brokers.base import (
     Side,
     UnsupportedOperation,
     VenueError,
-    VenueEvent,
     VenueEventKind,
     VenueListener,
     VenueUnavailable,
@@ -48,6 +46,7 @@ from rollbot.brokers.crypto.convert import (
     ticker_price,
 )
 from rollbot.brokers.crypto.errors import ArgumentsMissing, OrderNotFound, map_ccxt_error
+from rollbot.brokers.crypto.link import Link
 from rollbot.brokers.crypto.profiles import profile_for
 from rollbot.clock import Clock, SystemClock
 from rollbot.config import CryptoVenueConfig
@@ -75,53 +74,45 @@ class CryptoVenue:
         self.exchange: Any = build_exchange(cfg, api_key, secret, rate_limit_ms)
         self._secrets = tuple(s for s in (api_key, secret) if s)  # for redaction only
         self._clock = clock or SystemClock()
-        self._backoff = tuple(backoff_s)
+        self._link = Link(self.name, self.exchange, self._clock, backoff_s, self._secrets)
+        self._link.on_reopen.append(self._fresh_locks)
         self._profile = profile_for(cfg.exchange)
-        self._listeners: list[VenueListener] = []
         self._markets_lock = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
         self._read_only = False
-        self._reconnect_allowed = True
-        self._down = False  # the last request failed at the transport level
-        self._closed = False
         self._where: dict[str, tuple[str, bool]] = {}  # order id -> (symbol, is trigger)
         self._client_symbol: dict[str, str] = {}  # client order id -> symbol, ours only
-        self.counts: Counter[str] = Counter()  # requests, pacing, orders_sent, rejects...
 
     # ---- lifecycle ---------------------------------------------------------------------
+    @property
+    def counts(self) -> Counter[str]:
+        """requests, pacing, disconnect, error, orders_sent, rejects: for metrics and tests."""
+        return self._link.counts
+
     async def connect(self, read_only: bool = False) -> None:
         self._read_only = read_only
-        if self._closed:
-            self._reopen()
-        if self._down:
-            self._down = False
-            self._emit(VenueEventKind.RECONNECT, message="connect requested")
+        self._link.connected_by_request()
         await self._markets()
 
     async def close(self) -> None:
-        self._closed = True
-        await self.exchange.close()
-
-    def _reopen(self) -> None:
-        # ccxt refuses to reopen by itself after close(); give it a session on this loop,
-        # which may be a new one (a CLI command per asyncio.run)
-        self.exchange.asyncio_loop = None
-        self.exchange.open()
-        self._markets_lock = asyncio.Lock()
-        self._locks.clear()
-        self._closed = False
+        await self._link.close()
 
     def set_reconnect(self, allowed: bool) -> None:
-        self._reconnect_allowed = allowed
+        self._link.reconnect_allowed = allowed
 
     def subscribe(self, listener: VenueListener) -> None:
-        self._listeners.append(listener)
+        self._link.listeners.append(listener)
+
+    def _fresh_locks(self) -> None:
+        # asyncio locks belong to the loop they first waited on; a reopen may be on another
+        self._markets_lock = asyncio.Lock()
+        self._locks.clear()
 
     # ---- reads -------------------------------------------------------------------------
     async def account(self) -> AccountSnapshot:
         self._require("fetchBalance")
         await self._markets()
-        balance = await self._call("fetch_balance", self.exchange.fetch_balance)
+        balance = await self._link.call("fetch_balance", self.exchange.fetch_balance)
         nav = dec((balance.get("total") or {}).get(self.cfg.quote))
         if self.spot:
             holdings = await self._holdings(balance, priced=True)
@@ -210,7 +201,7 @@ class CryptoVenue:
             raise OrderNotFound(self.name, f"order {order_id} is not open", "ORDER_NOT_FOUND")
         symbol, trigger = where
         params = {"trigger": True} if trigger else {}
-        await self._call("cancel_order", self.exchange.cancel_order, order_id, symbol, params)
+        await self._link.call("cancel_order", self.exchange.cancel_order, order_id, symbol, params)
 
     async def submit_close(self, request: CloseRequest) -> Order:
         self._check_writable()
@@ -250,13 +241,13 @@ class CryptoVenue:
         }
         draft = order_from_ccxt(self.name, {}, fallback=sent, contract_size=contract_size)
         self.counts["orders_sent"] += 1
-        self._emit(
+        self._link.emit(
             VenueEventKind.ORDER_SENT,
             message=f"{draft.side} {draft.quantity} {symbol} {draft.type}",
             order=draft,
         )
         try:
-            raw = await self._call(
+            raw = await self._link.call(
                 "create_order",
                 self.exchange.create_order,
                 symbol,
@@ -276,7 +267,7 @@ class CryptoVenue:
             refused = draft.model_copy(
                 update={"status": OrderStatus.REJECTED, "reason": exc.detail}
             )
-            self._emit(VenueEventKind.REJECT, code=exc.code, message=exc.detail, order=refused)
+            self._link.emit(VenueEventKind.REJECT, code=exc.code, message=exc.detail, order=refused)
             raise
         self._client_symbol[request.client_order_id] = symbol
         order = order_from_ccxt(self.name, raw, fallback=sent, contract_size=contract_size)
@@ -284,7 +275,7 @@ class CryptoVenue:
             self._where[order.order_id] = (symbol, False)
         if raw.get("status") is None:
             order = await self._read_back(request.client_order_id, symbol, order) or order
-        self._emit(VenueEventKind.ORDER, message=f"{order.status}", order=order)
+        self._link.emit(VenueEventKind.ORDER, message=f"{order.status}", order=order)
         return order
 
     # ---- close sizing ------------------------------------------------------------------
@@ -382,7 +373,7 @@ class CryptoVenue:
     # ---- positions and holdings ----------------------------------------------------------
     async def _derivative_positions(self) -> list[Position]:
         self._require("fetchPositions")
-        rows = await self._call("fetch_positions", self.exchange.fetch_positions)
+        rows = await self._link.call("fetch_positions", self.exchange.fetch_positions)
         out = []
         for raw in rows:
             market = self.exchange.markets.get(raw.get("symbol")) or {}
@@ -395,7 +386,7 @@ class CryptoVenue:
         """Every non-quote balance (net of debt) that trades against the quote."""
         if balance is None:
             self._require("fetchBalance")
-            balance = await self._call("fetch_balance", self.exchange.fetch_balance)
+            balance = await self._link.call("fetch_balance", self.exchange.fetch_balance)
         totals = balance.get("total") or {}
         free = balance.get("free") or {}
         debt = balance.get("debt") or {}
@@ -428,11 +419,13 @@ class CryptoVenue:
             return {}
         has = self.exchange.has
         if has.get("fetchTickers"):
-            tickers = await self._call("fetch_tickers", self.exchange.fetch_tickers, symbols)
+            tickers = await self._link.call("fetch_tickers", self.exchange.fetch_tickers, symbols)
             return {s: ticker_price(tickers.get(s)) for s in symbols}
         if has.get("fetchTicker"):
             fetch = self.exchange.fetch_ticker
-            return {s: ticker_price(await self._call("fetch_ticker", fetch, s)) for s in symbols}
+            return {
+                s: ticker_price(await self._link.call("fetch_ticker", fetch, s)) for s in symbols
+            }
         raise self._unsupported("fetchTickers")
 
     async def _scope_symbols(self) -> list[str]:
@@ -472,33 +465,35 @@ class CryptoVenue:
     async def _list_open(self, params: Raw, symbol: str | None) -> list[Raw]:
         fetch = self.exchange.fetch_open_orders
         if symbol is not None:
-            return await self._call("fetch_open_orders", fetch, symbol, None, None, params)
+            return await self._link.call("fetch_open_orders", fetch, symbol, None, None, params)
         if not feature(self.exchange, self.spot, "fetchOpenOrders", "symbolRequired"):
             try:
-                return await self._call("fetch_open_orders", fetch, None, None, None, params)
+                return await self._link.call("fetch_open_orders", fetch, None, None, None, params)
             except ArgumentsMissing:
                 pass
         rows: list[Raw] = []
         for each in await self._scope_symbols():
-            rows += await self._call("fetch_open_orders", fetch, each, None, None, params)
+            rows += await self._link.call("fetch_open_orders", fetch, each, None, None, params)
         return rows
 
     async def _bulk_cancel(self, params: Raw, symbols: set[str]) -> None:
         cancel = self.exchange.cancel_all_orders
         try:
-            await self._call("cancel_all_orders", cancel, None, params)
+            await self._link.call("cancel_all_orders", cancel, None, params)
             return
         except ArgumentsMissing:
             pass  # per symbol on this exchange
         for symbol in sorted(symbols):
             # binance answers "unknown order" when nothing was open there
             with contextlib.suppress(OrderNotFound):
-                await self._call("cancel_all_orders", cancel, symbol, params)
+                await self._link.call("cancel_all_orders", cancel, symbol, params)
 
     async def _cancel_quietly(self, order_id: str, symbol: str, trigger: bool) -> None:
         params = {"trigger": True} if trigger else {}
         try:
-            await self._call("cancel_order", self.exchange.cancel_order, order_id, symbol, params)
+            await self._link.call(
+                "cancel_order", self.exchange.cancel_order, order_id, symbol, params
+            )
         except OrderNotFound:
             pass  # filled or cancelled meanwhile: the read-back tells
         except VenueUnavailable:
@@ -511,7 +506,7 @@ class CryptoVenue:
         if self._profile.fetch_order_by_client_id and self.exchange.has.get("fetchOrder"):
             fetch = self.exchange.fetch_order
             try:
-                raw = await self._call(
+                raw = await self._link.call(
                     "fetch_order", fetch, "", symbol, {"clientOrderId": client_id}
                 )
             except OrderNotFound:
@@ -532,16 +527,18 @@ class CryptoVenue:
         has, ex = self.exchange.has, self.exchange
         if has.get("fetchCanceledAndClosedOrders"):
             fetch = ex.fetch_canceled_and_closed_orders
-            return await self._call("fetch_closed_orders", fetch, symbol, None, None, extra)
+            return await self._link.call("fetch_closed_orders", fetch, symbol, None, None, extra)
         rows: list[Raw] = []
         for capability, fetch in (
             ("fetchClosedOrders", ex.fetch_closed_orders),
             ("fetchCanceledOrders", ex.fetch_canceled_orders),
         ):
             if has.get(capability):
-                rows += await self._call(capability, fetch, symbol, None, None, extra)
+                rows += await self._link.call(capability, fetch, symbol, None, None, extra)
         if not rows and has.get("fetchOrders"):
-            rows += await self._call("fetch_orders", ex.fetch_orders, symbol, None, None, extra)
+            rows += await self._link.call(
+                "fetch_orders", ex.fetch_orders, symbol, None, None, extra
+            )
         return rows
 
     def _order(self, raw: Raw, trigger: bool) -> Order:
@@ -571,7 +568,7 @@ class CryptoVenue:
             return
         async with self._markets_lock:
             if not self.exchange.markets:
-                await self._call("load_markets", self.exchange.load_markets)
+                await self._link.call("load_markets", self.exchange.load_markets)
 
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -588,78 +585,3 @@ class CryptoVenue:
     def _check_writable(self) -> None:
         if self._read_only:
             raise VenueError(self.name, "connected read-only: no orders, no cancels", "READ_ONLY")
-
-    async def _call(
-        self,
-        label: str,
-        fn: Callable[..., Awaitable[Any]],
-        *args: Any,
-    ) -> Any:
-        """One ccxt request: latency, pacing retries, error mapping, link-state events."""
-        import ccxt
-
-        if (self._down or self._closed) and not self._reconnect_allowed:
-            state = "closed" if self._closed else "disconnected"
-            raise VenueUnavailable(self.name, f"{state} and reconnecting is not allowed")
-        if self._closed:
-            self._reopen()
-        attempt = 0
-        while True:
-            self.counts["requests"] += 1
-            started = time.perf_counter()
-            try:
-                result = await fn(*args)
-            except ccxt.BaseError as exc:
-                mapped = map_ccxt_error(self.name, exc, self._secrets)
-                error, kind = mapped.error, mapped.event
-                if kind is VenueEventKind.PACING:
-                    self.counts["pacing"] += 1
-                    retry = attempt < len(self._backoff)
-                    note = f"; retry {attempt + 1} of {len(self._backoff)}" if retry else ""
-                    self._emit(
-                        kind,
-                        code=error.code,
-                        message=f"{label}: {error.detail}{note}",
-                        value=attempt + 1,
-                    )
-                    if retry:
-                        await self._clock.sleep(self._backoff[attempt])
-                        attempt += 1
-                        continue
-                elif kind is not None and kind is not VenueEventKind.REJECT:
-                    # a REJECT needs the order: the caller that sent one emits it
-                    if kind is VenueEventKind.DISCONNECT:
-                        self._down = True
-                    self.counts[kind.value.lower()] += 1
-                    self._emit(kind, code=error.code, message=f"{label}: {error.detail}")
-                raise error from None
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            self._emit(VenueEventKind.LATENCY, message=label, value=round(elapsed_ms, 3))
-            if self._down:
-                self._down = False
-                self._emit(VenueEventKind.RECONNECT, message=f"{label} answered")
-            return result
-
-    def _emit(
-        self,
-        kind: VenueEventKind,
-        *,
-        code: str | None = None,
-        message: str = "",
-        value: float | None = None,
-        order: Order | None = None,
-    ) -> None:
-        event = VenueEvent(
-            venue=self.name,
-            kind=kind,
-            code=code,
-            message=message,
-            value=value,
-            order=order,
-            at=self._clock.now(),
-        )
-        for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:  # a broken listener must not break the kill path
-                log.exception("%s: event listener failed on %s", self.name, kind)
