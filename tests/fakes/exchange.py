@@ -18,17 +18,22 @@ orders larger than the position are refused rather than trimmed.
 
 In-loop use (async tests)::
 
-    async with FakeExchange("bybit") as fake:
-        fake.set_position("BTCUSDT", "0.5", entry="60000")
-        cfg = CryptoVenueConfig(name="bybit", exchange="bybit", urls=fake.urls, ...)
+    async with FakeExchange("bybit", positions={"BTCUSDT": "0.5"}) as fake:
+        fake.book.set_position("ETHUSDT", "-2", entry="3100")
+        fake.book.add_order("BTCUSDT", "SELL", "0.5", trigger_price="50000")  # a stop
+        venue = CryptoVenue(CryptoVenueConfig(**fake.venue_config("bybit")),
+                            api_key=fake.api_key, secret=fake.secret)
 
 From another thread (CLI tests, where the code under test runs its own event loop)::
 
-    fake = start_fake_exchange("binance", balances={"BTC": "0.5", "USDT": "100"})
-    try:
-        ...  # write rollbot.toml with fake.venue_toml(), export fake.env(), run the CLI
-    finally:
-        fake.stop()
+    with start_fake_exchange("binance", balances={"BTC": "0.5", "USDT": "100"}) as fake:
+        config.write_text(fake.venue_toml("spot"))  # a [[venues]] entry, urls = {"*" = ...}
+        env.update(fake.env("spot"))                # the key/secret variables it names
+        ...                                         # run the CLI; then inspect fake.book
+
+Knobs on `book`: rate_limit(times, path) answers bybit retCode 10006 / binance HTTP 429;
+fail_orders_after(n, code, message) errors every create-order after n accepted ones;
+no_fill = True leaves orders resting. Records: requests, order_requests, unknown.
 """
 
 from __future__ import annotations
