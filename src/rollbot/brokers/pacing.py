@@ -1,30 +1,54 @@
-"""Client-side message pacing (IB allows ~50 msg/s; ib_async itself throttles at 45)."""
+"""Client-side pacing for order traffic: IB disconnects a client that keeps sending > 50 msg/s."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 
-class Pacer:
-    """A token bucket: at most `rate` messages a second, bursts of up to `burst`."""
+class TokenBucket:
+    """Lets `rate` acquisitions through per second on average and at most `capacity` at once.
 
-    def __init__(self, rate: float, burst: float | None = None) -> None:
+    With capacity 1 the sends are spaced 1/rate apart, so no one-second window ever holds more
+    than `rate` (+1 at the window's edge): a larger burst on top of the rate could briefly push a
+    flatten over IB's limit, which is the pacing violation we are trying to avoid.
+    Waiters are served in arrival order.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        capacity: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, got {rate}")
         self.rate = rate
-        self.capacity = burst if burst is not None else max(1.0, rate)
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
+        self.capacity = max(1.0, capacity)
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = self.capacity
+        self._stamp = clock()
         self._lock = asyncio.Lock()
 
-    async def acquire(self) -> None:
-        if self.rate <= 0:
-            return
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    async def acquire(self) -> float:
+        """Wait for a token; returns how long we waited, in seconds."""
+        waited = 0.0
         async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
-                    return
-                await asyncio.sleep((1 - self.tokens) / self.rate)
+            self._refill()
+            if self._tokens < 1:
+                waited = (1 - self._tokens) / self.rate
+                await self._sleep(waited)
+                self._refill()
+            # one exact wait, not a loop: float dust (or a timer firing a hair early) would
+            # otherwise spin on ever smaller sleeps; the dust is carried as a debt instead
+            self._tokens -= 1
+        return waited
