@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from rollbot.brokers.base import OrderType, VenueEventKind
 from rollbot.brokers.ibkr import mapping
-from rollbot.brokers.ibkr.pacing import TokenBucket
+from rollbot.brokers.pacing import TokenBucket
 
 
 class FakeTime:

@@ -1,4 +1,5 @@
-"""Client-side pacing for order traffic: IB disconnects a client that keeps sending > 50 msg/s."""
+"""Client-side message pacing, shared by every venue: IB disconnects a client that keeps sending
+more than ~50 messages a second, and exchanges throttle the same way."""
 
 from __future__ import annotations
 

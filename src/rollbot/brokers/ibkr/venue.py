@@ -35,7 +35,7 @@ from rollbot.brokers.base import (
 )
 from rollbot.brokers.ibkr import mapping
 from rollbot.brokers.ibkr._ib import IB, Contract, Fill, IbOrder, LimitOrder, MarketOrder, Trade
-from rollbot.brokers.ibkr.pacing import TokenBucket
+from rollbot.brokers.pacing import TokenBucket
 from rollbot.config import IbkrVenueConfig
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from rollbot.brokers.base import (
     VenueListener,
     VenueUnavailable,
 )
-from rollbot.brokers.pacing import Pacer
+from rollbot.brokers.pacing import TokenBucket
 from rollbot.brokers.paper.scenario import Scenario, load_scenario
 from rollbot.clock import Clock, SystemClock, iso
 from rollbot.config import PaperVenueConfig
@@ -249,7 +249,7 @@ class PaperVenue:
         self.book = PaperBook(cfg.book_path, self.clock)
         if not self.book.seeded:
             self.book.seed(load_scenario(cfg.scenario))
-        self.pacer = Pacer(cfg.max_msgs_per_sec)
+        self.pacer = TokenBucket(cfg.max_msgs_per_sec) if cfg.max_msgs_per_sec else None
         self.connected = False
         self.read_only = False
         self.reconnect_allowed = True
@@ -304,7 +304,8 @@ class PaperVenue:
             self._emit(VenueEventKind.DISCONNECT, message="injected disconnect")
             raise VenueUnavailable(self.name, "connection lost (injected disconnect)")
         if message:
-            await self.pacer.acquire()
+            if self.pacer:
+                await self.pacer.acquire()
             self.messages_sent += 1
         await self._latency()
         self._settle_late_fills()
