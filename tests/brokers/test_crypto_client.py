@@ -3,6 +3,7 @@ capability checks and the ccxt error mapping."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from decimal import Decimal
@@ -18,7 +19,7 @@ from rollbot.brokers.base import (
     VenueEventKind,
     VenueUnavailable,
 )
-from rollbot.brokers.crypto.client import build_exchange, override_urls
+from rollbot.brokers.crypto.client import CCXT_LOG, build_exchange, override_urls
 from rollbot.brokers.crypto.convert import dec, order_from_ccxt
 from rollbot.brokers.crypto.errors import OrderNotFound, map_ccxt_error, redact
 from rollbot.brokers.crypto.venue import CryptoVenue
@@ -48,6 +49,19 @@ async def test_sandbox_first_then_every_url_moved_keeping_paths() -> None:
     finally:
         await binance.close()
         await bybit.close()
+
+
+async def test_ccxt_request_dumps_never_reach_the_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    exchange = build_exchange(cfg(), "key-abc", "secret-xyz")
+    try:
+        with caplog.at_level(logging.DEBUG):
+            exchange.logger.debug("GET /x, Request: %s", {"X-BAPI-API-KEY": "key-abc"})
+        assert "key-abc" not in caplog.text
+        assert exchange.logger is CCXT_LOG
+    finally:
+        await exchange.close()
 
 
 def test_a_named_url_replaces_that_entry_only() -> None:

@@ -6,6 +6,7 @@ second and the kill path only pays for it when a crypto venue is configured.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -18,6 +19,11 @@ from rollbot.errors import ConfigError
 # loads spot, linear, inverse and several option chains before the first order).
 _SPOT_TYPES = ("spot",)
 _DERIVATIVE_TYPES = ("linear", "swap", "future")
+
+# ccxt logs every request and response at DEBUG with its headers: api keys and signed urls.
+# Its own logger stays at INFO whatever the root level, so a debug session leaks nothing.
+CCXT_LOG = logging.getLogger("rollbot.brokers.crypto.ccxt")
+CCXT_LOG.setLevel(logging.INFO)
 
 
 def build_exchange(
@@ -39,6 +45,7 @@ def build_exchange(
     params: dict[str, Any] = {
         "enableRateLimit": True,
         "timeout": int(cfg.timeout_s * 1000),
+        "logger": CCXT_LOG,
     }
     if rate_limit_ms is not None:
         params["rateLimit"] = rate_limit_ms
