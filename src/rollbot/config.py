@@ -79,6 +79,7 @@ class CryptoVenueConfig(_Section):
     symbols: list[str] = Field(default_factory=list)  # where cancel-all needs a symbol
     timeout_s: float = Field(10, gt=0)
     limit_slippage_bps: Decimal = Decimal(50)
+    rate_limit_ms: float | None = Field(None, gt=0)  # replaces ccxt's request spacing (tests)
 
 
 VenueConfig = Annotated[

@@ -42,7 +42,7 @@ def build_venue(
             raise ConfigError(
                 f"venue {cfg.name!r}: environment variable {cfg.secret_env} (secret) is not set"
             )
-        return CryptoVenue(cfg, api_key=key, secret=secret)
+        return CryptoVenue(cfg, api_key=key, secret=secret, rate_limit_ms=cfg.rate_limit_ms)
     raise ConfigError(f"unknown venue kind {cfg!r}")
 
 
