@@ -248,8 +248,16 @@ def _config_path(explicit: str | Path | None) -> Path | None:
 
 def _describe(err: ValidationError, path: Path) -> str:
     lines = [f"invalid config {path}:"]
+    kinds = {"paper", "ibkr", "crypto"}
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = e["loc"]
+        # the key as written in the file: no pydantic markers ("[key]") or union tags ("paper")
+        parts = [
+            str(p)
+            for i, p in enumerate(loc)
+            if p != "[key]" and not (i and isinstance(loc[i - 1], int) and p in kinds)
+        ]
+        key = ".".join(parts) or "(top level)"
         lines.append(f"  {key}: {e['msg']}")
     return "\n".join(lines)
 

@@ -203,6 +203,13 @@ class KillSwitch:
                 state=TradingState.HALTED,
                 reason="side must be BUY or SELL and quantities numeric",
             )
+        if not (qty.is_finite() and pos.is_finite()):  # NaN/Infinity: compare would raise
+            return Decision(
+                allowed=False,
+                code="BAD_ORDER",
+                state=TradingState.HALTED,
+                reason="quantity and position must be finite numbers",
+            )
         if qty <= 0:
             return Decision(
                 allowed=False,

@@ -66,6 +66,9 @@ class Database:
 
     def _migrate(self) -> None:
         try:
+            # Up to date: no write lock, so a read (status, the guard) never waits for a writer.
+            if self.conn.execute("PRAGMA user_version").fetchone()[0] >= len(self._migrations):
+                return
             with self.write():
                 current = self.conn.execute("PRAGMA user_version").fetchone()[0]
                 for version, script in enumerate(self._migrations, start=1):
