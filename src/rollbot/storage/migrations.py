@@ -95,8 +95,13 @@ CREATE TABLE approvals (
     expires_at TEXT NOT NULL,
     decided_at TEXT,
     decided_by TEXT,
-    result TEXT
+    result TEXT,
+    reason TEXT NOT NULL DEFAULT '',
+    requester TEXT NOT NULL DEFAULT '{}',
+    replaces TEXT REFERENCES approvals (id),
+    superseded_by TEXT REFERENCES approvals (id)
 );
+CREATE INDEX approvals_status ON approvals (status, expires_at);
 
 CREATE TABLE votes (
     approval_id TEXT NOT NULL REFERENCES approvals (id),

@@ -1,0 +1,132 @@
+"""Resuming live trading after an incident (Live -> Shadow seed, "Recovery from Rollback"; IBKR
+seed, step 7). Three conditions must all hold before a risk officer may approve it:
+
+1. the minimum time in shadow mode (settings.resume.min_shadow_hours) has passed since the
+   incident disabled the live gates (or, when it never touched them, since its run ended);
+2. a root-cause analysis is recorded for the incident (commands/rca.py);
+3. a drill has passed (drills.status = SUCCESS) since the incident opened.
+
+`resume_blockers` names each condition that does not hold; an empty list means resume may be
+requested. The approval itself (commands/approvals.py) checks again at approval time, then
+`execute_resume` re-arms the gates and clears the incident's holds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from rollbot.clock import iso, parse_iso
+from rollbot.commands.context import Rollbot
+from rollbot.commands.gates import LIVE
+from rollbot.commands.rca import get_rca
+from rollbot.storage.events import Actor
+from rollbot.storage.holds import Hold, Holds
+from rollbot.storage.incidents import Incident
+
+
+def shadow_since(app: Rollbot, incident: Incident) -> datetime | None:
+    """When this incident put trading in shadow: its gates-disabled event, else its run's end."""
+    for event in app.events.list(incident_id=incident.id, kinds=["GATES_WRITTEN"]):
+        after = event.data.get("after") or {}
+        if not after.get("enable_live_trading", True):
+            return event.at
+    for event in app.events.list(incident_id=incident.id, kinds=["INCIDENT_PHASE"]):
+        if event.data.get("phase") == "DONE":
+            return event.at
+    return None
+
+
+def passed_drill_since(app: Rollbot, since: datetime) -> dict[str, str] | None:
+    rows = app.db.query("SELECT * FROM drills WHERE status = 'SUCCESS' ORDER BY id DESC")
+    for row in rows:
+        if parse_iso(row["at"]) > since:
+            return row
+    return None
+
+
+def resume_blockers(app: Rollbot, incident_id: str) -> list[str]:
+    """Each missing condition, in words a person can act on; [] when resume may go ahead."""
+    incident = app.incidents.get(incident_id)
+    now = app.clock.now()
+    blockers: list[str] = []
+    hours = app.settings.resume.min_shadow_hours
+    since = shadow_since(app, incident)
+    if since is None:
+        blockers.append(
+            f"minimum time in shadow: {incident.id} has not put trading in shadow mode yet"
+            f" (its run has not finished); {hours:g} h in shadow are required after it"
+        )
+    else:
+        ready_at = since + timedelta(hours=hours)
+        if now < ready_at:
+            spent = (now - since).total_seconds() / 3600
+            blockers.append(
+                f"minimum time in shadow: {hours:g} h required, {spent:.1f} h so far"
+                f" (in shadow since {iso(since)}; not before {iso(ready_at)})"
+            )
+    if get_rca(app, incident.id) is None:
+        blockers.append(
+            f"root-cause analysis: none recorded for {incident.id}"
+            f" (the Slack RCA form, or `rollbot rca {incident.id} --file F`)"
+        )
+    if passed_drill_since(app, incident.opened_at) is None:
+        last = app.db.one("SELECT * FROM drills ORDER BY id DESC LIMIT 1")
+        seen = ""
+        if last and parse_iso(last["at"]) > incident.opened_at:
+            seen = f"; the last drill, at {last['at']}, ended {last['status']}"
+        blockers.append(
+            f"drill: none has passed since {incident.id} opened at {iso(incident.opened_at)}"
+            f" (`rollbot drill`){seen}"
+        )
+    return blockers
+
+
+def incident_holds(app: Rollbot, incident_id: str) -> list[Hold]:
+    return [h for h in Holds(app.db).active() if h.incident_id == incident_id]
+
+
+def gate_changes(app: Rollbot) -> list[str]:
+    """Each gate as it is now and as arming leaves it."""
+    gates = app.gates.read()
+    lines = []
+    for key in ("enable_live_trading", "live_mode_armed", "live_dry_run_mode", "shadow_enabled"):
+        before, after = getattr(gates, key), getattr(LIVE, key)
+        shown = "unreadable" if not gates.readable else str(before).lower()
+        lines.append(f"gate {key}: {shown} -> {str(after).lower()}")
+    return lines
+
+
+def resume_plan(app: Rollbot, incident_id: str) -> list[str]:
+    """Exactly what an approved resume changes: each gate, then each hold cleared."""
+    lines = gate_changes(app)
+    for hold in incident_holds(app, incident_id):
+        lines.append(
+            f"clear {hold.state} hold #{hold.id} on {hold.scope} from {hold.source}"
+            f" (set by {hold.actor}: {hold.reason})"
+        )
+    return lines
+
+
+def execute_resume(app: Rollbot, incident_id: str, actor: Actor, reason: str) -> dict[str, object]:
+    """Re-arm the gates and clear the incident's holds; other holds stay as they are."""
+    values = app.gates.arm(actor, reason, incident_id)
+    cleared: list[int] = []
+    with app.db.write():
+        for hold in incident_holds(app, incident_id):
+            for h in app.killswitch.clear(hold.scope, reason, actor, source=hold.source):
+                cleared.append(h.id)
+        app.incidents.set_phase(incident_id, "RESUMED", actor, holds_cleared=cleared)
+        app.events.append(
+            "TRADING_RESUMED",
+            actor,
+            reason=reason,
+            incident_id=incident_id,
+            data={"holds_cleared": cleared, "live_allowed": values.live_allowed},
+        )
+        app.outbox.put("headline", incident_id=incident_id)
+    remaining = app.killswitch.state_of(["global"])
+    return {
+        "live_allowed": values.live_allowed,
+        "holds_cleared": cleared,
+        "global_state": remaining.value,
+    }

@@ -1,0 +1,102 @@
+"""Shared parts of the two-person rule tests: a real SQLite file, the real paper venue, a
+ManualClock, and the people who click."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rollbot.brokers.paper.venue import PaperVenue
+from rollbot.clock import ManualClock
+from rollbot.commands.approvals import Approvals
+from rollbot.commands.context import Rollbot
+from rollbot.config import (
+    ApprovalRule,
+    ApprovalsConfig,
+    DatabaseConfig,
+    FlattenConfig,
+    PaperVenueConfig,
+    PathsConfig,
+    Settings,
+)
+from rollbot.storage.events import Actor
+
+OPERATOR = "U0OPERATOR"
+OPERATOR2 = "U0OPERATOR2"
+RISK = "U0RISK"
+OUTSIDER = "U0NOBODY"
+CROWD = [f"U0CROWD{i:02d}" for i in range(50)]  # fifty operators for the concurrency tests
+# OS users at the terminal and the Slack IDs they are
+IDENTITIES = {"alice": OPERATOR, "bob": OPERATOR2, "rita": RISK, "mallory": OUTSIDER}
+
+
+def make_settings(tmp_path: Path, **approvals: Any) -> Settings:
+    return Settings(
+        database=DatabaseConfig(path=tmp_path / "rollbot.db"),
+        paths=PathsConfig(
+            reports_dir=tmp_path / "reports",
+            live_environment=tmp_path / "config" / "live_environment.toml",
+            shadow_config=tmp_path / "config" / "shadow_config.toml",
+        ),
+        venues=[PaperVenueConfig(book_path=tmp_path / "paper.db")],
+        roles={"operator": [OPERATOR, OPERATOR2, *CROWD], "risk_officer": [RISK]},
+        identities=dict(IDENTITIES),
+        flatten=FlattenConfig(recheck_interval_s=0.05),
+        approvals=ApprovalsConfig(**approvals),
+    )
+
+
+def slack(user_id: str) -> Actor:
+    return Actor(id=user_id, source="slack")
+
+
+def terminal(os_user: str, by: str | None = None) -> Actor:
+    """What Actor.terminal builds for `os_user` (with an optional claimed --by)."""
+    return Actor(id=by or IDENTITIES.get(os_user, os_user), source="cli", name=os_user, host="h")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: ManualClock) -> AsyncIterator[Rollbot]:
+    rb = Rollbot.open(settings, clock=clock)
+    try:
+        yield rb
+    finally:
+        await rb.aclose()
+
+
+@pytest.fixture
+def approvals(app: Rollbot) -> Approvals:
+    return Approvals(app)
+
+
+def paper(app: Rollbot) -> PaperVenue:
+    venue = app.venue("paper")
+    assert isinstance(venue, PaperVenue)
+    return venue
+
+
+def closing_orders(app: Rollbot) -> list[Any]:
+    """Orders rollbot sent to close positions (client ids rb…); the scenario's resting orders
+    have none."""
+    return paper(app).orders_by_client_prefix("rb")
+
+
+def events(app: Rollbot, kind: str) -> list[Any]:
+    return app.events.list(kinds=[kind])
+
+
+def rule(quorum: int, *roles: str) -> ApprovalRule:
+    return ApprovalRule(quorum=quorum, roles=list(roles))  # type: ignore[arg-type]
