@@ -428,13 +428,19 @@ def gates_disable(
 
 
 def _print_gates(values: Any) -> int:
-    ok_all = True
+    """Each gate, then the seed's verify_live_gates block. Exit 0 only when live is blocked (an
+    unreadable file cannot be verified: 1)."""
     for ok, line in gate_lines(values):
-        ok_all &= ok
         out.print(("✅ " if ok else "❌ ") + line)
-    if not values.live_allowed:
-        out.print("Live trading BLOCKED")
-    return 0 if ok_all else 1
+    if not values.readable:
+        return 1
+    if values.live_allowed:
+        out.print("⚠️  Live trading ENABLED: live orders can be submitted")
+        return 1
+    out.print("❌ Live trading BLOCKED")
+    for key in ("enable_live_trading", "live_mode_armed", "live_dry_run_mode"):
+        out.print(f"   - {key} = {'true' if getattr(values, key) else 'false'}")
+    return 0
 
 
 @gates_app.command("verify")
@@ -645,3 +651,10 @@ app.command()(cli_serve.serve)
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # python -m rollbot.bot.cli
+    # Modules registered above import `rollbot.bot.cli` lazily: let them find this instance
+    # (with its --config) instead of loading a second copy of the module.
+    sys.modules.setdefault("rollbot.bot.cli", sys.modules[__name__])
+    main()

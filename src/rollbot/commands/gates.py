@@ -8,9 +8,11 @@ import os
 import tempfile
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
+from rollbot.errors import RollbotError
 from rollbot.storage.events import Actor, EventLog
 
 
@@ -57,6 +59,22 @@ def atomic_write(path: Path, text: str) -> None:
         raise
 
 
+LIVE_KEYS = ("enable_live_trading", "live_mode_armed", "live_dry_run_mode")
+
+
+def _table(path: Path, name: str, flags: tuple[str, ...]) -> dict[str, Any]:
+    """[name] from a gates file; each flag must be a real boolean (the string "false" is not)."""
+    table = tomllib.loads(path.read_text(encoding="utf-8")).get(name)
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: no [{name}] table")
+    for key in flags:
+        if not isinstance(table.get(key), bool):
+            raise ValueError(
+                f"{path}: [{name}] {key} must be true or false, got {table.get(key)!r}"
+            )
+    return table
+
+
 def _b(value: bool) -> str:
     return "true" if value else "false"
 
@@ -68,20 +86,20 @@ class Gates:
         self.events = events
 
     def read(self) -> GateValues:
-        """Missing or unreadable files read as live trading disabled (fail closed)."""
+        """Missing, unreadable or malformed files read as live trading disabled (fail closed)."""
         try:
-            env = tomllib.loads(self.live_path.read_text(encoding="utf-8")).get("environment", {})
-            shadow = tomllib.loads(self.shadow_path.read_text(encoding="utf-8")).get("shadow", {})
+            env = _table(self.live_path, "environment", LIVE_KEYS)
+            shadow = _table(self.shadow_path, "shadow", ("enabled",))
         except FileNotFoundError as exc:
             return GateValues(readable=False, problem=f"{exc.filename} does not exist")
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # TOMLDecodeError, UnicodeDecodeError are ValueErrors
             return GateValues(readable=False, problem=str(exc))
         return GateValues(
-            enable_live_trading=bool(env.get("enable_live_trading", False)),
-            live_mode_armed=bool(env.get("live_mode_armed", False)),
-            live_dry_run_mode=bool(env.get("live_dry_run_mode", True)),
+            enable_live_trading=env["enable_live_trading"],
+            live_mode_armed=env["live_mode_armed"],
+            live_dry_run_mode=env["live_dry_run_mode"],
             shadow_mode=str(shadow.get("mode", "shadow")),
-            shadow_enabled=bool(shadow.get("enabled", True)),
+            shadow_enabled=shadow["enabled"],
         )
 
     def live_allowed(self) -> bool:
@@ -89,21 +107,28 @@ class Gates:
 
     def write(self, values: GateValues, actor: Actor, reason: str, incident_id: str | None = None):
         before = self.read()
-        atomic_write(
-            self.live_path,
-            "# Written by rollbot. Edit through `rollbot gates` so the change is recorded.\n"
-            "[environment]\n"
-            f"enable_live_trading = {_b(values.enable_live_trading)}\n"
-            f"live_mode_armed = {_b(values.live_mode_armed)}\n"
-            f"live_dry_run_mode = {_b(values.live_dry_run_mode)}\n",
-        )
-        atomic_write(
-            self.shadow_path,
-            "# Written by rollbot.\n"
-            "[shadow]\n"
-            f'mode = "{values.shadow_mode}"\n'
-            f"enabled = {_b(values.shadow_enabled)}\n",
-        )
+        try:
+            atomic_write(
+                self.live_path,
+                "# Written by rollbot. Edit through `rollbot gates` so the change is recorded.\n"
+                "[environment]\n"
+                f"enable_live_trading = {_b(values.enable_live_trading)}\n"
+                f"live_mode_armed = {_b(values.live_mode_armed)}\n"
+                f"live_dry_run_mode = {_b(values.live_dry_run_mode)}\n",
+            )
+            atomic_write(
+                self.shadow_path,
+                "# Written by rollbot.\n"
+                "[shadow]\n"
+                f'mode = "{values.shadow_mode}"\n'
+                f"enabled = {_b(values.shadow_enabled)}\n",
+            )
+        except OSError as exc:  # a sentence for the person, and the state as it now stands
+            state = "still ENABLED" if self.read().live_allowed else "BLOCKED"
+            raise RollbotError(
+                f"cannot write gates file {exc.filename}: {exc.strerror or exc}; "
+                f"live trading is {state}"
+            ) from None
         if self.events:
             self.events.append(
                 "GATES_WRITTEN",

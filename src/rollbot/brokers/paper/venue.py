@@ -317,6 +317,8 @@ class PaperVenue:
         marks = self.book.marks()
         now = iso(self.clock.now())
         with self.book.db.write():
+            # read again under the lock: another process sharing the book may have settled them
+            rows = self.book.order_rows("WHERE late_fill_pending = 1")
             for r in rows:
                 qty = self._fillable(r, _d(r["quantity"]) - _d(r["filled"]))
                 self.book.db.execute(
@@ -324,6 +326,12 @@ class PaperVenue:
                 )
                 if qty > 0:
                     self.book.apply_fill(r, qty, marks[r["symbol"]], now)
+                    if r["status"] != OrderStatus.FILLED.value:  # the rest stays cancelled
+                        r["status"] = OrderStatus.CANCELLED.value
+                        self.book.db.execute(
+                            "UPDATE orders SET status = ? WHERE order_id = ?",
+                            (r["status"], r["order_id"]),
+                        )
                     self._emit(
                         VenueEventKind.FILL,
                         value=float(qty),
