@@ -125,7 +125,17 @@ class Contact(_Section):
     email: str = ""
     webhook_url: str | None = None
     webhook_format: Literal["json", "pagerduty"] = "json"
+    webhook_key_env: str = ""  # env var holding the PagerDuty routing key (never the key)
     priority: int = 1
+
+    @model_validator(mode="after")
+    def _pagerduty_needs_key(self) -> Contact:
+        if self.webhook_url and self.webhook_format == "pagerduty" and not self.webhook_key_env:
+            raise ValueError(
+                f"contact {self.name!r}: a pagerduty webhook needs webhook_key_env, the name of"
+                " the environment variable that holds the routing key"
+            )
+        return self
 
 
 class EscalationTier(_Section):

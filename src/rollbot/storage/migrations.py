@@ -213,6 +213,33 @@ CREATE TABLE drills (
     status TEXT NOT NULL,
     report_path TEXT
 );
+
+CREATE TABLE risk_venue_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    venue TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    at TEXT NOT NULL,
+    code TEXT,
+    value REAL
+);
+CREATE INDEX risk_venue_events_lookup ON risk_venue_events (venue, kind, at);
+
+CREATE TABLE risk_firings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trigger TEXT NOT NULL,
+    venue TEXT NOT NULL,
+    action TEXT NOT NULL,
+    value REAL,
+    threshold REAL,
+    data TEXT NOT NULL DEFAULT '{}',
+    status TEXT NOT NULL,
+    incident_id TEXT REFERENCES incidents (id),
+    fired_at TEXT NOT NULL,
+    acked_by TEXT,
+    acked_at TEXT,
+    cleared_at TEXT
+);
+CREATE UNIQUE INDEX risk_firings_active ON risk_firings (trigger, venue) WHERE cleared_at IS NULL;
 """
 
 MIGRATIONS: list[str] = [V1_CORE]

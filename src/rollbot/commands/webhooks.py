@@ -1,0 +1,212 @@
+"""Outbound webhooks for contacts paged off Slack: a JSON POST, or the PagerDuty Events v2 shape.
+
+A page is a durable deadline (kind "webhook", due at once), so it is sent by whichever clock
+runs — even when it was queued by a process that then died — and claimed once. The POST itself
+retries transport errors, 429 and 5xx with exponential backoff; any other answer is final.
+The PagerDuty routing key is read from the environment variable the contact names, at send
+time: it is never stored, logged or put in an event. Events name the URL's host only, since
+webhook URLs often carry a token in their path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+from pydantic import BaseModel
+
+from rollbot.clock import Clock
+from rollbot.commands.context import Rollbot
+from rollbot.storage.events import Actor
+from rollbot.storage.timers import Timer, Timers
+
+TIMER_KIND = "webhook"
+WebhookEvent = Literal["trigger", "acknowledge"]
+
+
+class Delivery(BaseModel):
+    ok: bool
+    attempts: int
+    status: int | None = None
+    error: str | None = None
+
+
+def host_of(url: str) -> str:
+    return urlsplit(url).netloc or "(no host)"
+
+
+def queue(
+    app: Rollbot,
+    incident_id: str,
+    contact: dict[str, Any],
+    event: WebhookEvent,
+    details: dict[str, Any],
+) -> Timer:
+    """Schedule one POST to `contact["webhook_url"]` (inside the caller's transaction)."""
+    cfg = app.settings.escalation
+    return Timers(app.db, app.clock).schedule(
+        TIMER_KIND,
+        incident_id,
+        app.clock.now(),
+        {
+            "contact": {"name": contact.get("name", ""), "role": contact.get("role", "")},
+            "url": contact["webhook_url"],
+            "format": contact.get("webhook_format", "json"),
+            "key_env": contact.get("webhook_key_env", ""),
+            "event": event,
+            "details": details,
+            "retries": cfg.webhook_retries,
+            "backoff_s": cfg.webhook_backoff_s,
+        },
+    )
+
+
+def pagerduty_body(
+    routing_key: str, event: WebhookEvent, incident_id: str, details: dict[str, Any]
+) -> dict[str, Any]:
+    """PagerDuty Events API v2: one dedup key per incident, so repeats and the ack update it."""
+    body: dict[str, Any] = {
+        "routing_key": routing_key,
+        "event_action": event,
+        "dedup_key": f"rollbot-{incident_id}",
+    }
+    if event == "trigger":
+        body["payload"] = {
+            "summary": str(details.get("summary") or f"rollbot incident {incident_id}")[:1024],
+            "severity": "critical" if details.get("critical") else "error",
+            "source": "rollbot",
+            "component": details.get("scope") or "trading",
+            "group": details.get("kind") or "incident",
+            "class": "escalation",
+            "custom_details": details,
+        }
+        body["client"] = "rollbot"
+    return body
+
+
+def json_body(event: WebhookEvent, incident_id: str, details: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "source": "rollbot",
+        "event": "escalation.page" if event == "trigger" else "escalation.acknowledged",
+        "incident_id": incident_id,
+        **details,
+    }
+
+
+def _retryable(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+async def post_json(
+    url: str,
+    body: dict[str, Any],
+    *,
+    retries: int,
+    backoff_s: float,
+    clock: Clock,
+    timeout_s: float = 10,
+    headers: dict[str, str] | None = None,
+) -> Delivery:
+    """POST `body`; retry transport errors, 429 and 5xx up to `retries` more times."""
+    error: str | None = None
+    status: int | None = None
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for attempt in range(1, retries + 2):
+            if attempt > 1:
+                await clock.sleep(backoff_s * 2 ** (attempt - 2))
+            try:
+                async with session.post(url, json=body, headers=headers) as resp:
+                    status = resp.status
+                    text = (await resp.text())[:200]
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                status, error = None, f"{exc.__class__.__name__}: {exc}"
+                continue
+            if 200 <= status < 300:
+                return Delivery(ok=True, attempts=attempt, status=status)
+            error = f"HTTP {status}: {text}".strip()
+            if not _retryable(status):
+                return Delivery(ok=False, attempts=attempt, status=status, error=error)
+    return Delivery(ok=False, attempts=retries + 1, status=status, error=error)
+
+
+def on_send(app: Rollbot, timer: Timer, lag_s: float) -> Callable[[], Awaitable[None]]:
+    """Timer handler: nothing to change in the claim; the POST runs after the commit."""
+
+    async def send() -> None:
+        await deliver(app, timer)
+
+    return send
+
+
+async def deliver(app: Rollbot, timer: Timer) -> Delivery:
+    p = timer.payload
+    incident_id = timer.ref
+    event: WebhookEvent = p.get("event", "trigger")
+    details = dict(p.get("details") or {})
+    contact = p.get("contact") or {}
+    url = str(p.get("url") or "")
+    fmt = p.get("format", "json")
+    headers = {"Idempotency-Key": f"rollbot-webhook-{timer.id}"}
+    if fmt == "pagerduty":
+        key = os.environ.get(p.get("key_env") or "", "")
+        if not key:
+            result = Delivery(
+                ok=False,
+                attempts=0,
+                error=f"PagerDuty routing key not set: environment variable "
+                f"{p.get('key_env') or '(none named)'} is empty",
+            )
+            _record(app, timer, result, fmt, url, contact, event)
+            return result
+        body = pagerduty_body(key, event, incident_id, details)
+    else:
+        body = json_body(event, incident_id, details)
+    result = await post_json(
+        url,
+        body,
+        retries=int(p.get("retries", 3)),
+        backoff_s=float(p.get("backoff_s", 1.0)),
+        clock=app.clock,
+        headers=headers,
+    )
+    _record(app, timer, result, fmt, url, contact, event)
+    return result
+
+
+def _record(
+    app: Rollbot,
+    timer: Timer,
+    result: Delivery,
+    fmt: str,
+    url: str,
+    contact: dict[str, Any],
+    event: str,
+) -> None:
+    data = {
+        "timer_id": timer.id,
+        "contact": contact.get("name"),
+        "role": contact.get("role"),
+        "format": fmt,
+        "host": host_of(url),
+        "event": event,
+        **result.model_dump(),
+    }
+    with app.db.write():
+        app.events.append(
+            "WEBHOOK_SENT" if result.ok else "WEBHOOK_FAILED",
+            Actor.clock(TIMER_KIND),
+            incident_id=timer.ref,
+            data=data,
+        )
+        if not result.ok:
+            app.outbox.put(
+                "thread",
+                incident_id=timer.ref,
+                text=f"⚠️ The {fmt} webhook page to {contact.get('name', '?')} "
+                f"({host_of(url)}) failed after {result.attempts} attempt(s): {result.error}",
+                data=data,
+            )
