@@ -130,7 +130,10 @@ CREATE TABLE escalations (
     status TEXT NOT NULL DEFAULT 'ACTIVE',
     acked_by TEXT,
     acked_at TEXT,
-    created_at TEXT NOT NULL
+    critical INTEGER NOT NULL DEFAULT 0,
+    loss TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT
 );
 
 CREATE TABLE timers (
@@ -145,6 +148,7 @@ CREATE TABLE timers (
     created_at TEXT NOT NULL
 );
 CREATE INDEX timers_due ON timers (fired_at, cancelled_at, due_at);
+CREATE INDEX timers_ref ON timers (kind, ref);
 
 CREATE TABLE reports (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
