@@ -1,0 +1,44 @@
+"""`rollbot clock`: the clock process on its own — escalation deadlines, checklist reminders,
+webhook pages and the auditor — until SIGTERM. (`rollbot serve` runs the same Clockwork.)"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+
+def clock() -> None:
+    """Fire escalation deadlines, checklist reminders and webhook pages until SIGTERM."""
+    from rollbot.bot.cli import guarded
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    guarded(lambda: asyncio.run(_run()))
+
+
+async def _run() -> None:
+    from rollbot.bot.cli import settings
+    from rollbot.bot.scheduler import Clockwork
+    from rollbot.commands.context import Rollbot
+
+    rb = Rollbot.open(settings())
+    clockwork = Clockwork(rb)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await clockwork.start()
+        print(
+            f"rollbot clock ready: {clockwork.pending_count()} pending deadline(s), auditor every "
+            f"{rb.settings.escalation.auditor_interval_s:g} s, database {rb.db.path}",
+            flush=True,
+        )
+        await stop.wait()
+        print("rollbot clock stopping…", file=sys.stderr, flush=True)
+    finally:
+        clockwork.shutdown()
+        await rb.aclose()

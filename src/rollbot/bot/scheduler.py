@@ -1,0 +1,185 @@
+"""The clock: APScheduler 3.x (AsyncIOScheduler) firing the durable deadlines of the timers table.
+
+The database is the truth; APScheduler's jobs are only alarms. At start the Clockwork fires
+every deadline already due, then keeps one date job per pending deadline (re-read from the
+table every `sync_interval_s`, so deadlines queued by other processes are picked up), and an
+auditor job (every settings.escalation.auditor_interval_s) that fires anything overdue by more
+than a minute and runs the sweeps (escalate unescalated incidents, critical losses, checklists
+for finished rollbacks). Every firing goes through commands.timers.fire, whose claim makes a
+double fire — two processes, or a job and the auditor — a no-op the second time.
+
+Monitors and other periodic work use `every(name, seconds, coro_fn)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from rollbot.commands import checklist, escalation
+from rollbot.commands.context import Rollbot
+from rollbot.commands.timers import Fired, Via, due, fire, fire_due, handlers
+from rollbot.storage.timers import Timers
+
+log = logging.getLogger("rollbot.clock")
+
+AUDIT_GRACE_S = 60.0  # the auditor fires deadlines overdue by more than this
+JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+
+
+class Clockwork:
+    def __init__(self, app: Rollbot, *, sync_interval_s: float = 1.0) -> None:
+        self.app = app
+        self.sync_interval_s = sync_interval_s
+        self.scheduler: AsyncIOScheduler | None = None
+        self._intervals: dict[str, tuple[float, Callable[[], Awaitable[Any]]]] = {}
+        self._scheduled: dict[int, str] = {}  # timer id -> token its job fires
+        self._failed: dict[int, str] = {}  # left to the auditor after a handler error
+
+    # -- public ---------------------------------------------------------------------------------
+    def every(self, name: str, seconds: float, coro_fn: Callable[[], Awaitable[Any]]) -> None:
+        """Run `await coro_fn()` every `seconds` (one at a time; errors are logged, not fatal)."""
+        if seconds <= 0:
+            raise ValueError(f"interval for {name!r} must be positive, got {seconds}")
+        self._intervals[name] = (seconds, coro_fn)
+        if self.scheduler is not None:
+            self._add_interval(name, seconds, coro_fn)
+
+    async def start(self) -> None:
+        self.scheduler = AsyncIOScheduler(
+            event_loop=asyncio.get_running_loop(), timezone=UTC, job_defaults=JOB_DEFAULTS
+        )
+        self.scheduler.start()
+        await self._guard("startup", lambda: self.run_due(via="startup"))
+        await self._guard("sweep", self.sweep)
+        self.sync()
+        self.scheduler.add_job(
+            self._audit_job,
+            "interval",
+            seconds=self.app.settings.escalation.auditor_interval_s,
+            id="rollbot:auditor",
+        )
+        self.scheduler.add_job(
+            self._sync_job, "interval", seconds=self.sync_interval_s, id="rollbot:sync"
+        )
+        for name, (seconds, fn) in self._intervals.items():
+            self._add_interval(name, seconds, fn)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start, run until `stop` is set, shut down."""
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.scheduler = None
+        self._scheduled.clear()
+
+    def pending_count(self) -> int:
+        return len(Timers(self.app.db, self.app.clock).pending())
+
+    async def run_due(self, via: Via = "manual") -> list[Fired]:
+        """Fire every deadline due now (by the app's clock), follow-ups included."""
+        return await fire_due(self.app, via=via)
+
+    async def audit(self) -> list[Fired]:
+        """Fire deadlines overdue by more than a minute (their alarm was lost), then sweep."""
+        fired = await fire_due(self.app, via="auditor", grace_s=AUDIT_GRACE_S)
+        for f in fired:
+            log.warning(
+                "auditor fired %s deadline %s for %s, %.1f s late",
+                f.timer.kind,
+                f.timer.id,
+                f.timer.ref,
+                f.lag_s,
+            )
+        self._failed.clear()
+        await self.sweep()
+        return fired
+
+    async def sweep(self) -> None:
+        escalation.sweep(self.app)
+        checklist.open_finished_rollbacks(self.app)
+
+    def sync(self) -> int:
+        """One alarm per pending deadline; drop alarms of deadlines fired or cancelled elsewhere."""
+        if self.scheduler is None:
+            return 0
+        known = handlers()
+        pending = {
+            t.id: t for t in Timers(self.app.db, self.app.clock).pending() if t.kind in known
+        }
+        for timer_id in [i for i in self._scheduled if i not in pending]:
+            self._scheduled.pop(timer_id, None)
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.remove_job(f"timer:{timer_id}")
+        added = 0
+        now = self.app.clock.now()
+        for timer in pending.values():
+            if self._scheduled.get(timer.id) == timer.token:
+                continue
+            if self._failed.get(timer.id) == timer.token:
+                continue
+            # the app's clock may be a test's ManualClock: keep the distance, not the instant
+            delay = max(0.0, (timer.due_at - now).total_seconds())
+            self.scheduler.add_job(
+                self._fire_job,
+                "date",
+                run_date=datetime.now(UTC) + timedelta(seconds=delay),
+                args=[timer.id, timer.token],
+                id=f"timer:{timer.id}",
+                replace_existing=True,
+            )
+            self._scheduled[timer.id] = timer.token
+            added += 1
+        return added
+
+    def overdue(self) -> int:
+        return len(due(self.app))
+
+    # -- jobs -----------------------------------------------------------------------------------
+    async def _fire_job(self, timer_id: int, token: str) -> None:
+        try:
+            await fire(self.app, timer_id, token, "scheduler")
+        except Exception:
+            log.exception("deadline %s failed; the auditor will retry it", timer_id)
+            self._failed[timer_id] = token
+        finally:
+            if self._scheduled.get(timer_id) == token:
+                del self._scheduled[timer_id]
+
+    async def _sync_job(self) -> None:
+        try:
+            self.sync()
+        except Exception:
+            log.exception("reading the deadlines failed; will retry")
+
+    async def _audit_job(self) -> None:
+        await self._guard("auditor", self.audit)
+
+    async def _guard(self, name: str, fn: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await fn()
+        except Exception:
+            log.exception("clock job %s failed", name)
+
+    def _add_interval(self, name: str, seconds: float, fn: Callable[[], Awaitable[Any]]) -> None:
+        assert self.scheduler is not None
+
+        async def job() -> None:
+            await self._guard(name, fn)
+
+        self.scheduler.add_job(
+            job, "interval", seconds=seconds, id=f"every:{name}", replace_existing=True
+        )
