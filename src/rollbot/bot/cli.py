@@ -647,6 +647,9 @@ def paper_seed(
 from rollbot.bot import cli_serve  # noqa: E402  (registered after the core commands)
 
 app.command()(cli_serve.serve)
+from rollbot.bot import cli_risk  # noqa: E402
+
+app.add_typer(cli_risk.app, name="risk")
 from rollbot.bot import cli_clock  # noqa: E402
 
 app.command()(cli_clock.clock)
