@@ -25,6 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rollbot.commands import checklist, escalation
 from rollbot.commands.context import Rollbot
+from rollbot.commands.monitors import Monitor
 from rollbot.commands.timers import Fired, Via, due, fire, fire_due, handlers
 from rollbot.storage.timers import Timers
 
@@ -42,6 +43,7 @@ class Clockwork:
         self._intervals: dict[str, tuple[float, Callable[[], Awaitable[Any]]]] = {}
         self._scheduled: dict[int, str] = {}  # timer id -> token its job fires
         self._failed: dict[int, str] = {}  # left to the auditor after a handler error
+        self.every("risk_monitor", app.settings.kill_switches.interval_s, Monitor(app).tick)
 
     # -- public ---------------------------------------------------------------------------------
     def every(self, name: str, seconds: float, coro_fn: Callable[[], Awaitable[Any]]) -> None:
