@@ -100,3 +100,49 @@ def events(app: Rollbot, kind: str) -> list[Any]:
 
 def rule(quorum: int, *roles: str) -> ApprovalRule:
     return ApprovalRule(quorum=quorum, roles=list(roles))  # type: ignore[arg-type]
+
+
+def write_config(
+    tmp_path: Path,
+    *,
+    identities: dict[str, str] | None = None,
+    scenario: Path | None = None,
+    extra: str = "",
+) -> Path:
+    """make_settings as the rollbot.toml a terminal user has (for `rollbot` subprocesses)."""
+    base = make_settings(tmp_path)
+    roles = "\n".join(
+        f"{role} = [{', '.join(repr(u) for u in ids)}]".replace("'", '"')
+        for role, ids in base.roles.items()
+    )
+    idents = "\n".join(f'{u} = "{uid}"' for u, uid in (identities or IDENTITIES).items())
+    book = f'scenario = "{scenario}"' if scenario else ""
+    cfg = tmp_path / "rollbot.toml"
+    cfg.write_text(
+        f"""
+[database]
+path = "{tmp_path / "rollbot.db"}"
+
+[paths]
+reports_dir = "{tmp_path / "reports"}"
+live_environment = "{tmp_path / "config" / "live_environment.toml"}"
+shadow_config = "{tmp_path / "config" / "shadow_config.toml"}"
+
+[[venues]]
+kind = "paper"
+book_path = "{tmp_path / "paper.db"}"
+{book}
+
+[flatten]
+recheck_interval_s = 0.05
+
+[roles]
+{roles}
+
+[identities]
+{idents}
+{extra}
+""",
+        encoding="utf-8",
+    )
+    return cfg

@@ -205,22 +205,17 @@ def kill_clear(
     source: Annotated[str | None, typer.Option(help="Only the hold from this source.")] = None,
     by: ByOpt = None,
 ) -> None:
-    """Clear the holds on a scope, explicitly and with a reason."""
+    """Ask to clear the holds on a scope; a second person approves (`rollbot approve ID`)."""
 
-    def go() -> None:
-        from rollbot.commands.trading_state import parse_scope
+    async def go(rb: Rollbot) -> int:
+        from rollbot.bot.cli_approvals import request_at_terminal
 
-        rb = Rollbot.open(settings())
-        who = actor(rb, by)
-        target = parse_scope(scope, rb.venue_names)
-        cleared = rb.killswitch.clear(target, require(reason, "--reason"), who, source=source)
-        break_glass(rb, who, "kill clear", reason)
-        for h in cleared:
-            out.print(f"cleared {h.state} hold #{h.id} on {h.scope} from {h.source}")
-        left = rb.killswitch.state_of(["global", target])
-        out.print(f"{target} is now {left.value}")
+        params = {"scope": scope, "source": source}
+        return await request_at_terminal(
+            rb, actor(rb, by), "clear_hold", params, require(reason, "--reason")
+        )
 
-    guarded(go)
+    raise typer.Exit(run_async(go))
 
 
 # -- positions, cancels, flatten ----------------------------------------------------------------
@@ -324,12 +319,12 @@ def flatten(
     reason: Annotated[str, typer.Option("--reason", "-r")] = "flatten from the terminal",
     by: ByOpt = None,
 ) -> None:
-    """Show the flatten plan; with --confirm, halt, close every position and verify."""
+    """Show the flatten plan; with --confirm, ask a second person to approve it."""
 
     async def go(rb: Rollbot) -> int:
+        from rollbot.bot.cli_approvals import request_at_terminal
         from rollbot.commands.flatten import plan_venue
         from rollbot.commands.positions import read_books
-        from rollbot.commands.rollback import Engine
 
         who = actor(rb, by)
         books = await read_books(rb.select(venue))
@@ -351,12 +346,10 @@ def flatten(
             if not p.orders and not p.error:
                 out.print(f"  {p.venue}: nothing to close")
         if not confirm:
-            err.print("nothing sent: add --confirm to send these orders")
+            err.print("nothing sent: add --confirm to ask a second person to approve these orders")
             return 2
-        break_glass(rb, who, "flatten", reason)
-        engine = Engine(rb, who, on_start=on_start, on_step=print_step)
-        outcome = await engine.flatten(reason, venue, symbols=wanted or None)
-        return print_outcome(outcome)
+        params = {"venue": venue, "symbols": sorted(wanted) or None}
+        return await request_at_terminal(rb, who, "flatten", params, reason)
 
     raise typer.Exit(run_async(go))
 
@@ -380,6 +373,10 @@ def rollback(
         for earlier in await resume_unfinished(rb, who, on_step=print_step):
             out.print(f"finished the interrupted {earlier.incident.id} first")
             print_outcome(earlier)
+        if rb.settings.approvals.rollback_needs_approval:  # a person asked: a second approves
+            from rollbot.bot.cli_approvals import request_at_terminal
+
+            return await request_at_terminal(rb, who, "rollback", {}, reason)
         break_glass(rb, who, "rollback", reason)
         engine = Engine(rb, who, on_start=on_start, on_step=print_step)
         outcome = await engine.rollback(reason)
@@ -653,6 +650,9 @@ app.add_typer(cli_risk.app, name="risk")
 from rollbot.bot import cli_clock  # noqa: E402
 
 app.command()(cli_clock.clock)
+from rollbot.bot import cli_approvals  # noqa: E402
+
+cli_approvals.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,377 @@
+"""The terminal face of the two-person rule: request, approve, deny, list; RCA and resume.
+
+A request made here still needs a second person (in Slack or at another terminal). Who you are
+comes from your OS user and the identity mapped to it in rollbot.toml (`[identities]`); there is
+no `--by` on approve or deny, so nobody votes under someone else's name.
+
+Exit codes: 0 done (request stored, vote counted, action ran cleanly); 1 refused, or the action
+ran only partly; 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from rollbot.clock import iso
+from rollbot.errors import BadInput
+from rollbot.storage.events import Actor
+
+if TYPE_CHECKING:
+    from rollbot.commands.approvals import ApprovalRequest, VoteResult
+    from rollbot.commands.context import Rollbot
+
+request_app = typer.Typer(
+    no_args_is_help=True, help="Ask for a risky action; a second person must approve it."
+)
+
+Reason = Annotated[str, typer.Option("--reason", "-r", help="Why (recorded and shown).")]
+VenueOpt = Annotated[str | None, typer.Option("--venue", "-v", help="One venue (default: all).")]
+IncidentOpt = Annotated[
+    str | None, typer.Option("--incident", "-i", help="The incident this request belongs to.")
+]
+ByOpt = Annotated[
+    str | None,
+    typer.Option("--by", help="Requester shown (you stay the requester by your OS user)."),
+]
+
+
+def _cli() -> Any:
+    """bot/cli.py, imported late: it registers this module at its end."""
+    from rollbot.bot import cli
+
+    return cli
+
+
+def _me(rb: Rollbot) -> Actor:
+    return Actor.terminal(None, rb.settings.identities)
+
+
+# -- printing -----------------------------------------------------------------------------------
+def plan_text(line: str | dict[str, str]) -> str:
+    if isinstance(line, str):
+        return line
+    note = f" ({line['note']})" if line.get("note") else ""
+    return (
+        f"{line['venue']}: {line['side']} {line['quantity']} {line['symbol']} {line['type']}{note}"
+    )
+
+
+def print_request(req: ApprovalRequest, title: str = "Approval request") -> None:
+    out = _cli().out
+    view = req.view()
+    out.print(
+        f"[bold]{title} {req.id}[/] — {view['action']} — [bold]{req.status.value}[/]"
+        f" (requested by {escape(req.requested_by)} at {iso(req.created_at)})"
+    )
+    out.print(f"  Reason: {escape(req.reason)}")
+    out.print("  Exactly what will run:")
+    for line in req.plan:
+        out.print(f"    {escape(plan_text(line))}")
+    out.print(f"  Plan hash {req.plan_hash[:16]}")
+    if req.status.value == "PENDING":
+        out.print(f"  {escape(view['note'])} Expires at {iso(req.expires_at)}.")
+    else:
+        who = escape(str(view.get("decided_by", "")))
+        out.print(f"  {view['status']} by {who} at {view.get('decided_at')}")
+        out.print(f"  {escape(view['note'])}")
+    for v in req.votes:
+        why = f": {escape(v.reason)}" if v.reason else ""
+        out.print(f"  vote: {v.vote} by {v.voter} at {iso(v.at)}{why}")
+
+
+async def request_at_terminal(
+    rb: Rollbot,
+    who: Actor,
+    action: str,
+    params: dict[str, Any],
+    reason: str,
+    incident_id: str | None = None,
+) -> int:
+    """Store the request (nothing runs) and say how the second person approves it."""
+    from rollbot.commands.approvals import Approvals
+
+    req = await Approvals(rb).request(action, params, who, reason, incident_id)
+    print_request(req)
+    _cli().err.print(
+        f"nothing ran: a second person must approve — `rollbot approve {req.id}` at their"
+        " terminal, or the Approve button in Slack"
+    )
+    return 0
+
+
+def print_vote(result: VoteResult) -> int:
+    cli = _cli()
+    if result.refused:
+        cli.err.print(f"[bold red]refused ({result.code}):[/] {escape(result.message)}")
+        if result.superseded_by is not None:
+            print_request(result.superseded_by, "Fresh request")
+        return 1
+    cli.out.print(escape(result.message))
+    if result.code == "EXECUTION_FAILED":
+        return 1
+    outcome = (result.result or {}).get("final_status")
+    return 1 if outcome not in (None, "SUCCESS") else 0
+
+
+# -- requests -----------------------------------------------------------------------------------
+@request_app.command("flatten")
+def request_flatten(
+    reason: Reason,
+    venue: VenueOpt = None,
+    symbol: Annotated[
+        list[str] | None, typer.Option("--symbol", "-s", help="Only these symbols.")
+    ] = None,
+    incident: IncidentOpt = None,
+    by: ByOpt = None,
+) -> None:
+    """Close positions (every order is shown and bound to the request)."""
+    cli = _cli()
+
+    async def go(rb: Rollbot) -> int:
+        params = {"venue": venue, "symbols": sorted(symbol) if symbol else None}
+        return await request_at_terminal(rb, cli.actor(rb, by), "flatten", params, reason, incident)
+
+    raise typer.Exit(cli.run_async(go))
+
+
+@request_app.command("rollback")
+def request_rollback(reason: Reason, by: ByOpt = None) -> None:
+    """The whole five-step rollback."""
+    cli = _cli()
+
+    async def go(rb: Rollbot) -> int:
+        return await request_at_terminal(rb, cli.actor(rb, by), "rollback", {}, reason)
+
+    raise typer.Exit(cli.run_async(go))
+
+
+@request_app.command("clear-hold")
+def request_clear_hold(
+    reason: Reason,
+    scope: Annotated[str, typer.Option(help="The scope whose holds to clear.")] = "global",
+    source: Annotated[str | None, typer.Option(help="Only the hold from this source.")] = None,
+    incident: IncidentOpt = None,
+    by: ByOpt = None,
+) -> None:
+    """Clear kill-switch holds on a scope."""
+    cli = _cli()
+
+    async def go(rb: Rollbot) -> int:
+        params = {"scope": scope, "source": source}
+        return await request_at_terminal(
+            rb, cli.actor(rb, by), "clear_hold", params, reason, incident
+        )
+
+    raise typer.Exit(cli.run_async(go))
+
+
+@request_app.command("enable-gates")
+def request_enable_gates(reason: Reason, incident: IncidentOpt = None, by: ByOpt = None) -> None:
+    """Arm the live trading gates (enable_live_trading, live_mode_armed, dry-run off)."""
+    cli = _cli()
+
+    async def go(rb: Rollbot) -> int:
+        return await request_at_terminal(
+            rb, cli.actor(rb, by), "enable_gates", {}, reason, incident
+        )
+
+    raise typer.Exit(cli.run_async(go))
+
+
+def _resume(incident: str | None, reason: str | None, check: bool, by: str | None) -> None:
+    cli = _cli()
+
+    async def go(rb: Rollbot) -> int:
+        from rollbot.commands.resume import resume_blockers
+
+        target = incident
+        if not target:
+            latest = rb.incidents.latest()
+            if latest is None:
+                raise BadInput("there is no incident to resume from")
+            target = latest.id
+        if check:
+            blockers = resume_blockers(rb, target)
+            for b in blockers:
+                cli.out.print(f"❌ {escape(b)}")
+            if not blockers:
+                cli.out.print(
+                    f"✅ {target}: every resume condition holds; request it with --reason"
+                )
+            return 1 if blockers else 0
+        if not reason or not reason.strip():
+            raise BadInput("--reason is required to request a resume (or use --check)")
+        return await request_at_terminal(
+            rb, cli.actor(rb, by), "resume", {"incident_id": target}, reason
+        )
+
+    raise typer.Exit(cli.run_async(go))
+
+
+@request_app.command("resume")
+def request_resume(
+    incident: Annotated[
+        str | None, typer.Argument(help="Incident id (default: the latest).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option("--reason", "-r")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Only list what is missing.")] = False,
+    by: ByOpt = None,
+) -> None:
+    """Resume live trading after an incident: re-arm the gates, clear its holds."""
+    _resume(incident, reason, check, by)
+
+
+def resume(
+    incident: Annotated[
+        str | None, typer.Argument(help="Incident id (default: the latest).")
+    ] = None,
+    reason: Annotated[str | None, typer.Option("--reason", "-r")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Only list what is missing.")] = False,
+    by: ByOpt = None,
+) -> None:
+    """Ask to resume live trading after an incident (a risk officer approves)."""
+    _resume(incident, reason, check, by)
+
+
+# -- votes --------------------------------------------------------------------------------------
+def _vote(approval_id: str, decision: str, reason: str | None) -> int:
+    cli = _cli()
+
+    async def go(rb: Rollbot) -> int:
+        from rollbot.commands.approvals import Approvals
+
+        result = await Approvals(rb).vote(
+            approval_id,
+            _me(rb),
+            decision,
+            reason,
+            on_start=cli.on_start,
+            on_step=cli.print_step,
+        )
+        code = print_vote(result)
+        if result.executed:
+            print_request(result.approval)
+        return code
+
+    return int(cli.run_async(go))
+
+
+def approve(
+    approval_id: Annotated[str, typer.Argument(help="The approval id, e.g. APR-0001.")],
+) -> None:
+    """Approve a request as yourself (your OS user's mapped identity); it runs at quorum."""
+    raise typer.Exit(_vote(approval_id, "approve", None))
+
+
+def deny(
+    approval_id: Annotated[str, typer.Argument(help="The approval id, e.g. APR-0001.")],
+    reason: Reason,
+) -> None:
+    """Deny a request (final: nothing runs)."""
+    if not reason.strip():
+        _cli().err.print("[bold red]error:[/] --reason must not be empty")
+        raise typer.Exit(2)
+    raise typer.Exit(_vote(approval_id, "deny", reason))
+
+
+def approvals(
+    approval_id: Annotated[str | None, typer.Argument(help="Show one request in full.")] = None,
+    pending: Annotated[bool, typer.Option("--pending", help="Only pending requests.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Approval requests, newest first (expired ones are marked as such first)."""
+    cli = _cli()
+
+    def go() -> int:
+        from rollbot.commands.approvals import Approvals
+        from rollbot.commands.context import Rollbot
+
+        rb = Rollbot.open(cli.settings())
+        book = Approvals(rb)
+        book.expire_due()
+        rows = [book.get(approval_id)] if approval_id else book.list(pending_only=pending)
+        if as_json:
+            sys.stdout.write(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+            sys.stdout.write("\n")
+            return 0
+        if approval_id:
+            print_request(rows[0])
+            return 0
+        table = Table("Id", "Action", "Status", "Requested by", "Created", "Expires", "Decided by")
+        for r in rows:
+            view = r.view()
+            table.add_row(
+                r.id,
+                view["action"],
+                r.status.value,
+                r.requested_by,
+                iso(r.created_at),
+                iso(r.expires_at),
+                r.decided_by or "",
+            )
+        cli.out.print(table if rows else "no approval requests")
+        return 0
+
+    raise typer.Exit(cli.guarded(go))
+
+
+# -- RCA ----------------------------------------------------------------------------------------
+def rca(
+    incident: Annotated[str, typer.Argument(help="Incident id, e.g. INC-0001.")],
+    file: Annotated[
+        Path,
+        typer.Option(
+            "--file",
+            "-f",
+            help="TOML, YAML or JSON with timeline, root_cause, contributing_factors,"
+            " lessons_learned, recommended_actions.",
+        ),
+    ],
+) -> None:
+    """Record the root-cause analysis of an incident (one condition for resuming)."""
+    cli = _cli()
+
+    def go() -> int:
+        from rollbot.commands.context import Rollbot
+        from rollbot.commands.rca import parse_rca_text, record_rca
+        from rollbot.commands.resume import resume_blockers
+
+        try:
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise BadInput(f"RCA file {file} does not exist") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"RCA file {file} cannot be read: {exc}") from None
+        fields = parse_rca_text(text, str(file))
+        rb = Rollbot.open(cli.settings())
+        saved = record_rca(rb, incident, fields, _me(rb))
+        cli.out.print(f"RCA recorded for {saved.incident_id} by {saved.recorded_by}")
+        left = resume_blockers(rb, saved.incident_id)
+        if left:
+            cli.out.print("Still missing before resume:")
+            for b in left:
+                cli.out.print(f"  ❌ {escape(b)}")
+        else:
+            cli.out.print(
+                f"Every resume condition holds: `rollbot resume {saved.incident_id} -r …`"
+            )
+        return 0
+
+    raise typer.Exit(cli.guarded(go))
+
+
+def register(app: typer.Typer) -> None:
+    """Called once by bot/cli.py."""
+    app.add_typer(request_app, name="request")
+    app.command()(approve)
+    app.command()(deny)
+    app.command()(approvals)
+    app.command()(rca)
+    app.command()(resume)
