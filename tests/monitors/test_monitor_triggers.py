@@ -10,9 +10,9 @@ import pytest
 from monitors.support import one_stock_book, risk_alerts, tick_after
 from rollbot.brokers.base import AccountSnapshot, VenueEvent, VenueEventKind
 from rollbot.brokers.paper.venue import PaperVenue
-from rollbot.clock import ManualClock
+from rollbot.clock import ManualClock, iso
 from rollbot.commands.context import Rollbot
-from rollbot.commands.monitors import Monitor, MonitorReport, risk_status
+from rollbot.commands.monitors import Monitor, MonitorReport, risk_status, status_lines
 from rollbot.commands.report import build_log, build_markdown
 from rollbot.commands.risk_alerts import acknowledge_alert
 from rollbot.commands.rollback import Engine
@@ -380,3 +380,27 @@ async def test_three_kills_in_24h_recommend_rolling_back_to_shadow(
     await tick_after(monitor, clock)
     assert len(risk_alerts(app)) == 1
     assert [i.kind for i in all_incidents(app)] == ["kill"] * 4  # no automatic rollback
+
+
+async def test_a_check_that_raises_halts_its_venue_and_shows_as_error(
+    make_app: MakeApp, clock: ManualClock
+) -> None:
+    app = make_app(["paper", "other"])
+    # a NAV sample no check can read (written by something other than NavSamples.add)
+    app.db.execute(
+        "INSERT INTO nav_samples (venue, at, nav, currency) VALUES ('paper', ?, 'n/a', 'USD')",
+        (iso(clock.now()),),
+    )
+    monitor = Monitor(app)
+    report = await monitor.tick()
+    assert any("paper: checks raised" in e for e in report.errors)
+    (fired,) = report.fired
+    assert (fired.trigger, fired.venue, fired.action) == ("fail_closed", "paper", "halt")
+    assert app.killswitch.holds.active(["venue:paper"])[0].source == "monitor:fail_closed"
+    assert not app.killswitch.holds.active(["venue:other"])
+    assert {m.venue for m in report.metrics} >= {"other"}  # the other venue stays watched
+
+    rows = risk_status(app)
+    (broken,) = [m for m in rows if m.state == "ERROR"]
+    assert broken.venue == "paper" and "InvalidOperation" in broken.detail
+    assert any(line.startswith("❗ `paper` Risk checks") for line in status_lines(rows))

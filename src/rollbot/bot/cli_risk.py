@@ -14,7 +14,13 @@ from rollbot.commands.monitors import MetricStatus
 
 app = typer.Typer(no_args_is_help=True, help="Automatic kill switches (risk monitors).")
 
-STATE_STYLE = {"OK": "green", "BREACHED": "bold red", "NO_DATA": "dim", "DISABLED": "yellow"}
+STATE_STYLE = {
+    "OK": "green",
+    "BREACHED": "bold red",
+    "NO_DATA": "dim",
+    "DISABLED": "yellow",
+    "ERROR": "bold red",
+}
 
 
 def _firing_text(m: MetricStatus) -> str:

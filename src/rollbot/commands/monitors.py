@@ -37,6 +37,7 @@ from rollbot.commands.risk_checks import (
     record_venue_events,
     risk_status,
     scope_of,
+    status_lines,
     venue_metrics,
 )
 from rollbot.commands.rollback import ROLLBACK_STEPS, Engine
@@ -46,7 +47,14 @@ from rollbot.storage.incidents import Incident
 from rollbot.storage.nav import NavSamples
 from rollbot.storage.risk import DESK, Firing, Firings, RiskVenueEvents
 
-__all__ = ["FiredTrigger", "MetricStatus", "Monitor", "MonitorReport", "risk_status"]
+__all__ = [
+    "FiredTrigger",
+    "MetricStatus",
+    "Monitor",
+    "MonitorReport",
+    "risk_status",
+    "status_lines",
+]
 
 log = logging.getLogger("rollbot.monitors")
 MONITOR = Actor.clock("monitor")

@@ -15,8 +15,8 @@ What each figure is measured against:
   counts survive restarts and every process sees the same numbers.
 - Latency: p95 of the round trips of the last LATENCY_WINDOW against a baseline: the configured
   latency_baseline_ms, else the median of the last hour.
-- kills_per_day (Live -> Shadow seed): kill switch triggers (HALTED holds set, one per incident)
-  in the last 24 h.
+- kills_per_day (Live -> Shadow seed): kill switch triggers (requests to hold HALTED, one per
+  incident) in the last 24 h.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ STORED_KINDS = {
 FAIL_CLOSED = "fail_closed"
 
 Comparison = Literal["<", ">", ">="]
-State = Literal["OK", "BREACHED", "NO_DATA", "DISABLED"]
+State = Literal["OK", "BREACHED", "NO_DATA", "DISABLED", "ERROR"]
 Unit = Literal["fraction", "probability", "per_hour", "ratio", "count", "seconds"]
 
 
@@ -152,7 +152,9 @@ class MetricStatus(BaseModel):
     @property
     def line(self) -> str:
         """One line for the App Home."""
-        mark = {"OK": "✅", "BREACHED": "🔴", "NO_DATA": "⚪", "DISABLED": "⏸️"}[self.state]
+        mark = {"OK": "✅", "BREACHED": "🔴", "NO_DATA": "⚪", "DISABLED": "⏸️", "ERROR": "❗"}[
+            self.state
+        ]
         where = self.venue or "desk"
         text = (
             f"{mark} `{where}` {self.label}: {self.value_text}"
@@ -428,17 +430,6 @@ def _sample_age(app: Rollbot, venue: str, now: datetime) -> MetricStatus:
     )
 
 
-def evaluate(app: Rollbot, now: datetime | None = None) -> list[MetricStatus]:
-    """Every figure for every venue and the desk, from SQLite alone. Raises on a broken check:
-    the monitor turns that into fail-closed; risk_status reports it."""
-    now = now or app.clock.now()
-    out: list[MetricStatus] = []
-    for venue in app.venue_names:
-        out += venue_metrics(app, venue, now)
-    out += desk_metrics(app, now)
-    return out
-
-
 def venue_metrics(app: Rollbot, venue: str, now: datetime) -> list[MetricStatus]:
     return _nav_metrics(app, venue, now) + _event_metrics(app, venue, now)
 
@@ -459,15 +450,38 @@ def _with_firings(app: Rollbot, metrics: list[MetricStatus]) -> list[MetricStatu
     return metrics
 
 
+def _broken(venue: str | None, exc: Exception) -> MetricStatus:
+    """A check that raised is shown as such, never as a missing row."""
+    return MetricStatus(
+        trigger="checks",
+        label="Risk checks",
+        venue=venue,
+        value=None,
+        threshold=0,
+        comparison=">",
+        unit="count",
+        action="halt",
+        enabled=True,
+        state="ERROR",
+        detail=f"the checks raised {exc!r}",
+    )
+
+
 def risk_status(app: Rollbot) -> list[MetricStatus]:
     """Each metric, its threshold and its state, with any active firing; for the CLI and the
-    App Home. Reads SQLite only, never a venue."""
+    App Home. Reads SQLite only, never a venue; a check that raises becomes an ERROR row."""
     now = app.clock.now()
     metrics: list[MetricStatus] = []
     for venue in app.venue_names:
-        metrics.append(_sample_age(app, venue, now))
-        metrics += venue_metrics(app, venue, now)
-    metrics += desk_metrics(app, now)
+        try:
+            metrics.append(_sample_age(app, venue, now))
+            metrics += venue_metrics(app, venue, now)
+        except Exception as exc:
+            metrics.append(_broken(venue, exc))
+    try:
+        metrics += desk_metrics(app, now)
+    except Exception as exc:
+        metrics.append(_broken(None, exc))
     return _with_firings(app, metrics)
 
 
