@@ -9,9 +9,12 @@ Fixtures
     write_config write Settings (or a plain dict) as TOML: `write_config(settings, "x.toml")`
                  -> the path under tmp_path; load_settings reads it back unchanged.
     config_file  `settings` written as TOML to tmp_path/rollbot.toml (for subprocesses).
-    rollbot      run the real CLI in a subprocess: `rollbot("kill", "status", "--json")`
-                 -> CompletedProcess (text, returncode). `rollbot.popen(...)` starts one without
-                 waiting. Each call costs a Python start (~0.5 s): keep them few.
+    rollbot      run the real CLI in a subprocess (python -m rollbot.bot.cli, cwd tmp_path,
+                 ROLLBOT_CONFIG = config_file): `rollbot("kill", "status", "--json")`
+                 -> CompletedProcess (text). `env={"ROLLBOT_CONFIG": other}` switches config;
+                 `script=True` runs the installed `rollbot` console script instead;
+                 `rollbot.popen(...)` starts one without waiting. Each call costs a Python
+                 start (~0.7 s): keep them few.
     make_paper   build a PaperVenue with faults: `make_paper(fill="partial", name="p2")`; its book
                  lives under tmp_path (one file per venue name) and is closed after the test.
 
@@ -164,14 +167,20 @@ class Cli:
         env.update(extra or {})
         return env
 
-    def argv(self, args: tuple[str, ...]) -> list[str]:
+    def argv(self, args: tuple[str, ...], script: bool = False) -> list[str]:
+        if script:  # the console script pip installed next to this interpreter
+            return [str(Path(sys.executable).with_name("rollbot")), *args]
         return [sys.executable, "-m", "rollbot.bot.cli", *args]
 
     def __call__(
-        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+        script: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            self.argv(args),
+            self.argv(args, script),
             cwd=self.cwd,
             env=self.env(env),
             capture_output=True,
