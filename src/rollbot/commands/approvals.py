@@ -47,244 +47,62 @@ Every status change queues an outbox message of kind "approval" whose data is th
 DMs — is updated to APPROVED / DENIED / EXPIRED / SUPERSEDED with who and when.
 
 Suggested Slack action ids: "approval_approve" / "approval_deny", value = the approval id.
-See also commands/resume.py (resume_blockers) and commands/rca.py (record_rca).
+See also commands/resume.py (resume_blockers) and commands/rca.py (record_rca). Plans live in
+commands/approval_plans.py, the records and their view in commands/approval_records.py; the
+names above are importable from here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any, Literal
-
-from pydantic import BaseModel, Field
+from typing import Any
 
 from rollbot.clock import iso, parse_iso
+from rollbot.commands.approval_plans import (
+    ACTIONS,
+    Action,
+    Plan,
+    check_params,
+    compute_plan,
+    plan_hash,
+    plan_sync,
+)
+from rollbot.commands.approval_records import (
+    ACTION_LABELS,
+    SLACK_ID,
+    ApprovalRequest,
+    Decision,
+    Status,
+    Vote,
+    VoteResult,
+    authenticated_id,
+    identities_of,
+    label,
+    summarize,
+)
 from rollbot.commands.context import Rollbot
-from rollbot.commands.flatten import FlattenPlan, plan_venue
-from rollbot.commands.positions import read_books
-from rollbot.commands.resume import execute_resume, gate_changes, resume_blockers, resume_plan
+from rollbot.commands.resume import execute_resume, resume_blockers
 from rollbot.commands.rollback import Engine, Outcome, StartCallback, StepCallback
-from rollbot.commands.trading_state import TradingState, parse_scope, strictest
 from rollbot.config import ApprovalRule
 from rollbot.errors import BadInput, NotFound, Refused, RollbotError
 from rollbot.storage.db import dumps, loads
 from rollbot.storage.events import Actor
-from rollbot.storage.holds import Holds
 
-ACTIONS = ("flatten", "rollback", "clear_hold", "enable_gates", "resume")
-Action = Literal["flatten", "rollback", "clear_hold", "enable_gates", "resume"]
-Decision = Literal["approve", "deny"]
-ACTION_LABELS = {
-    "flatten": "Flatten",
-    "rollback": "Rollback",
-    "clear_hold": "Clear kill-switch hold",
-    "enable_gates": "Enable live gates",
-    "resume": "Resume live trading",
-}
-_PARAMS: dict[str, set[str]] = {
-    "flatten": {"venue", "symbols"},
-    "rollback": set(),
-    "clear_hold": {"scope", "source"},
-    "enable_gates": set(),
-    "resume": {"incident_id"},
-}
-_SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
-
-
-class Status(StrEnum):
-    PENDING = "PENDING"
-    APPROVED = "APPROVED"
-    EXECUTING = "EXECUTING"
-    EXECUTED = "EXECUTED"
-    FAILED = "FAILED"
-    DENIED = "DENIED"
-    EXPIRED = "EXPIRED"
-    SUPERSEDED = "SUPERSEDED"
-
-
-APPROVED_STATES = (Status.APPROVED, Status.EXECUTING, Status.EXECUTED, Status.FAILED)
-
-
-def label(user_id: str | None) -> str:
-    """How a person is named in Slack text: a mention for a Slack user ID, else as is."""
-    if not user_id:
-        return ""
-    return f"<@{user_id}>" if _SLACK_ID.match(user_id) else user_id
-
-
-def identities_of(actor: Actor, identities: dict[str, str]) -> set[str]:
-    """Every name this person goes by: the actor id, their OS user and the Slack ID mapped to
-    it (terminal), and any OS user mapped to their Slack ID — so one person is one person on
-    both faces."""
-    ids = {actor.id}
-    if actor.source == "cli" and actor.name:
-        ids.add(actor.name)
-        if actor.name in identities:
-            ids.add(identities[actor.name])
-    ids |= {os_user for os_user, slack_id in identities.items() if slack_id in ids}
-    return ids
-
-
-def authenticated_id(actor: Actor, identities: dict[str, str]) -> str:
-    """Who is really voting: at the terminal the OS user's mapped identity, never a claimed
-    `--by`; in Slack the user ID Slack vouches for."""
-    if actor.source == "cli" and actor.name:
-        return identities.get(actor.name, actor.name)
-    return actor.id
-
-
-class Plan(BaseModel):
-    """What an approval binds to. `lines` are shown to people: a dict per flatten order
-    (venue, symbol, side, quantity, type, note), text for everything else."""
-
-    lines: list[str | dict[str, str]]
-    hash: str
-    problem: str | None = None  # nothing to do: the request is refused
-
-
-class Vote(BaseModel):
-    voter: str
-    vote: Decision
-    reason: str | None = None
-    at: datetime
-
-
-class ApprovalRequest(BaseModel):
-    id: str
-    action: Action
-    params: dict[str, Any]
-    plan: list[str | dict[str, str]]
-    plan_hash: str
-    reason: str
-    requested_by: str
-    requested_source: str
-    requester_ids: list[str]
-    requester: Actor
-    quorum: int
-    roles: list[str]
-    status: Status
-    incident_id: str | None = None
-    created_at: datetime
-    expires_at: datetime
-    decided_at: datetime | None = None
-    decided_by: str | None = None
-    result: dict[str, Any] | None = None
-    replaces: str | None = None
-    superseded_by: str | None = None
-    votes: list[Vote] = Field(default_factory=list)
-
-    @property
-    def approvers(self) -> list[str]:
-        return [v.voter for v in self.votes if v.vote == "approve"]
-
-    @property
-    def requester_label(self) -> str:
-        if self.requested_source == "slack":
-            return label(self.requested_by)
-        return (
-            f"{self.requested_by} (terminal)"
-            if self.requested_source == "cli"
-            else (self.requested_by)
-        )
-
-    def view(self) -> dict[str, Any]:
-        """The data views.approval renders, for the first post and every refresh."""
-        shown = Status.APPROVED if self.status in APPROVED_STATES else self.status
-        decided_by = ", ".join(label(v) for v in self.approvers) or label(self.decided_by)
-        if self.status is Status.DENIED:
-            decided_by = label(self.decided_by)
-        elif self.status is Status.EXPIRED:
-            decided_by = "nobody in time (expired)"
-        elif self.status is Status.SUPERSEDED:
-            decided_by = "rollbot: the plan changed"
-        data: dict[str, Any] = {
-            "id": self.id,
-            "approval_id": self.id,
-            "action": ACTION_LABELS[self.action],
-            "action_id": self.action,
-            "status": shown.value,
-            "state": self.status.value,
-            "requested_by": self.requested_by,
-            "requester_label": self.requester_label,
-            "reason": self.reason,
-            "plan_lines": self.plan,
-            "plan_hash": self.plan_hash,
-            "params": self.params,
-            "quorum": self.quorum,
-            "roles": self.roles,
-            "approvals": [label(v) for v in self.approvers],
-            "created_at": iso(self.created_at),
-            "expires_at": iso(self.expires_at),
-            "incident_id": self.incident_id,
-            "note": self.note(),
-        }
-        if self.status is not Status.PENDING:
-            data["decided_by"] = decided_by
-            data["decided_at"] = iso(self.decided_at or self.expires_at)
-        return data
-
-    def note(self) -> str:
-        who = " or ".join(r.replace("_", " ") for r in self.roles)
-        if self.status is Status.PENDING:
-            got = len(self.approvers)
-            text = f"Needs {self.quorum} approval(s) from {who}, not the requester"
-            return text + (f"; {got} of {self.quorum} so far." if got else ".")
-        result = self.result or {}
-        if self.status is Status.DENIED:
-            deny = next((v for v in self.votes if v.vote == "deny"), None)
-            return f"Denied: {deny.reason}" if deny and deny.reason else "Denied."
-        if self.status is Status.SUPERSEDED:
-            fresh = f" Fresh request: `{self.superseded_by}`." if self.superseded_by else ""
-            return "The plan changed before approval; nothing ran." + fresh
-        if self.status is Status.EXPIRED:
-            return "Expired unapproved; nothing ran."
-        if self.status in (Status.APPROVED, Status.EXECUTING):
-            return "Running…"
-        if self.status is Status.FAILED:
-            return f"Execution failed: {result.get('error', 'unknown error')}"
-        return "Executed: " + summarize(self.action, result)
-
-
-def summarize(action: str, result: dict[str, Any]) -> str:
-    if action in ("flatten", "rollback"):
-        text = f"{result.get('incident_id')} {result.get('final_status')}"
-        if result.get("residual"):
-            text += f"; still open: {result['residual']}"
-        return text
-    if action == "clear_hold":
-        return f"holds {result.get('cleared')} cleared; {result.get('scope')} is now " + str(
-            result.get("state")
-        )
-    if action in ("enable_gates", "resume"):
-        text = "live trading " + ("ENABLED" if result.get("live_allowed") else "still BLOCKED")
-        if action == "resume":
-            text += f"; holds {result.get('holds_cleared')} cleared"
-            text += f"; global state {result.get('global_state')}"
-        return text
-    return dumps(result)
-
-
-class VoteResult(BaseModel):
-    approval: ApprovalRequest  # its state after this vote (and after running, if it ran)
-    accepted: bool  # the vote counted
-    code: str  # VOTE_RECORDED | DENIED | EXECUTED | EXECUTION_FAILED | a refusal code
-    message: str  # a sentence for the person who clicked
-    executed: bool = False  # this call ran the action
-    result: dict[str, Any] | None = None
-    superseded_by: ApprovalRequest | None = None  # PLAN_CHANGED: the fresh request
-
-    @property
-    def refused(self) -> bool:
-        return not self.accepted
-
-
-def _hash(payload: Any) -> str:
-    return hashlib.sha256(
-        json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
-    ).hexdigest()
+__all__ = [
+    "ACTIONS",
+    "ACTION_LABELS",
+    "Action",
+    "ApprovalRequest",
+    "Approvals",
+    "Decision",
+    "Plan",
+    "Status",
+    "Vote",
+    "VoteResult",
+    "authenticated_id",
+    "identities_of",
+    "label",
+]
 
 
 class Approvals:
@@ -355,132 +173,6 @@ class Approvals:
             )
         return action in ACTIONS
 
-    # -- plans --------------------------------------------------------------------------------
-    def _check_params(
-        self, action: str, params: dict[str, Any] | None, incident_id: str | None
-    ) -> dict[str, Any]:
-        if action not in ACTIONS:
-            raise BadInput(f"unknown action {action!r}: choose from {', '.join(ACTIONS)}")
-        params = dict(params or {})
-        unknown = sorted(set(params) - _PARAMS[action])
-        if unknown:
-            raise BadInput(
-                f"{action} takes no parameter {', '.join(unknown)}"
-                + (f" (known: {', '.join(sorted(_PARAMS[action]))})" if _PARAMS[action] else "")
-            )
-        if action == "flatten":
-            venue = params.get("venue") or None
-            if venue in ("all",):
-                venue = None
-            if venue is not None:
-                self.app.venue(venue)  # BadInput names the configured venues
-            symbols = params.get("symbols") or None
-            if symbols is not None:
-                if isinstance(symbols, str):
-                    symbols = [symbols]
-                symbols = sorted({str(s).strip() for s in symbols if str(s).strip()}) or None
-            params = {"venue": venue, "symbols": symbols}
-        elif action == "clear_hold":
-            params = {
-                "scope": parse_scope(params.get("scope") or "global", self.app.venue_names),
-                "source": params.get("source") or None,
-            }
-        elif action == "resume":
-            target = params.get("incident_id") or incident_id
-            if not target:
-                raise BadInput("resume needs the incident it recovers from (incident_id)")
-            params = {"incident_id": self.app.incidents.get(str(target)).id}
-        return params
-
-    async def plan(self, action: str, params: dict[str, Any]) -> Plan:
-        if action == "flatten":
-            return await self._flatten_plan(params)
-        return self._plan_sync(action, params)
-
-    async def _flatten_plan(self, params: dict[str, Any]) -> Plan:
-        books = await read_books(self.app.select(params.get("venue")))
-        wanted = set(params.get("symbols") or [])
-        held = {p.symbol for b in books for p in b.positions if p.quantity != 0}
-        missing = sorted(wanted - held)
-        if missing:
-            raise BadInput(
-                f"unknown symbol(s) {', '.join(missing)}: no position held "
-                f"(held: {', '.join(sorted(held)) or 'none'})"
-            )
-        plan = FlattenPlan(
-            venues=[plan_venue(b, self.app.settings.flatten, wanted or None) for b in books]
-        )
-        lines: list[str | dict[str, str]] = [
-            {
-                "venue": o.venue,
-                "symbol": o.symbol,
-                "side": o.side.value,
-                "quantity": format(o.quantity.normalize(), "f"),
-                "type": o.type.value,
-                "note": o.limit_note,
-            }
-            for o in plan.orders
-        ]
-        lines += [f"{v.venue}: unreachable — {v.error}" for v in plan.venues if v.error]
-        problem = None
-        if not plan.orders and not any(v.error for v in plan.venues):
-            where = params.get("venue") or "any venue"
-            problem = f"nothing to flatten: no open position at {where}"
-        return Plan(lines=lines, hash=plan.hash, problem=problem)
-
-    def _plan_sync(self, action: str, params: dict[str, Any]) -> Plan:
-        lines: list[str | dict[str, str]]
-        problem = None
-        if action == "rollback":
-            venues = ", ".join(self.app.venue_names) or "no venue"
-            cfg = self.app.settings.flatten
-            lines = [
-                "Step 1 Immediate Halt: hold global HALTED (stored first), stop the strategy,"
-                f" cancel every open order at {venues}",
-                "Step 2 Disconnect: live gates disabled (enable_live_trading=false,"
-                " live_mode_armed=false, live_dry_run_mode=true), shadow mode on;"
-                " venue reconnects off",
-                f"Step 3 Assess Positions at {venues}",
-                "Step 4 Flatten Positions: close every position held when it runs (market"
-                f" orders below {cfg.market_exposure_threshold} exposure per venue, aggressive"
-                f" limits ± {cfg.limit_offset_bps} bps above)",
-                "Step 5 Verify Recovery: read back positions, open orders, NAV and the gates",
-            ]
-        elif action == "clear_hold":
-            scope, source = params["scope"], params.get("source")
-            holds = [
-                h for h in Holds(self.app.db).active([scope]) if not source or h.source == source
-            ]
-            lines = [
-                f"clear {h.state} hold #{h.id} on {h.scope} from {h.source}"
-                f" (set by {h.actor}: {h.reason})"
-                for h in holds
-            ]
-            if holds:
-                governing = ["global", scope] if scope != "global" else ["global"]
-                left = strictest(
-                    [
-                        TradingState(h.state)
-                        for h in Holds(self.app.db).active(governing)
-                        if h.id not in {x.id for x in holds}
-                    ]
-                )
-                lines.append(f"{scope} will then be {left.value}")
-            else:
-                problem = f"no active hold on {scope}" + (f" from {source}" if source else "")
-        elif action == "enable_gates":
-            gates = self.app.gates.read()
-            lines = list(gate_changes(self.app))
-            if gates.live_allowed:
-                problem = "the live gates are already enabled"
-        else:  # resume
-            lines = list(resume_plan(self.app, params["incident_id"]))
-        return Plan(
-            lines=lines,
-            hash=_hash({"action": action, "params": params, "lines": lines}),
-            problem=problem,
-        )
-
     # -- requesting ---------------------------------------------------------------------------
     def _refuse_request(
         self, action: str, requester: Actor, code: str, message: str, incident_id: str | None
@@ -504,7 +196,7 @@ class Approvals:
     ) -> ApprovalRequest:
         if not reason or not reason.strip():
             raise BadInput("a reason is required")
-        params = self._check_params(action, params, incident_id)
+        params = check_params(self.app, action, params, incident_id)
         if action == "resume":
             incident_id = params["incident_id"]
         elif incident_id:
@@ -519,7 +211,7 @@ class Approvals:
                     f"resume of {params['incident_id']} refused; missing: " + "; ".join(blockers),
                     incident_id,
                 )
-        plan = await self.plan(action, params)
+        plan = await compute_plan(self.app, action, params)
         if plan.problem:
             raise self._refuse_request(
                 action, requester, "NOTHING_TO_DO", plan.problem, incident_id
@@ -613,7 +305,7 @@ class Approvals:
             - set(requester_ids)
         )
         for uid in approvers:
-            if _SLACK_ID.match(uid):
+            if SLACK_ID.match(uid):
                 self.app.outbox.put(
                     "dm",
                     target=uid,
@@ -748,9 +440,9 @@ class Approvals:
         if decision == "approve" and before.status is Status.PENDING and before.action == "flatten":
             # venues are read before the transaction: nothing awaits while the database is held
             try:
-                fresh_plan = await self.plan(before.action, before.params)
+                fresh_plan = await compute_plan(self.app, before.action, before.params)
             except BadInput as exc:  # a symbol it names is no longer held
-                fresh_plan = Plan(lines=[str(exc)], hash=_hash(str(exc)), problem=str(exc))
+                fresh_plan = Plan(lines=[str(exc)], hash=plan_hash(str(exc)), problem=str(exc))
         with self.app.db.write():
             outcome = self._decide(before.id, voter, decision, reason, fresh_plan)
         if outcome.code != "EXECUTING":
@@ -831,7 +523,7 @@ class Approvals:
                         "resume refused; missing: " + "; ".join(blockers),
                         blockers=blockers,
                     )
-            plan = fresh_plan or self._plan_sync(request.action, request.params)
+            plan = fresh_plan or plan_sync(self.app, request.action, request.params)
             if plan.hash != request.plan_hash:
                 return self._supersede(request, voter, decision, plan)
         self._store_vote(request, voter, me, "approve", reason)
