@@ -143,7 +143,11 @@ async def test_expiry_refuses_late_votes_and_updates_every_copy(app, approvals, 
     clock.advance(minutes=1)
     assert [r.id for r in approvals.expire_due()] == [other.id]
     assert approvals.get(other.id).status is Status.EXPIRED
-    assert len(events(app, "APPROVAL_EXPIRED")) == 2
+    third = await approvals.request("enable_gates", {}, slack(OPERATOR), "fixed")
+    clock.advance(minutes=10)
+    await approvals.sweep()  # what the clock's periodic job calls
+    assert approvals.get(third.id).status is Status.EXPIRED
+    assert len(events(app, "APPROVAL_EXPIRED")) == 3
 
 
 async def test_expiry_minutes_is_configurable(tmp_path):

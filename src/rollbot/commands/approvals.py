@@ -35,7 +35,8 @@ on_step=None) -> VoteResult``
     stores the result (EXECUTED, or FAILED with the error). Any deny is final; the requester
     may deny (withdraw) their own request. Unknown id: NotFound (also an event).
 
-``Approvals.expire_due(now=None) -> list[ApprovalRequest]``   (the clock job; vote checks too)
+``Approvals.expire_due(now=None) -> list[ApprovalRequest]``   (the clock job; vote checks too);
+    ``await Approvals.sweep()`` is the same for ``Clockwork.every("approval_expiry", 15, ...)``
 ``Approvals.get(approval_id) -> ApprovalRequest``; ``Approvals.list(pending_only=False)``
 ``Approvals.needs_approval(action, actor) -> bool`` (rollback by the clock never waits)
 ``ApprovalRequest.view() -> dict``  what views.approval renders (id, action, status — APPROVED
@@ -45,6 +46,11 @@ on_step=None) -> VoteResult``
 Every status change queues an outbox message of kind "approval" whose data is the fresh
 ``view()`` (it carries both "id" and "approval_id"), so every posted copy — channel, thread,
 DMs — is updated to APPROVED / DENIED / EXPIRED / SUPERSEDED with who and when.
+
+Flatten and rollback run through Engine with dedupe_key "approval:<id>", so even a second run
+of one approval opens no second incident and sends no second set of orders. A process that dies
+between EXECUTING and the stored result leaves the request EXECUTING: `rollbot recover` finishes
+its incident; the request row itself is not reconciled (yet).
 
 Suggested Slack action ids: "approval_approve" / "approval_deny", value = the approval id.
 See also commands/resume.py (resume_blockers) and commands/rca.py (record_rca). Plans live in
@@ -385,6 +391,10 @@ class Approvals:
                 self._expire(request, actor)
                 expired.append(r["id"])
         return [self.get(i) for i in expired]
+
+    async def sweep(self) -> None:
+        """expire_due for a scheduler that takes coroutine functions (Clockwork.every)."""
+        self.expire_due()
 
     # -- voting -------------------------------------------------------------------------------
     def _refuse(
