@@ -38,7 +38,9 @@ async def test_rollback_report_posts_summary_and_uploads_json_and_png(
             "/rollback-report", incident, user_id=RISK, channel_id=OPS
         )
         await slack.wait_for_ack(d.envelope_id)
-        await slack.wait_until(lambda: len(slack.uploads()) >= 2, timeout=10)
+        await slack.wait_until(
+            lambda: len([u for u in slack.uploads() if u.completed]) == 2, timeout=10
+        )
         names = sorted(u.filename for u in slack.uploads())
         assert names == [f"{incident}.json", f"{incident}.png"]
         by_name = {u.filename: u for u in slack.uploads()}

@@ -28,9 +28,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from rollbot.bot.slack.courier import Courier
 from rollbot.bot.slack.metrics import Metrics
 from rollbot.clock import iso
+from rollbot.commands import escalation
 from rollbot.commands.context import Rollbot
+from rollbot.commands.rollback import Engine
 from rollbot.errors import Refused, RollbotError
 from rollbot.storage.events import Actor
+from rollbot.storage.incidents import Incident
 
 log = logging.getLogger("rollbot.slack")
 
@@ -139,7 +142,6 @@ class SlackBot:
         self.courier = Courier(app, client, channel)
         self.metrics = Metrics(app)
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.incident_hooks: list[Callable[[str, Actor], Any]] = []
         from rollbot.bot.slack.listeners import actions, commands, events
 
         commands.register(self)
@@ -178,11 +180,18 @@ class SlackBot:
             log.warning("could not tell %s: %s", req.user_id, text)
 
     def incident_opened(self, incident_id: str, actor: Actor) -> None:
-        for hook in self.incident_hooks:
-            try:
-                hook(incident_id, actor)
-            except Exception:
-                log.exception("incident hook failed for %s", incident_id)
+        """Page the escalation chain now; the clock's sweep is the safety net if this fails."""
+        try:
+            escalation.start_escalation(self.rb, incident_id, actor)
+        except Exception:
+            log.exception("starting the escalation failed for %s", incident_id)
+
+    def run_incident(
+        self, engine: Engine, incident: Incident, steps: tuple[int, ...], req: Req | None
+    ) -> None:
+        """Run the engine after the ack; a loss a step reports reaches the escalation at once."""
+        engine.on_step = escalation.loss_watcher(self.rb, incident.id, engine.actor)
+        self.spawn(engine.run(incident, steps), req=req)
 
     # -- the one listener wrapper ---------------------------------------------------------------
     def is_retry(self, req: Req, headers: dict[str, Any]) -> bool:

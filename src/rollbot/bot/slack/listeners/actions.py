@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
 from rollbot.bot.slack.ids import Action
 from rollbot.bot.slack.listeners import requests
+from rollbot.commands import checklist
 from rollbot.errors import BadInput
 
 if TYPE_CHECKING:
@@ -36,6 +38,29 @@ async def escalation_ack(bot: SlackBot, req: Req) -> None:
     await requests.acknowledge(bot, req, action_value(req))
 
 
+async def checklist_tick(bot: SlackBot, req: Req) -> None:
+    """A checkbox group changed: tick what was selected, untick what was cleared."""
+    action = (req.body.get("actions") or [{}])[0]
+    selected = {o["value"] for o in action.get("selected_options") or []}
+    in_group = _group_values(req.body, action.get("action_id", "")) or selected
+    for value in sorted(in_group):
+        incident_id, item = checklist.parse_value(value)
+        done = {i.item for i in checklist.items(bot.rb, incident_id) if i.done}
+        if value in selected and item not in done:
+            checklist.tick(bot.rb, incident_id, item, req.actor)
+        elif value not in selected and item in done:
+            checklist.untick(bot.rb, incident_id, item, req.actor)
+
+
+def _group_values(body: dict[str, Any], action_id: str) -> set[str]:
+    """Every option of the clicked checkbox group, read from the message it sits in."""
+    for block in (body.get("message") or {}).get("blocks") or []:
+        for element in block.get("elements") or []:
+            if element.get("action_id") == action_id:
+                return {o["value"] for o in element.get("options") or []}
+    return set()
+
+
 def register(bot: SlackBot) -> None:
     for action, handler in (
         (Action.FLATTEN_CONFIRM, flatten_confirm),
@@ -43,3 +68,5 @@ def register(bot: SlackBot) -> None:
         (Action.ESCALATION_ACK, escalation_ack),
     ):
         bot.bolt.action(action.value)(bot.listener(action.value, handler))
+    tick_ids = re.compile(rf"^{Action.CHECKLIST_TICK.value}(_\d+)?$")
+    bot.bolt.action(tick_ids)(bot.listener(Action.CHECKLIST_TICK.value, checklist_tick))

@@ -37,7 +37,7 @@ async def kill(bot: SlackBot, req: Req) -> None:
     )
     if new:
         bot.incident_opened(incident.id, req.actor)
-        bot.spawn(engine.run(incident, KILL_STEPS), req=req)
+        bot.run_incident(engine, incident, KILL_STEPS, req)
 
 
 async def positions(bot: SlackBot, req: Req) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rollbot.bot.slack import views
+from rollbot.commands import escalation
 from rollbot.commands.flatten import plan_venue
 from rollbot.commands.positions import read_books
 from rollbot.commands.rollback import FLATTEN_STEPS, ROLLBACK_STEPS, Engine
@@ -36,7 +37,7 @@ async def run_flatten(bot: SlackBot, req: Req, venue: str | None, dedupe_key: st
     )
     if new:
         bot.incident_opened(incident.id, req.actor)
-        bot.spawn(engine.run(incident, FLATTEN_STEPS), req=req)
+        bot.run_incident(engine, incident, FLATTEN_STEPS, req)
     return incident.id
 
 
@@ -54,7 +55,7 @@ async def start_rollback(
     )
     if new:
         bot.incident_opened(incident.id, req.actor)
-        bot.spawn(engine.run(incident, ROLLBACK_STEPS), req=req)
+        bot.run_incident(engine, incident, ROLLBACK_STEPS, req)
     return incident.id
 
 
@@ -63,6 +64,7 @@ async def resume(bot: SlackBot, req: Req) -> None:
 
 
 async def acknowledge(bot: SlackBot, req: Req, incident_id: str) -> None:
-    bot.rb.events.append("INCIDENT_ACKNOWLEDGED", req.actor, incident_id=incident_id)
-    bot.rb.outbox.put("thread", incident_id=incident_id, text=f"Acknowledged by <@{req.user_id}>.")
-    await req.reply(f"You acknowledged {incident_id}.")
+    """Stops the escalation; the thread and headline say who and when (commands/escalation)."""
+    esc = escalation.acknowledge(bot.rb, incident_id, req.actor)
+    by = f" by <@{esc.acked_by}>" if esc.acked_by else ""
+    await req.reply(f"{incident_id}: escalation {esc.status.lower()}{by}.")
