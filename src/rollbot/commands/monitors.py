@@ -443,6 +443,8 @@ class Monitor:
                 return
             data = {
                 "label": "Venue cannot be watched",
+                "value_text": f"{count} failed reads in a row" if count else "a check raised",
+                "threshold_text": f">= {ks.fail_closed_after} in a row" if count else "any",
                 "figures": {"error": why[:500]},
                 "note": (
                     f"{venue} is HALTED (fail closed): clear the hold from monitor:fail_closed"
