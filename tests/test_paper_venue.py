@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -319,13 +320,15 @@ def test_a_bad_scenario_names_the_line_and_the_field(tmp_path: Path) -> None:
         load_scenario(path)
     message = str(caught.value)
     assert str(path) in message
-    assert f"line {price_line}, positions[1].avg_price" in message
-    assert "greater than 0" in message
-    assert f"line {typo_line}, orders[0].limt_price" in message
+    # the 2nd [[positions]] and the 1st [[orders]], written positions[1] or positions.1
+    assert re.search(
+        rf"line {price_line}, positions(\[1\]|\.1)\.avg_price.*greater than 0", message
+    )
+    assert re.search(rf"line {typo_line}, orders(\[0\]|\.0)\.limt_price", message)
 
     broken = tmp_path / "broken.toml"
     broken.write_text(BOOK.replace("quantity = 400", "quantity = 4OO"), "utf-8")
-    with pytest.raises(ConfigError, match=rf"scenario {broken} does not parse: line \d+"):
+    with pytest.raises(ConfigError, match=rf"scenario {broken} does not parse: .*line \d+"):
         load_scenario(broken)
     with pytest.raises(ConfigError, match="cannot be read"):
         load_scenario(tmp_path / "missing.toml")
