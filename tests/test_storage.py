@@ -170,3 +170,17 @@ def test_a_corrupt_database_file_is_a_clear_error_and_left_alone(tmp_path: Path)
     with pytest.raises(StorageError, match=rf"database {path} is corrupt"):
         Database(path)
     assert path.read_bytes() == garbage
+
+
+def test_a_terminal_user_without_a_name_is_recorded_by_uid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import getpass
+    import os
+
+    def nameless() -> str:
+        raise KeyError(f"getpwuid(): uid not found: {os.getuid()}")
+
+    monkeypatch.setattr(getpass, "getuser", nameless)  # as in a container with a random uid
+    who = Actor.terminal(None)
+    assert (who.id, who.name, who.source) == (f"uid{os.getuid()}", f"uid{os.getuid()}", "cli")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import socket
 from datetime import datetime
 from typing import Any, Literal
@@ -25,7 +26,10 @@ class Actor(BaseModel):
 
     @classmethod
     def terminal(cls, by: str | None = None, identities: dict[str, str] | None = None) -> Actor:
-        os_user = getpass.getuser()
+        try:
+            os_user = getpass.getuser()
+        except (KeyError, OSError):  # a uid with no name (containers): still record who
+            os_user = f"uid{os.getuid()}"
         mapped = (identities or {}).get(os_user)
         return cls(
             id=by or mapped or os_user, source="cli", name=os_user, host=socket.gethostname()
