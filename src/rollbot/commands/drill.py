@@ -19,7 +19,7 @@ from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import Clock, SystemClock, iso
 from rollbot.commands.context import Rollbot
 from rollbot.commands.report import write_reports
-from rollbot.commands.rollback import Engine, Outcome, StartCallback, StepCallback
+from rollbot.commands.rollback import Engine, Outcome, StartCallback, Step, StepCallback
 from rollbot.config import (
     DatabaseConfig,
     FlattenConfig,
@@ -69,7 +69,6 @@ def drill_settings(
         reject_rate=0.3 if "rejects" in faults else 0.0,
         fill="none" if "late-fill" in faults else "partial" if "partial" in faults else "full",
         late_fill="late-fill" in faults,
-        disconnect_after_calls=6 if "disconnect" in faults else None,
     )
     return base.model_copy(
         update={
@@ -80,11 +79,12 @@ def drill_settings(
                 shadow_config=workdir / "config" / "shadow_config.toml",
             ),
             "venues": [paper],
-            # a rehearsal reprices a resting close after 1 s, not 10: the drill stays short
+            # a rehearsal reprices a resting close after 0.3 s (plus a round trip), not 10 s:
+            # the drill stays short even when every close fills by halves
             "flatten": FlattenConfig(
                 timeout_s=base.flatten.timeout_s,
-                recheck_interval_s=0.25,
-                limit_timeout_s=1.0,
+                recheck_interval_s=0.1,
+                limit_timeout_s=0.3 + 2 * latency_ms / 1000,
                 market_exposure_threshold=base.flatten.market_exposure_threshold,
                 limit_offset_bps=base.flatten.limit_offset_bps,
             ),
@@ -121,7 +121,16 @@ async def run_drill(
         paper.seed(book)
         sandbox.gates.arm(actor, "drill: start from live mode")
         await _walk_prices(sandbox, paper)
-        engine = Engine(sandbox, actor, on_start=on_start, on_step=on_step)
+
+        async def starting(step: Step) -> None:
+            if step.number == 4 and "disconnect" in faults:
+                paper.disconnect_in(2)  # flatten reads positions, then its first close is cut
+            if on_start is not None:
+                result = on_start(step)
+                if result is not None:
+                    await result
+
+        engine = Engine(sandbox, actor, on_start=starting, on_step=on_step)
         outcome = await engine.rollback(
             f"Drill ({', '.join(sorted(faults)) or 'no faults'})", trigger="Drill"
         )

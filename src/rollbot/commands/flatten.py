@@ -2,9 +2,10 @@
 
 Exactly once rests on three things: a client order id derived from (incident, venue, symbol,
 attempt); the intent written to SQLite before the order is sent; and a new attempt made only
-after the previous one is terminal at the venue and the position has been read back. Sizes come
-from the venue's position at that moment and orders are reduce-only, so a late fill can shrink
-what is left but never flip it.
+after the previous one is terminal at the venue and the position has been read back since. Sizes
+come from the venue's position at that moment and orders are reduce-only, so a late fill can
+shrink what is left but never flip it. Giving up at the timeout cancels the closes still working,
+so the residual reported is the one that stays.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rollbot.brokers.base import (
     CloseRequest,
     Order,
     OrderRejected,
+    OrderStatus,
     OrderType,
     Position,
     RateLimited,
@@ -157,6 +159,7 @@ class VenueFlatten(BaseModel):
     errors: list[str] = Field(default_factory=list)
     verified: bool = False  # the last read of positions succeeded
     timed_out: bool = False
+    known: bool = True  # False: the venue's positions were never read (residual unknown)
 
     @property
     def flat(self) -> bool:
@@ -174,6 +177,7 @@ class VenueCloser:
         strategy: Strategy,
         actor: Actor,
         symbols: set[str] | None = None,
+        assessed: list[Position] | None = None,
     ) -> None:
         self.app = app
         self.venue = venue
@@ -184,6 +188,14 @@ class VenueCloser:
         self.cfg = app.settings.flatten
         self.intents = Intents(app.db)
         self.errors: list[str] = []
+        # what the engine last knew (step 3's read until this run reads the venue itself), and
+        # what orders sent since that read filled: together the residual if the venue goes away
+        self._last_seen = [p for p in assessed or [] if self._wanted(p)]
+        self._known = assessed is not None
+        self._filled_since_read: dict[str, Decimal] = {}
+
+    def _wanted(self, p: Position) -> bool:
+        return p.quantity != 0 and (not self.symbols or p.symbol in self.symbols)
 
     def _note(self, message: str) -> None:
         if message not in self.errors:
@@ -192,37 +204,40 @@ class VenueCloser:
     async def run(self) -> VenueFlatten:
         clock = self.app.clock
         deadline = clock.now() + timedelta(seconds=self.cfg.timeout_s)
-        start: dict[str, Decimal] = {}
-        last_seen: list[Position] = []
+        start: dict[str, Decimal] = {p.symbol: p.quantity for p in self._last_seen}
         verified = False
         timed_out = False
-        passes = 0
+        quiet = 0  # passes in a row that changed nothing
         while True:
-            try:
-                positions = [
-                    p
-                    for p in await self.venue.positions()
-                    if p.quantity != 0 and (not self.symbols or p.symbol in self.symbols)
-                ]
-                last_seen, verified = positions, True
-            except VenueError as exc:
-                verified = False
-                self._note(f"reading positions failed: {exc}")
-                await self._reconnect()
-                positions = []
-            for p in positions:
+            positions = await self._read_positions()
+            verified = positions is not None
+            for p in positions or []:
                 start.setdefault(p.symbol, p.quantity)
             if verified and not positions:
                 break
             if clock.now() >= deadline:
                 timed_out = True
                 break
-            if verified:
-                await self._advance_all(positions)
-            # market orders mostly fill at once: look again soon, then back off to the interval
-            await clock.sleep(min(self.cfg.recheck_interval_s, 0.05 * 2**passes))
-            passes += 1
-        return self._result(start, last_seen, verified, timed_out)
+            acted = await self._advance_all(positions) if positions else False
+            quiet = 0 if acted else quiet + 1
+            # after acting, look again soon (market orders mostly fill at once); when nothing
+            # moves, back off to the interval. The exponent is capped: 2**1024 overflows a float.
+            await clock.sleep(min(self.cfg.recheck_interval_s, 0.05 * 2 ** min(quiet, 8)))
+        if timed_out:
+            verified = await self._stand_down()
+        return self._result(start, verified, timed_out)
+
+    async def _read_positions(self) -> list[Position] | None:
+        """The venue's positions in scope, or None when they cannot be read (reconnect tried)."""
+        try:
+            positions = [p for p in await self.venue.positions() if self._wanted(p)]
+        except VenueError as exc:
+            self._note(f"reading positions failed: {exc}")
+            await self._reconnect()
+            return None
+        self._last_seen, self._filled_since_read = positions, {}
+        self._known = True
+        return positions
 
     async def _reconnect(self) -> None:
         try:
@@ -230,26 +245,52 @@ class VenueCloser:
         except VenueError as exc:
             self._note(f"reconnect failed: {exc}")
 
-    async def _advance_all(self, positions: list[Position]) -> None:
+    async def _stand_down(self) -> bool:
+        """Giving up: cancel our closes still working, so nothing fills after the residual is
+        reported, then read the venue back once more. True when that read succeeded."""
+        for intent in self.intents.for_incident(self.incident_id):
+            if intent.venue != self.venue.name or intent.terminal:
+                continue
+            try:
+                order = await self.venue.order_by_client_id(intent.client_order_id)
+                if order is not None and not order.status.is_terminal:
+                    await self.venue.cancel_order(order.order_id)
+                    self._event(
+                        "ORDER_CANCEL_REQUESTED",
+                        intent.client_order_id,
+                        order,
+                        reason=f"flatten gave up after {self.cfg.timeout_s:g} s",
+                    )
+                    order = await self.venue.order_by_client_id(intent.client_order_id)
+                if order is not None:
+                    self._record(intent, order)
+            except VenueError as exc:
+                self._note(f"{intent.symbol}: standing down {intent.client_order_id}: {exc}")
+        return await self._read_positions() is not None
+
+    async def _advance_all(self, positions: list[Position]) -> bool:
         limit = asyncio.Semaphore(16)  # hide round trips; the venue's pacer bounds the rate
 
-        async def one(p: Position) -> None:
+        async def one(p: Position) -> bool:
             async with limit:
-                await self._advance(p)
+                return await self._advance(p)
 
-        await asyncio.gather(*(one(p) for p in positions))
+        return any(await asyncio.gather(*(one(p) for p in positions)))
 
-    async def _advance(self, position: Position) -> None:
+    async def _advance(self, position: Position) -> bool:
+        """One step for one symbol; True when something changed (sent, cancelled, ended)."""
         now = self.app.clock.now()
         history = self.intents.for_symbol(self.incident_id, self.venue.name, position.symbol)
         last = history[-1] if history else None
-        if last is not None and not last.terminal and not await self._settle(last, position, now):
-            return  # still working at the venue: wait for it
+        if last is not None and not last.terminal:
+            # Whatever happens, no new attempt this pass: one that just ended may have filled
+            # after `position` was read, so the next size comes from the next read.
+            return await self._settle(last, position, now)
         attempt = (last.attempt + 1) if last else 1
-        await self._send(position, attempt, now)
+        return await self._send(position, attempt, now)
 
     async def _settle(self, intent: Intent, position: Position, now: datetime) -> bool:
-        """Bring the intent up to date from the venue; True when a new attempt may go."""
+        """Bring the intent up to date from the venue; cancel it once it waited too long."""
         try:
             order = await self.venue.order_by_client_id(intent.client_order_id)
         except VenueError as exc:
@@ -258,9 +299,9 @@ class VenueCloser:
         if order is None:
             if intent.status == "PENDING":
                 # written but never accepted by the venue: send the same id again (idempotent)
-                await self._submit(intent, position)
+                return await self._submit(intent, position)
             return False
-        self._record(intent.client_order_id, order)
+        self._record(intent, order)
         if order.status.is_terminal:
             return True
         age = (now - intent.created_at).total_seconds()
@@ -273,11 +314,12 @@ class VenueCloser:
                     order,
                     reason=f"unfilled after {age:.0f} s",
                 )
+                return True
             except VenueError as exc:
                 self._note(f"{position.symbol}: cancel of {order.order_id} failed: {exc}")
         return False
 
-    async def _send(self, position: Position, attempt: int, now: datetime) -> None:
+    async def _send(self, position: Position, attempt: int, now: datetime) -> bool:
         order_type = OrderType.MARKET if self.strategy == "MARKET_ORDERS" else OrderType.LIMIT
         limit = (
             aggressive_limit(position, self.cfg.limit_offset_bps)
@@ -301,10 +343,10 @@ class VenueCloser:
             updated_at=now,
         )
         if not self.intents.create(intent):
-            return  # another run of this incident took this attempt
-        await self._submit(intent, position)
+            return False  # another run of this incident took this attempt
+        return await self._submit(intent, position)
 
-    async def _submit(self, intent: Intent, position: Position) -> None:
+    async def _submit(self, intent: Intent, position: Position) -> bool:
         request = CloseRequest(
             symbol=intent.symbol,
             side=Side(intent.side),
@@ -323,31 +365,18 @@ class VenueCloser:
                 now=self.app.clock.now(),
                 detail=exc.detail,
             )
-            self.app.events.append(
-                "ORDER_REJECTED",
-                self.actor,
-                incident_id=self.incident_id,
-                scope=f"venue:{self.venue.name}",
-                reason=exc.detail,
-                data={
-                    "client_order_id": intent.client_order_id,
-                    "symbol": intent.symbol,
-                    "side": intent.side,
-                    "quantity": str(intent.quantity),
-                },
-            )
-            self._note(f"{intent.symbol}: rejected: {exc.detail}")
-            return
+            self._rejected(intent, exc.detail)
+            return True
         except (VenueUnavailable, RateLimited) as exc:
             # outcome unknown: the intent stays PENDING and is read back by its client id
             self._note(f"{intent.symbol}: {exc}")
-            return
+            return False
         except VenueError as exc:
             self.intents.update(
                 intent.client_order_id, status="NOT_SENT", now=self.app.clock.now(), detail=str(exc)
             )
             self._note(f"{intent.symbol}: {exc}")
-            return
+            return True
         self._event(
             "ORDER_SENT",
             intent.client_order_id,
@@ -358,17 +387,44 @@ class VenueCloser:
                 "limit_price": None if intent.limit_price is None else str(intent.limit_price),
             },
         )
-        self._record(intent.client_order_id, order)
+        self._record(intent, order)
+        # sent after the last read of positions, so this fill is not in that read: if the venue
+        # goes away now, the residual is that read less this (older orders' fills are unknown)
+        self._filled_since_read[order.symbol] = (
+            self._filled_since_read.get(order.symbol, D0) + order.filled_quantity
+        )
+        return True
 
-    def _record(self, client_id: str, order: Order) -> None:
+    def _rejected(self, intent: Intent, detail: str) -> None:
+        self.app.events.append(
+            "ORDER_REJECTED",
+            self.actor,
+            incident_id=self.incident_id,
+            scope=f"venue:{self.venue.name}",
+            reason=detail,
+            data={
+                "client_order_id": intent.client_order_id,
+                "symbol": intent.symbol,
+                "side": intent.side,
+                "quantity": str(intent.quantity),
+                "attempt": intent.attempt,
+            },
+        )
+        self._note(f"{intent.symbol}: rejected: {detail}")
+
+    def _record(self, intent: Intent, order: Order) -> None:
+        """Store what the venue says about one of our orders; write ORDER_REJECTED the first
+        time the venue refuses it."""
         self.intents.update(
-            client_id,
+            intent.client_order_id,
             status=order.status.value,
             now=self.app.clock.now(),
             venue_order_id=order.order_id,
             filled=order.filled_quantity,
             detail=order.reason,
         )
+        if order.status is OrderStatus.REJECTED and intent.status != "REJECTED":
+            self._rejected(intent, order.reason or "rejected by the venue")
 
     def _event(
         self,
@@ -397,10 +453,19 @@ class VenueCloser:
             },
         )
 
-    def _result(
-        self, start: dict[str, Decimal], last_seen: list[Position], verified: bool, timed_out: bool
-    ) -> VenueFlatten:
-        remaining = {p.symbol: p.quantity for p in last_seen}
+    def _residual(self, verified: bool) -> list[Position]:
+        if verified:
+            return self._last_seen
+        out = []
+        for p in self._last_seen:
+            left = max(abs(p.quantity) - self._filled_since_read.get(p.symbol, D0), D0)
+            if left:
+                out.append(p.model_copy(update={"quantity": left if p.quantity > 0 else -left}))
+        return out
+
+    def _result(self, start: dict[str, Decimal], verified: bool, timed_out: bool) -> VenueFlatten:
+        residual = self._residual(verified)
+        remaining = {p.symbol: p.quantity for p in residual}
         outcomes = []
         for symbol, qty in sorted(start.items()):
             orders = [
@@ -426,8 +491,9 @@ class VenueCloser:
             venue=self.venue.name,
             strategy=self.strategy,
             outcomes=outcomes,
-            residual=last_seen,
+            residual=residual,
             errors=self.errors,
             verified=verified,
             timed_out=timed_out,
+            known=self._known,
         )

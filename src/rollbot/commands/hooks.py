@@ -4,7 +4,9 @@ HTTP POST, bounded by a timeout so a hung strategy never delays the halt."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 
 from rollbot.config import HookConfig
 
@@ -27,15 +29,20 @@ async def _command(hook: HookConfig, incident_id: str, reason: str) -> str:
         proc = await asyncio.create_subprocess_shell(
             hook.command or "",
             env=env,
+            stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # its own process group: a timeout kills what it started too
         )
     except OSError as exc:
         return f"strategy-stop command could not start: {exc}"
     try:
         _, err = await asyncio.wait_for(proc.communicate(), hook.timeout_s)
     except TimeoutError:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 1)
         return f"strategy-stop command timed out after {hook.timeout_s:g} s (killed)"
     if proc.returncode == 0:
         return "strategy-stop command succeeded"

@@ -6,10 +6,11 @@ from __future__ import annotations
 import io
 import json
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from rollbot.clock import iso
 from rollbot.commands.context import Rollbot
@@ -31,51 +32,120 @@ CHECKLIST: list[tuple[str, str, timedelta]] = [
     ("code_config", "Identify any code/config issues", timedelta(hours=24)),
     ("remediation", "Plan remediation", timedelta(hours=24)),
 ]
+BEFORE_LIVE = [
+    "Root cause identified and fixed",
+    "Fix tested in shadow mode",
+    "New drill completed successfully",
+    "Risk Owner approval obtained",
+    "Follow LIVE_MODE_TRANSITION_RUNBOOK.md to re-enable",
+]
 
 
-class LogOrder(BaseModel):
-    venue: str
-    symbol: str
-    direction: str
+def _timestamp(text: str) -> str:
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError("a timestamp needs its UTC offset (Z)")
+    return text
+
+
+Timestamp = Annotated[str, AfterValidator(_timestamp)]
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors: the model documents the whole shape, the seed's and ours."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogPosition(_Strict):
+    """Seed: `{"quantity": 500, "unrealized_pnl": -5200}`, keyed by symbol."""
+
     quantity: float
-    type: str
+    unrealized_pnl: float
+    venue: str | None = None
+    market_value: float | None = None
+
+
+class LogOrder(_Strict):
+    """Seed: `{"symbol": "TSLA", "direction": "SELL", "quantity": 500, "filled": true}`."""
+
+    symbol: str
+    direction: Literal["BUY", "SELL"]
+    quantity: float
     filled: bool
-    filled_quantity: float
-    status: str
-    client_order_id: str
+    venue: str | None = None
+    type: str | None = None
+    filled_quantity: float | None = None
+    status: str | None = None
+    client_order_id: str | None = None
 
 
-class LogStep(BaseModel):
-    step: int
+class LogVerification(_Strict):
+    """Seed: all_positions_flat, no_open_orders, final_pnl, logs_archived; then rollbot's
+    per-venue detail."""
+
+    all_positions_flat: bool
+    no_open_orders: bool
+    final_pnl: float | None
+    logs_archived: str | None = None
+    residual: dict[str, dict[str, float]] | None = None  # venue -> symbol -> quantity left
+    last_known_residual: dict[str, dict[str, float]] | None = None  # where it was unreachable
+    open_orders: dict[str, int] | None = None
+    unreachable: list[str] | None = None
+    start_nav: float | None = None
+    final_nav: float | None = None
+    nav_change: float | None = None
+    nav_loss_exceeds_threshold: bool | None = None
+    trading_state: Literal["ACTIVE", "REDUCING", "HALTED"] | None = None
+    shadow_mode_active: bool | None = None
+    live_trading_blocked: bool | None = None
+
+
+StrategyName = Literal["MARKET_ORDERS", "LIMIT_ORDERS_WITH_TIMEOUT", "MIXED"]
+
+
+class LogStep(_Strict):
+    step: int = Field(ge=1, le=5)
     name: str
-    start_time: str
-    end_time: str
-    duration_seconds: float
+    start_time: Timestamp
+    end_time: Timestamp
+    duration_seconds: float = Field(ge=0)
     status: Literal["SUCCESS", "PARTIAL", "FAILED", "SKIPPED"]
-    actions: list[str]
-    target_seconds: float
-    positions: dict[str, dict[str, dict[str, float]]] | None = None
+    actions: list[str] = Field(default_factory=list)  # the seed's steps 3-5 carry none
+    positions: dict[str, LogPosition] | None = None  # symbol, or venue:symbol when both hold it
     total_pnl: float | None = None
-    flatten_strategy: dict[str, str] | None = None
+    flatten_strategy: StrategyName | None = None
+    # rollbot's additions: per venue, the seed target, what went wrong on the way
+    flatten_strategy_by_venue: dict[str, StrategyName] | None = None
+    target_seconds: float | None = None
+    errors: list[str] | None = None
+    venues: dict[str, str] | None = None
     orders: list[LogOrder] | None = None
-    verification: dict[str, Any] | None = None
+    verification: LogVerification | None = None
 
 
-class RollbackLog(BaseModel):
-    """The IBKR seed's Rollback Log Template."""
+class RollbackLog(_Strict):
+    """The IBKR seed's Rollback Log Template; the seed's own example validates against it."""
 
-    rollback_id: str
-    timestamp: str
+    rollback_id: str = Field(pattern=r"^rollback_\d{8}_\d{3,}$")
+    timestamp: Timestamp
     trigger: str
     trigger_value: float | None
     trigger_threshold: float | None
-    reason: str
-    steps: list[LogStep] = Field(min_length=0)
-    total_duration_seconds: float
+    steps: list[LogStep]
+    total_duration_seconds: float = Field(ge=0)
     final_status: Literal["SUCCESS", "PARTIAL", "FAILED", "RUNNING"]
     final_pnl: float | None
     root_cause: str | None
     remediation_plan: str | None
+    incident_id: str | None = None
+    reason: str | None = None
+
+    def to_json(self) -> str:
+        """The seed's layout: a step carries only the sections it has (no nulls)."""
+        data = self.model_dump(mode="json")
+        data["steps"] = [s.model_dump(mode="json", exclude_none=True) for s in self.steps]
+        return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 def _steps(app: Rollbot, incident_id: str) -> list[StepReport]:
@@ -85,20 +155,34 @@ def _steps(app: Rollbot, incident_id: str) -> list[StepReport]:
     ]
 
 
-def _log_step(s: StepReport) -> LogStep:
-    positions = None
-    if s.positions is not None:
-        positions = {
-            v: {sym: {k: float(x) for k, x in vals.items()} for sym, vals in syms.items()}
-            for v, syms in s.positions.items()
-        }
+def _log_positions(s: StepReport) -> dict[str, LogPosition] | None:
+    if s.positions is None:
+        return None
+    held: dict[str, int] = {}
+    for syms in s.positions.values():
+        for sym in syms:
+            held[sym] = held.get(sym, 0) + 1
+    out = {}
+    for venue, syms in s.positions.items():
+        for sym, vals in syms.items():
+            key = sym if held[sym] == 1 else f"{venue}:{sym}"
+            out[key] = LogPosition(
+                quantity=float(vals["quantity"]),
+                unrealized_pnl=float(vals["unrealized_pnl"]),
+                venue=venue,
+                market_value=float(vals["market_value"]) if "market_value" in vals else None,
+            )
+    return out
+
+
+def _log_step(s: StepReport, logs_archived: str) -> LogStep:
     orders = None
     if s.orders is not None:
         orders = [
             LogOrder(
                 venue=o["venue"],
                 symbol=o["symbol"],
-                direction=o["side"],
+                direction=o["side"],  # type: ignore[arg-type]
                 quantity=float(o["quantity"]),
                 type=o["type"],
                 filled=o["status"] == "FILLED",
@@ -108,6 +192,24 @@ def _log_step(s: StepReport) -> LogStep:
             )
             for o in s.orders
         ]
+    strategy = None
+    if s.flatten_strategy:
+        chosen = set(s.flatten_strategy.values())
+        strategy = chosen.pop() if len(chosen) == 1 else "MIXED"
+    verification = None
+    if s.verification is not None:
+        v = s.verification
+        verification = LogVerification.model_validate(
+            {
+                **v,
+                "final_pnl": float(v["final_pnl"])
+                if v.get("start_nav") not in (None, "0")
+                else None,
+                "start_nav": float(v["start_nav"]) if v.get("start_nav") is not None else None,
+                "final_nav": float(v["final_nav"]) if v.get("final_nav") is not None else None,
+                "logs_archived": logs_archived,
+            }
+        )
     return LogStep(
         step=s.step,
         name=s.name,
@@ -117,30 +219,36 @@ def _log_step(s: StepReport) -> LogStep:
         status=s.status.value,
         actions=s.actions,
         target_seconds=s.target_seconds,
-        positions=positions,
+        positions=_log_positions(s),
         total_pnl=float(s.total_pnl) if s.total_pnl is not None else None,
-        flatten_strategy=s.flatten_strategy,
+        flatten_strategy=strategy,  # type: ignore[arg-type]
+        flatten_strategy_by_venue=s.flatten_strategy,  # type: ignore[arg-type]
+        errors=s.errors or None,
+        venues=s.venues or None,
         orders=orders,
-        verification=s.verification,
+        verification=verification,
     )
 
 
 def build_log(app: Rollbot, incident: Incident) -> RollbackLog:
     steps = _steps(app, incident.id)
     rca = app.db.one("SELECT * FROM rca WHERE incident_id = ?", (incident.id,))
+    archived = f"{app.settings.database.path} (table events, incident_id = {incident.id})"
+    log_steps = [_log_step(s, archived) for s in steps]
     final_pnl = None
-    for s in steps:
-        if s.verification and s.verification.get("start_nav") not in (None, "0"):
-            final_pnl = float(s.verification["final_pnl"])
+    for ls in log_steps:
+        if ls.verification and ls.verification.final_pnl is not None:
+            final_pnl = ls.verification.final_pnl
     total = (steps[-1].end_time - steps[0].start_time).total_seconds() if steps else 0.0
     return RollbackLog(
+        incident_id=incident.id,
         rollback_id=f"rollback_{incident.opened_at:%Y%m%d}_{incident.seq:03d}",
         timestamp=iso(incident.opened_at),
         trigger=incident.trigger or f"Manual {incident.kind}",
         trigger_value=incident.trigger_value,
         trigger_threshold=incident.trigger_threshold,
         reason=incident.reason,
-        steps=[_log_step(s) for s in steps],
+        steps=log_steps,
         total_duration_seconds=round(total, 3),
         final_status=incident.final_status or "RUNNING",  # type: ignore[arg-type]
         final_pnl=final_pnl,
@@ -167,6 +275,16 @@ def _checklist_rows(app: Rollbot, incident: Incident) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _how(order: dict[str, str]) -> str:
+    head = f"{order['side']} {order['quantity']} {order['type']} → {order['status']}"
+    filled, qty = Decimal(order["filled"]), Decimal(order["quantity"])
+    if order["status"] != "FILLED" and filled:
+        head += f" after filling {order['filled']}"
+    elif order["status"] == "FILLED" and filled != qty:
+        head += f" ({order['filled']})"
+    return head
 
 
 def build_markdown(app: Rollbot, incident: Incident) -> str:
@@ -223,12 +341,7 @@ def build_markdown(app: Rollbot, incident: Incident) -> str:
                     if flatten
                     else []
                 )
-                how = (
-                    "; ".join(
-                        f"{o['side']} {o['quantity']} {o['type']} → {o['status']}" for o in sent
-                    )
-                    or "not closed"
-                )
+                how = "; ".join(_how(o) for o in sent) or "no closing order sent"
                 out.append(
                     f"| {venue} | {sym} | {vals['quantity']} | {vals['unrealized_pnl']} |"
                     f" {how} ({strategy}) |"
@@ -249,7 +362,17 @@ def build_markdown(app: Rollbot, incident: Incident) -> str:
         if s.status.value in ("PARTIAL", "FAILED")
     ]
     problems += [
-        f"- {e.kind} at {iso(e.at)}: {e.reason or ''} {e.data.get('symbol', '')}" for e in errors
+        f"- {e.kind} at {iso(e.at)} ({(e.scope or '').removeprefix('venue:')}):"
+        f" {e.data.get('side', '')} {e.data.get('quantity', '')} {e.data.get('symbol', '')}"
+        f" attempt {e.data.get('attempt', '?')}: {e.reason or ''}"
+        for e in errors
+    ]
+    # rejections are listed above from their events; the rest (disconnects, failed reads...)
+    problems += [
+        f"- Step {s.step} {s.name}: {err}"
+        for s in steps
+        for err in s.errors
+        if "rejected:" not in err
     ]
     out += problems or ["None."]
     out.append("")
@@ -296,6 +419,9 @@ def build_markdown(app: Rollbot, incident: Incident) -> str:
         who = f" — ticked by {row['ticked_by']} at {row['ticked_at']}" if row["ticked_by"] else ""
         within = "1 hour" if row["window"] == timedelta(hours=1) else "24 hours"
         out.append(f"- [{box}] {row['label']} (within {within}, due {iso(row['due'])}){who}")
+    out.append("")
+    out += ["## Before re-enabling live trading", ""]
+    out += [f"- [ ] {item}" for item in BEFORE_LIVE]
     out.append("")
     return "\n".join(out)
 
@@ -357,7 +483,7 @@ def build_png(app: Rollbot, incident: Incident) -> bytes:
 def render(app: Rollbot, incident_id: str, fmt: Format) -> bytes:
     incident = app.incidents.get(incident_id)
     if fmt == "json":
-        return build_log(app, incident).model_dump_json(indent=2).encode()
+        return build_log(app, incident).to_json().encode()
     if fmt == "md":
         return build_markdown(app, incident).encode()
     if fmt == "png":

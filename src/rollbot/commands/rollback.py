@@ -69,6 +69,7 @@ class StepReport(BaseModel):
     cumulative_target_seconds: float
     status: StepStatus
     actions: list[str] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)  # what went wrong, even when it recovered
     venues: dict[str, str] = Field(default_factory=dict)  # venue -> its own outcome
     positions: dict[str, dict[str, dict[str, str]]] | None = None
     total_pnl: str | None = None
@@ -248,7 +249,15 @@ class Engine:
 
     async def run(self, incident: Incident, steps: tuple[int, ...], *, new: bool = True) -> Outcome:
         done = self.finished_steps(incident.id)
-        if done and all(s in done for s in steps):
+        if done and all(s in done for s in steps):  # finished before: nothing is sent again
+            if incident.phase == "RUNNING":  # the crash came after the last step ended
+                outcome = self._outcome(incident, [done[s] for s in steps], new=new, books=None)
+                with self.app.db.write():
+                    self.app.incidents.update(incident.id, final_status=outcome.final_status.value)
+                    self.app.incidents.set_phase(
+                        incident.id, "DONE", self.actor, final_status=outcome.final_status.value
+                    )
+                incident = self.app.incidents.get(incident.id)
             return self._outcome(incident, [done[s] for s in steps], new=new, books=None)
         self.app.incidents.set_phase(incident.id, "RUNNING", self.actor, steps=list(steps))
         first = self.app.events.list(incident_id=incident.id, kinds=["STEP_STARTED"], limit=1)
@@ -349,7 +358,11 @@ class Engine:
         unreachable: list[str] = []
         last = reports[-1] if reports else None
         if last and last.verification:
-            residual = last.verification.get("residual", {})
+            # verified where the venue answered, last known where it did not (see unreachable)
+            residual = {
+                **last.verification.get("residual", {}),
+                **last.verification.get("last_known_residual", {}),
+            }
             open_orders = last.verification.get("open_orders", {})
             unreachable = last.verification.get("unreachable", [])
         return Outcome(
@@ -528,9 +541,12 @@ class Engine:
 
             async def close(v: Venue) -> VenueFlatten:
                 book = by_name.get(v.name)
-                strategy = choose_strategy(book.exposure if book and not book.error else D0, cfg)
+                if book is not None and book.error:
+                    book = None
+                strategy = choose_strategy(book.exposure if book else D0, cfg)
+                assessed = book.positions if book else None  # known until it reads for itself
                 return await VenueCloser(
-                    self.app, v, incident.id, strategy, self.actor, symbols
+                    self.app, v, incident.id, strategy, self.actor, symbols, assessed
                 ).run()
 
             results = await asyncio.gather(*(close(v) for v in venues.values()))
@@ -542,24 +558,38 @@ class Engine:
                 "flatten finished: halted again",
                 incident.id,
             )
-        actions, per, orders = [], {}, []
+        actions, per, orders, errors = [], {}, [], []
         for r in results:
             closed = [o for o in r.outcomes if o.remaining == 0]
+            left = ", ".join(f"{p.symbol} {_qty(p.quantity)}" for p in r.residual) or "none"
             if r.flat:
                 per[r.venue] = f"flat: {len(closed)} positions closed ({r.strategy})"
+            elif r.verified:
+                per[r.venue] = (
+                    f"NOT flat: gave up after {cfg.timeout_s:g} s; remaining: {left}"
+                    " (closes still working were cancelled)"
+                )
+            elif r.known:
+                per[r.venue] = f"NOT verified: venue unreachable; last known remaining: {left}"
             else:
-                left = ", ".join(f"{p.symbol} {_qty(p.quantity)}" for p in r.residual) or "unknown"
-                why = "timed out" if r.timed_out else "could not verify"
-                per[r.venue] = f"NOT flat ({why}); remaining: {left}"
+                per[r.venue] = "NOT verified: venue unreachable; its positions were never read"
             if r.errors:
                 per[r.venue] += f"; errors: {' | '.join(r.errors[:5])}"
+            errors += [f"{r.venue}: {e}" for e in r.errors]
             actions.append(f"{r.venue}: {per[r.venue]}")
             for o in r.outcomes:
                 for order in o.orders:
                     orders.append({"venue": r.venue, "symbol": o.symbol, **order})
         ok = sum(1 for r in results if r.flat)
         status = _status(ok, len(results)) if results else StepStatus.SKIPPED
-        return {"status": status, "actions": actions, "venues": per, "orders": orders}, results
+        fields = {
+            "status": status,
+            "actions": actions,
+            "errors": errors,
+            "venues": per,
+            "orders": orders,
+        }
+        return fields, results
 
     # -- step 5 -------------------------------------------------------------------------------
     def _session_start_navs(self, incident: Incident) -> dict[str, str]:
@@ -578,7 +608,9 @@ class Engine:
     ) -> tuple[dict[str, Any], list[VenueBook]]:
         books = list(await asyncio.gather(*(self._read(v) for v in venues.values())))
         start_navs = self._session_start_navs(incident)
+        flattened = {f.venue: f for f in flattens}
         residual: dict[str, dict[str, str]] = {}
+        last_known: dict[str, dict[str, str]] = {}  # unreachable venues: step 4's last knowledge
         open_orders: dict[str, int] = {}
         unreachable: list[str] = []
         actions, per = [], {}
@@ -587,7 +619,13 @@ class Engine:
             if b.error:
                 unreachable.append(b.venue)
                 per[b.venue] = f"UNVERIFIED: {b.error}"
-                actions.append(f"{b.venue}: could not read back: {b.error}")
+                known = flattened.get(b.venue)
+                if known is not None and known.residual:
+                    last_known[b.venue] = {p.symbol: _qty(p.quantity) for p in known.residual}
+                    per[b.venue] += "; last known remaining: " + ", ".join(
+                        f"{sym} {qty}" for sym, qty in last_known[b.venue].items()
+                    )
+                actions.append(f"{b.venue}: could not read back: {per[b.venue]}")
                 continue
             if b.positions:
                 residual[b.venue] = {p.symbol: _qty(p.quantity) for p in b.positions}
@@ -622,6 +660,7 @@ class Engine:
             "all_positions_flat": not residual and not unreachable,
             "no_open_orders": not open_orders and not unreachable,
             "residual": residual,
+            "last_known_residual": last_known,
             "open_orders": open_orders,
             "unreachable": unreachable,
             "start_nav": str(nav_start),

@@ -10,7 +10,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rollbot.brokers.base import OrderType, Side
 from rollbot.errors import ConfigError
@@ -31,11 +38,12 @@ class ScenarioPosition(_Strict):
     avg_price: Decimal = Field(gt=0)
     mark: Decimal | None = Field(None, gt=0)
 
-    @model_validator(mode="after")
-    def _nonzero(self) -> ScenarioPosition:
-        if self.quantity == 0:
+    @field_validator("quantity")
+    @classmethod
+    def _nonzero(cls, quantity: Decimal) -> Decimal:  # a field check, so errors name the line
+        if quantity == 0:
             raise ValueError("quantity must not be zero (long > 0, short < 0)")
-        return self
+        return quantity
 
 
 class ScenarioOrder(_Strict):
@@ -107,18 +115,52 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     return start + 1
 
 
+def _syntax_error(text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """tomllib says "Invalid value (at line 3, column 8)": add the table and key of that line."""
+    found = re.search(r"at line (\d+), column (\d+)", str(exc))
+    if not found:
+        return str(exc)
+    number = int(found.group(1))
+    lines = text.splitlines()
+    line = lines[number - 1] if 0 < number <= len(lines) else ""
+    table = ""
+    for above in reversed(lines[: number - 1]):
+        header = re.match(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?", above)
+        if header:
+            table = header.group(1) + "."
+            break
+    key = re.match(r"^\s*([A-Za-z0-9_.\-\"']+)\s*=", line)
+    field = f"{table}{key.group(1)}" if key else table.rstrip(".") or "(top level)"
+    message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+    return f"line {number}, {field}: {message}: {line.strip()!r}"
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    """positions[2].quantity (the 3rd [[positions]]), as a person counts tables."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    tables = [(loc[i - 1], p) for i, p in enumerate(loc) if isinstance(p, int) and i]
+    if tables:
+        name, index = tables[0]
+        n = index + 1
+        suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+        out += f" (the {n}{suffix} [[{name}]])"
+    return out or "(top level)"
+
+
 def parse_scenario(text: str, origin: str) -> Scenario:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"scenario {origin} does not parse: {exc}") from None
+        raise ConfigError(f"scenario {origin} does not parse: {_syntax_error(text, exc)}") from None
     try:
         return Scenario.model_validate(raw)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if p not in ("function-after",))
-            field = ".".join(str(p) for p in loc) or "(top level)"
+            field = _field(loc)
             line = _line_of(text, loc)
             where = f"line {line}, " if line else ""
             problems.append(f"  {where}{field}: {err['msg']}")

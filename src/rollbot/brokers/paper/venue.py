@@ -255,6 +255,8 @@ class PaperVenue:
         self.reconnect_allowed = True
         self.calls = 0
         self.disconnects_done = 0
+        self.down_after_disconnect = False  # see stay_down()
+        self._disconnect_at: int | None = None  # see disconnect_in()
         self.messages_sent = 0
         self._listeners: list[VenueListener] = []
 
@@ -272,6 +274,7 @@ class PaperVenue:
 
     async def connect(self, read_only: bool = False) -> None:
         await self._latency()
+        self._refuse_if_down()
         if not self.connected:
             self.connected = True
             if self.calls:
@@ -290,6 +293,7 @@ class PaperVenue:
     async def _call(self, *, message: bool = False) -> None:
         """One round trip: connection state, injected disconnect, pacing, latency."""
         if not self.connected:
+            self._refuse_if_down()
             if self.calls == 0 or self.reconnect_allowed:
                 self.connected = True
                 if self.calls:
@@ -297,8 +301,10 @@ class PaperVenue:
             else:
                 raise VenueUnavailable(self.name, "disconnected; reconnecting is switched off")
         self.calls += 1
-        limit = self.cfg.disconnect_after_calls
-        if limit and self.calls > limit and self.disconnects_done == 0:
+        limit = (
+            self.cfg.disconnect_after_calls if self._disconnect_at is None else self._disconnect_at
+        )
+        if limit is not None and self.calls > limit and self.disconnects_done == 0:
             self.disconnects_done += 1
             self.connected = False
             self._emit(VenueEventKind.DISCONNECT, message="injected disconnect")
@@ -526,6 +532,20 @@ class PaperVenue:
             )
 
     # -- simulation controls (drill, tests, benchmarks) -----------------------------------------
+    def disconnect_in(self, calls: int) -> None:
+        """Inject the disconnect on the `calls`-th call from now (a drill aims it at a step)."""
+        self._disconnect_at = self.calls + calls - 1
+        self.disconnects_done = 0
+
+    def stay_down(self, down: bool = True) -> None:
+        """Make the injected disconnect an outage: once it has happened, connecting again fails
+        (the gateway is gone) until stay_down(False)."""
+        self.down_after_disconnect = down
+
+    def _refuse_if_down(self) -> None:
+        if self.down_after_disconnect and self.disconnects_done:
+            raise VenueUnavailable(self.name, "gateway unreachable (injected outage)")
+
     def seed(self, scenario: Scenario) -> None:
         self.book.seed(scenario)
 
