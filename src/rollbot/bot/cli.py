@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rollbot.commands.context import Rollbot
@@ -76,7 +77,7 @@ def guarded(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except RollbotError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")  # "[[positions]]" is not markup
         raise typer.Exit(exc.exit_code) from None
 
 
