@@ -44,7 +44,7 @@ class Rollbot:
         db = Database(settings.database.path, settings.database.busy_timeout_ms)
         events = EventLog(db, clock)
         gates = Gates(settings.paths.live_environment, settings.paths.shadow_config, events)
-        return cls(
+        app = cls(
             settings=settings,
             db=db,
             clock=clock,
@@ -56,6 +56,9 @@ class Rollbot:
             outbox=Outbox(db, clock),
             _venues=venues,
         )
+        for venue in (venues or {}).values():  # venues handed in are watched like built ones
+            venue.subscribe(app.venue_events.append)
+        return app
 
     @property
     def venue_names(self) -> list[str]:

@@ -688,11 +688,19 @@ class Engine:
         return fields, books
 
 
+OPENED_GRACE = timedelta(seconds=60)
+
+
 async def resume_unfinished(app: Rollbot, actor: Actor, **kw: Any) -> list[Outcome]:
-    """At start: finish any incident whose run was cut off (a crash mid-rollback)."""
+    """At start: finish any incident whose run was cut off — a crash mid-run (RUNNING), or
+    between storing the hold and starting the run (OPENED for over a minute: younger ones may
+    be starting in another process right now)."""
     outcomes = []
+    stale = app.clock.now() - OPENED_GRACE
     for incident in app.incidents.list(open_only=True, limit=20):
-        if incident.phase == "RUNNING":
+        if incident.phase == "RUNNING" or (
+            incident.phase == "OPENED" and incident.opened_at < stale
+        ):
             engine = Engine(app, actor, **kw)
             app.events.append(
                 "INCIDENT_RESUMED",
