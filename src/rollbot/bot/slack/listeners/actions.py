@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from rollbot.bot.slack.ids import Action
 from rollbot.bot.slack.listeners import requests
-from rollbot.commands import checklist
+from rollbot.commands import checklist, risk_alerts
 from rollbot.errors import BadInput
 
 if TYPE_CHECKING:
@@ -38,6 +38,11 @@ async def escalation_ack(bot: SlackBot, req: Req) -> None:
     await requests.acknowledge(bot, req, action_value(req))
 
 
+async def risk_ack(bot: SlackBot, req: Req) -> None:
+    firing = risk_alerts.acknowledge_alert(bot.rb, action_value(req), req.actor)
+    await req.reply(f"You acknowledged {firing.alert_id} ({firing.trigger}).")
+
+
 async def checklist_tick(bot: SlackBot, req: Req) -> None:
     """A checkbox group changed: tick what was selected, untick what was cleared."""
     action = (req.body.get("actions") or [{}])[0]
@@ -66,6 +71,7 @@ def register(bot: SlackBot) -> None:
         (Action.FLATTEN_CONFIRM, flatten_confirm),
         (Action.FLATTEN_CANCEL, flatten_cancel),
         (Action.ESCALATION_ACK, escalation_ack),
+        (Action.RISK_ACK, risk_ack),
     ):
         bot.bolt.action(action.value)(bot.listener(action.value, handler))
     tick_ids = re.compile(rf"^{Action.CHECKLIST_TICK.value}(_\d+)?$")

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from rollbot.bot.slack import views
 from rollbot.commands.gates import gate_lines
+from rollbot.commands.risk_checks import risk_status, status_lines
 
 if TYPE_CHECKING:
     from rollbot.bot.slack.app import SlackBot
@@ -19,7 +20,10 @@ def home_view(bot: SlackBot) -> dict[str, Any]:
         "SELECT id, action, requested_by, expires_at FROM approvals WHERE status = 'PENDING'"
         " ORDER BY created_at"
     )
-    risk: list[str] = []
+    try:
+        risk = status_lines(risk_status(rb))
+    except Exception as exc:  # the home tab still shows the rest; the failure is visible
+        risk = [f"❌ risk monitors cannot be read: {exc.__class__.__name__}"]
     return views.app_home(states, incidents, approvals, gate_lines(rb.gates.read()), risk)
 
 
