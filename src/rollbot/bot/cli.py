@@ -165,6 +165,7 @@ def kill_trigger(
 
         who = actor(rb, by)
         require(reason, "--reason")
+        break_glass(rb, who, "kill trigger", reason)  # recorded even if the kill then fails
         engine = Engine(rb, who, on_step=print_step)
         outcome = await engine.kill(reason, scope)
         break_glass(rb, who, "kill trigger", reason)

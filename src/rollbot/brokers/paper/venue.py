@@ -247,8 +247,11 @@ class PaperVenue:
         self.name = cfg.name
         self.clock = clock or SystemClock()
         self.book = PaperBook(cfg.book_path, self.clock)
-        if not self.book.seeded:
-            self.book.seed(load_scenario(cfg.scenario))
+        scenario = None if self.book.seeded else load_scenario(cfg.scenario)
+        if scenario is not None:
+            with self.book.db.write():  # two processes starting at once seed it once
+                if not self.book.seeded:
+                    self.book.seed(scenario)
         self.pacer = TokenBucket(cfg.max_msgs_per_sec) if cfg.max_msgs_per_sec else None
         self.connected = False
         self.read_only = False
@@ -466,7 +469,11 @@ class PaperVenue:
         now = iso(self.clock.now())
         self._emit(VenueEventKind.ORDER_SENT, message=request.client_order_id)
         with self.book.db.write():
-            qty = min(request.quantity, abs(pos))
+            # another process may have sent this very client id meanwhile: one order, not two
+            again = self.book.order_rows("WHERE client_order_id = ?", (request.client_order_id,))
+            if again:
+                return _to_order(self.name, again[0])
+            qty = min(request.quantity, abs(self.book.position(request.symbol)) or abs(pos))
             order_id = self.book._insert_order(
                 request.symbol,
                 request.side,
