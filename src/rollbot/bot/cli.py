@@ -168,7 +168,6 @@ def kill_trigger(
         break_glass(rb, who, "kill trigger", reason)  # recorded even if the kill then fails
         engine = Engine(rb, who, on_step=print_step)
         outcome = await engine.kill(reason, scope)
-        break_glass(rb, who, "kill trigger", reason)
         return print_outcome(outcome)
 
     raise typer.Exit(run_async(go))
