@@ -5,6 +5,7 @@ Each test asserts the exact end state against the paper book itself."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -134,7 +135,9 @@ async def test_disconnect_mid_flatten_that_stays_down_reports_the_exact_residual
         [order] = closing_orders(paper)[symbol]
         assert (order["status"], Decimal(order["filled"])) == ("FILLED", abs(START[symbol]))
     assert all(s not in closing_orders(paper) for s in truth)
-    assert "last known remaining" in build_markdown(app, outcome.incident)
+    markdown = build_markdown(app, outcome.incident)
+    assert "❌ All positions flat: remaining {}; unreachable paper" in markdown
+    assert f"(last known there: {json.dumps({'paper': as_text(truth)})})" in markdown
 
 
 # -- rejects, partial fills, late fills ------------------------------------------------------------

@@ -388,6 +388,11 @@ def build_markdown(app: Rollbot, incident: Incident) -> str:
                 if v["all_positions_flat"]
                 else f": remaining {json.dumps(v['residual'])}"
                 + (f"; unreachable {', '.join(v['unreachable'])}" if v["unreachable"] else "")
+                + (
+                    f" (last known there: {json.dumps(v['last_known_residual'])})"
+                    if v.get("last_known_residual")
+                    else ""
+                )
             ),
             f"- {tick[bool(v['no_open_orders'])]} No open orders"
             + ("" if v["no_open_orders"] else f": {json.dumps(v['open_orders'])}"),
