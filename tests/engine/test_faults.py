@@ -263,6 +263,24 @@ async def test_no_fills_give_up_at_the_timeout_with_the_exact_residual(
         assert {Decimal(o["filled"]) for o in orders} == {Decimal(0)}
 
 
+async def test_a_venue_refusing_every_close_is_retried_at_the_interval_not_hammered(
+    make_app: MakeApp, operator: Actor
+) -> None:
+    app = make_app(reject_rate=1.0)
+    paper = paper_of(app)
+
+    outcome = await Engine(app, operator).rollback("venue refuses everything")
+
+    assert outcome.residual == {"paper": as_text(START)}
+    assert book_positions(paper) == START
+    rejects = app.events.list(incident_id=outcome.incident.id, kinds=["ORDER_REJECTED"])
+    for symbol, orders in closing_orders(paper).items():
+        assert {o["status"] for o in orders} == {"REJECTED"}
+        # about one attempt per 1 s re-check over the 90 s, not one every 50 ms
+        assert 60 <= len(orders) <= 100, (symbol, len(orders))
+    assert len(rejects) == sum(len(o) for o in closing_orders(paper).values())
+
+
 async def test_a_long_give_up_with_a_short_recheck_interval(
     make_app: MakeApp, operator: Actor
 ) -> None:

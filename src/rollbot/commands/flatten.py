@@ -366,7 +366,7 @@ class VenueCloser:
                 detail=exc.detail,
             )
             self._rejected(intent, exc.detail)
-            return True
+            return False  # not progress: a venue that refuses everything is not hammered
         except (VenueUnavailable, RateLimited) as exc:
             # outcome unknown: the intent stays PENDING and is read back by its client id
             self._note(f"{intent.symbol}: {exc}")
@@ -393,7 +393,7 @@ class VenueCloser:
         self._filled_since_read[order.symbol] = (
             self._filled_since_read.get(order.symbol, D0) + order.filled_quantity
         )
-        return True
+        return order.status is not OrderStatus.REJECTED
 
     def _rejected(self, intent: Intent, detail: str) -> None:
         self.app.events.append(
