@@ -58,6 +58,9 @@ class IbkrVenue:
         self._connected = False
         self._read_only = False
         self._wanted = False  # connect() was called and close() was not, since
+        # neither connect() nor close() called yet: the first request connects, as the paper
+        # and crypto venues do (commands never call connect() before reading or cancelling)
+        self._untouched = True
         self._reconnect_allowed = cfg.reconnect
         self._reconnect_task: asyncio.Task[None] | None = None
         self._link_down = False  # TWS lost IB's servers (1100) though our socket is still up
@@ -72,6 +75,7 @@ class IbkrVenue:
     # ------------------------------------------------------------------------- connection
 
     async def connect(self, read_only: bool = False) -> None:
+        self._untouched = False
         await self._halt_reconnecting()
         if self._connected and read_only == self._read_only:
             return
@@ -86,6 +90,7 @@ class IbkrVenue:
             raise
 
     async def close(self) -> None:
+        self._untouched = False
         self._wanted = False
         await self._halt_reconnecting()
         self._drop()
@@ -183,6 +188,14 @@ class IbkrVenue:
             )
             return
 
+    async def _first_use(self) -> None:
+        """Connect (read-write) on the first request of a venue nobody connected; once only: a
+        failure is the request's answer, and later requests report "not connected"."""
+        if self._untouched:
+            async with self._lock("connect"):
+                if self._untouched:
+                    await self.connect()
+
     def _require_connected(self) -> None:
         if self.connected:
             return
@@ -201,6 +214,7 @@ class IbkrVenue:
     # ----------------------------------------------------------------------------- reads
 
     async def account(self) -> AccountSnapshot:
+        await self._first_use()
         self._require_connected()
 
         def net_liq(values: list[Any]) -> list[Any]:
@@ -235,6 +249,7 @@ class IbkrVenue:
         return AccountSnapshot(venue=self.name, nav=nav, currency=currencies.pop())
 
     async def positions(self) -> list[Position]:
+        await self._first_use()
         raw = await self._call("positions", self._ib.reqPositionsAsync)
         prices = {(i.account, i.contract.conId): i for i in self._ib.portfolio()}
         held = [
@@ -246,12 +261,14 @@ class IbkrVenue:
         return held
 
     async def open_orders(self) -> list[Order]:
+        await self._first_use()
         # every client's orders, and manual TWS ones: the strategy runs under another client id
         trades = await self._call("open orders", self._ib.reqAllOpenOrdersAsync)
         unique = {id(t): t for t in trades if t.orderStatus.status not in mapping.DONE}
         return [self._order(t) for t in unique.values()]
 
     async def order_by_client_id(self, client_order_id: str) -> Order | None:
+        await self._first_use()
         self._require_connected()
         trade = self._trade_by_ref(client_order_id)
         if trade is None:
@@ -266,6 +283,7 @@ class IbkrVenue:
     # ---------------------------------------------------------------------------- writes
 
     async def submit_close(self, request: CloseRequest) -> Order:
+        await self._first_use()
         self._require_writable()
         ref = request.client_order_id
         # one submit per client order id at a time, so a concurrent retry finds the first order
@@ -319,6 +337,7 @@ class IbkrVenue:
 
     async def cancel_order(self, order_id: str) -> None:
         """Cancel one of this client's orders; an order already done is left as it is."""
+        await self._first_use()
         self._require_writable()
         trade = self._find_trade(order_id)
         if trade is None:
@@ -353,6 +372,7 @@ class IbkrVenue:
             raise OrderRejected(self.name, f"IB would not cancel order {order_id}: {refused}")
 
     async def cancel_all(self) -> CancelAllResult:
+        await self._first_use()
         self._require_writable()
         before = await self.open_orders()
         self._cancel_refusals.clear()
