@@ -376,7 +376,7 @@ class VenueCloser:
                 intent.client_order_id, status="NOT_SENT", now=self.app.clock.now(), detail=str(exc)
             )
             self._note(f"{intent.symbol}: {exc}")
-            return True
+            return False  # nor an exchange error: one failing every order is not hammered either
         self._event(
             "ORDER_SENT",
             intent.client_order_id,
