@@ -17,6 +17,7 @@ from fakes.tws import FakeTws
 
 from rollbot.brokers.base import VenueEventKind
 from rollbot.brokers.crypto.venue import CryptoVenue
+from rollbot.clock import ManualClock
 from rollbot.commands.context import Rollbot
 from rollbot.commands.flatten import client_order_id
 from rollbot.commands.risk_checks import record_venue_events, venue_metrics
@@ -56,9 +57,10 @@ async def tws() -> AsyncIterator[FakeTws]:
     await fake.stop()
 
 
-def ibkr_settings(configure: Configure, tws: FakeTws, **overrides: object) -> Settings:
+def ibkr_settings(configure: Configure, tws: FakeTws) -> Settings:
+    """Config alone: the engine builds the venue, which connects on its first request."""
     venue = IbkrVenueConfig(port=tws.port, timeout_s=2, reconnect_backoff_s=[0.05, 0.1])
-    return configure(venues=[venue.model_copy(update=overrides)], flatten=SEED_FLATTEN)
+    return configure(venues=[venue], flatten=SEED_FLATTEN)
 
 
 def gateway_book(tws: FakeTws) -> dict[str, Decimal]:
@@ -90,7 +92,7 @@ async def test_ibkr_disconnect_mid_flatten_reconnects_and_finishes_without_a_dup
     kind: str, tws: FakeTws, integration: Configure, make_engine_app: MakeApp, operator: Actor
 ) -> None:
     app = make_engine_app(ibkr_settings(integration, tws))
-    if kind == "flatten":  # flatten alone cancels nothing: it would report the stop it left
+    if kind == "flatten":  # about positions only: no resting order to account for
         tws.orders.clear()
     tws.disconnect_after_orders = 2  # the gateway drops every socket after the 2nd close
 
@@ -195,13 +197,13 @@ async def bybit() -> AsyncIterator[FakeExchange]:
 
 
 def bybit_app(
-    fake: FakeExchange, configure: Configure, make_app: MakeApp, live_clock: object
+    fake: FakeExchange, configure: Configure, make_app: MakeApp, clock: ManualClock
 ) -> tuple[Rollbot, CryptoVenue]:
-    """Market closes (a small threshold would pick limits), ccxt's limiter on at 1/100 of
-    Bybit's spacing, the rate-limit backoff on the engine's clock."""
+    """Closes at market (the threshold for limits is out of reach), ccxt's limiter on at 1/100
+    of Bybit's spacing, the rate-limit backoff and event times on the engine's clock."""
     cfg = CryptoVenueConfig(**fake.venue_config("bybit", rate_limit_ms=0.2))
     venue = CryptoVenue(
-        cfg, api_key=fake.api_key, secret=fake.secret, clock=live_clock,  # type: ignore[arg-type]
+        cfg, api_key=fake.api_key, secret=fake.secret, clock=clock,
         rate_limit_ms=cfg.rate_limit_ms,
     )  # fmt: skip
     venue.exchange.timeout_on_exit = 0  # plain HTTP: no TLS transports to drain on close
@@ -219,7 +221,7 @@ async def test_bybit_exchange_error_mid_flatten_leaves_partial_with_the_exact_re
     integration: Configure,
     make_engine_app: MakeApp,
     operator: Actor,
-    live_clock: object,
+    live_clock: ManualClock,
 ) -> None:
     app, _ = bybit_app(bybit, integration, make_engine_app, live_clock)
     bybit.book.fail_orders_after(1)  # one close goes through, then "10016 internal error"
@@ -255,7 +257,7 @@ async def test_bybit_rate_limit_answer_is_retried_counted_and_the_flatten_finish
     integration: Configure,
     make_engine_app: MakeApp,
     operator: Actor,
-    live_clock: object,
+    live_clock: ManualClock,
 ) -> None:
     app, venue = bybit_app(bybit, integration, make_engine_app, live_clock)
     bybit.book.rate_limit(1, path="/v5/order/create")  # the first close: "10006 too many visits"
