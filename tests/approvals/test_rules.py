@@ -231,9 +231,9 @@ async def test_approved_flatten_runs_once_and_updates_copies(app, approvals):
     done = await approvals.vote(req.id, slack(RISK), "approve")
 
     assert done.executed and done.code == "EXECUTED"
-    # flatten leaves the scenario's resting orders alone, so its verify step says PARTIAL
-    assert done.result["final_status"] == "PARTIAL" and done.result["residual"] == {}
-    assert done.result["open_orders"] == {"paper": 24}
+    # flatten cancels the resting orders on the symbols it closes, then verifies flat
+    assert done.result["final_status"] == "SUCCESS" and done.result["residual"] == {}
+    assert done.result["open_orders"] == {}
     assert await paper(app).positions() == []
     assert len(closing_orders(app)) == 9
     final = approvals.get(req.id)

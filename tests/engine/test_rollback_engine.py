@@ -110,23 +110,37 @@ async def test_flatten_is_steps_three_to_five(make_app: MakeApp, operator: Actor
     assert {s: len(o) for s, o in closing_orders(paper).items()} == dict.fromkeys(START, 1)
 
 
-async def test_flatten_alone_says_the_resting_orders_it_left(
+async def test_flatten_alone_cancels_the_resting_orders_first(
     make_app: MakeApp, operator: Actor
 ) -> None:
-    """Without a kill first nothing cancels the strategy's 24 resting orders: verify says so."""
+    """Without a kill first, the strategy's 24 resting orders (stops among them) could re-open
+    what the flatten closes: step 4 cancels them before closing, and says so."""
     app = make_app()
     paper = app.venue("paper")
 
     outcome = await Engine(app, operator).flatten("close everything")
 
     assert book_positions(paper) == {}
-    assert [s.status for s in outcome.steps] == [
-        StepStatus.SUCCESS,
-        StepStatus.SUCCESS,
-        StepStatus.PARTIAL,
-    ]
-    assert outcome.final_status is StepStatus.PARTIAL
-    assert outcome.residual == {} and outcome.open_orders == {"paper": 24}
+    assert open_order_count(paper) == 0
+    assert [s.status for s in outcome.steps] == [StepStatus.SUCCESS] * 3
+    assert outcome.final_status is StepStatus.SUCCESS
+    assert outcome.residual == {} and outcome.open_orders == {}
+    assert "24 working order(s) cancelled first" in outcome.steps[1].venues["paper"]
+
+
+async def test_flatten_of_some_symbols_cancels_only_their_orders(
+    make_app: MakeApp, operator: Actor
+) -> None:
+    app = make_app()
+    paper = app.venue("paper")
+    before = {o.symbol for o in await paper.open_orders()}
+    assert {"AAPL", "MSFT"} <= before
+
+    await Engine(app, operator).flatten("two symbols", symbols={"AAPL", "MSFT"})
+
+    left = {o.symbol for o in await paper.open_orders()}
+    assert left == before - {"AAPL", "MSFT"}
+    assert set(book_positions(paper)) == set(START) - {"AAPL", "MSFT"}
 
 
 async def test_a_finished_incident_run_again_sends_nothing(

@@ -518,6 +518,36 @@ class Engine:
         return fields, books
 
     # -- step 4 -------------------------------------------------------------------------------
+    async def _cancel_working(self, venue: Venue, symbols: set[str] | None) -> str:
+        """Working orders could re-open what the flatten closes (a resting stop): cancel them
+        first, only those on the chosen symbols when a subset is flattened. Our own closes
+        (client ids "rb…") are left to the closer."""
+        try:
+            working = [
+                o
+                for o in await venue.open_orders()
+                if not (o.client_order_id or "").startswith("rb")
+                and (not symbols or o.symbol in symbols)
+            ]
+            if not working:
+                return ""
+            if symbols:
+                for order in working:
+                    await venue.cancel_order(order.order_id)
+                left = [
+                    o
+                    for o in await venue.open_orders()
+                    if o.order_id in {w.order_id for w in working}
+                ]
+            else:
+                left = (await venue.cancel_all()).remaining
+        except VenueError as exc:
+            return f"cancelling working orders failed: {exc}"
+        done = len(working) - len(left)
+        return f"{done} working order(s) cancelled first" + (
+            f", {len(left)} still open" if left else ""
+        )
+
     async def _flatten(
         self, incident: Incident, venues: dict[str, Venue], books: list[VenueBook] | None
     ) -> tuple[dict[str, Any], list[VenueFlatten]]:
@@ -539,10 +569,13 @@ class Engine:
                 with contextlib.suppress(VenueError):  # step 4 reports the venue if still down
                     await venues[name].connect(read_only=False)
 
+            cancelled: dict[str, str] = {}
+
             async def close(v: Venue) -> VenueFlatten:
                 book = by_name.get(v.name)
                 if book is not None and book.error:
                     book = None
+                cancelled[v.name] = await self._cancel_working(v, symbols)
                 strategy = choose_strategy(book.exposure if book else D0, cfg)
                 assessed = book.positions if book else None  # known until it reads for itself
                 return await VenueCloser(
@@ -576,6 +609,8 @@ class Engine:
             if r.errors:
                 per[r.venue] += f"; errors: {' | '.join(r.errors[:5])}"
             errors += [f"{r.venue}: {e}" for e in r.errors]
+            if cancelled.get(r.venue):
+                per[r.venue] = f"{per[r.venue]}; {cancelled[r.venue]}"
             actions.append(f"{r.venue}: {per[r.venue]}")
             for o in r.outcomes:
                 for order in o.orders:
@@ -647,7 +682,12 @@ class Engine:
         breached = change < -threshold
         state = self.app.killswitch.state_of(["global", incident.scope])
         gates = self.app.gates.read()
-        gates_ok = gates.shadow_active if incident.scope == "global" else True
+        # the gates are step 2's work: a flatten alone (steps 3-5) never touches them
+        gates_ok = (
+            gates.shadow_active
+            if incident.scope == "global" and incident.kind != "flatten"
+            else True
+        )
         actions.append(
             f"NAV change {change:+.2%} vs -{threshold:.0%} threshold"
             + (" — EXCEEDS THRESHOLD" if breached else "")
