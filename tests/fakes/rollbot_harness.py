@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fakes.slack import FakeSlack
 from rollbot.bot.slack.server import Server
@@ -64,3 +65,30 @@ async def running(
         yield server
     finally:
         await server.stop()
+
+
+def no_rollback_approval(settings: Settings) -> Settings:
+    """For tests about something else: a person may start /rollback alone."""
+    approvals = settings.approvals.model_copy(update={"rollback_needs_approval": False})
+    return settings.model_copy(update={"approvals": approvals})
+
+
+def approval_buttons(slack: FakeSlack, channel: str) -> list[tuple[str, dict[str, Any]]]:
+    """(message ts, button) for every Approve/Deny button posted in a channel, oldest first."""
+    found = []
+    for m in slack.messages(channel, include_replies=True):
+        for block in m.blocks or []:
+            for element in block.get("elements") or []:
+                if element.get("action_id") in ("approval_approve", "approval_deny"):
+                    found.append((m.ts, element))
+    return found
+
+
+async def click(slack: FakeSlack, channel: str, action_id: str, user_id: str) -> None:
+    """Click the newest button with this action id in the channel, as `user_id`."""
+    ts, button = [b for b in approval_buttons(slack, channel) if b[1]["action_id"] == action_id][-1]
+    await slack.deliver_block_action(
+        slack.block_action_payload(
+            action_id, button["value"], user_id=user_id, channel_id=channel, message_ts=ts
+        )
+    )

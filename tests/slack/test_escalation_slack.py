@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fakes.rollbot_harness import OPERATOR, OPS, RISK, bot_settings, running
+from fakes.rollbot_harness import OPERATOR, OPS, RISK, bot_settings, no_rollback_approval, running
 from fakes.slack import FakeSlack
 
 from rollbot.commands import checklist
@@ -68,7 +68,8 @@ async def test_kill_pages_tier_one_and_the_acknowledge_button_stops_it(
 
 
 async def test_checklist_checkboxes_record_who_ticked(slack: FakeSlack, tmp_path: Path) -> None:
-    async with running(slack, bot_settings(tmp_path, contacts=CONTACTS)) as server:
+    settings = no_rollback_approval(bot_settings(tmp_path, contacts=CONTACTS))
+    async with running(slack, settings) as server:
         rb = server.rb
         d = await slack.deliver_slash_command(
             "/rollback", "checklist", user_id=OPERATOR, channel_id=OPS

@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fakes.rollbot_harness import OPERATOR, OPS, OUTSIDER, RISK, bot_settings, running
+from fakes.rollbot_harness import (
+    OPERATOR,
+    OPS,
+    OUTSIDER,
+    RISK,
+    bot_settings,
+    no_rollback_approval,
+    running,
+)
 from fakes.slack import FakeSlack
 
 from rollbot.config import SlackConfig
@@ -32,7 +40,7 @@ async def _rollback(slack: FakeSlack, server) -> str:
 async def test_rollback_report_posts_summary_and_uploads_json_and_png(
     slack: FakeSlack, tmp_path: Path
 ) -> None:
-    async with running(slack, bot_settings(tmp_path)) as server:
+    async with running(slack, no_rollback_approval(bot_settings(tmp_path))) as server:
         incident = await _rollback(slack, server)
         d = await slack.deliver_slash_command(
             "/rollback-report", incident, user_id=RISK, channel_id=OPS

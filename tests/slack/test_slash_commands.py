@@ -3,7 +3,16 @@ loopback Slack, the real paper venue and SQLite. No mocks."""
 
 from __future__ import annotations
 
-from fakes.rollbot_harness import OPERATOR, OPS, OUTSIDER, bot_settings, running
+from fakes.rollbot_harness import (
+    OPERATOR,
+    OPS,
+    OUTSIDER,
+    RISK,
+    approval_buttons,
+    bot_settings,
+    click,
+    running,
+)
 from fakes.slack import FakeSlack
 
 from rollbot.brokers.paper.venue import PaperVenue
@@ -98,18 +107,25 @@ async def test_rollback_ends_flat_with_every_step_posted(slack: FakeSlack, tmp_p
             "/rollback", "strategy misbehaving", user_id=OPERATOR, channel_id=OPS
         )
         await slack.wait_for_ack(d.envelope_id)
+        # a person's rollback waits for a second person: the risk officer approves it
+        await slack.wait_until(lambda: approval_buttons(slack, OPS), timeout=10)
+        assert server.rb.incidents.latest() is None
+        await click(slack, OPS, "approval_approve", RISK)
+
+        rb = server.rb
+
+        def headline_ts() -> str | None:
+            incident = rb.incidents.latest()
+            return incident.slack_ts if incident else None
 
         def finished() -> bool:
-            heads = top_level(slack)
-            return bool(heads) and any(
-                "rollback: SUCCESS" in m.text for m in slack.thread(OPS, heads[0].ts)
-            )
+            ts = headline_ts()
+            return bool(ts) and any("rollback: SUCCESS" in m.text for m in slack.thread(OPS, ts))
 
         await slack.wait_until(finished, timeout=15)
-        rb = server.rb
         assert await rb.venue("paper").positions() == []
         assert await rb.venue("paper").open_orders() == []
-        thread = [m.text for m in slack.thread(OPS, top_level(slack)[0].ts)]
+        thread = [m.text for m in slack.thread(OPS, headline_ts())]
         for n, name in (
             (1, "Immediate Halt"),
             (2, "Disconnect"),

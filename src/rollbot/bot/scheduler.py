@@ -24,6 +24,7 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rollbot.commands import checklist, escalation
+from rollbot.commands.approvals import Approvals
 from rollbot.commands.context import Rollbot
 from rollbot.commands.monitors import Monitor
 from rollbot.commands.timers import Fired, Via, due, fire, fire_due, handlers
@@ -44,6 +45,8 @@ class Clockwork:
         self._scheduled: dict[int, str] = {}  # timer id -> token its job fires
         self._failed: dict[int, str] = {}  # left to the auditor after a handler error
         self.every("risk_monitor", app.settings.kill_switches.interval_s, Monitor(app).tick)
+        # every posted copy of an expired request says EXPIRED without anyone clicking
+        self.every("approval_expiry", 15, Approvals(app).sweep)
 
     # -- public ---------------------------------------------------------------------------------
     def every(self, name: str, seconds: float, coro_fn: Callable[[], Awaitable[Any]]) -> None:

@@ -15,6 +15,7 @@ from rollbot.commands.context import Rollbot
 from rollbot.commands.flatten import FlattenPlan, plan_venue
 from rollbot.commands.positions import read_books
 from rollbot.commands.resume import gate_changes, resume_plan
+from rollbot.commands.risk_alerts import get_alert, rollback_request
 from rollbot.commands.trading_state import TradingState, parse_scope, strictest
 from rollbot.errors import BadInput
 from rollbot.storage.holds import Holds
@@ -23,7 +24,7 @@ ACTIONS = ("flatten", "rollback", "clear_hold", "enable_gates", "resume")
 Action = Literal["flatten", "rollback", "clear_hold", "enable_gates", "resume"]
 _PARAMS: dict[str, set[str]] = {
     "flatten": {"venue", "symbols"},
-    "rollback": set(),
+    "rollback": {"alert_id"},  # a risk alert's "Roll back now": its trigger rides along
     "clear_hold": {"scope", "source"},
     "enable_gates": set(),
     "resume": {"incident_id"},
@@ -69,6 +70,9 @@ def check_params(
                 symbols = [symbols]
             symbols = sorted({str(s).strip() for s in symbols if str(s).strip()}) or None
         params = {"venue": venue, "symbols": symbols}
+    elif action == "rollback":
+        alert = params.get("alert_id")
+        params = {"alert_id": get_alert(app, alert).alert_id} if alert else {}
     elif action == "clear_hold":
         params = {
             "scope": parse_scope(params.get("scope") or "global", app.venue_names),
@@ -136,6 +140,9 @@ def plan_sync(app: Rollbot, action: str, params: dict[str, Any]) -> Plan:
             f" limits ± {cfg.limit_offset_bps} bps above)",
             "Step 5 Verify Recovery: read back positions, open orders, NAV and the gates",
         ]
+        if params.get("alert_id"):
+            trig = rollback_request(app, params["alert_id"])
+            lines.insert(0, f"Trigger: {trig['reason']}")
     elif action == "clear_hold":
         scope, source = params["scope"], params.get("source")
         holds = [h for h in Holds(app.db).active([scope]) if not source or h.source == source]

@@ -88,6 +88,7 @@ from rollbot.commands.approval_records import (
 )
 from rollbot.commands.context import Rollbot
 from rollbot.commands.resume import execute_resume, resume_blockers
+from rollbot.commands.risk_alerts import alert_rolled_back, rollback_request
 from rollbot.commands.rollback import Engine, Outcome, StartCallback, StepCallback
 from rollbot.config import ApprovalRule
 from rollbot.errors import BadInput, NotFound, Refused, RollbotError
@@ -672,6 +673,17 @@ class Approvals:
                     outcome = await engine.flatten(
                         why, request.params.get("venue"), dedupe_key=key, symbols=symbols or None
                     )
+                elif request.params.get("alert_id"):
+                    alert = request.params["alert_id"]
+                    trig = rollback_request(self.app, alert)
+                    outcome = await engine.rollback(
+                        f"{trig['reason']} — {why}",
+                        trigger=trig["trigger"],
+                        trigger_value=trig["trigger_value"],
+                        trigger_threshold=trig["trigger_threshold"],
+                        dedupe_key=key,
+                    )
+                    alert_rolled_back(self.app, alert, outcome.incident.id, voter)
                 else:
                     outcome = await engine.rollback(why, dedupe_key=key)
                 result: dict[str, Any] = {

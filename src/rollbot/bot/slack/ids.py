@@ -17,17 +17,13 @@ class Command(StrEnum):
 
 
 class Action(StrEnum):
-    FLATTEN_CONFIRM = "flatten_confirm"
-    FLATTEN_CANCEL = "flatten_cancel"
     APPROVE = "approval_approve"
     DENY = "approval_deny"
     ESCALATION_ACK = "escalation_ack"
     CHECKLIST_TICK = "checklist_tick"
     RISK_ROLLBACK = "risk_rollback"
     RISK_ACK = "risk_ack"
-    RCA_OPEN = "rca_open"
 
 
 class Callback(StrEnum):
     RCA = "rca_modal"
-    DENY_REASON = "deny_reason_modal"

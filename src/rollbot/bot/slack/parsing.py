@@ -79,11 +79,11 @@ def parse_incident_id(word: str) -> str:
 
 
 def parse_incident(text: str) -> tuple[str, str | None, str]:
-    """`list` | `status [ID]` | `ack [ID]` | `close ID reason…` -> (verb, id, rest)."""
+    """`list` | `status [ID]` | `ack [ID]` | `rca [ID]` | `close ID reason…` -> (verb, id, rest)."""
     parts = words(text)
     verb = parts.pop(0).lower() if parts else "list"
-    if verb not in ("list", "status", "ack", "close"):
-        raise BadInput(f"unknown /incident action {verb!r}: use list, status, ack or close")
+    if verb not in ("list", "status", "ack", "close", "rca"):
+        raise BadInput(f"unknown /incident action {verb!r}: use list, status, ack, rca or close")
     incident = parse_incident_id(parts.pop(0)) if parts else None
     rest = " ".join(parts)
     if verb == "close" and (incident is None or not rest):

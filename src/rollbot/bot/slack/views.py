@@ -179,6 +179,10 @@ def approval(data: dict[str, Any]) -> tuple[str, Blocks]:
         lines.append("*Exactly what will run:*\n" + plan_lines(plan))
     elif plan:
         lines.append(f"*Exactly what will run:* {plan}")
+    if data.get("action") == "flatten":
+        lines.append(
+            "_Working orders on these symbols are cancelled first, so none can re-open a position._"
+        )
     if data.get("plan_hash"):
         lines.append(f"Plan hash `{str(data['plan_hash'])[:12]}`")
     if data.get("decided_by"):
@@ -200,25 +204,6 @@ def approval(data: dict[str, Any]) -> tuple[str, Blocks]:
             }
         )
     return head.replace("*", ""), blocks
-
-
-def flatten_confirm(
-    plan_orders: list[dict[str, Any]], venue: str, token: str
-) -> tuple[str, Blocks]:
-    text = f"Flatten {venue}: {len(plan_orders)} closing order(s)"
-    return text, [
-        _section(
-            f"*Flatten plan for {venue}* — every order that would be sent:\n"
-            + plan_lines(plan_orders)
-        ),
-        {
-            "type": "actions",
-            "elements": [
-                _button("Request flatten", Action.FLATTEN_CONFIRM, token, "danger"),
-                _button("Cancel", Action.FLATTEN_CANCEL, token),
-            ],
-        },
-    ]
 
 
 def escalation_ping(data: dict[str, Any]) -> tuple[str, Blocks]:
@@ -413,7 +398,8 @@ HELP = {
     "in the incident thread.",
     "rollback-report": "`/rollback-report [incident]` — the report in the thread, JSON and PNG as"
     " files.",
-    "incident": "`/incident [list|status ID|ack ID|close ID reason…]`",
+    "incident": "`/incident [list|status ID|ack ID|rca ID|close ID reason…]` — `rca` opens the"
+    " root-cause analysis form.",
     "gates": "`/gates [status|disable]` — the live trading gates.",
     "resume": "`/resume INCIDENT reason…` — back to live trading: needs 24 h in shadow, a recorded "
     "root-cause analysis and a passed drill, then a risk officer's approval.",

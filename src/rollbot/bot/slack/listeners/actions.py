@@ -1,14 +1,15 @@
-"""Buttons and checkboxes."""
+"""Buttons, checkboxes and modal submissions."""
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
 
-from rollbot.bot.slack.ids import Action
+from rollbot.bot.slack.ids import Action, Callback
 from rollbot.bot.slack.listeners import requests
 from rollbot.commands import checklist, risk_alerts
-from rollbot.errors import BadInput
+from rollbot.commands.rca import RCA_FIELDS, record_rca
+from rollbot.errors import BadInput, RollbotError
 
 if TYPE_CHECKING:
     from rollbot.bot.slack.app import Req, SlackBot
@@ -21,21 +22,21 @@ def action_value(req: Req) -> str:
     return str(actions[0].get("value") or "")
 
 
-async def flatten_confirm(bot: SlackBot, req: Req) -> None:
-    bot.require(req, list(bot.rb.settings.slack.flatten_roles), "Flatten")
-    venue, _, trigger = action_value(req).partition("|")
-    incident_id = await requests.run_flatten(
-        bot, req, None if venue == "all" else venue, f"slack-flatten:{trigger}"
-    )
-    await req.reply(f"Flatten {incident_id} started; follow its thread.")
+async def approve(bot: SlackBot, req: Req) -> None:
+    await requests.vote(bot, req, action_value(req), "approve")
 
 
-async def flatten_cancel(bot: SlackBot, req: Req) -> None:
-    await req.respond(text="Flatten cancelled; nothing was sent.", replace_original=True)
+async def deny(bot: SlackBot, req: Req) -> None:
+    await requests.vote(bot, req, action_value(req), "deny")
 
 
 async def escalation_ack(bot: SlackBot, req: Req) -> None:
     await requests.acknowledge(bot, req, action_value(req))
+
+
+async def risk_rollback(bot: SlackBot, req: Req) -> None:
+    bot.require(req, list(bot.rb.settings.slack.flatten_roles), "Roll back now")
+    await requests.rollback_from_alert(bot, req, action_value(req))
 
 
 async def risk_ack(bot: SlackBot, req: Req) -> None:
@@ -66,13 +67,65 @@ def _group_values(body: dict[str, Any], action_id: str) -> set[str]:
     return set()
 
 
+def rca_modal(incident_id: str) -> dict[str, Any]:
+    """The seed's RCA fields (IBKR seed, step 6) as a modal."""
+    blocks = [
+        {
+            "type": "input",
+            "block_id": name,
+            "label": {"type": "plain_text", "text": name.replace("_", " ").capitalize()},
+            "element": {"type": "plain_text_input", "action_id": "value", "multiline": True},
+        }
+        for name in RCA_FIELDS
+    ]
+    return {
+        "type": "modal",
+        "callback_id": Callback.RCA.value,
+        "private_metadata": incident_id,
+        "title": {"type": "plain_text", "text": f"RCA {incident_id}"[:24]},
+        "submit": {"type": "plain_text", "text": "Record"},
+        "blocks": blocks,
+    }
+
+
+def register_rca(bot: SlackBot) -> None:
+    @bot.bolt.view(Callback.RCA.value)
+    async def rca_submitted(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        values = view.get("state", {}).get("values", {})
+        fields = {
+            name: (values.get(name, {}).get("value", {}).get("value") or "").strip()
+            for name in RCA_FIELDS
+        }
+        empty = {name: "required" for name, text in fields.items() if not text}
+        if empty:
+            await ack(response_action="errors", errors=empty)
+            return
+        user = body.get("user", {})
+        from rollbot.storage.events import Actor
+
+        try:
+            record_rca(
+                bot.rb,
+                view.get("private_metadata", ""),
+                fields,
+                Actor(id=user.get("id", ""), source="slack", name=user.get("name", "")),
+            )
+        except RollbotError as exc:
+            await ack(response_action="errors", errors={RCA_FIELDS[0]: str(exc)[:150]})
+            return
+        await ack()
+        bot.courier.kick()
+
+
 def register(bot: SlackBot) -> None:
     for action, handler in (
-        (Action.FLATTEN_CONFIRM, flatten_confirm),
-        (Action.FLATTEN_CANCEL, flatten_cancel),
+        (Action.APPROVE, approve),
+        (Action.DENY, deny),
         (Action.ESCALATION_ACK, escalation_ack),
+        (Action.RISK_ROLLBACK, risk_rollback),
         (Action.RISK_ACK, risk_ack),
     ):
         bot.bolt.action(action.value)(bot.listener(action.value, handler))
     tick_ids = re.compile(rf"^{Action.CHECKLIST_TICK.value}(_\d+)?$")
     bot.bolt.action(tick_ids)(bot.listener(Action.CHECKLIST_TICK.value, checklist_tick))
+    register_rca(bot)

@@ -140,6 +140,10 @@ async def incident(bot: SlackBot, req: Req) -> None:
         await req.reply(text, blocks)
     elif verb == "ack":
         await requests.acknowledge(bot, req, target.id)
+    elif verb == "rca":
+        from rollbot.bot.slack.listeners.actions import rca_modal
+
+        await bot.client.views_open(trigger_id=req.trigger_id, view=rca_modal(target.id))
     else:
         bot.require(
             req, ["operator", "risk_officer", "trading_desk_manager", "cto"], "/incident close"

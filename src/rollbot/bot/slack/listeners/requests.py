@@ -1,57 +1,55 @@
-"""Risky actions asked for in Slack: flatten, rollback, resume, and acknowledging a page.
-
-Until the two-person rule is wired (commands/approvals.py), a flatten is confirmed with a
-button by the person who asked; a rollback starts at once; a resume explains its rules."""
+"""Risky actions asked for in Slack go through the two-person rule (commands/approvals.py):
+the request shows exactly what will run, a second person approves it with a button, and what
+was approved is what runs. A rollback the config lets a person start alone runs at once."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rollbot.bot.slack import views
+from rollbot.bot.slack import parsing
 from rollbot.commands import escalation
-from rollbot.commands.flatten import plan_venue
-from rollbot.commands.positions import read_books
-from rollbot.commands.rollback import FLATTEN_STEPS, ROLLBACK_STEPS, Engine
-from rollbot.errors import Refused
+from rollbot.commands.approvals import ApprovalRequest, Approvals
+from rollbot.commands.resume import resume_blockers
+from rollbot.commands.rollback import ROLLBACK_STEPS, Engine
+from rollbot.errors import BadInput
 
 if TYPE_CHECKING:
     from rollbot.bot.slack.app import Req, SlackBot
 
 
-async def flatten(bot: SlackBot, req: Req, venue: str | None) -> None:
-    books = await read_books(bot.rb.select(venue))
-    orders = [
-        o.model_dump(mode="json")
-        for b in books
-        for o in plan_venue(b, bot.rb.settings.flatten).orders
-    ]
-    token = f"{venue or 'all'}|{req.trigger_id}"
-    text, blocks = views.flatten_confirm(orders, venue or "all venues", token)
-    await req.reply(text, blocks)
-
-
-async def run_flatten(bot: SlackBot, req: Req, venue: str | None, dedupe_key: str) -> str:
-    engine = Engine(bot.rb, req.actor)
-    incident, new = engine.open_held_incident(
-        kind="flatten", reason=f"/flatten by {req.user_id}", scope_text=venue, dedupe_key=dedupe_key
+def _posted(request: ApprovalRequest) -> str:
+    return (
+        f"Request `{request.id}` ({request.action}) posted in the ops channel: it runs when "
+        "a second person with the right role approves it."
     )
-    if new:
-        bot.incident_opened(incident.id, req.actor)
-        bot.run_incident(engine, incident, FLATTEN_STEPS, req)
-    return incident.id
+
+
+async def flatten(bot: SlackBot, req: Req, venue: str | None) -> None:
+    request = await Approvals(bot.rb).request(
+        "flatten",
+        {"venue": venue, "symbols": None},
+        req.actor,
+        f"/flatten {venue or 'all'} by {req.actor.label}",
+    )
+    bot.courier.kick()
+    await req.reply(_posted(request))
 
 
 async def rollback(bot: SlackBot, req: Req, reason: str) -> None:
+    approvals = Approvals(bot.rb)
+    if approvals.needs_approval("rollback", req.actor):
+        request = await approvals.request("rollback", {}, req.actor, reason)
+        bot.courier.kick()
+        await req.reply(_posted(request))
+        return
     incident_id = await start_rollback(bot, req, reason, f"slack:{req.trigger_id}")
     await req.reply(f"Rollback {incident_id} started; each step is posted in its thread.")
 
 
-async def start_rollback(
-    bot: SlackBot, req: Req, reason: str, dedupe_key: str, trigger: str = "Manual rollback"
-) -> str:
+async def start_rollback(bot: SlackBot, req: Req, reason: str, dedupe_key: str) -> str:
     engine = Engine(bot.rb, req.actor)
     incident, new = engine.open_held_incident(
-        kind="rollback", reason=reason, trigger=trigger, dedupe_key=dedupe_key
+        kind="rollback", reason=reason, trigger="Manual rollback", dedupe_key=dedupe_key
     )
     if new:
         bot.incident_opened(incident.id, req.actor)
@@ -60,7 +58,46 @@ async def start_rollback(
 
 
 async def resume(bot: SlackBot, req: Req) -> None:
-    raise Refused(views.HELP["resume"] + " Resuming is not enabled yet.", code="RESUME_DISABLED")
+    """`/resume INCIDENT reason…`: refused, naming each missing condition, until all hold."""
+    words = parsing.words(req.text)
+    incident_id = parsing.parse_incident_id(words[0])
+    reason = " ".join(words[1:])
+    if not reason:
+        raise BadInput("`/resume INCIDENT reason…` needs a reason")
+    blockers = resume_blockers(bot.rb, incident_id)
+    if blockers:
+        await req.reply(
+            f"Resume from {incident_id} refused:\n" + "\n".join(f"• {b}" for b in blockers)
+        )
+        return
+    request = await Approvals(bot.rb).request(
+        "resume", {"incident_id": incident_id}, req.actor, reason
+    )
+    bot.courier.kick()
+    await req.reply(_posted(request))
+
+
+async def vote(bot: SlackBot, req: Req, approval_id: str, decision: str) -> None:
+    """The winning vote waits for the action; the click is acked before this runs."""
+    result = await Approvals(bot.rb).vote(approval_id, req.actor, decision)  # type: ignore[arg-type]
+    bot.courier.kick()
+    if result.refused:
+        await req.reply(f"Not counted: {result.message}")
+    elif result.superseded_by:
+        await req.reply(
+            f"The plan changed since it was requested; nothing ran. A fresh request "
+            f"`{result.superseded_by}` was posted."
+        )
+    else:
+        await req.reply(result.message)
+
+
+async def rollback_from_alert(bot: SlackBot, req: Req, alert_id: str) -> None:
+    request = await Approvals(bot.rb).request(
+        "rollback", {"alert_id": alert_id}, req.actor, f"Roll back now, from risk alert {alert_id}"
+    )
+    bot.courier.kick()
+    await req.reply(_posted(request))
 
 
 async def acknowledge(bot: SlackBot, req: Req, incident_id: str) -> None:
