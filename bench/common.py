@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, computed_field, field_validator
 
 from rollbot.brokers.base import OrderType, Side
 from rollbot.brokers.paper.scenario import (
@@ -68,6 +68,12 @@ class Figure(BaseModel):
     target_text: str = ""
     bound: float | None = None  # a physical lower bound (pacing), when there is one
     note: str = ""
+
+    @field_validator("samples")
+    @classmethod
+    def _six_digits(cls, samples: list[float]) -> list[float]:
+        """More would be noise, and would bloat results.json."""
+        return [float(f"{x:.6g}") for x in samples]
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -321,14 +327,14 @@ class Sizes:
     @classmethod
     def full(cls) -> Sizes:
         return cls(
-            ack_bursts=8,
+            ack_bursts=10,
             ack_burst_size=50,
-            kill_runs=10,
+            kill_runs=20,
             kill_orders=1000,
             flatten_runs=5,
             flatten_positions=200,
             flatten_rate=50,
-            rollback_runs=8,
+            rollback_runs=10,
             rollback_positions=200,
             rollback_orders=150,
             timer_count=200,

@@ -11,30 +11,59 @@ from bench.common import Figure
 ANALYSIS = """\
 ## What bounds each figure
 
-- **Ack latency.** The bot answers a slash command from the listener itself: /positions acks
-  before reading any venue, /kill after one SQLite transaction (incident + HALTED hold + outbox
-  row). What is left is HTTP parsing, the signature check, bolt's dispatch and bolt's ack poll
-  (it looks for the ack every 10 ms), all on one asyncio loop. The loopback "Slack" sending the
-  requests runs on the same loop and core, so a burst's client work is counted against the bot:
-  the figure is pessimistic. Acks arrive together per burst because the 50 requests of a burst
-  share the loop; the median is close to the p99 for that reason.
+Profiled with py-spy (the `rollbot serve` process) and pyinstrument (in-process runs).
+
+- **Ack latency.** Per request the bot spends roughly 0.7-1.3 ms of CPU before the ack:
+  aiohttp's parsing, the signature check, bolt's middleware and dispatch, and our listener
+  (/kill: two SQLite write transactions, then the escalation hook; /positions acks before
+  touching any venue). Bolt hands an ack to the HTTP response on its 10 ms poll, and one
+  asyncio loop takes a burst's requests in arrival order, so a burst's acks leave together once
+  the whole burst has been handled: the median sits close to the p99, and the figure is about
+  the *Bot CPU time per burst* row plus up to 10 ms. That row does not depend on what else the
+  machine runs; the latency does: on the shared two-core development machine, runs made while
+  other test suites were running gave a p99 of 50-200 ms with the bot's own CPU per burst
+  unchanged at 35-70 ms. On a core of its own the target holds with about 2x margin.
+  The sender is lean on purpose (bench/sender.py): FakeSlack.http_slash_command opens a new
+  HTTP session per request, and against a do-nothing server it alone took 45 ms (median) to
+  110 ms (max) to get 50 concurrent requests answered.
 - **Kill latency.** The guard refuses as soon as the hold is stored, before the ack. Cancelling
   is one global-cancel message per venue (like IB's reqGlobalCancel), sent to the three venues
   at once: an account read and the cancel, two 25 ms round trips, plus one SQLite transaction
   that cancels a venue's ~333 orders. The engine then reads the open orders back (a third round
   trip) before step 1 ends.
 - **Flatten under pacing.** The venue's token bucket has capacity 1, so closing orders leave
-  evenly spaced 20 ms apart: the pacing bound of 4 s is also the floor. The engine keeps 16
-  orders in flight, so round trips and SQLite writes hide under the spacing; the profile of a
-  run shows ~0.4 s of CPU in 4.2 s. The ~5 % above the bound is the event loop's timer
-  lateness: each wait for the next token ends a fraction of a millisecond late, and a
-  capacity-1 bucket cannot bank the difference.
+  evenly spaced 1/rate apart: the pacing bound (positions / rate) is also the floor. The engine
+  keeps 16 orders in flight, so round trips and SQLite writes hide under the spacing (a run
+  spends ~0.4 s of CPU in ~4.2 s). What is above the bound is the event loop's timer lateness:
+  each wait for the next token ends a fraction of a millisecond late (20.6 ms spacing measured
+  for 20 ms), and a capacity-1 bucket cannot bank the difference; plus the last round trip and
+  the read-back that proves the book flat.
 - **Full rollback.** Without a pacing limit, 200 positions over three venues close in a few
-  rounds of 16 concurrent orders per venue; each step is a handful of 25 ms round trips.
+  rounds of 16 concurrent orders per venue; every other step is a handful of 25 ms round trips.
   The seed's targets (10 / 20 / 30 / 120 / 180 s) are two orders of magnitude away.
+- **Escalation timers.** The clock keeps one APScheduler date job per pending deadline and
+  re-reads the timers table every second, so firing lag is the event loop's lateness: a few
+  milliseconds, with a tail when the loop is busy delivering pages. A deadline set less than a
+  second ahead by another process can be found up to a second late (the benchmark's waits are
+  3 s). After a restart the clock fires everything overdue in one pass before anything else;
+  from exec, the interpreter start and imports dominate.
 - **Footprint.** Start-to-ready is the interpreter start plus imports (slack-bolt, aiohttp,
-  pydantic), the config, SQLite migrations and one auth.test; venue libraries (ccxt,
-  ib_async) are imported only when configured, and the paper venue is built on first use.
+  pydantic, sqlite-utils), the config, SQLite migrations and one auth.test; venue libraries
+  (ccxt, ib_async) are imported only when configured, and the paper venue is built on first use.
+
+## Found while profiling (not changed by the benchmarks)
+
+Measured when this section was written; re-check after changing the code involved.
+
+- `storage/db.py` imports sqlite-utils (which imports numpy) for `Database.utils`, which
+  nothing uses: about 13 MiB of the ~80 MiB idle RSS and ~0.1 s of the start.
+- Every kill's step 2 rewrites both gate files with fsync even when they already read as shadow
+  mode: ~5 ms of blocked event loop per kill, 22 % of the bot's busy time in a storm of 50 kills.
+- slack-sdk's AsyncWebClient opens and closes a TCP connection per API call (no shared
+  session): about half of the courier's time in a storm, and the courier is about a third of
+  the bot's busy time there.
+- `Courier.run`, cancelled while it waits, leaves its two `Event.wait` tasks pending: the
+  "Task was destroyed but it is pending!" lines in `make bench`'s output.
 """
 
 
@@ -94,7 +123,8 @@ def markdown(results: dict[str, Any]) -> str:
         " it. Rows marked *info* have no target of their own.",
         "",
     ]
-    for bench in results["benchmarks"]:
+    # in the issue's order, whatever order they ran in
+    for bench in sorted(results["benchmarks"], key=lambda b: b["title"]):
         lines += [f"## {bench['title']}", ""]
         if bench["error"]:
             lines += [f"**Did not run:** `{bench['error']}`", ""]
