@@ -121,7 +121,10 @@ def write(results: dict[str, Any], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description="rollbot's benchmarks (issue 10); exits 1 when a target is missed.",
+    )
     parser.add_argument("--only", action="append", choices=list(BENCHES), help="run only this")
     parser.add_argument("--tiny", action="store_true", help="smoke sizes, not the real figures")
     parser.add_argument(
