@@ -215,19 +215,6 @@ def _resume(incident: str | None, reason: str | None, check: bool, by: str | Non
     raise typer.Exit(cli.run_async(go))
 
 
-@request_app.command("resume")
-def request_resume(
-    incident: Annotated[
-        str | None, typer.Argument(help="Incident id (default: the latest).")
-    ] = None,
-    reason: Annotated[str | None, typer.Option("--reason", "-r")] = None,
-    check: Annotated[bool, typer.Option("--check", help="Only list what is missing.")] = False,
-    by: ByOpt = None,
-) -> None:
-    """Resume live trading after an incident: re-arm the gates, clear its holds."""
-    _resume(incident, reason, check, by)
-
-
 def resume(
     incident: Annotated[
         str | None, typer.Argument(help="Incident id (default: the latest).")
@@ -236,8 +223,12 @@ def resume(
     check: Annotated[bool, typer.Option("--check", help="Only list what is missing.")] = False,
     by: ByOpt = None,
 ) -> None:
-    """Ask to resume live trading after an incident (a risk officer approves)."""
+    """Ask to resume live trading after an incident (a risk officer approves): re-arm the gates,
+    clear its holds."""
     _resume(incident, reason, check, by)
+
+
+request_app.command("resume")(resume)  # `rollbot request resume` and `rollbot resume` alike
 
 
 # -- votes --------------------------------------------------------------------------------------
