@@ -143,6 +143,10 @@ class Gates:
         return self.read()
 
     def disable(self, actor: Actor, reason: str, incident_id: str | None = None) -> GateValues:
+        """Idempotent: gates already in shadow are not rewritten (no fsync on every /kill)."""
+        current = self.read()
+        if current.readable and current.model_dump() == SHADOW.model_dump():
+            return current
         return self.write(SHADOW, actor, reason, incident_id)
 
     def arm(self, actor: Actor, reason: str, incident_id: str | None = None) -> GateValues:

@@ -129,7 +129,10 @@ class SlackBot:
             )
 
         bolt_client = AsyncWebClient(
-            token=None, base_url=client.base_url, retry_handlers=list(client.retry_handlers)
+            token=None,
+            base_url=client.base_url,
+            session=client.session,
+            retry_handlers=list(client.retry_handlers),
         )
         self.bolt = AsyncApp(
             client=bolt_client,

@@ -63,11 +63,14 @@ class Courier:
             self.wake.clear()
             waiter = asyncio.create_task(self.wake.wait())
             stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait(
-                {waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
-            )
-            waiter.cancel()
-            stopper.cancel()
+            try:
+                await asyncio.wait(
+                    {waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                waiter.cancel()
+                stopper.cancel()
+                await asyncio.gather(waiter, stopper, return_exceptions=True)
 
     async def drain(self) -> int:
         async with self._lock:

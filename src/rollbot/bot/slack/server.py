@@ -112,6 +112,7 @@ class Server:
         self._runner: web.AppRunner | None = None
         self._handler: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._session: aiohttp.ClientSession | None = None
         self.rb: Rollbot | None = None
         self.bot: SlackBot | None = None
         self.clockwork: Any = None
@@ -121,8 +122,16 @@ class Server:
         token = (
             self.secrets.slack_bot_token.get_secret_value() if self.secrets.slack_bot_token else ""
         )
-        client = AsyncWebClient(token=token, base_url=self.secrets.slack_api_url or DEFAULT_API)
-        self.identity = await authenticate(client)
+        # one pooled session: a new TCP connection per API call was half the courier's time
+        self._session = aiohttp.ClientSession()
+        client = AsyncWebClient(
+            token=token, base_url=self.secrets.slack_api_url or DEFAULT_API, session=self._session
+        )
+        try:
+            self.identity = await authenticate(client)
+        except BaseException:
+            await self._session.close()
+            raise
         self.rb = rb = Rollbot.open(self.settings, clock=self.clock, secrets=self.secrets)
         signing = (
             self.secrets.slack_signing_secret.get_secret_value()
@@ -188,6 +197,8 @@ class Server:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.rb is not None:
             await self.rb.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     def describe(self) -> str:
         who = self.identity.get("user") or self.identity.get("user_id") or "?"
