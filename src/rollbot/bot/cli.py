@@ -642,18 +642,14 @@ def paper_seed(
     guarded(go)
 
 
-from rollbot.bot import cli_serve  # noqa: E402  (registered after the core commands)
+# The faces of other rooms register here, after the core commands they build on; each module
+# imports this one lazily (inside its commands), so there is no import cycle.
+from rollbot.bot import cli_approvals, cli_clock, cli_risk, cli_serve  # noqa: E402
 
 app.command()(cli_serve.serve)
-from rollbot.bot import cli_risk  # noqa: E402
-
-app.add_typer(cli_risk.app, name="risk")
-from rollbot.bot import cli_clock  # noqa: E402
-
 app.command()(cli_clock.clock)
-from rollbot.bot import cli_approvals  # noqa: E402
-
 cli_approvals.register(app)
+app.add_typer(cli_risk.app, name="risk")
 
 
 def main() -> None:
