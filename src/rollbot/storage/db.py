@@ -109,16 +109,24 @@ class Database:
             self._depth = 1
             try:
                 yield self.conn
-            except BaseException:
+            except BaseException as exc:
                 self._depth = 0
-                self.conn.execute("ROLLBACK")
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise _explain(self.path, exc) from None
                 raise
             self._depth = 0
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                self.conn.execute("ROLLBACK")
+                self._rollback()
                 raise _explain(self.path, exc) from None
+
+    def _rollback(self) -> None:
+        # SQLite rolls a transaction back by itself on some errors (a full disk, I/O): a second
+        # ROLLBACK would fail and hide the first error behind "no transaction is active"
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     @property
     def in_transaction(self) -> bool:
