@@ -321,3 +321,55 @@ async def test_a_full_disk_gives_a_clear_error_and_leaves_nothing_half_written(
     )
     assert problems == []
     assert any(o.endswith("finished") for o in outcomes) and any("stopped" in o for o in outcomes)
+
+
+OPENER = """
+import sys, time
+from pathlib import Path
+from rollbot.errors import StorageError
+from rollbot.storage.db import Database
+go = Path(sys.argv[2])
+print("ready", flush=True)
+while not go.exists():  # spin: every process opens within microseconds of the others
+    pass
+try:
+    db = Database(sys.argv[1])
+    with db.write():
+        db.execute("INSERT INTO deliveries (key, at) VALUES (?, '2026-01-05T12:00:00.000Z')",
+                   (sys.argv[3],))
+    print("ok", flush=True)
+except StorageError as exc:
+    print(f"refused: {exc}", flush=True)
+"""
+
+
+def test_processes_starting_at_once_on_a_new_database_all_get_in(tmp_path: Path) -> None:
+    """The bot, the clock and a terminal started together on a desk's first day: the database
+    is created, switched to WAL and migrated by whichever is first; the others wait for it."""
+    rounds, per_round = 20, 6
+    refused: list[str] = []
+    for r in range(rounds):
+        db, go = tmp_path / f"new-{r}.db", tmp_path / f"go-{r}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPENER, str(db), str(go), f"p{i}"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(per_round)
+        ]
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        go.touch()
+        for p in procs:
+            out, errs = p.communicate(timeout=60)
+            assert p.returncode == 0, errs
+            if out.strip() != "ok":
+                refused.append(out.strip())
+    record(
+        "storage",
+        f"first start: {rounds} x {per_round} processes opening a new database at once,"
+        f" {len(refused)} refused" + (f" ({refused[0][:80]}…)" if refused else ""),
+    )
+    assert refused == []
