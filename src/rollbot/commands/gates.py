@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rollbot.errors import RollbotError
+from rollbot.storage.db import loads
 from rollbot.storage.events import Actor, EventLog
 
 
@@ -146,8 +147,32 @@ class Gates:
         """Idempotent: gates already in shadow are not rewritten (no fsync on every /kill)."""
         current = self.read()
         if current.readable and current.model_dump() == SHADOW.model_dump():
+            self._record_unrecorded(current, actor, reason, incident_id)
             return current
         return self.write(SHADOW, actor, reason, incident_id)
+
+    def _record_unrecorded(
+        self, current: GateValues, actor: Actor, reason: str, incident_id: str | None
+    ) -> None:
+        """Files in shadow that the log does not show in shadow were changed without their
+        event: a crash between writing them and recording it (the redone step lands here), or a
+        hand edit. Record them now, so the log (and the time in shadow) catches up."""
+        if not self.events:
+            return
+        row = self.events.db.one(
+            "SELECT data FROM events WHERE kind = 'GATES_WRITTEN' ORDER BY id DESC LIMIT 1"
+        )
+        values = current.model_dump(exclude={"readable", "problem"})
+        last = (loads(row["data"]) or {}).get("after") if row else None
+        if last == values:
+            return
+        self.events.append(
+            "GATES_WRITTEN",
+            actor,
+            reason=f"{reason} (found already written, not yet recorded)",
+            incident_id=incident_id,
+            data={"before": last, "after": values, "recorded_late": True},
+        )
 
     def arm(self, actor: Actor, reason: str, incident_id: str | None = None) -> GateValues:
         return self.write(LIVE, actor, reason, incident_id)
