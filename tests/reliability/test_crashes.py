@@ -208,6 +208,15 @@ def test_sigkill_at_every_kill_point_then_the_restart_finishes_exactly_once(
                 ),
             )
         )
+    taken = "step 4 Flatten: the venue took an order, the ledger not told"
+    points.append(
+        (
+            taken,
+            lambda: rollback_killed(
+                taken, "SELECT 1 FROM order_intents", tmp_path / "step4b", write_config, sent=True
+            ),
+        )
+    )
     points.append(("clock", lambda: clock_killed(tmp_path / "clock", write_config)))
 
     started = time.perf_counter()

@@ -225,6 +225,8 @@ class VenueCloser:
             await clock.sleep(min(self.cfg.recheck_interval_s, 0.05 * 2 ** min(quiet, 8)))
         if timed_out:
             verified = await self._stand_down()
+        elif verified:
+            await self._settle_ledger()
         return self._result(start, verified, timed_out)
 
     async def _read_positions(self) -> list[Position] | None:
@@ -245,6 +247,35 @@ class VenueCloser:
         except VenueError as exc:
             self._note(f"reconnect failed: {exc}")
 
+    async def _settle_ledger(self) -> None:
+        """Flat: bring every close the ledger still has open up to date from the venue. One sent
+        just before a restart, for a position that was flat when the run resumed, is not
+        advanced again by the loop, and would stay PENDING in the ledger and the report."""
+        for intent in self.intents.for_incident(self.incident_id):
+            if intent.venue != self.venue.name or intent.terminal:
+                continue
+            try:
+                order = await self.venue.order_by_client_id(intent.client_order_id)
+            except VenueError as exc:
+                self._note(f"{intent.symbol}: reading order {intent.client_order_id} failed: {exc}")
+                continue
+            if order is not None:
+                self._record_found(intent, order)
+
+    def _record_found(self, intent: Intent, order: Order) -> None:
+        """An order read back by its client id. Found while the ledger still says PENDING, it
+        was sent before a restart and never recorded: ORDER_SENT is written now."""
+        if intent.status == "PENDING":
+            self._event(
+                "ORDER_SENT",
+                intent.client_order_id,
+                order,
+                reason="found at the venue by its client order id: its send was never confirmed"
+                " (a restart, or an answer lost)",
+                extra={"attempt": intent.attempt, "found_by_client_id": True},
+            )
+        self._record(intent, order)
+
     async def _stand_down(self) -> bool:
         """Giving up: cancel our closes still working, so nothing fills after the residual is
         reported, then read the venue back once more. True when that read succeeded."""
@@ -263,7 +294,7 @@ class VenueCloser:
                     )
                     order = await self.venue.order_by_client_id(intent.client_order_id)
                 if order is not None:
-                    self._record(intent, order)
+                    self._record_found(intent, order)
             except VenueError as exc:
                 self._note(f"{intent.symbol}: standing down {intent.client_order_id}: {exc}")
         return await self._read_positions() is not None
@@ -301,7 +332,7 @@ class VenueCloser:
                 # written but never accepted by the venue: send the same id again (idempotent)
                 return await self._submit(intent, position)
             return False
-        self._record(intent, order)
+        self._record_found(intent, order)
         if order.status.is_terminal:
             return True
         age = (now - intent.created_at).total_seconds()
