@@ -217,6 +217,7 @@ def test_sigkill_at_every_kill_point_then_the_restart_finishes_exactly_once(
             ),
         )
     )
+    points.append(("approval", lambda: approval_killed(tmp_path / "approval", write_config)))
     points.append(("clock", lambda: clock_killed(tmp_path / "clock", write_config)))
 
     started = time.perf_counter()

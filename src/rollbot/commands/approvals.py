@@ -49,8 +49,9 @@ DMs — is updated to APPROVED / DENIED / EXPIRED / SUPERSEDED with who and when
 
 Flatten and rollback run through Engine with dedupe_key "approval:<id>", so even a second run
 of one approval opens no second incident and sends no second set of orders. A process that dies
-between EXECUTING and the stored result leaves the request EXECUTING: `rollbot recover` finishes
-its incident; the request row itself is not reconciled (yet).
+between EXECUTING and the stored result leaves the request EXECUTING: the next start's
+resume_unfinished (`rollbot recover`, `rollbot rollback`, the bot) finishes its incident, then
+``Approvals.reconcile_interrupted`` gives the request that outcome.
 
 Suggested Slack action ids: "approval_approve" / "approval_deny", value = the approval id.
 See also commands/resume.py (resume_blockers) and commands/rca.py (record_rca). Plans live in
@@ -60,6 +61,7 @@ names above are importable from here.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -646,6 +648,60 @@ class Approvals:
             result.superseded_by = self.get(fresh_id)
         return result
 
+    # -- after a crash ------------------------------------------------------------------------
+    async def reconcile_interrupted(
+        self, actor: Actor, grace: timedelta = timedelta(seconds=60)
+    ) -> list[ApprovalRequest]:
+        """Requests left EXECUTING by a process that died before storing the result. A flatten
+        or rollback ran as the incident keyed "approval:<id>": once that run is DONE (the
+        restart's resume_unfinished finishes it first) the request takes its outcome. Other
+        actions left events whose reason names the approval, or did not run. With nothing to
+        show after `grace`, the action never started: FAILED, nothing ran."""
+        stale = self.app.clock.now() - grace
+        done = []
+        for row in self.app.db.query("SELECT id FROM approvals WHERE status = 'EXECUTING'"):
+            request = self.get(row["id"])
+            started = request.decided_at is not None and request.decided_at < stale
+            status, result = Status.EXECUTED, None
+            if request.action in ("flatten", "rollback"):
+                found = self.app.db.one(
+                    "SELECT id FROM incidents WHERE dedupe_key = ?", (f"approval:{request.id}",)
+                )
+                if found is not None:
+                    incident = self.app.incidents.get(found["id"])
+                    if incident.phase != "DONE":
+                        continue  # still running somewhere, or left for resume_unfinished
+                    engine = Engine(self.app, actor)  # a finished run: read back, nothing sent
+                    outcome = await engine.run(incident, engine.steps_of(incident), new=False)
+                    alert = request.params.get("alert_id")
+                    if alert:
+                        with contextlib.suppress(Refused):  # linked to another run meanwhile
+                            alert_rolled_back(self.app, alert, incident.id, actor)
+                    result = {
+                        "incident_id": incident.id,
+                        "final_status": outcome.final_status.value,
+                        "residual": outcome.residual,
+                        "open_orders": outcome.open_orders,
+                        "unreachable": outcome.unreachable,
+                    }
+            else:
+                named = self.app.db.query(
+                    "SELECT kind FROM events WHERE reason LIKE ? ORDER BY id",
+                    (f"%(approval {request.id}:%",),
+                )
+                if named:
+                    result = {"events": [r["kind"] for r in named]}
+            if result is None:
+                if not started:
+                    continue  # may be starting in another process right now
+                status = Status.FAILED
+                result = {"error": "the process running it stopped before it started; nothing ran"}
+            result["recovered"] = True
+            with self.app.db.write():
+                self._finish(request, actor, status, result)
+            done.append(self.get(request.id))
+        return done
+
     # -- running ------------------------------------------------------------------------------
     async def _execute(
         self,
@@ -737,6 +793,9 @@ class Approvals:
     def _finish(
         self, request: ApprovalRequest, voter: Actor, status: Status, result: dict[str, Any]
     ) -> None:
+        current = self._load(request.id)
+        if current is not None and current.status is not Status.EXECUTING:
+            return  # recorded already (by a restart's reconcile_interrupted): once is enough
         self._set_status(request.id, status, result=result)
         self.app.events.append(
             "APPROVAL_EXECUTED" if status is Status.EXECUTED else "APPROVAL_FAILED",

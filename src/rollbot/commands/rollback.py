@@ -749,4 +749,8 @@ async def resume_unfinished(app: Rollbot, actor: Actor, **kw: Any) -> list[Outco
                 reason="unfinished run found at start",
             )
             outcomes.append(await engine.run(incident, engine.steps_of(incident), new=False))
+    # an approved flatten or rollback cut off with its run: the request takes the run's outcome
+    from rollbot.commands.approvals import Approvals  # approvals imports this module
+
+    await Approvals(app).reconcile_interrupted(actor)
     return outcomes
