@@ -23,6 +23,7 @@ from rollbot.commands.flatten import VenueCloser, VenueFlatten, choose_strategy
 from rollbot.commands.hooks import run_strategy_stop
 from rollbot.commands.positions import VenueBook, read_book
 from rollbot.commands.trading_state import TradingState, parse_scope
+from rollbot.commands.venue_timeouts import bounded
 from rollbot.errors import BadInput
 from rollbot.storage.db import dumps, loads
 from rollbot.storage.events import Actor
@@ -262,7 +263,10 @@ class Engine:
         self.app.incidents.set_phase(incident.id, "RUNNING", self.actor, steps=list(steps))
         first = self.app.events.list(incident_id=incident.id, kinds=["STEP_STARTED"], limit=1)
         t0 = first[0].at if first else self.app.clock.now()
-        venues = self._venues_in(incident.scope)
+        # a venue that stops answering is unreachable after venue_timeout_s, in every step
+        venues = {
+            n: bounded(v, self.venue_timeout_s) for n, v in self._venues_in(incident.scope).items()
+        }
         reports: list[StepReport] = []
         books: list[VenueBook] | None = None
         flattens: list[VenueFlatten] = []
