@@ -5,29 +5,45 @@ are refused and audited (SLACK_REFUSED / APPROVAL_REFUSED events)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import string
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from escalation.helpers import contacts
 from fakes.rollbot_harness import running
 from fakes.slack import FakeSlack, signed_headers
-from hypothesis import given
+from hypothesis import HealthCheck, assume, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from reliability.figures import record
 from reliability.support import (
     DEVOPS,
+    OPERATORS,
     OPS,
+    RISK,
+    SlackDriver,
     settings_for,
+    write_book,
 )
 from rollbot.bot.slack import parsing
-from rollbot.config import Settings, load_settings
+from rollbot.bot.slack.ids import Action
+from rollbot.clock import ManualClock
+from rollbot.commands import checklist, escalation
+from rollbot.commands.approvals import Approvals
+from rollbot.commands.context import Rollbot
+from rollbot.commands.rollback import Engine
+from rollbot.config import EscalationConfig, EscalationTier, Settings, load_settings
 from rollbot.errors import BadInput, ConfigError
+from rollbot.storage.events import Actor
+from rollbot.storage.risk import Firings
 
 VENUES = ["paper", "ibkr", "bybit"]
 WORDS = [
@@ -112,6 +128,180 @@ def test_slash_command_parsers_answer_any_text_with_a_result_or_a_clear_sentence
             assert out.startswith("INC-") and out[4:].isdigit()
         elif name == "gates":
             assert out in ("status", "disable")
+
+
+# -- Block Kit actions --------------------------------------------------------------------------
+@contextmanager
+def internal_errors() -> Iterator[list[logging.LogRecord]]:
+    """ERROR records of the Slack face: what the user sees as "Something went wrong (ref …)"."""
+    seen: list[logging.LogRecord] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    handler = Catch(level=logging.ERROR)
+    log = logging.getLogger("rollbot.slack")
+    log.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        log.removeHandler(handler)
+
+
+def targets(root: Path) -> tuple[asyncio.AbstractEventLoop, Rollbot, dict[str, str]]:
+    """A desk with something for every button to act on: a finished rollback with its
+    escalation (tier 1: the risk officer) and checklist, a pending flatten request, a risk
+    alert. Returns the loop it lives on, the app and the values a real button would carry."""
+    loop = asyncio.new_event_loop()
+    book = write_book(root)
+    settings = settings_for(
+        root,
+        book,
+        rollback_needs_approval=False,
+        escalation=EscalationConfig(tiers=[EscalationTier(roles=["risk_officer"])]),
+    )
+    settings.contacts = [c for c in contacts() if c.role == "risk_officer"]
+    rb = Rollbot.open(settings, clock=ManualClock())
+    rb.gates.arm(Actor(id=OPERATORS[0], source="cli"), "a live desk")
+    requester = Actor(id=OPERATORS[0], source="slack")
+
+    async def setup() -> dict[str, str]:
+        asked = await Approvals(rb).request("flatten", {"venue": None}, requester, "flatten it")
+        outcome = await Engine(rb, requester).rollback("PnL -6%")
+        incident = outcome.incident.id
+        escalation.start_escalation(rb, incident, requester)
+        checklist.open_checklist(rb, incident)
+        alert = Firings(rb.db).insert(
+            trigger="order_rejections",
+            venue="paper",
+            action="alert",
+            value=0.5,
+            threshold=0.2,
+            data={},
+            status="ALERTED",
+            at=rb.clock.now(),
+        )
+        item = next(iter(checklist.ITEMS))
+        return {
+            "approval": asked.id,
+            "incident": incident,
+            "alert": alert.alert_id,
+            "checklist": f"{incident}|{item}",
+        }
+
+    return loop, rb, loop.run_until_complete(setup())
+
+
+STATE_TABLES = (
+    "incidents",
+    "holds",
+    "order_intents",
+    "approvals",
+    "votes",
+    "escalations",
+    "risk_firings",
+    "checklist_items",
+    "rca",
+    "timers",
+    "drills",
+)
+
+
+def snapshot(rb: Rollbot) -> dict[str, list[dict[str, Any]]]:
+    return {t: rb.db.query(f"SELECT * FROM {t} ORDER BY rowid") for t in STATE_TABLES}
+
+
+def audits_since(rb: Rollbot, last_id: int, user: str) -> list[str]:
+    rows = rb.db.query(
+        "SELECT kind, actor, data FROM events WHERE id > ? AND kind IN"
+        " ('SLACK_REFUSED', 'APPROVAL_REFUSED', 'APPROVAL_REQUEST_REFUSED')",
+        (last_id,),
+    )
+    return [r["kind"] for r in rows if r["actor"] == user]
+
+
+def last_event(rb: Rollbot) -> int:
+    row = rb.db.one("SELECT COALESCE(MAX(id), 0) AS n FROM events")
+    return int(row["n"]) if row else 0
+
+
+def body_for(action: str, value: str | None, user: str, selected: list[str] | None) -> dict:
+    act: dict[str, Any] = {"action_id": action, "action_ts": "1.0"}
+    if value is not None:
+        act["value"] = value
+    if selected is not None:
+        act["selected_options"] = [{"value": v} for v in selected]
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user.lower()},
+        "channel": {"id": OPS},
+        "trigger_id": f"{time.monotonic_ns()}.reliability",
+        "actions": [act],
+    }
+
+
+ACTION_IDS = [a.value for a in Action]
+
+
+def _target(action: str) -> str:
+    return {
+        Action.APPROVE.value: "approval",
+        Action.DENY.value: "approval",
+        Action.ESCALATION_ACK.value: "incident",
+        Action.RISK_ROLLBACK.value: "alert",
+        Action.RISK_ACK.value: "alert",
+    }.get(action, "checklist")
+
+
+UNKNOWN_USERS = st.from_regex(r"\A[UW][A-Z0-9]{2,11}\Z").filter(
+    lambda u: u not in {*OPERATORS, RISK, DEVOPS} and u not in {c.slack_id for c in contacts()}
+) | st.sampled_from(["U0NOBODY", "", "USLACKBOT", "W0ENTERPRISE"])
+
+
+def test_button_values_that_name_nothing_get_a_sentence_and_change_nothing(
+    tmp_path: Path,
+) -> None:
+    loop, rb, real = targets(tmp_path)
+    slack = SlackDriver(rb)
+    known = {v.strip().lower() for v in real.values()} | {"1", "risk-1"}
+    tally = {"clicks": 0}
+
+    @hsettings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @example(action=Action.RISK_ACK.value, user=RISK, value="²", selected=None)
+    @example(action=Action.RISK_ROLLBACK.value, user=RISK, value="", selected=None)
+    @example(action=Action.CHECKLIST_TICK.value, user=RISK, value=None, selected=None)
+    @given(
+        action=st.sampled_from(ACTION_IDS),
+        user=st.sampled_from([OPERATORS[1], RISK]),
+        value=any_text | st.none(),
+        selected=st.none() | st.lists(any_text, max_size=3),
+    )
+    def click(action: str, user: str, value: str | None, selected: list[str] | None) -> None:
+        assume(
+            value is None or value.strip().lower().removeprefix("risk-").lstrip("0") not in known
+        )
+        assume(value is None or value.strip().lower() not in known)
+        before = snapshot(rb)
+        with internal_errors() as errors:
+            seen = loop.run_until_complete(
+                slack.raw(action, body_for(action, value, user, selected))
+            )
+        tally["clicks"] += 1
+        assert not errors, f"{action} ({value!r}, {selected!r}): {errors[0].getMessage()}"
+        assert snapshot(rb) == before, f"{action} ({value!r}, {selected!r}) changed the state"
+        assert seen.texts, f"{action} ({value!r}, {selected!r}): no sentence for the user"
+
+    try:
+        click()
+    finally:
+        record(
+            "bad input",
+            f"Block Kit clicks whose value names nothing: {tally['clicks']} clicks, each a"
+            " sentence, 0 state changes, 0 internal errors",
+        )
+        rb.db.close()
+        loop.close()
 
 
 # -- config files -------------------------------------------------------------------------------

@@ -82,7 +82,8 @@ def _firing(row: dict[str, Any]) -> Firing:
 def parse_alert_id(text: str) -> int | None:
     """`risk-12` or `12` -> 12; anything else -> None."""
     raw = text.strip().lower().removeprefix("risk-")
-    return int(raw) if raw.isdigit() else None
+    # ASCII only: "²" is a digit to str.isdigit() but not to int(), and "٣" is not an alert id
+    return int(raw) if raw.isascii() and raw.isdigit() else None
 
 
 class Firings:

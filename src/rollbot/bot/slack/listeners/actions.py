@@ -49,6 +49,8 @@ async def checklist_tick(bot: SlackBot, req: Req) -> None:
     action = (req.body.get("actions") or [{}])[0]
     selected = {o["value"] for o in action.get("selected_options") or []}
     in_group = _group_values(req.body, action.get("action_id", "")) or selected
+    if not in_group:
+        raise BadInput("this checkbox carried no checklist item; nothing was ticked")
     for value in sorted(in_group):
         incident_id, item = checklist.parse_value(value)
         done = {i.item for i in checklist.items(bot.rb, incident_id) if i.done}

@@ -93,6 +93,8 @@ async def vote(bot: SlackBot, req: Req, approval_id: str, decision: str) -> None
 
 
 async def rollback_from_alert(bot: SlackBot, req: Req, alert_id: str) -> None:
+    if not alert_id.strip():  # else it would ask for a plain rollback, not this alert's
+        raise BadInput("this Roll back now button carried no risk alert; nothing was requested")
     request = await Approvals(bot.rb).request(
         "rollback", {"alert_id": alert_id}, req.actor, f"Roll back now, from risk alert {alert_id}"
     )
