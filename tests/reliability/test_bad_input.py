@@ -259,6 +259,56 @@ UNKNOWN_USERS = st.from_regex(r"\A[UW][A-Z0-9]{2,11}\Z").filter(
 ) | st.sampled_from(["U0NOBODY", "", "USLACKBOT", "W0ENTERPRISE"])
 
 
+def test_clicks_by_unknown_users_or_without_the_role_are_refused_audited_and_change_nothing(
+    tmp_path: Path,
+) -> None:
+    loop, rb, real = targets(tmp_path)
+    slack = SlackDriver(rb)
+    tally = {"clicks": 0, "audited": 0}
+    # DEVOPS holds a role, but none that may approve, acknowledge or roll back
+    needs_trading_role = [a for a in ACTION_IDS if a != Action.CHECKLIST_TICK.value]
+
+    @hsettings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        data=st.data(),
+        value=st.one_of(st.sampled_from(sorted(real.values())), any_text, st.none()),
+    )
+    def click(data: st.DataObject, value: str | None) -> None:
+        action = data.draw(st.sampled_from(ACTION_IDS), label="action")
+        users = UNKNOWN_USERS | (st.just(DEVOPS) if action in needs_trading_role else st.nothing())
+        user = data.draw(users, label="user")
+        if user == DEVOPS:  # a desk member: refused for the role on a real target (a value
+            value = real[_target(action)]  # naming nothing is bad input: see the next test)
+        selected = (
+            data.draw(st.lists(st.sampled_from([real["checklist"], "x|y"]), max_size=2))
+            if action == Action.CHECKLIST_TICK.value
+            else None
+        )
+        before, mark = snapshot(rb), last_event(rb)
+        with internal_errors() as errors:
+            seen = loop.run_until_complete(
+                slack.raw(action, body_for(action, value, user, selected))
+            )
+        tally["clicks"] += 1
+        assert not errors, f"{action} by {user!r} ({value!r}): {errors[0].getMessage()}"
+        assert snapshot(rb) == before, f"{action} by {user!r} ({value!r}) changed the state"
+        assert seen.texts, f"{action} by {user!r} ({value!r}): no sentence for the user"
+        audits = audits_since(rb, mark, user)
+        assert audits, f"{action} by {user!r} ({value!r}) was not audited: {seen.texts}"
+        tally["audited"] += 1
+
+    try:
+        click()
+    finally:
+        record(
+            "bad input",
+            f"Block Kit clicks by unknown users or without the role: {tally['clicks']} clicks,"
+            f" {tally['audited']} refused and audited, 0 state changes, 0 internal errors",
+        )
+        rb.db.close()
+        loop.close()
+
+
 def test_button_values_that_name_nothing_get_a_sentence_and_change_nothing(
     tmp_path: Path,
 ) -> None:
@@ -300,6 +350,46 @@ def test_button_values_that_name_nothing_get_a_sentence_and_change_nothing(
             f"Block Kit clicks whose value names nothing: {tally['clicks']} clicks, each a"
             " sentence, 0 state changes, 0 internal errors",
         )
+        rb.db.close()
+        loop.close()
+
+
+def test_an_rca_from_someone_without_a_role_is_refused_audited_and_not_recorded(
+    tmp_path: Path,
+) -> None:
+    """The RCA is one of the conditions for resuming live trading: a modal submitted by someone
+    with no rollbot role records nothing."""
+    from fakes.slack import view_submission_payload
+    from slack_bolt.request.async_request import AsyncBoltRequest
+
+    from rollbot.bot.slack.ids import Callback
+    from rollbot.commands.rca import RCA_FIELDS, get_rca
+
+    loop, rb, real = targets(tmp_path)
+    slack = SlackDriver(rb)
+    values = {name: {"value": {"type": "plain_text_input", "value": "text"}} for name in RCA_FIELDS}
+
+    def submit(user: str) -> Any:
+        payload = view_submission_payload(
+            Callback.RCA.value, values, user_id=user, private_metadata=real["incident"]
+        )
+        request = AsyncBoltRequest(body=payload, mode="socket_mode")
+        return loop.run_until_complete(slack.bot.bolt.async_dispatch(request))
+
+    try:
+        mark = last_event(rb)
+        refused = submit("U0NOBODY")
+        assert get_rca(rb, real["incident"]) is None
+        assert "needs a rollbot role" in refused.body
+        assert audits_since(rb, mark, "U0NOBODY") == ["SLACK_REFUSED"]
+        accepted = submit(RISK)
+        assert accepted.status == 200 and get_rca(rb, real["incident"]) is not None
+        record(
+            "bad input",
+            "RCA modal: from someone without a role refused, audited, nothing recorded;"
+            " from the risk officer recorded",
+        )
+    finally:
         rb.db.close()
         loop.close()
 

@@ -9,6 +9,7 @@ from rollbot.bot.slack.ids import Action, Callback
 from rollbot.bot.slack.listeners import requests
 from rollbot.commands import checklist, risk_alerts
 from rollbot.commands.rca import RCA_FIELDS, record_rca
+from rollbot.config import ROLES
 from rollbot.errors import BadInput, RollbotError
 
 if TYPE_CHECKING:
@@ -40,12 +41,15 @@ async def risk_rollback(bot: SlackBot, req: Req) -> None:
 
 
 async def risk_ack(bot: SlackBot, req: Req) -> None:
+    # an acknowledged alert lets its trigger re-arm: the people who may roll back decide it
+    bot.require(req, list(bot.rb.settings.slack.flatten_roles), "Acknowledging a risk alert")
     firing = risk_alerts.acknowledge_alert(bot.rb, action_value(req), req.actor)
     await req.reply(f"You acknowledged {firing.alert_id} ({firing.trigger}).")
 
 
 async def checklist_tick(bot: SlackBot, req: Req) -> None:
     """A checkbox group changed: tick what was selected, untick what was cleared."""
+    bot.require(req, list(ROLES), "The post-rollback checklist")
     action = (req.body.get("actions") or [{}])[0]
     selected = {o["value"] for o in action.get("selected_options") or []}
     in_group = _group_values(req.body, action.get("action_id", "")) or selected
@@ -105,13 +109,19 @@ def register_rca(bot: SlackBot) -> None:
         user = body.get("user", {})
         from rollbot.storage.events import Actor
 
-        try:
-            record_rca(
-                bot.rb,
-                view.get("private_metadata", ""),
-                fields,
-                Actor(id=user.get("id", ""), source="slack", name=user.get("name", "")),
+        actor = Actor(id=user.get("id", ""), source="slack", name=user.get("name", ""))
+        if not bot.rb.settings.roles_of(actor.id):  # an RCA is one condition for resuming
+            message = "recording an RCA needs a rollbot role; you have none"
+            bot.rb.events.append(
+                "SLACK_REFUSED",
+                actor,
+                reason=message,
+                data={"code": "ROLE_REQUIRED", "request": Callback.RCA.value, "channel": ""},
             )
+            await ack(response_action="errors", errors={RCA_FIELDS[0]: message})
+            return
+        try:
+            record_rca(bot.rb, view.get("private_metadata", ""), fields, actor)
         except RollbotError as exc:
             await ack(response_action="errors", errors={RCA_FIELDS[0]: str(exc)[:150]})
             return

@@ -11,7 +11,7 @@ from rollbot.commands import escalation
 from rollbot.commands.approvals import ApprovalRequest, Approvals
 from rollbot.commands.resume import resume_blockers
 from rollbot.commands.rollback import ROLLBACK_STEPS, Engine
-from rollbot.errors import BadInput
+from rollbot.errors import BadInput, Refused
 
 if TYPE_CHECKING:
     from rollbot.bot.slack.app import Req, SlackBot
@@ -104,6 +104,14 @@ async def rollback_from_alert(bot: SlackBot, req: Req, alert_id: str) -> None:
 
 async def acknowledge(bot: SlackBot, req: Req, incident_id: str) -> None:
     """Stops the escalation; the thread and headline say who and when (commands/escalation)."""
-    esc = escalation.acknowledge(bot.rb, incident_id, req.actor)
+    settings = bot.rb.settings
+    if not settings.roles_of(req.user_id) and req.user_id not in {
+        c.slack_id for c in settings.contacts if c.slack_id
+    }:
+        bot.refuse(req, "NOT_ON_CHAIN", "only people on the escalation chain may acknowledge")
+    try:
+        esc = escalation.acknowledge(bot.rb, incident_id, req.actor)
+    except Refused as exc:  # not on this incident's chain: refused, and recorded as such
+        bot.refuse(req, exc.code, str(exc))
     by = f" by <@{esc.acked_by}>" if esc.acked_by else ""
     await req.reply(f"{incident_id}: escalation {esc.status.lower()}{by}.")
