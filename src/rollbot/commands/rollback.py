@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -24,7 +27,7 @@ from rollbot.commands.hooks import run_strategy_stop
 from rollbot.commands.positions import VenueBook, read_book
 from rollbot.commands.trading_state import TradingState, parse_scope
 from rollbot.commands.venue_timeouts import bounded
-from rollbot.errors import BadInput
+from rollbot.errors import BadInput, Refused
 from rollbot.storage.db import dumps, loads
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
@@ -249,6 +252,30 @@ class Engine:
         return self.app.venues()
 
     async def run(self, incident: Incident, steps: tuple[int, ...], *, new: bool = True) -> Outcome:
+        """Run (or finish) the incident. Once per incident at a time: a second run in this
+        process waits for the first and returns its outcome; another live process running it
+        is refused (RUNNING_ELSEWHERE) — it finishes the incident there."""
+        key = (id(asyncio.get_running_loop()), str(self.app.db.path), incident.id)
+        while (ongoing := _RUNS.get(key)) is not None:
+            await ongoing.wait()
+            incident = self.app.incidents.get(incident.id)
+        _RUNS[key] = asyncio.Event()
+        try:
+            return await self._run(incident, steps, new=new)
+        except BaseException as exc:  # not a crash: say the run stopped, so others may finish it
+            with contextlib.suppress(Exception):
+                if not isinstance(exc, Refused):
+                    self.app.events.append(
+                        "RUN_INTERRUPTED",
+                        self.actor,
+                        incident_id=incident.id,
+                        reason=f"{type(exc).__name__}: {exc}"[:300],
+                    )
+            raise
+        finally:
+            _RUNS.pop(key).set()
+
+    async def _run(self, incident: Incident, steps: tuple[int, ...], *, new: bool) -> Outcome:
         done = self.finished_steps(incident.id)
         if done and all(s in done for s in steps):  # finished before: nothing is sent again
             if incident.phase == "RUNNING":  # the crash came after the last step ended
@@ -260,7 +287,16 @@ class Engine:
                     )
                 incident = self.app.incidents.get(incident.id)
             return self._outcome(incident, [done[s] for s in steps], new=new, books=None)
-        self.app.incidents.set_phase(incident.id, "RUNNING", self.actor, steps=list(steps))
+        with self.app.db.write():  # the claim: checked and taken in one transaction
+            other = running_elsewhere(self.app, incident.id)
+            if other:
+                raise Refused(
+                    f"{incident.id} is being run by {other}; it finishes it there",
+                    code="RUNNING_ELSEWHERE",
+                )
+            self.app.incidents.set_phase(
+                incident.id, "RUNNING", self.actor, steps=list(steps), runner=_ME
+            )
         first = self.app.events.list(incident_id=incident.id, kinds=["STEP_STARTED"], limit=1)
         t0 = first[0].at if first else self.app.clock.now()
         # a venue that stops answering is unreachable after venue_timeout_s, in every step
@@ -733,6 +769,42 @@ class Engine:
 
 
 OPENED_GRACE = timedelta(seconds=60)
+_ME = {"host": socket.gethostname(), "pid": os.getpid()}
+_RUNS: dict[tuple[int, str, str], asyncio.Event] = {}  # runs in this process, per loop
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed process its parent has not reaped yet is not running anything
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def running_elsewhere(app: Rollbot, incident_id: str) -> str | None:
+    """Who runs this incident right now, when it is another live process on this host (the
+    claim is in the RUNNING phase event; a run that stopped says so with RUN_INTERRUPTED)."""
+    row = app.db.one(
+        "SELECT kind, data FROM events WHERE incident_id = ?"
+        " AND kind IN ('INCIDENT_PHASE', 'RUN_INTERRUPTED') ORDER BY id DESC LIMIT 1",
+        (incident_id,),
+    )
+    if row is None or row["kind"] != "INCIDENT_PHASE":
+        return None
+    data = loads(row["data"]) or {}
+    runner = data.get("runner") or {}
+    if data.get("phase") != "RUNNING" or not runner.get("pid"):
+        return None
+    if runner.get("host") != _ME["host"] or runner.get("pid") == _ME["pid"]:
+        return None  # one SQLite file in WAL is shared on one host only; this process waits
+    if not _alive(int(runner["pid"])):
+        return None  # it crashed: the run is ours to finish
+    return f"process {runner['pid']} on {runner['host']}"
 
 
 async def resume_unfinished(app: Rollbot, actor: Actor, **kw: Any) -> list[Outcome]:
@@ -745,6 +817,8 @@ async def resume_unfinished(app: Rollbot, actor: Actor, **kw: Any) -> list[Outco
         if incident.phase == "RUNNING" or (
             incident.phase == "OPENED" and incident.opened_at < stale
         ):
+            if running_elsewhere(app, incident.id):
+                continue  # not cut off: another live process is running it now
             engine = Engine(app, actor, **kw)
             app.events.append(
                 "INCIDENT_RESUMED",
