@@ -136,6 +136,7 @@ COMMANDS = {
     Command.POSITIONS: (commands.positions, True),
     Command.FLATTEN: (commands.flatten, True),
     Command.ROLLBACK: (commands.rollback, True),
+    Command.REPORT: (commands.report, True),
     Command.INCIDENT: (commands.incident, True),
     Command.GATES: (commands.gates, True),
     Command.RESUME: (commands.resume, True),
@@ -166,10 +167,10 @@ class SlackDriver:
     """Calls SlackBot.listener's wrapper as slack-bolt would, without a network: the dedupe by
     trigger id, the role checks and the error handling are the real ones."""
 
-    def __init__(self, rb: Any) -> None:
-        # the Web API is never called by these listeners; an unroutable address proves it
+    def __init__(self, rb: Any, client: AsyncWebClient | None = None) -> None:
+        # by default the Web API is unroutable: the listeners driven this way never call it
         self.bot = SlackBot(
-            rb, AsyncWebClient(token="xoxb-reliability", base_url="http://127.0.0.1:9/")
+            rb, client or AsyncWebClient(token="xoxb-reliability", base_url="http://127.0.0.1:9/")
         )
 
     async def _deliver(

@@ -11,6 +11,7 @@ import string
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ from reliability.support import (
     write_book,
 )
 from rollbot.bot.slack import parsing
-from rollbot.bot.slack.ids import Action
-from rollbot.clock import ManualClock
+from rollbot.bot.slack.ids import Action, Command
+from rollbot.clock import ManualClock, iso
 from rollbot.commands import checklist, escalation
 from rollbot.commands.approvals import Approvals
 from rollbot.commands.context import Rollbot
@@ -149,7 +150,9 @@ def internal_errors() -> Iterator[list[logging.LogRecord]]:
         log.removeHandler(handler)
 
 
-def targets(root: Path) -> tuple[asyncio.AbstractEventLoop, Rollbot, dict[str, str]]:
+def targets(
+    root: Path, *, resumable: bool = False
+) -> tuple[asyncio.AbstractEventLoop, Rollbot, dict[str, str]]:
     """A desk with something for every button to act on: a finished rollback with its
     escalation (tier 1: the risk officer) and checklist, a pending flatten request, a risk
     alert. Returns the loop it lives on, the app and the values a real button would carry."""
@@ -162,6 +165,8 @@ def targets(root: Path) -> tuple[asyncio.AbstractEventLoop, Rollbot, dict[str, s
         escalation=EscalationConfig(tiers=[EscalationTier(roles=["risk_officer"])]),
     )
     settings.contacts = [c for c in contacts() if c.role == "risk_officer"]
+    if resumable:  # no minimum time in shadow; a drill passes once the incident is open
+        settings.resume = settings.resume.model_copy(update={"min_shadow_hours": 0})
     rb = Rollbot.open(settings, clock=ManualClock())
     rb.gates.arm(Actor(id=OPERATORS[0], source="cli"), "a live desk")
     requester = Actor(id=OPERATORS[0], source="slack")
@@ -182,6 +187,11 @@ def targets(root: Path) -> tuple[asyncio.AbstractEventLoop, Rollbot, dict[str, s
             status="ALERTED",
             at=rb.clock.now(),
         )
+        if resumable:
+            rb.db.execute(
+                "INSERT INTO drills (at, status) VALUES (?, 'SUCCESS')",
+                (iso(rb.clock.now() + timedelta(seconds=1)),),
+            )
         item = next(iter(checklist.ITEMS))
         return {
             "approval": asked.id,
@@ -390,6 +400,59 @@ def test_an_rca_from_someone_without_a_role_is_refused_audited_and_not_recorded(
             " from the risk officer recorded",
         )
     finally:
+        rb.db.close()
+        loop.close()
+
+
+def test_slash_commands_from_unknown_users_or_without_the_role_change_nothing(
+    tmp_path: Path,
+) -> None:
+    """Every slash command, any text, from someone with no rollbot role (or only devops): a
+    sentence, never an internal error, and nothing changes — not even a request for approval.
+    The incident's resume conditions all hold, so a /resume that got through would show."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from rollbot.commands.rca import RCA_FIELDS, record_rca
+
+    loop, rb, real = targets(tmp_path, resumable=True)
+    record_rca(
+        rb, real["incident"], dict.fromkeys(RCA_FIELDS, "known"), Actor(id=RISK, source="slack")
+    )
+    fake = FakeSlack()
+    loop.run_until_complete(fake.start())
+    slack = SlackDriver(rb, AsyncWebClient(token=fake.bot_token, base_url=fake.api_url))
+    tally = {"commands": 0, "audited": 0}
+    commands = list(Command)
+
+    @hsettings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @example(command=Command.RESUME, user="U0NOBODY", text=f"{real['incident']} ready again")
+    @given(
+        command=st.sampled_from(commands),
+        user=UNKNOWN_USERS | st.just(DEVOPS),
+        text=any_text | st.sampled_from([real["incident"], f"{real['incident']} all good"]),
+    )
+    def send(command: Command, user: str, text: str) -> None:
+        before, mark = snapshot(rb), last_event(rb)
+        with internal_errors() as errors:
+            seen = loop.run_until_complete(slack.command(command, text, user))
+            loop.run_until_complete(slack.settle())
+        tally["commands"] += 1
+        assert not errors, f"{command} {text!r} by {user!r}: {errors[0].getMessage()}"
+        assert snapshot(rb) == before, f"{command} {text!r} by {user!r} changed the state"
+        assert seen.texts, f"{command} {text!r} by {user!r}: no sentence"
+        if audits_since(rb, mark, user):
+            tally["audited"] += 1
+
+    try:
+        send()
+    finally:
+        record(
+            "bad input",
+            f"slash commands from unknown users or without the role: {tally['commands']}"
+            f" commands, {tally['audited']} refused and audited, the rest answered read-only;"
+            " 0 state changes, 0 internal errors",
+        )
+        loop.run_until_complete(fake.stop())
         rb.db.close()
         loop.close()
 

@@ -179,6 +179,8 @@ async def resume(bot: SlackBot, req: Req) -> None:
     if parsing.is_help(req.text) or not req.text.strip():
         await req.reply(help_for("resume"))
         return
+    # asking to go live again is for the desk (a risk officer still approves it)
+    bot.require(req, ["operator", "risk_officer", "trading_desk_manager", "cto"], "/resume")
     await requests.resume(bot, req)
 
 
