@@ -18,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from reliability.figures import record
 from reliability.processes import (
@@ -182,6 +183,94 @@ def clock_killed(root: Path, write_config: Callable[..., Path]) -> Scenario:
     return s
 
 
+class HangingReceiver:
+    """A webhook endpoint whose first request never gets an answer; later ones get 202."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.keys: list[str] = []
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.keys.append(self.headers.get("Idempotency-Key") or "")
+                if len(receiver.keys) == 1:
+                    receiver.release.wait(30)  # the sender is killed while it waits here
+                self.send_response(202)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+
+
+def webhook_killed(root: Path, write_config: Callable[..., Path]) -> Scenario:
+    """`rollbot clock` killed while its webhook page is in flight (the receiver has the POST and
+    has not answered): the restarted clock sends the page again, under the same idempotency key,
+    and records it once."""
+    from escalation.helpers import contacts, operator
+
+    from rollbot.config import Contact
+
+    s = Scenario("webhook page in flight (rollbot clock)")
+    receiver = HangingReceiver()
+    settings = settings_for(root, write_book(root), escalation=EscalationConfig(wait_minutes=60))
+    people = contacts()
+    people[0] = Contact(**{**people[0].model_dump(), "webhook_url": receiver.url})
+    settings.contacts = people
+    settings.kill_switches = KillSwitchesConfig(interval_s=3600)
+    config = write_config(settings, f"{root.name}.toml")
+    rb = Rollbot.open(settings, clock=SystemClock())
+    try:
+        from rollbot.commands.escalation import start_escalation
+
+        first = start(config, "clock")
+        _ready(first)
+        incident, _ = rb.incidents.open(kind="rollback", reason="PnL -6%", actor=operator())
+        start_escalation(rb, incident.id, operator())
+        end = time.monotonic() + 20
+        while not receiver.keys and time.monotonic() < end:
+            time.sleep(0.02)
+        s.check(len(receiver.keys) == 1, f"{len(receiver.keys)} POSTs before the kill, not 1")
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=10)
+
+        second = start(config, "clock")
+        _ready(second)
+        end = time.monotonic() + 10
+        while not rb.events.list(kinds=["WEBHOOK_SENT"]) and time.monotonic() < end:
+            time.sleep(0.05)
+        time.sleep(0.5)  # room for a duplicate to show up, were there one
+        second.send_signal(signal.SIGTERM)
+        second.communicate(timeout=10)
+        sent = rb.events.list(kinds=["WEBHOOK_SENT", "WEBHOOK_FAILED"])
+        s.check(
+            [e.kind for e in sent] == ["WEBHOOK_SENT"],
+            f"after the restart: {[e.kind for e in sent]} (the page in flight was lost)",
+        )
+        s.check(
+            len(receiver.keys) == 2 and len(set(receiver.keys)) == 1,
+            f"POSTs {receiver.keys}: sent again once, under the same idempotency key",
+        )
+        s.problems += [f"event log: {g}" for g in log_gaps(rb.db)]
+    finally:
+        receiver.close()
+        rb.db.close()
+    return s
+
+
 def _ready(proc: subprocess.Popen[str]) -> None:
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -219,6 +308,7 @@ def test_sigkill_at_every_kill_point_then_the_restart_finishes_exactly_once(
     )
     points.append(("approval", lambda: approval_killed(tmp_path / "approval", write_config)))
     points.append(("clock", lambda: clock_killed(tmp_path / "clock", write_config)))
+    points.append(("webhook", lambda: webhook_killed(tmp_path / "webhook", write_config)))
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=4) as pool:

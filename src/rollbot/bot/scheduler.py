@@ -23,7 +23,7 @@ from typing import Any
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from rollbot.commands import checklist, escalation
+from rollbot.commands import checklist, escalation, webhooks
 from rollbot.commands.approvals import Approvals
 from rollbot.commands.context import Rollbot
 from rollbot.commands.monitors import Monitor
@@ -63,6 +63,7 @@ class Clockwork:
         )
         self.scheduler.start()
         await self._guard("startup", lambda: self.run_due(via="startup"))
+        await self._guard("resend", lambda: webhooks.resend_lost(self.app))
         await self._guard("sweep", self.sweep)
         self.sync()
         self.scheduler.add_job(
@@ -110,6 +111,7 @@ class Clockwork:
                 f.lag_s,
             )
         self._failed.clear()
+        await webhooks.resend_lost(self.app)  # pages whose sender died mid-POST
         await self.sweep()
         return fired
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -24,6 +21,7 @@ from rollbot.brokers.base import Side, Venue, VenueError
 from rollbot.commands.context import Rollbot
 from rollbot.commands.flatten import VenueCloser, VenueFlatten, choose_strategy
 from rollbot.commands.hooks import run_strategy_stop
+from rollbot.commands.liveness import ME, live_elsewhere
 from rollbot.commands.positions import VenueBook, read_book
 from rollbot.commands.trading_state import TradingState, parse_scope
 from rollbot.commands.venue_timeouts import bounded
@@ -295,7 +293,7 @@ class Engine:
                     code="RUNNING_ELSEWHERE",
                 )
             self.app.incidents.set_phase(
-                incident.id, "RUNNING", self.actor, steps=list(steps), runner=_ME
+                incident.id, "RUNNING", self.actor, steps=list(steps), runner=ME
             )
         first = self.app.events.list(incident_id=incident.id, kinds=["STEP_STARTED"], limit=1)
         t0 = first[0].at if first else self.app.clock.now()
@@ -769,21 +767,7 @@ class Engine:
 
 
 OPENED_GRACE = timedelta(seconds=60)
-_ME = {"host": socket.gethostname(), "pid": os.getpid()}
 _RUNS: dict[tuple[int, str, str], asyncio.Event] = {}  # runs in this process, per loop
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed process its parent has not reaped yet is not running anything
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def running_elsewhere(app: Rollbot, incident_id: str) -> str | None:
@@ -798,12 +782,8 @@ def running_elsewhere(app: Rollbot, incident_id: str) -> str | None:
         return None
     data = loads(row["data"]) or {}
     runner = data.get("runner") or {}
-    if data.get("phase") != "RUNNING" or not runner.get("pid"):
-        return None
-    if runner.get("host") != _ME["host"] or runner.get("pid") == _ME["pid"]:
-        return None  # one SQLite file in WAL is shared on one host only; this process waits
-    if not _alive(int(runner["pid"])):
-        return None  # it crashed: the run is ours to finish
+    if data.get("phase") != "RUNNING" or not live_elsewhere(runner):
+        return None  # finished, crashed (the run is ours to finish), or this process (it waits)
     return f"process {runner['pid']} on {runner['host']}"
 
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import BaseModel
 
-from rollbot.clock import Clock
+from rollbot.clock import Clock, iso
 from rollbot.commands.context import Rollbot
+from rollbot.commands.liveness import ME, is_me, live_elsewhere
+from rollbot.storage.db import loads
 from rollbot.storage.events import Actor
 from rollbot.storage.timers import Timer, Timers
 
@@ -175,6 +178,46 @@ async def deliver(app: Rollbot, timer: Timer) -> Delivery:
     )
     _record(app, timer, result, fmt, url, contact, event)
     return result
+
+
+RESEND_WINDOW = timedelta(days=1)  # pages older than this are not looked for again
+
+
+async def resend_lost(app: Rollbot) -> list[Delivery]:
+    """Pages lost with their sender: claimed (TIMER_FIRED) by a process that died with the POST
+    in flight, so never answered (no WEBHOOK_SENT or WEBHOOK_FAILED). Each is sent again under
+    the same Idempotency-Key (a receiver that did get the first drops this one), claimed first
+    with WEBHOOK_RESENT so that one clock sends it. The clock runs this at start and in its
+    auditor."""
+    since = iso(app.clock.now() - RESEND_WINDOW)
+    timers = Timers(app.db, app.clock)
+    out = []
+    for row in app.db.query(
+        "SELECT id FROM timers WHERE kind = ? AND fired_at >= ? ORDER BY id", (TIMER_KIND, since)
+    ):
+        with app.db.write():
+            last = app.db.one(
+                "SELECT kind, data FROM events WHERE kind IN"
+                " ('TIMER_FIRED', 'WEBHOOK_RESENT', 'WEBHOOK_SENT', 'WEBHOOK_FAILED')"
+                " AND json_extract(data, '$.timer_id') = ? ORDER BY id DESC LIMIT 1",
+                (row["id"],),
+            )
+            if last is None or last["kind"] in ("WEBHOOK_SENT", "WEBHOOK_FAILED"):
+                continue
+            sender = loads(last["data"]) or {}
+            if not sender.get("pid") or is_me(sender) or live_elsewhere(sender):
+                continue  # still in flight (here or in a live process), or of unknown origin
+            timer = timers.get(row["id"])
+            assert timer is not None
+            app.events.append(
+                "WEBHOOK_RESENT",
+                Actor.clock(TIMER_KIND),
+                incident_id=timer.ref,
+                reason=f"process {sender.get('pid')} stopped with this page in flight",
+                data={"timer_id": timer.id, "host": host_of(str(timer.payload.get("url"))), **ME},
+            )
+        out.append(await deliver(app, timer))
+    return out
 
 
 def _record(
