@@ -271,7 +271,9 @@ async def test_a_full_disk_gives_a_clear_error_and_leaves_nothing_half_written(
                 where = "finished"
             except StorageError as exc:
                 last = app.db.one(
-                    "SELECT kind, data FROM events WHERE id > ? ORDER BY id DESC LIMIT 1", (mark,)
+                    "SELECT kind, data FROM events WHERE id > ? AND kind != 'RUN_INTERRUPTED'"
+                    " ORDER BY id DESC LIMIT 1",
+                    (mark,),
                 )
                 step = json.loads(last["data"]).get("step") if last else None
                 where = (
