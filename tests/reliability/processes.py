@@ -117,7 +117,6 @@ def write_lock(db: Path) -> Iterator[sqlite3.Connection]:
 class Scenario:
     name: str
     problems: list[str] = field(default_factory=list)
-    note: str = ""
 
     def check(self, ok: bool, text: str) -> None:
         if not ok:
