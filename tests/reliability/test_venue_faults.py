@@ -238,7 +238,7 @@ async def test_venue_faults_end_flat_or_report_the_exact_residual_and_escalate(
     record(
         "venue faults",
         f"{len(results)} rollbacks in {seconds:.1f} s: {len(flat)} ended flat,"
-        f" {len(residual)} reported the exact residual, {len(unknown)} were never readable"
+        f" {len(residual)} reported the exact residual, {len(unknown)} never readable"
         f" (residual unknown, said so), {len(bad)} wrong;"
         f" {len(results) - len([r for r in results if 'not escalated' in r.problems])}"
         " escalated",
