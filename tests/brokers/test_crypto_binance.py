@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from fakes.exchange import FakeExchange, RunningFakeExchange, start_fake_exchange
+from fakes.exchange import FakeExchange, RunningFakeExchange, fast_venue, start_fake_exchange
 
 from rollbot.brokers.base import (
     CloseRequest,
@@ -22,27 +22,15 @@ from rollbot.brokers.base import (
 )
 from rollbot.brokers.crypto.venue import CryptoVenue
 from rollbot.brokers.registry import build_venues
-from rollbot.config import CryptoVenueConfig, load_settings
+from rollbot.config import load_settings
 
 BTC, ETH, DOGE = "BTC/USDT", "ETH/USDT", "DOGE/USDT"
-FAST_BACKOFF = (0.01, 0.01, 0.01)
 FAST_PACING_MS = 0.5  # ccxt's limiter stays on, at 1/100 of binance's real spacing
 HOLDINGS = {"BTC": "0.5", "ETH": "2", "DOGE": "3", "USDT": "100"}  # DOGE: 0.3 USDT of dust
 
 
 def make_venue(fake: FakeExchange | RunningFakeExchange, secret: str | None = None) -> CryptoVenue:
-    """Fast but real: ccxt's limiter on at 1/100 of the venue's spacing, millisecond backoff,
-    and no 250 ms drain on close (ccxt waits for TLS transports; the fake is plain HTTP)."""
-    cfg = CryptoVenueConfig(**fake.venue_config("binance"))
-    venue = CryptoVenue(
-        cfg,
-        api_key=fake.api_key,
-        secret=secret or fake.secret,
-        backoff_s=FAST_BACKOFF,
-        rate_limit_ms=FAST_PACING_MS,
-    )
-    venue.exchange.timeout_on_exit = 0
-    return venue
+    return fast_venue(fake, "binance", FAST_PACING_MS, secret)
 
 
 @pytest.fixture

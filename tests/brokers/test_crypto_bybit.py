@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import pytest
-from fakes.exchange import FakeExchange, RunningFakeExchange, start_fake_exchange
+from fakes.exchange import (
+    FAST_BACKOFF,
+    FakeExchange,
+    RunningFakeExchange,
+    fast_venue,
+    start_fake_exchange,
+)
 
 from rollbot.brokers.base import (
     CloseRequest,
@@ -23,26 +29,13 @@ from rollbot.brokers.base import (
     VenueUnavailable,
 )
 from rollbot.brokers.crypto.venue import CryptoVenue
-from rollbot.config import CryptoVenueConfig
 
 BTC, ETH, SOL = "BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"
-FAST_BACKOFF = (0.01, 0.01, 0.01)
 FAST_PACING_MS = 0.2  # ccxt's limiter stays on, at 1/100 of bybit's real spacing
 
 
 def make_venue(fake: FakeExchange | RunningFakeExchange, secret: str | None = None) -> CryptoVenue:
-    """Fast but real: ccxt's limiter on at 1/100 of the venue's spacing, millisecond backoff,
-    and no 250 ms drain on close (ccxt waits for TLS transports; the fake is plain HTTP)."""
-    cfg = CryptoVenueConfig(**fake.venue_config("bybit"))
-    venue = CryptoVenue(
-        cfg,
-        api_key=fake.api_key,
-        secret=secret or fake.secret,
-        backoff_s=FAST_BACKOFF,
-        rate_limit_ms=FAST_PACING_MS,
-    )
-    venue.exchange.timeout_on_exit = 0
-    return venue
+    return fast_venue(fake, "bybit", FAST_PACING_MS, secret)
 
 
 @pytest.fixture
