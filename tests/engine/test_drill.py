@@ -155,8 +155,9 @@ def test_drill_with_latency_still_succeeds_and_the_latency_shows(drill: Drill) -
     assert "INC-0001 rollback: SUCCESS" in flat(result.stdout)
     steps = drill.steps()
     assert [steps[n]["status"] for n in range(1, 6)] == ["SUCCESS"] * 5
-    # HALT is three round trips (NAV, cancel-all, its read-back): at least 60 ms
-    assert steps[1]["duration_seconds"] >= 0.06
+    # HALT is two round trips in a row (cancel-all, its read-back; the NAV read runs beside
+    # them): at least 40 ms
+    assert steps[1]["duration_seconds"] >= 0.04
     assert drill.positions() == {}
 
 

@@ -361,8 +361,9 @@ async def test_a_venue_that_goes_down_mid_flatten_leaves_the_other_flat(
 async def test_a_venue_down_from_the_start_is_named_and_the_other_finishes(
     make_app: MakeApp, operator: Actor, tmp_path: Path
 ) -> None:
-    app = make_app(two_venues(tmp_path, disconnect_after_calls=1))
+    app = make_app(two_venues(tmp_path))
     alpha, beta = paper_of(app, "alpha"), paper_of(app, "beta")
+    beta.disconnect_in(1)  # lost on its very first call
     beta.stay_down()
 
     outcome = await Engine(app, operator).rollback("beta never answered")

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from engine.support import START, book_positions, closing_orders, open_order_count, step_events
 from rollbot.bot.cli import app as cli
-from rollbot.brokers.base import Side
+from rollbot.brokers.base import Side, VenueUnavailable
 from rollbot.clock import ManualClock, parse_iso
 from rollbot.commands.context import Rollbot
 from rollbot.commands.rollback import ROLLBACK_STEPS, STEPS, Engine, StepStatus, resume_unfinished
@@ -299,3 +299,22 @@ async def test_step_records_survive_as_json_for_the_report(
     assert {o["symbol"] for o in ended[4]["orders"]} == set(START)
     assert ended[5]["verification"]["all_positions_flat"] is True
     json.dumps(ended)  # plain JSON all the way down
+
+
+async def test_a_failing_nav_read_never_stops_the_cancels(
+    make_app: MakeApp, operator: Actor
+) -> None:
+    """Step 1 exists to cancel: the NAV it reads beside the cancels must not stand in front."""
+    app = make_app()
+    paper = app.venue("paper")
+
+    async def no_account_summary() -> None:
+        raise VenueUnavailable("paper", "account summary unavailable")
+
+    paper.account = no_account_summary  # type: ignore[method-assign]
+
+    outcome = await Engine(app, operator).kill("NAV endpoint down")
+
+    assert open_order_count(paper) == 0
+    assert outcome.steps[0].status is StepStatus.SUCCESS
+    assert outcome.steps[0].venues["paper"] == "24 of 24 orders cancelled, none left"

@@ -440,24 +440,26 @@ class Engine:
             run_strategy_stop(self.app.settings.hooks.strategy_stop, incident.id, incident.reason)
         )
 
-        async def cancel_and_nav(v: Venue) -> tuple[Any, Any]:
-            nav = await v.account()
-            result = await v.cancel_all()
-            return result, nav
-
-        results = await self._per_venue(venues, cancel_and_nav)
+        # the cancels go first and never wait on the NAV read beside them: a venue whose
+        # account summary fails must still have its orders cancelled
+        cancels, accounts = await asyncio.gather(
+            self._per_venue(venues, lambda v: v.cancel_all()),
+            self._per_venue(venues, lambda v: v.account()),
+        )
         hook = await hook_task
         if hook:
             actions.insert(1, hook)
         ok, per = 0, {}
         navs = {}
-        for name, res in results.items():
-            if isinstance(res, Exception):
-                per[name] = f"FAILED: {res}"
+        for name, cancel in cancels.items():
+            nav = accounts[name]
+            if not isinstance(nav, Exception):
+                navs[name] = str(nav.nav)
+                self.navs.add(name, nav.at, nav.nav, nav.currency)
+            if isinstance(cancel, Exception):
+                per[name] = f"FAILED: {cancel}"
+                actions.append(f"{name}: {per[name]}")
                 continue
-            cancel, nav = res
-            navs[name] = str(nav.nav)
-            self.navs.add(name, nav.at, nav.nav, nav.currency)
             if cancel.complete:
                 ok += 1
                 per[name] = (
