@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from rollbot.clock import iso
 from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import StepReport
+from rollbot.commands.rollback import StepReport, ended_steps
 from rollbot.errors import BadInput
 from rollbot.storage.incidents import Incident
 from rollbot.storage.nav import NavSamples
@@ -148,13 +148,6 @@ class RollbackLog(_Strict):
         return json.dumps(data, indent=2, ensure_ascii=False)
 
 
-def _steps(app: Rollbot, incident_id: str) -> list[StepReport]:
-    return [
-        StepReport.model_validate(e.data)
-        for e in app.events.list(incident_id=incident_id, kinds=["STEP_ENDED"])
-    ]
-
-
 def _log_positions(s: StepReport) -> dict[str, LogPosition] | None:
     if s.positions is None:
         return None
@@ -231,7 +224,7 @@ def _log_step(s: StepReport, logs_archived: str) -> LogStep:
 
 
 def build_log(app: Rollbot, incident: Incident) -> RollbackLog:
-    steps = _steps(app, incident.id)
+    steps = ended_steps(app, incident.id)
     rca = app.db.one("SELECT * FROM rca WHERE incident_id = ?", (incident.id,))
     archived = f"{app.settings.database.path} (table events, incident_id = {incident.id})"
     log_steps = [_log_step(s, archived) for s in steps]
@@ -289,7 +282,7 @@ def _how(order: dict[str, str]) -> str:
 
 def build_markdown(app: Rollbot, incident: Incident) -> str:
     log = build_log(app, incident)
-    steps = _steps(app, incident.id)
+    steps = ended_steps(app, incident.id)
     errors = [
         e for e in app.events.list(incident_id=incident.id, kinds=["ORDER_REJECTED", "VENUE_ERROR"])
     ]
@@ -437,7 +430,7 @@ def build_png(app: Rollbot, incident: Incident) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = _steps(app, incident.id)
+    steps = ended_steps(app, incident.id)
     start = steps[0].start_time if steps else incident.opened_at
     end = steps[-1].end_time if steps else incident.opened_at
     span = max((end - start).total_seconds(), 60.0)

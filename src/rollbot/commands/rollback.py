@@ -115,6 +115,14 @@ def _qty(d: Decimal) -> str:
     return format(d.normalize(), "f")
 
 
+def ended_steps(app: Rollbot, incident_id: str) -> list[StepReport]:
+    """The incident's steps as their STEP_ENDED events recorded them, in order."""
+    return [
+        StepReport.model_validate(e.data)
+        for e in app.events.list(incident_id=incident_id, kinds=["STEP_ENDED"])
+    ]
+
+
 class Engine:
     def __init__(
         self,
@@ -234,10 +242,7 @@ class Engine:
         return {"kill": KILL_STEPS, "flatten": FLATTEN_STEPS}.get(incident.kind, ROLLBACK_STEPS)
 
     def finished_steps(self, incident_id: str) -> dict[int, StepReport]:
-        return {
-            e.data["step"]: StepReport.model_validate(e.data)
-            for e in self.app.events.list(incident_id=incident_id, kinds=["STEP_ENDED"])
-        }
+        return {s.step: s for s in ended_steps(self.app, incident_id)}
 
     def _venues_in(self, scope: str) -> dict[str, Venue]:
         if scope.startswith("venue:"):

@@ -30,13 +30,6 @@ Via = Literal["scheduler", "startup", "auditor", "manual"]
 FollowUp = Callable[[], Awaitable[None]]
 Handler = Callable[[Rollbot, Timer, float], FollowUp | None]
 
-_EXTRA: dict[str, Handler] = {}
-
-
-def register_kind(kind: str, handler: Handler) -> None:
-    """For deadlines other modules add: `handler(app, timer, lag_s)` runs inside the claim."""
-    _EXTRA[kind] = handler
-
 
 def handlers() -> dict[str, Handler]:
     # imported here: these modules schedule timers themselves, so they import this one
@@ -46,7 +39,6 @@ def handlers() -> dict[str, Handler]:
         escalation.TIMER_KIND: escalation.on_deadline,
         checklist.TIMER_KIND: checklist.on_reminder,
         webhooks.TIMER_KIND: webhooks.on_send,
-        **_EXTRA,
     }
 
 

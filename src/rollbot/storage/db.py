@@ -195,7 +195,3 @@ def dumps(data: Any) -> str:
 
 def loads(text: str | None) -> Any:
     return json.loads(text) if text else None
-
-
-def open_database(path: str | Path, busy_timeout_ms: int = 5000) -> Database:
-    return Database(path, busy_timeout_ms)

@@ -183,7 +183,7 @@ class Courier:
 
     async def _headline(self, incident: Incident) -> dict[str, Any]:
         text, blocks = views.headline(
-            self.headline_data(incident), self._steps(incident.id), self._extra(incident)
+            self.headline_data(incident), self.steps_data(incident.id), self._extra(incident)
         )
         if incident.slack_ts and incident.slack_channel:
             await self.client.chat_update(
@@ -204,7 +204,7 @@ class Courier:
         )
         return data
 
-    def _steps(self, incident_id: str) -> list[dict[str, Any]]:
+    def steps_data(self, incident_id: str) -> list[dict[str, Any]]:
         return [e.data for e in self.app.events.list(incident_id=incident_id, kinds=["STEP_ENDED"])]
 
     def _extra(self, incident: Incident) -> list[str]:

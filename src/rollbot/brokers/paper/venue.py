@@ -217,9 +217,6 @@ class PaperBook:
             self._set_meta("path_step", str(step))
         return self.marks()
 
-    def set_mark(self, symbol: str, price: Decimal) -> None:
-        self.db.execute("INSERT OR REPLACE INTO marks VALUES (?, ?)", (symbol, str(price)))
-
 
 def _to_order(venue: str, r: dict[str, Any]) -> Order:
     return Order(

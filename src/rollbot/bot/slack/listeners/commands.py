@@ -135,7 +135,7 @@ async def incident(bot: SlackBot, req: Req) -> None:
     if target is None:
         raise BadInput("there is no incident yet")
     if verb == "status":
-        steps = [e.data for e in rb.events.list(incident_id=target.id, kinds=["STEP_ENDED"])]
+        steps = bot.courier.steps_data(target.id)
         text, blocks = views.headline(bot.courier.headline_data(target), steps, [])
         await req.reply(text, blocks)
     elif verb == "ack":
@@ -197,7 +197,3 @@ def register(bot: SlackBot) -> None:
     }
     for command, (handler, ack_first) in table.items():
         bot.bolt.command(command.value)(bot.listener(command.value, handler, ack_first=ack_first))
-
-
-def registered_commands() -> list[str]:
-    return [c.value for c in Command]
