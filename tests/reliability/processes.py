@@ -79,11 +79,21 @@ def found(path: Path, sql: str) -> bool:
         return False  # not created yet, or busy for a moment
 
 
-def kill_at(proc: subprocess.Popen[str], db: Path, sql: str, watch: Path | None = None) -> None:
+def kill_at(
+    proc: subprocess.Popen[str],
+    db: Path,
+    sql: str,
+    watch: Path | None = None,
+    locked: tuple[Path, str] | None = None,
+) -> None:
     """Wait until `sql` finds a row in `watch` (default: the rollbot database); then hold the
-    database's write lock while the process runs into its next write, and SIGKILL it there."""
+    database's write lock while the process runs into its next write, and SIGKILL it there.
+    `locked` (a file and a query) is waited for while the lock is held: what the process does
+    outside the rollbot database before it blocks (a venue taking an order)."""
     wait_for_row(proc, watch or db, sql)
     with write_lock(db):
+        if locked is not None:
+            wait_for_row(proc, *locked, timeout=4)  # inside the process's 5 s busy timeout
         time.sleep(HOLD_S)
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=10)
@@ -123,7 +133,9 @@ class Scenario:
             self.problems.append(text)
 
 
-def desk(root: Path, write_config: Callable[..., Path], **over: Any) -> tuple[Settings, Path, Path]:
+def desk(
+    root: Path, write_config: Callable[..., Path], latency_ms: int = LATENCY_MS, **over: Any
+) -> tuple[Settings, Path, Path]:
     """A desk under `root` with a slow paper venue (the one that is killed) and the same desk
     without the latency (the restart need not be slow to prove anything)."""
     book = write_book(root)
@@ -132,7 +144,7 @@ def desk(root: Path, write_config: Callable[..., Path], **over: Any) -> tuple[Se
         book,
         rollback_needs_approval=False,
         flatten=FlattenConfig(recheck_interval_s=0.2),
-        latency_ms=LATENCY_MS,
+        latency_ms=latency_ms,
         **over,
     )
     fast = slow.model_copy(update={"venues": [slow.venues[0].model_copy(update={"latency_ms": 0})]})

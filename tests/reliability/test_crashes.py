@@ -30,7 +30,7 @@ from reliability.processes import (
     run,
     start,
 )
-from reliability.support import OPERATORS, log_gaps, settings_for, write_book
+from reliability.support import OPERATORS, SMALL_START, log_gaps, settings_for, write_book
 from rollbot.clock import SystemClock, parse_iso
 from rollbot.commands.approvals import Approvals
 from rollbot.commands.context import Rollbot
@@ -44,12 +44,16 @@ def rollback_killed(
     name: str, sql: str, root: Path, write_config: Callable[..., Path], sent: bool = False
 ) -> Scenario:
     s = Scenario(name)
-    settings, slow, fast = desk(root, write_config)
+    # sent: a slower venue, so the closing orders' round trip outlasts the test noticing that
+    # every intent is written
+    settings, slow, fast = desk(root, write_config, **({"latency_ms": 250} if sent else {}))
     db = settings.database.path
     proc = start(slow, "rollback", "--reason", f"crash: {name}", "--confirm")
-    kill_at(proc, db, sql)
+    book_path = settings.venues[0].book_path  # type: ignore[union-attr]
+    taken = (book_path, "SELECT 1 FROM orders WHERE client_order_id LIKE 'rb%'")
+    kill_at(proc, db, sql, locked=taken if sent else None)
     if sent:  # the kill point: an order the venue holds whose intent still reads PENDING
-        book = Database(settings.venues[0].book_path)  # type: ignore[union-attr]
+        book = Database(book_path)
         ledger = Database(db)
         try:
             at_venue = {r["client_order_id"] for r in book.query("SELECT * FROM orders")}
@@ -302,7 +306,13 @@ def test_sigkill_at_every_kill_point_then_the_restart_finishes_exactly_once(
         (
             taken,
             lambda: rollback_killed(
-                taken, "SELECT 1 FROM order_intents", tmp_path / "step4b", write_config, sent=True
+                taken,
+                # every closing intent written: a write still to come would block the process
+                # before any order reaches the venue
+                f"SELECT 1 WHERE (SELECT count(*) FROM order_intents) >= {len(SMALL_START)}",
+                tmp_path / "step4b",
+                write_config,
+                sent=True,
             ),
         )
     )
