@@ -10,7 +10,7 @@ import os
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -181,6 +181,9 @@ class SlackConfig(_Section):
     allowed_channels: list[str] = Field(default_factory=list)  # empty: any channel
     kill_roles: list[Role] = Field(default_factory=lambda: ["operator"])
     flatten_roles: list[Role] = Field(default_factory=lambda: ["operator", "risk_officer"])
+    # the book, PnL and reports are the desk's: anyone in the workspace could otherwise post
+    # them in any channel (/positions public) or flood an incident thread (/rollback-report)
+    view_roles: list[Role] = Field(default_factory=lambda: list(get_args(Role)))
 
 
 class HookConfig(_Section):

@@ -71,6 +71,66 @@ async def test_unknown_incident_in_report_is_a_clear_ephemeral_message(
         assert "unknown incident 'INC-0999'" in slack.ephemeral_to(RISK)[-1].text
 
 
+async def test_the_book_and_the_reports_are_for_the_desk_only(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Someone in the workspace with no rollbot role cannot read the book, post it in a channel
+    or post a report in an incident's thread: refused by name, audited, nothing posted."""
+    async with running(slack, no_rollback_approval(bot_settings(tmp_path))) as server:
+        incident = await _rollback(slack, server)
+        thread_before = len(slack.thread(OPS, _heads(slack)[0].ts))
+        asked = (
+            ("/positions", "public", "/positions"),
+            ("/positions", "", "/positions"),
+            ("/rollback-report", incident, "/rollback-report"),
+            ("/incident", "list", "/incident list"),
+            ("/incident", f"status {incident}", "/incident status"),
+            ("/gates", "", "/gates status"),
+        )
+        for command, text, what in asked:
+            before = len(slack.ephemeral_to(OUTSIDER))
+            d = await slack.deliver_slash_command(command, text, user_id=OUTSIDER, channel_id=OPS)
+            await slack.wait_for_ack(d.envelope_id)
+            await slack.wait_until(lambda b=before: len(slack.ephemeral_to(OUTSIDER)) > b, 5)
+            said = slack.ephemeral_to(OUTSIDER)[-1].text
+            assert f"{what} needs the operator or risk_officer" in said, said
+            assert "you have no rollbot role" in said
+        refused = server.rb.events.list(kinds=["SLACK_REFUSED"])
+        assert [(e.actor, e.data["code"]) for e in refused] == [(OUTSIDER, "ROLE_REQUIRED")] * len(
+            asked
+        )
+        assert len(slack.thread(OPS, _heads(slack)[0].ts)) == thread_before
+        assert slack.uploads() == []
+        assert not any("AAPL" in (m.text or "") for m in slack.messages(OPS))
+
+        for user in (OUTSIDER, RISK):
+            await slack.deliver_event(
+                {"type": "app_home_opened", "user": user, "tab": "home", "channel": "D0X"}
+            )
+            await slack.wait_until(lambda u=user: slack.home_view(u), timeout=5)
+        closed = json.dumps(slack.home_view(OUTSIDER).view)
+        assert "you have none of them" in closed
+        assert incident not in closed and "HALTED" not in closed and "gates" not in closed
+        assert incident in json.dumps(slack.home_view(RISK).view)
+
+
+async def test_a_desk_may_show_the_book_to_its_risk_officers_only(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    settings = bot_settings(tmp_path)
+    settings.slack = settings.slack.model_copy(update={"view_roles": ["risk_officer"]})
+    async with running(slack, settings) as _:
+        d = await slack.deliver_slash_command("/positions", "", user_id=OPERATOR, channel_id=OPS)
+        await slack.wait_for_ack(d.envelope_id)
+        await slack.wait_until(lambda: slack.ephemeral_to(OPERATOR), timeout=5)
+        said = slack.ephemeral_to(OPERATOR)[-1].text
+        assert "/positions needs the risk_officer role; you have operator" in said, said
+        d = await slack.deliver_slash_command("/positions", "", user_id=RISK, channel_id=OPS)
+        await slack.wait_for_ack(d.envelope_id)
+        await slack.wait_until(lambda: slack.ephemeral_to(RISK), timeout=5)
+        assert "AAPL" in json.dumps(slack.ephemeral_to(RISK)[-1].blocks)
+
+
 async def test_bad_input_and_internal_errors_never_show_a_traceback(
     slack: FakeSlack, tmp_path: Path
 ) -> None:
@@ -92,10 +152,10 @@ async def test_bad_input_and_internal_errors_never_show_a_traceback(
             raise KeyError("internal detail that must not reach Slack")
 
         paper.positions = broken  # type: ignore[method-assign]
-        d = await slack.deliver_slash_command("/positions", "", user_id=OUTSIDER, channel_id=OPS)
+        d = await slack.deliver_slash_command("/positions", "", user_id=RISK, channel_id=OPS)
         await slack.wait_for_ack(d.envelope_id)
-        await slack.wait_until(lambda: slack.ephemeral_to(OUTSIDER), timeout=5)
-        text = slack.ephemeral_to(OUTSIDER)[-1].text
+        await slack.wait_until(lambda: slack.ephemeral_to(RISK), timeout=5)
+        text = slack.ephemeral_to(RISK)[-1].text
         assert "Something went wrong (ref" in text
         assert "Traceback" not in text and "internal detail" not in text
         for e in slack.ephemerals():

@@ -90,10 +90,10 @@ async def test_same_slash_command_delivered_twice_opens_one_incident(
 
 async def test_positions_renders_the_paper_book(slack: FakeSlack, tmp_path) -> None:
     async with running(slack, bot_settings(tmp_path)) as _:
-        d = await slack.deliver_slash_command("/positions", "", user_id=OUTSIDER, channel_id=OPS)
+        d = await slack.deliver_slash_command("/positions", "", user_id=RISK, channel_id=OPS)
         await slack.wait_for_ack(d.envelope_id)
-        await slack.wait_until(lambda: slack.ephemeral_to(OUTSIDER), timeout=5)
-        shown = slack.ephemeral_to(OUTSIDER)[-1]
+        await slack.wait_until(lambda: slack.ephemeral_to(RISK), timeout=5)
+        shown = slack.ephemeral_to(RISK)[-1]
         text = " ".join(b["text"]["text"] for b in shown.blocks if b.get("text"))
         for symbol in ("AAPL", "MSFT", "TSLA", "JPM"):
             assert symbol in text

@@ -386,6 +386,21 @@ def app_home(
     return {"type": "home", "blocks": blocks}
 
 
+def app_home_closed(roles: list[str]) -> dict[str, Any]:
+    """The home tab of someone outside the desk: why it is empty, and how to get in."""
+    return {
+        "type": "home",
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": "rollbot"}},
+            _section(
+                f"The trading state is shown to the {' or '.join(roles)} roles only, and you"
+                " have none of them. Ask whoever keeps rollbot's config to add your Slack user"
+                " ID under `[roles]`."
+            ),
+        ],
+    }
+
+
 HELP = {
     "kill": "`/kill [scope] reason…` — halt trading now (scope: global, a venue, venue:V, "
     "account:V/ID, strategy:S). Never waits: holds HALTED, cancels every order, opens an"

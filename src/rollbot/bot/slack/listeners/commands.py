@@ -44,6 +44,7 @@ async def positions(bot: SlackBot, req: Req) -> None:
     if parsing.is_help(req.text):
         await req.reply(help_for("positions"))
         return
+    bot.require(req, list(bot.rb.settings.slack.view_roles), "/positions")
     venue, public = parsing.parse_positions(req.text, bot.rb.venue_names)
     books = await read_books(bot.rb.select(venue))
     text, blocks = views.positions(books)
@@ -72,6 +73,7 @@ async def report(bot: SlackBot, req: Req) -> None:
     if parsing.is_help(req.text):
         await req.reply(help_for("rollback-report"))
         return
+    bot.require(req, list(bot.rb.settings.slack.view_roles), "/rollback-report")
     word = req.text.strip()
     if word:
         incident = bot.rb.incidents.get(parsing.parse_incident_id(word))
@@ -121,6 +123,8 @@ async def incident(bot: SlackBot, req: Req) -> None:
         return
     verb, incident_id, rest = parsing.parse_incident(req.text)
     rb = bot.rb
+    if verb in ("list", "status"):
+        bot.require(req, list(rb.settings.slack.view_roles), f"/incident {verb}")
     if verb == "list":
         rows = rb.incidents.list(open_only=True)
         text = (
@@ -162,6 +166,9 @@ async def gates(bot: SlackBot, req: Req) -> None:
         return
     verb = parsing.parse_gates(req.text)
     from rollbot.commands.gates import gate_lines
+
+    if verb != "disable":
+        bot.require(req, list(bot.rb.settings.slack.view_roles), "/gates status")
 
     if verb == "disable":
         bot.require(req, ["operator", "risk_officer"], "/gates disable")

@@ -12,8 +12,11 @@ if TYPE_CHECKING:
     from rollbot.bot.slack.app import SlackBot
 
 
-def home_view(bot: SlackBot) -> dict[str, Any]:
+def home_view(bot: SlackBot, user_id: str) -> dict[str, Any]:
     rb = bot.rb
+    roles = rb.settings.slack.view_roles
+    if not rb.settings.roles_of(user_id) & set(roles):
+        return views.app_home_closed(roles)
     states = [s.model_dump(mode="json") for s in rb.killswitch.status(rb.venue_names)]
     incidents = [i.model_dump(mode="json") for i in rb.incidents.list(open_only=True)]
     approvals = rb.db.query(
@@ -32,4 +35,4 @@ def register(bot: SlackBot) -> None:
     async def app_home_opened(event: dict[str, Any], client: Any) -> None:
         if event.get("tab", "home") != "home":
             return
-        await client.views_publish(user_id=event["user"], view=home_view(bot))
+        await client.views_publish(user_id=event["user"], view=home_view(bot, event["user"]))
