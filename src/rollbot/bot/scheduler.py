@@ -8,7 +8,10 @@ than a minute and runs the sweeps (escalate unescalated incidents, critical loss
 for finished rollbacks). Every firing goes through commands.timers.fire, whose claim makes a
 double fire — two processes, or a job and the auditor — a no-op the second time.
 
-Monitors and other periodic work use `every(name, seconds, coro_fn)`.
+Monitors and other periodic work use `every(name, seconds, coro_fn)`. The risk monitor runs in
+one process at a time, whoever holds its lease (storage/leases.py): `rollbot serve` and
+`rollbot clock` may both run; the others stand by and take over when the holder's process is
+gone, or has not renewed the lease for 3 monitor intervals.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,14 +30,28 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from rollbot.commands import checklist, escalation, webhooks
 from rollbot.commands.approvals import Approvals
 from rollbot.commands.context import Rollbot
-from rollbot.commands.monitors import Monitor
+from rollbot.commands.liveness import ME, live_elsewhere
+from rollbot.commands.monitors import MONITOR, Monitor, MonitorReport
+from rollbot.commands.risk_checks import record_venue_events
 from rollbot.commands.timers import Fired, Via, due, fire, fire_due, handlers
+from rollbot.storage.leases import Holder, Lease, Leases
 from rollbot.storage.timers import Timers
 
 log = logging.getLogger("rollbot.clock")
 
 AUDIT_GRACE_S = 60.0  # the auditor fires deadlines overdue by more than this
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+MONITOR_LEASE = "risk_monitor"
+LEASE_INTERVALS = 3  # a holder that missed this many ticks is taken over
+
+
+def _holder_gone(lease: Lease) -> bool:
+    """A holder on this host whose process has ended: no need to wait out its lease."""
+    return (
+        lease.host == ME["host"]
+        and lease.pid != ME["pid"]
+        and not live_elsewhere({"host": lease.host, "pid": lease.pid})
+    )
 
 
 class Clockwork:
@@ -44,7 +62,15 @@ class Clockwork:
         self._intervals: dict[str, tuple[float, Callable[[], Awaitable[Any]]]] = {}
         self._scheduled: dict[int, str] = {}  # timer id -> token its job fires
         self._failed: dict[int, str] = {}  # left to the auditor after a handler error
-        self.every("risk_monitor", app.settings.kill_switches.interval_s, Monitor(app).tick)
+        # two clockworks in one process (tests) are two holders
+        self.holder = Holder(
+            id=f"{ME['host']} pid {ME['pid']} #{secrets.token_hex(2)}",
+            host=ME["host"],
+            pid=ME["pid"],
+        )
+        self.monitor = Monitor(app)
+        self._leading: bool | None = None
+        self.every("risk_monitor", app.settings.kill_switches.interval_s, self.risk_tick)
         # every posted copy of an expired request says EXPIRED without anyone clicking
         self.every("approval_expiry", 15, Approvals(app).sweep)
 
@@ -91,6 +117,56 @@ class Clockwork:
             self.scheduler.shutdown(wait=False)
         self.scheduler = None
         self._scheduled.clear()
+        if self._leading:  # a standby takes over at its next tick, not after the lease runs out
+            with contextlib.suppress(Exception):
+                Leases(self.app.db).release(MONITOR_LEASE, self.holder)
+            self._leading = None
+
+    async def risk_tick(self) -> MonitorReport | None:
+        """The risk monitor's tick in the process holding its lease. A standby only stores the
+        venue events it saw (the monitor counts them from the database)."""
+        if not self._lead():
+            record_venue_events(self.app)
+            return None
+        return await self.monitor.tick()
+
+    def _lead(self) -> bool:
+        app = self.app
+        ttl = LEASE_INTERVALS * app.settings.kill_switches.interval_s
+        try:
+            with app.db.write():
+                now = app.clock.now()
+                held = Leases(app.db).hold(MONITOR_LEASE, self.holder, now, ttl, dead=_holder_gone)
+                if held.taken_from is not None:
+                    gone = held.taken_from
+                    why = (
+                        "its process has ended"
+                        if gone.expires_at > now
+                        else f"it stopped renewing its lease (due every {ttl:g} s)"
+                    )
+                    text = f"Risk monitor taken over by {self.holder.id} from {gone.holder}: {why}."
+                    app.events.append(
+                        "MONITOR_TAKEN_OVER",
+                        MONITOR,
+                        reason=text,
+                        data={"holder": self.holder.id, "from": gone.holder},
+                    )
+                    app.outbox.put("channel", text=f"⚠️ {text}")
+        except Exception:
+            # a monitor run twice is better than none: when in doubt, watch
+            log.exception("risk monitor: the lease cannot be read; ticking anyway")
+            return True
+        if held.held != self._leading:
+            if held.held:
+                log.info("risk monitor: runs here (%s)", self.holder.id)
+            else:
+                log.info(
+                    "risk monitor: runs in %s (lease until %s); this process stands by",
+                    held.lease.holder,
+                    held.lease.expires_at.isoformat(),
+                )
+        self._leading = held.held
+        return held.held
 
     def pending_count(self) -> int:
         return len(Timers(self.app.db, self.app.clock).pending())

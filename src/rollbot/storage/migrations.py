@@ -246,4 +246,16 @@ CREATE TABLE risk_firings (
 CREATE UNIQUE INDEX risk_firings_active ON risk_firings (trigger, venue) WHERE cleared_at IS NULL;
 """
 
-MIGRATIONS: list[str] = [V1_CORE]
+# one process at a time runs the risk monitor (storage/leases.py)
+V2_LEASES = """
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    taken_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: list[str] = [V1_CORE, V2_LEASES]

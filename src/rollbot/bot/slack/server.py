@@ -199,11 +199,9 @@ class Server:
             await self._handler.connect_async()
 
     def _start_clockwork(self) -> None:
-        """The escalation/monitor clock, when that part is installed (bot/scheduler.py)."""
-        try:
-            from rollbot.bot.scheduler import Clockwork  # type: ignore[attr-defined]
-        except ImportError:
-            return
+        """The escalation/monitor clock (bot/scheduler.py)."""
+        from rollbot.bot.scheduler import Clockwork
+
         assert self.rb is not None
         self.clockwork = Clockwork(self.rb)
         self._tasks.append(asyncio.create_task(self.clockwork.run(self.stop_event)))
