@@ -57,6 +57,9 @@ class IbkrVenueConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(7497, gt=0, lt=65536)
     client_id: int = 17
+    # tried in turn when TWS says an id is in use: the bot, the clock and a terminal may each be
+    # connected during an incident, and a break-glass /kill must not wait out a refused login
+    spare_client_ids: list[int] = Field(default_factory=lambda: [18, 19])
     account: str = ""
     timeout_s: float = Field(10, gt=0)
     max_msgs_per_sec: float = Field(45, gt=0)

@@ -575,6 +575,50 @@ async def test_unreachable_gateway_and_calls_before_connect_raise_venue_unavaila
         await venue.cancel_all()
 
 
+# ------------------------------------------------------------------------ client id in use
+
+
+async def test_with_its_client_id_taken_another_process_connects_as_a_spare_and_cancels_all(
+    tws: FakeTws, connect: Connect
+) -> None:
+    """The bot holds client id 17 when the operator runs a kill from the terminal: TWS refuses
+    17 (error 326). The terminal connects as 18 at once, instead of waiting out the handshake,
+    and its global cancel takes out the bot's order and the strategy's stop."""
+    tws.add_position("AAPL", 100, "190.5")
+    bot = await connect()
+    resting = close_of(await held(bot, "AAPL"), "bot-rest", D(40)).model_copy(
+        update={"type": OrderType.LIMIT, "limit_price": D(250)}
+    )
+    await bot.submit_close(resting)
+    tws.add_order("AAPL", "SELL", 100, "STP", aux_price="180", client_id=1)
+    assert len(tws.working_orders()) == 2
+
+    async with asyncio.timeout(10):  # the handshake timeout is 60 s
+        terminal = await connect(timeout_s=60)
+    assert (bot.client_id, terminal.client_id) == (17, 18)
+    assert seen(terminal, VenueEventKind.ERROR) == []  # a refused id is not a venue error
+
+    result = await terminal.cancel_all()
+
+    assert result.complete and result.requested == 2
+    assert tws.working_orders() == []
+    # two client ids would not see each other's working closes: only 17 closes
+    with pytest.raises(UnsupportedOperation, match="client id 17 only"):
+        await terminal.submit_close(close_of(await held(terminal, "AAPL"), "terminal-1"))
+    assert not any(o.order_ref == "terminal-1" for o in tws.orders.values())
+    assert (await bot.submit_close(close_of(await held(bot, "AAPL"), "bot-1"))).filled_quantity
+
+
+async def test_when_every_client_id_is_taken_the_message_names_them_at_once(
+    tws: FakeTws, connect: Connect
+) -> None:
+    for _ in range(3):
+        await connect()  # 17, then the spares 18 and 19
+    async with asyncio.timeout(10):
+        with pytest.raises(VenueUnavailable, match=r"refused client id\(s\) 17, 18, 19: in use"):
+            await connect(timeout_s=60)
+
+
 # ------------------------------------------------------------------ launching for CLI tests
 
 

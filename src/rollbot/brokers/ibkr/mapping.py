@@ -21,6 +21,7 @@ ORDER_CANCELLED = 202  # the confirmation of a cancel we asked for, reported as 
 # Routine notices sent on every connect ("market data farm connection is OK"): nothing is wrong,
 # and counting them as errors would trip the connection-failure kill switch for no reason.
 INFO_CODES = frozenset({ORDER_CANCELLED, 2104, 2106, 2107, 2108, 2158})
+CLIENT_ID_IN_USE = 326  # at connect: another API client has this id (the venue tries the next)
 LOST = 1100
 RESTORED = frozenset({1101, 1102})
 

@@ -42,12 +42,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class _ClientIdInUse(Exception):
+    pass
+
+
 class IbkrVenue:
-    """One API client connection (cfg.client_id) to one TWS / IB Gateway."""
+    """One API client connection to one TWS / IB Gateway, as cfg.client_id or, when another
+    process holds that id, the first free one of cfg.spare_client_ids (to read and cancel: a
+    kill from the terminal while the bot is connected; closing orders need cfg.client_id)."""
 
     def __init__(self, cfg: IbkrVenueConfig) -> None:
         self.cfg = cfg
         self.name = cfg.name
+        self.client_id = cfg.client_id  # the id of the open connection
+        self._id_refused: asyncio.Event | None = None
         self._ib = IB()
         self._ib.errorEvent += self._on_error
         self._ib.disconnectedEvent += self._on_disconnected
@@ -111,25 +119,68 @@ class IbkrVenue:
 
     async def _open(self) -> None:
         cfg = self.cfg
-        where = f"TWS/Gateway at {cfg.host}:{cfg.port} (client id {cfg.client_id})"
-        try:
-            await self._ib.connectAsync(
+        where = f"TWS/Gateway at {cfg.host}:{cfg.port}"
+        in_use: list[int] = []
+        for client_id in dict.fromkeys([cfg.client_id, *cfg.spare_client_ids]):
+            try:
+                await self._open_as(client_id, where)
+            except _ClientIdInUse:
+                in_use.append(client_id)
+                continue
+            break
+        else:
+            raise VenueUnavailable(
+                self.name,
+                f"{where} refused client id(s) {', '.join(map(str, in_use))}: in use by another"
+                " API client (another rollbot process, or a strategy); list free ids in"
+                " spare_client_ids",
+            )
+        if in_use:
+            log.warning(
+                "%s: client id %s in use at %s; connected as %s",
+                self.name,
+                ", ".join(map(str, in_use)),
+                where,
+                client_id,
+            )
+        self.client_id = client_id
+
+    async def _open_as(self, client_id: int, where: str) -> None:
+        """Connect as `client_id`; _ClientIdInUse as soon as TWS says the id is taken (it then
+        closes the socket, and ib_async would wait out the whole handshake timeout)."""
+        cfg = self.cfg
+        where = f"{where} (client id {client_id})"
+        self._id_refused = refused = asyncio.Event()
+        connecting = asyncio.ensure_future(
+            self._ib.connectAsync(
                 cfg.host,
                 cfg.port,
-                clientId=cfg.client_id,
+                clientId=client_id,
                 timeout=cfg.timeout_s,
                 readonly=self._read_only,
                 account=cfg.account,
                 raiseSyncErrors=True,  # a half-synced session would weaken idempotency
             )
+        )
+        waiting = asyncio.ensure_future(refused.wait())
+        try:
+            await asyncio.wait({connecting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if refused.is_set():
+                connecting.cancel()
+                await asyncio.gather(connecting, return_exceptions=True)  # ib_async disconnects
+                raise _ClientIdInUse(client_id)
+            await connecting
         except TimeoutError:  # before OSError: TimeoutError is one
             raise VenueUnavailable(
                 self.name,
                 f"{where} did not finish the API handshake within {cfg.timeout_s:g}s "
-                "(API enabled? client id already in use?)",
+                "(is the API enabled?)",
             ) from None
         except (OSError, ConnectionError) as e:
             raise VenueUnavailable(self.name, f"cannot connect to {where}: {e}") from None
+        finally:
+            waiting.cancel()
+            self._id_refused = None
         managed = self._ib.managedAccounts()
         if cfg.account and cfg.account not in managed:
             self._ib.disconnect()
@@ -285,6 +336,15 @@ class IbkrVenue:
     async def submit_close(self, request: CloseRequest) -> Order:
         await self._first_use()
         self._require_writable()
+        if self.client_id != self.cfg.client_id:
+            # IB has no reduce-only for most contracts: closes sent from two client ids could
+            # not see each other's working orders, and together flip the position
+            raise UnsupportedOperation(
+                self.name,
+                f"closing orders go through client id {self.cfg.client_id} only, which another"
+                f" API client holds (another rollbot process?); connected as {self.client_id},"
+                " this process reads and cancels but does not close",
+            )
         ref = request.client_order_id
         # one submit per client order id at a time, so a concurrent retry finds the first order
         async with self._lock(f"ref {ref}"):
@@ -347,7 +407,7 @@ class IbkrVenue:
             raise OrderRejected(self.name, f"order {order_id} is not known to IBKR")
         if self._order(trade).status.is_terminal:
             return
-        if trade.order.clientId != self.cfg.client_id or trade.order.orderId <= 0:
+        if trade.order.clientId != self.client_id or trade.order.orderId <= 0:
             raise UnsupportedOperation(
                 self.name,
                 f"order {order_id} belongs to API client {trade.order.clientId}; IB lets only "
@@ -446,7 +506,7 @@ class IbkrVenue:
             for t in self._ib.openTrades()
             if str(t.contract.conId) == con_id
             and t.order.action == request.side.value
-            and t.order.clientId == self.cfg.client_id
+            and t.order.clientId == self.client_id
         ]
         pending = sum(
             (mapping.decimal(t.order.totalQuantity) - mapping.filled_quantity(t) for t in working),
@@ -585,7 +645,10 @@ class IbkrVenue:
         self._emit(VenueEventKind.LATENCY, message=what, value=round(ms, 3))
 
     def _on_error(self, req_id: int, code: int, text: str, contract: object) -> None:
-        trade = self._ib.wrapper.trades.get((self.cfg.client_id, req_id)) if req_id > 0 else None
+        if code == mapping.CLIENT_ID_IN_USE and self._id_refused is not None:
+            self._id_refused.set()  # handled: _open tries the next id
+            return
+        trade = self._ib.wrapper.trades.get((self.client_id, req_id)) if req_id > 0 else None
         if trade is not None and code in mapping.CANCEL_REFUSED_CODES:
             self._cancel_refusals[mapping.order_id_of(trade)] = f"{code}: {text}"
         if code == mapping.LOST:
