@@ -197,3 +197,34 @@ async def test_a_page_queued_by_one_process_is_sent_by_the_clock_of_another(
     finally:
         cw.shutdown()
         rb.db.close()
+
+
+async def test_a_page_lost_by_an_earlier_process_with_this_pid_is_sent_again(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bot restarted in its container gets its old pid back (often 1). The page its earlier
+    life claimed, and died before sending, is not this process's page in flight: it is sent
+    again, once, under the same idempotency key."""
+    from rollbot.commands import liveness, webhooks
+    from rollbot.commands.timers import claim_and_fire
+    from rollbot.storage.timers import Timers
+
+    rb = Rollbot.open(with_webhook(tmp_path, receiver.url), clock=ManualClock())
+    try:
+        start_escalation(rb, open_incident(rb), operator())
+        [page] = Timers(rb.db, rb.clock).pending(kind=webhooks.TIMER_KIND)
+        with monkeypatch.context() as earlier_life:  # same host, same pid, an earlier start
+            earlier_life.setitem(liveness.ME, "started", "an-earlier-boot:4242")
+            fired = claim_and_fire(rb, page.id, page.token, "scheduler")
+        assert fired is not None and fired.follow_up is not None  # claimed; its POST never ran
+        assert events(rb, "TIMER_FIRED")[0].data["pid"] == liveness.ME["pid"]
+        assert receiver.received == []
+
+        resent = await webhooks.resend_lost(rb)
+        again = await webhooks.resend_lost(rb)
+
+        assert [d.ok for d in resent] == [True] and again == []
+        assert [r["contact"] for r in receiver.received] == ["Rita Risk"]
+        assert len(events(rb, "WEBHOOK_RESENT")) == len(events(rb, "WEBHOOK_SENT")) == 1
+    finally:
+        rb.db.close()

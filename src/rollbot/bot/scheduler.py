@@ -30,7 +30,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from rollbot.commands import checklist, escalation, webhooks
 from rollbot.commands.approvals import Approvals
 from rollbot.commands.context import Rollbot
-from rollbot.commands.liveness import ME, live_elsewhere
+from rollbot.commands.liveness import ME, is_me, live_elsewhere
 from rollbot.commands.monitors import MONITOR, Monitor, MonitorReport
 from rollbot.commands.risk_checks import record_venue_events
 from rollbot.commands.timers import Fired, Via, due, fire, fire_due, handlers
@@ -47,11 +47,8 @@ LEASE_INTERVALS = 3  # a holder that missed this many ticks is taken over
 
 def _holder_gone(lease: Lease) -> bool:
     """A holder on this host whose process has ended: no need to wait out its lease."""
-    return (
-        lease.host == ME["host"]
-        and lease.pid != ME["pid"]
-        and not live_elsewhere({"host": lease.host, "pid": lease.pid})
-    )
+    claimer = {"host": lease.host, "pid": lease.pid, "started": lease.started}
+    return lease.host == ME["host"] and not is_me(claimer) and not live_elsewhere(claimer)
 
 
 class Clockwork:
@@ -67,6 +64,7 @@ class Clockwork:
             id=f"{ME['host']} pid {ME['pid']} #{secrets.token_hex(2)}",
             host=ME["host"],
             pid=ME["pid"],
+            started=ME["started"],
         )
         self.monitor = Monitor(app)
         self._leading: bool | None = None

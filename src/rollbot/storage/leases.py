@@ -18,6 +18,7 @@ class Holder(BaseModel):
     id: str  # unique per holder, also within one process
     host: str
     pid: int
+    started: str | None = None  # when the process started: a pid alone is reused
 
 
 class Lease(BaseModel):
@@ -25,6 +26,7 @@ class Lease(BaseModel):
     holder: str
     host: str
     pid: int
+    started: str | None = None
     taken_at: datetime
     expires_at: datetime
 
@@ -70,19 +72,22 @@ class Leases:
                 holder=holder.id,
                 host=holder.host,
                 pid=holder.pid,
+                started=holder.started,
                 taken_at=current.taken_at if current is not None and other is None else now,
                 expires_at=now + timedelta(seconds=ttl_s),
             )
             self.db.execute(
-                "INSERT INTO leases (name, holder, host, pid, taken_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
+                "INSERT INTO leases (name, holder, host, pid, started, taken_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
                 " holder = excluded.holder, host = excluded.host, pid = excluded.pid,"
-                " taken_at = excluded.taken_at, expires_at = excluded.expires_at",
+                " started = excluded.started, taken_at = excluded.taken_at,"
+                " expires_at = excluded.expires_at",
                 (
                     name,
                     holder.id,
                     holder.host,
                     holder.pid,
+                    holder.started,
                     iso(lease.taken_at),
                     iso(lease.expires_at),
                 ),

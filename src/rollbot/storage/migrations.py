@@ -253,6 +253,7 @@ CREATE TABLE leases (
     holder TEXT NOT NULL,
     host TEXT NOT NULL,
     pid INTEGER NOT NULL,
+    started TEXT,
     taken_at TEXT NOT NULL,
     expires_at TEXT NOT NULL
 );
