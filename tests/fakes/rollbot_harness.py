@@ -10,6 +10,7 @@ from typing import Any
 
 from fakes.slack import FakeSlack
 from rollbot.bot.slack.server import Server
+from rollbot.clock import Clock
 from rollbot.config import (
     DatabaseConfig,
     FlattenConfig,
@@ -53,10 +54,15 @@ def secrets_for(slack: FakeSlack) -> Secrets:
 
 @asynccontextmanager
 async def running(
-    slack: FakeSlack, settings: Settings, *, http: bool = False
+    slack: FakeSlack, settings: Settings, *, http: bool = False, clock: Clock | None = None
 ) -> AsyncIterator[Server]:
     server = Server(
-        settings, secrets_for(slack), http=http, port=0 if http else None, start_clock=False
+        settings,
+        secrets_for(slack),
+        http=http,
+        port=0 if http else None,
+        start_clock=False,
+        clock=clock,
     )
     await server.start()
     try:

@@ -643,3 +643,60 @@ async def test_forged_replayed_and_unauthorised_requests_are_refused_audited_and
         assert "needs the operator or risk_officer role" in told[-1].text
         refused = {(e.actor, e.data.get("code")) for e in rb.events.list(kinds=["SLACK_REFUSED"])}
         assert ("U0NOBODY", "ROLE_REQUIRED") in refused and (DEVOPS, "ROLE_REQUIRED") in refused
+
+
+async def test_a_flood_of_forged_requests_is_counted_not_written_row_by_row(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Every forged request is refused; past AUDIT_BURST a minute they are counted (in /metrics
+    at once, in one event when the minute is over) so a flood neither fills the disk nor keeps
+    the write lock from a real /kill, which still goes through in the middle of it."""
+    from fakes.rollbot_harness import bot_settings
+
+    from rollbot.bot.slack.unverified import AUDIT_BURST
+
+    clock = ManualClock()
+    async with running(slack, bot_settings(tmp_path), http=True, clock=clock) as server:
+        rb = server.rb
+        url = f"http://127.0.0.1:{server.bound_port}/slack/events"
+        forged = slack.slash_command_body("/kill", "forged", user_id="U0OPERATOR", channel_id=OPS)
+        flood = 5 * AUDIT_BURST
+        *statuses, real = await asyncio.gather(
+            *(_post(url, forged, signed_headers(forged, "not-the-secret")) for _ in range(flood)),
+            slack.http_slash_command(
+                url, "/kill", "runaway during a flood", user_id="U0OPERATOR", channel_id=OPS
+            ),
+        )
+        refused = rb.events.list(kinds=["SLACK_REFUSED"])
+        warned = [
+            r
+            for r in rb.db.query("SELECT payload FROM outbox WHERE kind = 'channel'")
+            if "bad or stale signature" in r["payload"]
+        ]
+        metrics = await _http_get(f"http://127.0.0.1:{server.bound_port}/metrics")
+
+        clock.advance(61)  # the minute is over: the next forged request closes its count
+        await _post(url, forged, signed_headers(forged, "not-the-secret"))
+        after = rb.events.list(kinds=["SLACK_REFUSED"])
+
+        record(
+            "bad input",
+            f"HTTP flood: {flood} forged requests, {len(refused)} recorded one by one,"
+            f" {after[-2].data.get('total')} counted in one event; a /kill in the middle: "
+            f"{real.status}, {rb.incidents.latest().id if rb.incidents.latest() else 'none'}",
+        )
+        assert statuses == [401] * flood
+        assert real.status == 200 and rb.incidents.latest() is not None
+        assert len(refused) == AUDIT_BURST and len(warned) == 1
+        assert f'rollbot_unverified_requests_total{{code="BAD_SIGNATURE"}} {flood}.0' in metrics
+        assert after[-2].data == {
+            "code": "COUNTED",
+            "counts": {"BAD_SIGNATURE": flood - AUDIT_BURST},
+            "total": flood - AUDIT_BURST,
+        }
+        assert after[-1].data["code"] == "BAD_SIGNATURE" and len(after) == AUDIT_BURST + 2
+
+
+async def _http_get(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(url) as r:
+        return await r.text()

@@ -69,6 +69,12 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 3),
             registry=self.registry,
         )
+        self.unverified = Counter(
+            "rollbot_unverified_requests",
+            "Slack requests refused for a bad or stale signature",
+            ["code"],
+            registry=self.registry,
+        )
         self.registry.register(_StateCollector(app))
 
     def render(self) -> bytes:

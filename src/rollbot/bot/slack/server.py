@@ -8,7 +8,6 @@ import contextlib
 import logging
 import signal
 import sys
-import time
 from typing import Any
 
 import aiohttp
@@ -18,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from rollbot.bot.slack.app import SlackBot
+from rollbot.bot.slack.unverified import UnverifiedRequests
 from rollbot.clock import Clock
 from rollbot.commands.context import Rollbot
 from rollbot.commands.rollback import resume_unfinished
@@ -62,14 +62,18 @@ async def authenticate(client: AsyncWebClient) -> dict[str, Any]:
     return dict(resp.data) if isinstance(resp.data, dict) else {}
 
 
+UNVERIFIED = web.AppKey("unverified", UnverifiedRequests)
+
+
 def web_app(bot: SlackBot, *, slack_routes: bool) -> web.Application:
     app = web.Application()
+    app[UNVERIFIED] = unverified = UnverifiedRequests(bot)
 
     async def events(request: web.Request) -> web.Response:
         bolt_req = await to_bolt_request(request)
         bolt_resp = await bot.bolt.async_dispatch(bolt_req)
         if bolt_resp.status == 401:  # bolt refused the signature: say why, in the event log
-            audit_unverified(bot, bolt_req.headers, bolt_req.body)
+            unverified(bolt_req.headers, bolt_req.body)
         return await to_aiohttp_response(bolt_resp)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -87,37 +91,6 @@ def web_app(bot: SlackBot, *, slack_routes: bool) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
-
-
-STALE_AFTER_S = 300  # Slack's own rule: a request signed more than 5 minutes ago is a replay
-
-
-def audit_unverified(bot: SlackBot, headers: dict[str, Any], body: dict[str, Any]) -> None:
-    """A request whose signature did not verify: a forgery, or a replay of an old one. Who it
-    claims to come from is recorded as a claim (never as the actor); nothing else happens."""
-    stamp = (headers.get("x-slack-request-timestamp") or [""])[0]
-    try:
-        age = abs(time.time() - int(stamp))
-    except ValueError:
-        age = None
-    code = "STALE_REQUEST" if age is not None and age > STALE_AFTER_S else "BAD_SIGNATURE"
-    payload = body.get("payload") if isinstance(body.get("payload"), dict) else body
-    user = payload.get("user_id") or (payload.get("user") or {}).get("id") or ""
-    what = payload.get("command") or payload.get("type") or ""
-    reason = (
-        f"request signed {age:.0f} s ago: a replay"
-        if code == "STALE_REQUEST" and age is not None
-        else "the request's signature does not match the signing secret"
-    )
-    try:
-        bot.rb.events.append(
-            "SLACK_REFUSED",
-            Actor(id="unverified", source="slack"),
-            reason=reason,
-            data={"code": code, "request": str(what)[:50], "claimed_user": str(user)[:50]},
-        )
-    except Exception:  # the 401 stands even if it cannot be recorded
-        log.exception("could not record a refused request")
 
 
 class Server:
@@ -220,6 +193,8 @@ class Server:
             with contextlib.suppress(Exception):
                 await self._handler.close_async()
         if self._runner is not None:
+            with contextlib.suppress(Exception):  # what a flood left counted is recorded too
+                self._runner.app[UNVERIFIED].flush(self.rb.clock.now())  # type: ignore[union-attr]
             await self._runner.cleanup()
         if self.bot is not None:
             for task in list(self.bot.tasks):
