@@ -53,7 +53,7 @@ async def test_one_process_samples_the_other_stands_by_and_takes_over_when_it_st
     assert len(samples.list(venue="paper")) == 3
     [why] = taken_over(serve)
     assert f"taken over by {b.holder.id} from {a.holder.id}" in why
-    assert "stopped renewing its lease (due every 30 s)" in why
+    assert "it has not renewed its lease in 30 s" in why
     assert [m["payload"]["text"] for m in outbox(serve, kind="channel")] == [f"⚠️ {why}"]
 
     assert await a.risk_tick() is None  # a is back: it stands by now

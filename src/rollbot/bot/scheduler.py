@@ -140,7 +140,7 @@ class Clockwork:
                     why = (
                         "its process has ended"
                         if gone.expires_at > now
-                        else f"it stopped renewing its lease (due every {ttl:g} s)"
+                        else f"it has not renewed its lease in {ttl:g} s"
                     )
                     text = f"Risk monitor taken over by {self.holder.id} from {gone.holder}: {why}."
                     app.events.append(
