@@ -164,10 +164,13 @@ class IbkrVenue:
         )
         waiting = asyncio.ensure_future(refused.wait())
         try:
-            await asyncio.wait({connecting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait({connecting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # refused, or this call cancelled (kill switch stops a reconnect)
+                if not connecting.done():
+                    connecting.cancel()
+                    await asyncio.gather(connecting, return_exceptions=True)  # ib_async tears down
             if refused.is_set():
-                connecting.cancel()
-                await asyncio.gather(connecting, return_exceptions=True)  # ib_async disconnects
                 raise _ClientIdInUse(client_id)
             await connecting
         except TimeoutError:  # before OSError: TimeoutError is one
