@@ -619,6 +619,35 @@ async def test_when_every_client_id_is_taken_the_message_names_them_at_once(
             await connect(timeout_s=60)
 
 
+async def test_a_connect_cancelled_mid_handshake_leaves_no_session_behind() -> None:
+    """The kill switch stops a reconnect while TWS has not answered the handshake: the socket
+    is closed then, not left to finish (or to cut the next connection) in the background."""
+    accepted: list[asyncio.StreamWriter] = []
+    closed = asyncio.Event()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        while await reader.read(4096):  # never answers; reads until the client hangs up
+            pass
+        closed.set()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    venue = IbkrVenue(IbkrVenueConfig(port=port, timeout_s=60))
+    try:
+        connecting = asyncio.create_task(venue.connect())
+        await eventually(lambda: bool(accepted))
+        connecting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await connecting
+        async with asyncio.timeout(5):  # the handshake timeout is 60 s
+            await closed.wait()
+        assert not venue.connected
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 # ------------------------------------------------------------------ launching for CLI tests
 
 
