@@ -10,19 +10,37 @@ from __future__ import annotations
 
 import os
 import socket
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 
-def started(pid: int) -> str | None:
-    """When `pid` started, unique on this host across reboots; None where /proc cannot say."""
+@cache
+def _boot_id() -> str | None:
     try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        # field 22 of /proc/PID/stat, counted after the command name, which may hold spaces
-        ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19]
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (which may hold spaces): [state, ppid, ...]."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
     except (OSError, IndexError):
         return None
-    return f"{boot}:{ticks}"
+
+
+def _started_from(stat: list[str] | None) -> str | None:
+    boot = _boot_id()
+    if boot is None or stat is None or len(stat) < 20:
+        return None
+    return f"{boot}:{stat[19]}"  # field 22, the start time in clock ticks since boot
+
+
+def started(pid: int) -> str | None:
+    """When `pid` started, unique on this host across reboots; None where /proc cannot say."""
+    return _started_from(_stat(pid))
 
 
 ME: dict[str, Any] = {
@@ -41,15 +59,13 @@ def alive(pid: int, since: str | None = None) -> bool:
         return False
     except PermissionError:
         pass
-    try:  # a killed process its parent has not reaped yet is not running anything
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] == "Z":
-            return False
-    except (OSError, IndexError):
-        return True
-    if since is None:
-        return True
-    now = started(pid)
-    return now is None or now == since
+    stat = _stat(pid)
+    if stat is None:
+        return True  # running, and /proc cannot say more
+    if stat[0] == "Z":  # killed, not yet reaped by its parent: it runs nothing
+        return False
+    now = _started_from(stat)
+    return since is None or now is None or now == since
 
 
 def is_me(claimer: dict[str, Any]) -> bool:
