@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from fakes.loopback import serve_post
 from typer.testing import CliRunner
 
 from engine.support import START, book_positions, closing_orders, open_order_count, step_events
@@ -215,17 +216,12 @@ class StopEndpoint:
 @pytest.fixture
 async def stop_endpoint() -> AsyncIterator[StopEndpoint]:
     endpoint = StopEndpoint()
-    server = web.Application()
-    server.router.add_post("/strategy/stop", endpoint.handle)
-    runner = web.AppRunner(server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    endpoint.url = f"http://127.0.0.1:{port}/strategy/stop"
-    yield endpoint
-    endpoint.release.set()
-    await runner.cleanup()
+    async with serve_post("/strategy/stop", endpoint.handle) as base:
+        endpoint.url = f"{base}/strategy/stop"
+        try:
+            yield endpoint
+        finally:
+            endpoint.release.set()
 
 
 async def test_strategy_stop_hook_runs_in_step_one(

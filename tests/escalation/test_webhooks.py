@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from fakes.loopback import serve_post
 
 from escalation.helpers import (
     CTO,
@@ -51,18 +52,9 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
     rec = Receiver()
-    server = web.Application()
-    server.router.add_post("/hook/{token}", rec.handle)
-    runner = web.AppRunner(server)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    rec.url = f"http://127.0.0.1:{port}/hook/s3cr3t"
-    try:
+    async with serve_post("/hook/{token}", rec.handle) as base:
+        rec.url = f"{base}/hook/s3cr3t"
         yield rec
-    finally:
-        await runner.cleanup()
 
 
 def with_webhook(tmp_path: Path, url: str, fmt: str = "json", **escalation: Any) -> Settings:

@@ -21,6 +21,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from .loopback import serve_post
 from .slack import (
     BOT_USER_ID,
     FakeSlack,
@@ -440,16 +441,8 @@ async def http_mode_app(
     async def endpoint(request: web.Request) -> web.Response:
         return await to_aiohttp_response(await app.async_dispatch(await to_bolt_request(request)))
 
-    web_app = web.Application()
-    web_app.router.add_post("/slack/events", endpoint)
-    runner = web.AppRunner(web_app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
-    finally:
-        await runner.cleanup()
+    async with serve_post("/slack/events", endpoint) as base:
+        yield f"{base}/slack/events"
 
 
 def test_signature_helpers_match_slack_sdk_verifier() -> None:
