@@ -230,6 +230,13 @@ class SlackBot:
                 + (", ".join(sorted(have)) if have else "no rollbot role"),
             )
 
+    def may_view(self, user_id: str) -> bool:
+        """The book, incidents, gates and reports are for the desk ([slack] view_roles)."""
+        return bool(self.rb.settings.roles_of(user_id) & set(self.rb.settings.slack.view_roles))
+
+    def require_view(self, req: Req, what: str) -> None:
+        self.require(req, list(self.rb.settings.slack.view_roles), what)
+
     def refuse(self, req: Req, code: str, message: str) -> None:
         self.rb.events.append(
             "SLACK_REFUSED",

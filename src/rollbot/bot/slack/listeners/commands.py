@@ -44,7 +44,7 @@ async def positions(bot: SlackBot, req: Req) -> None:
     if parsing.is_help(req.text):
         await req.reply(help_for("positions"))
         return
-    bot.require(req, list(bot.rb.settings.slack.view_roles), "/positions")
+    bot.require_view(req, "/positions")
     venue, public = parsing.parse_positions(req.text, bot.rb.venue_names)
     books = await read_books(bot.rb.select(venue))
     text, blocks = views.positions(books)
@@ -73,7 +73,7 @@ async def report(bot: SlackBot, req: Req) -> None:
     if parsing.is_help(req.text):
         await req.reply(help_for("rollback-report"))
         return
-    bot.require(req, list(bot.rb.settings.slack.view_roles), "/rollback-report")
+    bot.require_view(req, "/rollback-report")
     word = req.text.strip()
     if word:
         incident = bot.rb.incidents.get(parsing.parse_incident_id(word))
@@ -124,7 +124,7 @@ async def incident(bot: SlackBot, req: Req) -> None:
     verb, incident_id, rest = parsing.parse_incident(req.text)
     rb = bot.rb
     if verb in ("list", "status"):
-        bot.require(req, list(rb.settings.slack.view_roles), f"/incident {verb}")
+        bot.require_view(req, f"/incident {verb}")
     if verb == "list":
         rows = rb.incidents.list(open_only=True)
         text = (
@@ -168,7 +168,7 @@ async def gates(bot: SlackBot, req: Req) -> None:
     from rollbot.commands.gates import gate_lines
 
     if verb != "disable":
-        bot.require(req, list(bot.rb.settings.slack.view_roles), "/gates status")
+        bot.require_view(req, "/gates status")
 
     if verb == "disable":
         bot.require(req, ["operator", "risk_officer"], "/gates disable")

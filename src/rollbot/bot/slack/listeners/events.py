@@ -14,9 +14,8 @@ if TYPE_CHECKING:
 
 def home_view(bot: SlackBot, user_id: str) -> dict[str, Any]:
     rb = bot.rb
-    roles = rb.settings.slack.view_roles
-    if not rb.settings.roles_of(user_id) & set(roles):
-        return views.app_home_closed(roles)
+    if not bot.may_view(user_id):
+        return views.app_home_closed(rb.settings.slack.view_roles)
     states = [s.model_dump(mode="json") for s in rb.killswitch.status(rb.venue_names)]
     incidents = [i.model_dump(mode="json") for i in rb.incidents.list(open_only=True)]
     approvals = rb.db.query(
