@@ -95,6 +95,13 @@ def close_of(p: Position, client_order_id: str, quantity: Decimal | None = None)
     )
 
 
+def resting_close(p: Position, client_order_id: str) -> CloseRequest:
+    """A close of 40 of a long held at 190.5, limited at 250: it rests, working, until cancelled."""
+    return close_of(p, client_order_id, D(40)).model_copy(
+        update={"type": OrderType.LIMIT, "limit_price": D(250)}
+    )
+
+
 async def held(venue: IbkrVenue, symbol: str) -> Position:
     return next(p for p in await venue.positions() if p.symbol == symbol)
 
@@ -199,9 +206,7 @@ async def test_global_cancel_leaves_nothing_open_including_stops(
     tws.add_order("MSFT", "BUY", 10, "LMT", lmt_price="300", client_id=3)
     venue = await connect()
     aapl = await held(venue, "AAPL")
-    resting = close_of(aapl, "rest-1", D(40)).model_copy(
-        update={"type": OrderType.LIMIT, "limit_price": D(250)}
-    )
+    resting = resting_close(aapl, "rest-1")
     ours = await venue.submit_close(resting)  # a limit above the mark: it rests
 
     working = {o.order_id: o for o in await venue.open_orders()}
@@ -226,9 +231,7 @@ async def test_global_cancel_names_the_order_the_gateway_refused_to_cancel(
     tws.add_position("AAPL", 100, "190.5")
     tws.add_order("AAPL", "SELL", 100, "STP", aux_price="180")
     venue = await connect(timeout_s=5)
-    resting = close_of(await held(venue, "AAPL"), "rest-1", D(40)).model_copy(
-        update={"type": OrderType.LIMIT, "limit_price": D(250)}
-    )
+    resting = resting_close(await held(venue, "AAPL"), "rest-1")
     ours = await venue.submit_close(resting)
     tws.refuse_cancel.add(int(ours.order_id))
 
@@ -263,9 +266,7 @@ async def test_cancel_order_cancels_our_own_order_and_refuses_other_clients(
     tws.add_position("AAPL", 100, "190.5")
     foreign = tws.add_order("AAPL", "SELL", 100, "STP", aux_price="180", client_id=1)
     venue = await connect()
-    resting = close_of(await held(venue, "AAPL"), "rest-1", D(40)).model_copy(
-        update={"type": OrderType.LIMIT, "limit_price": D(250)}
-    )
+    resting = resting_close(await held(venue, "AAPL"), "rest-1")
     ours = await venue.submit_close(resting)
 
     await venue.cancel_order(ours.order_id)
@@ -586,9 +587,7 @@ async def test_with_its_client_id_taken_another_process_connects_as_a_spare_and_
     and its global cancel takes out the bot's order and the strategy's stop."""
     tws.add_position("AAPL", 100, "190.5")
     bot = await connect()
-    resting = close_of(await held(bot, "AAPL"), "bot-rest", D(40)).model_copy(
-        update={"type": OrderType.LIMIT, "limit_price": D(250)}
-    )
+    resting = resting_close(await held(bot, "AAPL"), "bot-rest")
     await bot.submit_close(resting)
     tws.add_order("AAPL", "SELL", 100, "STP", aux_price="180", client_id=1)
     assert len(tws.working_orders()) == 2
