@@ -12,7 +12,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rollbot.errors import ConfigError
@@ -199,6 +207,33 @@ class HooksConfig(_Section):
     strategy_stop: HookConfig = HookConfig()
 
 
+class PreflightConfig(_Section):
+    interval_s: float = Field(300, gt=0)  # the armed-status checks, in serve and clock
+    min_free_mb: int = Field(500, ge=0)  # free disk under the database's folder
+    venue_timeout_s: float = Field(10, gt=0)
+
+
+class DrillsConfig(_Section):
+    # cron (minute hour day month weekday, UTC): the IBKR seed's monthly rollback test
+    schedule: str = "0 6 1 * *"
+    enabled: bool = True
+    max_age_days: float = Field(31, gt=0)  # older than this, the armed status fails
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_parses(cls, schedule: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(schedule, timezone="UTC")
+        except ValueError as exc:
+            raise ValueError(
+                f"{schedule!r} is not a cron expression"
+                f" (minute hour day month weekday, e.g. '0 6 1 * *'): {exc}"
+            ) from None
+        return schedule
+
+
 class Settings(_Section):
     database: DatabaseConfig = DatabaseConfig()
     paths: PathsConfig = PathsConfig()
@@ -213,6 +248,8 @@ class Settings(_Section):
     resume: ResumeConfig = ResumeConfig()
     slack: SlackConfig = SlackConfig()
     hooks: HooksConfig = HooksConfig()
+    preflight: PreflightConfig = PreflightConfig()
+    drills: DrillsConfig = DrillsConfig()
     nav_change_threshold: float = Field(0.05, gt=0)  # VERIFY flags a NAV loss above this
 
     source: Path | None = Field(None, exclude=True)

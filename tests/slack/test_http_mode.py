@@ -107,6 +107,7 @@ def test_manifest_lists_exactly_the_registered_commands() -> None:
         "chat:write",
         "im:write",
         "files:write",
+        "users:read",
     }
 
 

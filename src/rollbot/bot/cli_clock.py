@@ -20,11 +20,12 @@ def clock() -> None:
 
 async def _run() -> None:
     from rollbot.bot.cli import settings
+    from rollbot.bot.cli_preflight import slack_probe_for
     from rollbot.bot.scheduler import Clockwork
     from rollbot.commands.context import Rollbot
 
     rb = Rollbot.open(settings())
-    clockwork = Clockwork(rb)
+    clockwork = Clockwork(rb, slack_probe=slack_probe_for(rb))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

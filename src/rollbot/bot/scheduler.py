@@ -27,14 +27,14 @@ from typing import Any
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from rollbot.commands import checklist, escalation, webhooks
+from rollbot.commands import checklist, drill_schedule, escalation, preflight, webhooks
 from rollbot.commands.approvals import Approvals
 from rollbot.commands.context import Rollbot
-from rollbot.commands.liveness import ME, is_me, live_elsewhere
+from rollbot.commands.liveness import ME, holder_gone
 from rollbot.commands.monitors import MONITOR, Monitor, MonitorReport
 from rollbot.commands.risk_checks import record_venue_events
 from rollbot.commands.timers import Fired, Via, due, fire, fire_due, handlers
-from rollbot.storage.leases import Holder, Lease, Leases
+from rollbot.storage.leases import Holder, Leases
 from rollbot.storage.timers import Timers
 
 log = logging.getLogger("rollbot.clock")
@@ -45,15 +45,16 @@ MONITOR_LEASE = "risk_monitor"
 LEASE_INTERVALS = 3  # a holder that missed this many ticks is taken over
 
 
-def _holder_gone(lease: Lease) -> bool:
-    """A holder on this host whose process has ended: no need to wait out its lease."""
-    claimer = {"host": lease.host, "pid": lease.pid, "started": lease.started}
-    return lease.host == ME["host"] and not is_me(claimer) and not live_elsewhere(claimer)
-
-
 class Clockwork:
-    def __init__(self, app: Rollbot, *, sync_interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        app: Rollbot,
+        *,
+        sync_interval_s: float = 1.0,
+        slack_probe: preflight.SlackProbe | None = None,
+    ) -> None:
         self.app = app
+        self.slack_probe = slack_probe
         self.sync_interval_s = sync_interval_s
         self.scheduler: AsyncIOScheduler | None = None
         self._intervals: dict[str, tuple[float, Callable[[], Awaitable[Any]]]] = {}
@@ -71,6 +72,8 @@ class Clockwork:
         self.every("risk_monitor", app.settings.kill_switches.interval_s, self.risk_tick)
         # every posted copy of an expired request says EXPIRED without anyone clicking
         self.every("approval_expiry", 15, Approvals(app).sweep)
+        # the armed status: is the kill path able to work now (commands/preflight.py)
+        self.every("preflight", app.settings.preflight.interval_s, self.preflight)
 
     # -- public ---------------------------------------------------------------------------------
     def every(self, name: str, seconds: float, coro_fn: Callable[[], Awaitable[Any]]) -> None:
@@ -89,6 +92,7 @@ class Clockwork:
         await self._guard("startup", lambda: self.run_due(via="startup"))
         await self._guard("resend", lambda: webhooks.resend_lost(self.app))
         await self._guard("sweep", self.sweep)
+        await self._guard("drill_schedule", self._schedule_drill)
         self.sync()
         self.scheduler.add_job(
             self._audit_job,
@@ -134,7 +138,7 @@ class Clockwork:
         try:
             with app.db.write():
                 now = app.clock.now()
-                held = Leases(app.db).hold(MONITOR_LEASE, self.holder, now, ttl, dead=_holder_gone)
+                held = Leases(app.db).hold(MONITOR_LEASE, self.holder, now, ttl, dead=holder_gone)
                 if held.taken_from is not None:
                     gone = held.taken_from
                     why = (
@@ -165,6 +169,12 @@ class Clockwork:
                 )
         self._leading = held.held
         return held.held
+
+    async def preflight(self) -> list[preflight.Check]:
+        return await preflight.preflight(self.app, self.slack_probe)
+
+    async def _schedule_drill(self) -> None:
+        drill_schedule.ensure_scheduled(self.app)
 
     def pending_count(self) -> int:
         return len(Timers(self.app.db, self.app.clock).pending())

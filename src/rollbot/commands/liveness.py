@@ -14,6 +14,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from rollbot.storage.leases import Lease
+
 
 @cache
 def _boot_id() -> str | None:
@@ -83,3 +85,9 @@ def live_elsewhere(claimer: dict[str, Any]) -> bool:
     if not pid or claimer.get("host") != ME["host"] or is_me(claimer):
         return False
     return alive(int(pid), claimer.get("started"))
+
+
+def holder_gone(lease: Lease) -> bool:
+    """A lease holder on this host whose process has ended: nobody needs to wait out its lease."""
+    claimer = {"host": lease.host, "pid": lease.pid, "started": lease.started}
+    return lease.host == ME["host"] and not is_me(claimer) and not live_elsewhere(claimer)

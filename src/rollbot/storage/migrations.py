@@ -259,4 +259,16 @@ CREATE TABLE leases (
 );
 """
 
-MIGRATIONS: list[str] = [V1_CORE, V2_LEASES]
+# the armed status: the latest answer of each preflight check (commands/preflight.py)
+V_ARMED_CHECKS = """
+CREATE TABLE IF NOT EXISTS armed_checks (
+    name TEXT PRIMARY KEY,
+    ok INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    action TEXT NOT NULL DEFAULT '',
+    checked_at TEXT NOT NULL,
+    since TEXT NOT NULL
+);
+"""
+
+MIGRATIONS: list[str] = [V1_CORE, V2_LEASES, V_ARMED_CHECKS]

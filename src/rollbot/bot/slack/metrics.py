@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from rollbot.commands import preflight
 from rollbot.commands.context import Rollbot
 from rollbot.commands.trading_state import TradingState
 
@@ -27,6 +28,14 @@ class _StateCollector(Collector):
         for row in self.app.killswitch.status(self.app.venue_names):
             state.add_metric([row.scope], STATE_VALUE[row.state])
         yield state
+        armed = GaugeMetricFamily(
+            "rollbot_armed_check",
+            "1 when the armed-status check passes, 0 when not",
+            labels=["check"],
+        )
+        for check in preflight.latest(self.app):
+            armed.add_metric([check.name], 1.0 if check.ok else 0.0)
+        yield armed
         for name, sql, doc in (
             (
                 "rollbot_open_incidents",

@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from rollbot.bot.slack.app import SlackBot
 from rollbot.bot.slack.unverified import UnverifiedRequests
 from rollbot.clock import Clock
+from rollbot.commands import preflight
 from rollbot.commands.context import Rollbot
 from rollbot.commands.rollback import resume_unfinished
 from rollbot.config import Secrets, Settings
@@ -78,7 +79,13 @@ def web_app(bot: SlackBot, *, slack_routes: bool) -> web.Application:
 
     async def healthz(_: web.Request) -> web.Response:
         pending = bot.rb.db.one("SELECT COUNT(*) AS n FROM outbox WHERE delivered_at IS NULL")
-        return web.json_response({"ok": True, "outbox_pending": pending["n"] if pending else 0})
+        failing = {c.name: c.reason for c in preflight.latest(bot.rb) if not c.ok}
+        body = {
+            "ok": not failing,
+            "outbox_pending": pending["n"] if pending else 0,
+            "armed_failing": failing,
+        }
+        return web.json_response(body, status=503 if failing else 200)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(
@@ -176,7 +183,10 @@ class Server:
         from rollbot.bot.scheduler import Clockwork
 
         assert self.rb is not None
-        self.clockwork = Clockwork(self.rb)
+        from rollbot.bot.slack.probe import slack_probe
+
+        assert self.bot is not None
+        self.clockwork = Clockwork(self.rb, slack_probe=slack_probe(self.rb, self.bot.client))
         self._tasks.append(asyncio.create_task(self.clockwork.run(self.stop_event)))
 
     async def _recover(self) -> None:

@@ -386,6 +386,19 @@ def app_home(
     return {"type": "home", "blocks": blocks}
 
 
+def armed_banner(failing: list[tuple[str, str, str]]) -> Blocks:
+    """The App Home's red banner: each armed-status check that fails (name, reason, action)."""
+    if not failing:
+        return []
+    lines = [
+        f"🔴 *{name}*: {reason}\n      _What to do:_ {action}" for name, reason, action in failing
+    ]
+    return [
+        _section("*🚨 The kill path is not fully armed*\n" + "\n".join(lines)),
+        {"type": "divider"},
+    ]
+
+
 def app_home_closed(roles: list[str]) -> dict[str, Any]:
     """The home tab of someone outside the desk: why it is empty, and how to get in."""
     return {

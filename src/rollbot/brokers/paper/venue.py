@@ -399,6 +399,11 @@ class PaperVenue:
         rows = self.book.order_rows("WHERE status IN ('OPEN', 'PARTIALLY_FILLED')")
         return [_to_order(self.name, r) for r in rows]
 
+    async def trading_permission(self) -> tuple[bool, str]:
+        """(may trade and cancel, why): the paper book is this process's own file."""
+        await self._call()
+        return True, "the paper venue trades in its own book"
+
     async def order_by_client_id(self, client_order_id: str) -> Order | None:
         await self._call()
         rows = self.book.order_rows("WHERE client_order_id = ?", (client_order_id,))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rollbot.bot.slack import views
+from rollbot.commands import preflight
 from rollbot.commands.gates import gate_lines
 from rollbot.commands.risk_checks import risk_status, status_lines
 
@@ -26,7 +27,10 @@ def home_view(bot: SlackBot, user_id: str) -> dict[str, Any]:
         risk = status_lines(risk_status(rb))
     except Exception as exc:  # the home tab still shows the rest; the failure is visible
         risk = [f"❌ risk monitors cannot be read: {exc.__class__.__name__}"]
-    return views.app_home(states, incidents, approvals, gate_lines(rb.gates.read()), risk)
+    view = views.app_home(states, incidents, approvals, gate_lines(rb.gates.read()), risk)
+    failing = [(c.name, c.reason, c.action) for c in preflight.latest(rb) if not c.ok]
+    view["blocks"][1:1] = views.armed_banner(failing)  # under the header, above everything
+    return view
 
 
 def register(bot: SlackBot) -> None:

@@ -1,0 +1,89 @@
+"""`rollbot preflight`: the armed status — can the kill path work right now? Each check PASS or
+FAIL with the reason and what to do; exit 0 only when every check passes. The same checks run
+on a schedule in `serve` and `clock` (bot/scheduler.py), which alert the ops channel once per
+change, turn /healthz unhealthy and show a banner on the App Home."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from rollbot.commands.context import Rollbot
+    from rollbot.commands.preflight import Check, SlackProbe
+
+
+def preflight(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> None:
+    """Check that the kill path is armed: Slack, every venue, gates, database, disk, the risk
+    monitor and the last drill."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rollbot.bot.cli import guarded, out, settings
+    from rollbot.commands import preflight as armed
+    from rollbot.commands.context import Rollbot
+
+    def go() -> int:
+        rb = Rollbot.open(settings())
+
+        async def main() -> list[armed.Check]:
+            try:
+                return await armed.preflight(rb, slack_probe_for(rb))
+            finally:
+                await rb.aclose()
+
+        checks = asyncio.run(main())
+        if as_json:
+            out.print_json(json.dumps([c.model_dump() for c in checks]))
+        else:
+            table = Table(title="rollbot armed status", show_lines=False)
+            for column in ("check", "", "why", "what to do"):
+                table.add_column(column, overflow="fold")
+            for c in checks:
+                mark = "[green]PASS[/]" if c.ok else "[bold red]FAIL[/]"
+                table.add_row(c.name, mark, escape(c.reason), escape(c.action if not c.ok else ""))
+            out.print(table)
+            bad = sum(not c.ok for c in checks)
+            out.print(
+                "[green]Armed: every check passes.[/]"
+                if not bad
+                else f"[bold red]Not armed: {bad} of {len(checks)} checks fail.[/]"
+            )
+        return 0 if all(c.ok for c in checks) else 1
+
+    raise typer.Exit(guarded(go))
+
+
+def slack_probe_for(rb: Rollbot) -> SlackProbe | None:
+    """The Slack checks when Slack is set up (a token, or an ops channel that expects one)."""
+    from rollbot.commands.preflight import failed
+
+    token = rb.secrets.slack_bot_token
+    if token is None:
+        if not rb.settings.slack.ops_channel:
+            return None  # a desk without Slack: nothing to check there
+
+        async def missing() -> list[Check]:
+            return [
+                failed(
+                    "slack_token",
+                    "SLACK_BOT_TOKEN is not set, yet [slack] ops_channel is",
+                    "export SLACK_BOT_TOKEN (the app's xoxb-… bot token) or put it in .env",
+                )
+            ]
+
+        return missing
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from rollbot.bot.slack.probe import slack_probe
+    from rollbot.bot.slack.server import DEFAULT_API
+
+    client = AsyncWebClient(
+        token=token.get_secret_value(), base_url=rb.secrets.slack_api_url or DEFAULT_API
+    )
+    return slack_probe(rb, client)
