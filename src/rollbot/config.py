@@ -166,6 +166,9 @@ class EscalationConfig(_Section):
     auditor_interval_s: float = Field(30, gt=0)
     webhook_retries: int = Field(3, ge=0)
     webhook_backoff_s: float = Field(1.0, ge=0)
+    # an acknowledged incident still open this long reminds whoever acknowledged it (again
+    # every as long); 0: never
+    ack_reminder_minutes: float = Field(60, ge=0)
 
 
 class ApprovalRule(_Section):

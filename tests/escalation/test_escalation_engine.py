@@ -128,8 +128,11 @@ async def test_an_ack_stops_the_escalation_and_the_thread_says_who_and_when(
 
     sent = len(outbox(app))
     clock.advance(hours=2)
-    assert await fire_due(app) == []
-    assert len(outbox(app)) == sent
+    # no tier is paged again; only the acker is reminded that the incident is still open
+    assert [f.timer.kind for f in await fire_due(app)] == ["ack_reminder"]
+    added = outbox(app)[sent:]
+    assert [(m["kind"], m["target"]) for m in added] == [("thread", None), ("dm", CTO)]
+    assert all(f"<@{CTO}>: {inc} is still open" in m["payload"]["text"] for m in added)
 
 
 async def test_an_ack_before_the_wait_stops_tier_2_from_being_paged(

@@ -21,12 +21,13 @@ from escalation.helpers import (
     make_settings,
     open_incident,
     operator,
+    outbox,
     thread_texts,
 )
 from rollbot.bot.scheduler import Clockwork
 from rollbot.clock import ManualClock
 from rollbot.commands.context import Rollbot
-from rollbot.commands.escalation import acknowledge, start_escalation
+from rollbot.commands.escalation import acknowledge, close_incident, start_escalation
 from rollbot.commands.timers import fire_due
 from rollbot.commands.webhooks import post_json
 from rollbot.config import Contact, Settings
@@ -218,5 +219,63 @@ async def test_a_page_lost_by_an_earlier_process_with_this_pid_is_sent_again(
         assert [d.ok for d in resent] == [True] and again == []
         assert [r["contact"] for r in receiver.received] == ["Rita Risk"]
         assert len(events(rb, "WEBHOOK_RESENT")) == len(events(rb, "WEBHOOK_SENT")) == 1
+    finally:
+        rb.db.close()
+
+
+async def test_pagerduty_incident_resolved_when_rollbot_closes_it(
+    tmp_path: Path, receiver: Receiver, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROLLBOT_TEST_PD_KEY", "R0UT1NGKEY")
+    rb = Rollbot.open(with_webhook(tmp_path, receiver.url, "pagerduty"), clock=clock)
+    try:
+        inc = open_incident(rb)
+        start_escalation(rb, inc, operator())
+        await fire_due(rb)
+        close_incident(rb, inc, Actor(id=RISK, source="slack"), "positions flat, RCA filed")
+        close_incident(rb, inc, Actor(id=RISK, source="slack"), "closed twice")  # no-op
+        await fire_due(rb)
+        assert [r["event_action"] for r in receiver.received] == ["trigger", "resolve"]
+        resolve = receiver.received[-1]
+        assert resolve["dedup_key"] == f"rollbot-{inc}" and resolve["routing_key"] == "R0UT1NGKEY"
+        assert "payload" not in resolve  # Events v2: resolve carries no payload
+        # the escalation's next deadline was cancelled: nobody is paged after the close
+        clock.advance(hours=2)
+        assert [f.timer.kind for f in await fire_due(rb)] == []
+        assert [e.kind for e in events(rb, "ESCALATION_STOPPED")] == ["ESCALATION_STOPPED"]
+    finally:
+        rb.db.close()
+
+
+async def test_an_acknowledged_incident_left_open_reminds_the_acker(
+    tmp_path: Path, receiver: Receiver, clock: ManualClock
+) -> None:
+    rb = Rollbot.open(with_webhook(tmp_path, receiver.url, ack_reminder_minutes=45), clock=clock)
+    try:
+        inc = open_incident(rb)
+        start_escalation(rb, inc, operator())
+        await fire_due(rb)
+        acknowledge(rb, inc, Actor(id=CTO, source="slack"))
+        await fire_due(rb)
+        clock.advance(minutes=44)
+        assert [f.timer.kind for f in await fire_due(rb)] == []
+        clock.advance(minutes=1)
+        assert [f.timer.kind for f in await fire_due(rb)] == ["ack_reminder"]
+        reminders = [t for t in thread_texts(rb, inc) if t.startswith("⏰")]
+        assert reminders == [
+            f"⏰ <@{CTO}>: {inc} is still open, 45 min after you acknowledged it (0.8 h since"
+            f" it opened). Close it with `/incident close {inc} what was done`, or hand it to"
+            " someone."
+        ]
+        [dm] = outbox(rb, kind="dm", target=CTO)
+        assert dm["payload"]["text"] == reminders[0]
+        clock.advance(minutes=45)  # still open: reminded again
+        assert [f.timer.kind for f in await fire_due(rb)] == ["ack_reminder"]
+        close_incident(rb, inc, Actor(id=CTO, source="slack"), "done")
+        await fire_due(rb)
+        assert receiver.received[-1]["event"] == "incident.closed"
+        clock.advance(hours=3)  # closed: no more reminders
+        assert [f.timer.kind for f in await fire_due(rb)] == []
+        assert len([t for t in thread_texts(rb, inc) if t.startswith("⏰")]) == 2
     finally:
         rb.db.close()

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from rollbot.clock import iso, parse_iso
-from rollbot.commands import webhooks
+from rollbot.commands import ack_reminders, webhooks
 from rollbot.commands.context import Rollbot
 from rollbot.config import Settings
 from rollbot.errors import BadInput, NotFound, Refused
@@ -535,6 +535,7 @@ def acknowledge(app: Rollbot, incident_id: str, actor: Actor) -> Escalation:
             dedupe_key=f"esc:{esc.id}:ack",
         )
         app.outbox.put("headline", incident_id=incident_id)
+        ack_reminders.schedule(app, incident_id, actor.id)
         seen: set[str] = set()
         for c in esc.chain.contacts(paged):
             if c.webhook_url and c.webhook_url not in seen:
@@ -552,6 +553,40 @@ def acknowledge(app: Rollbot, incident_id: str, actor: Actor) -> Escalation:
                     },
                 )
         return esc
+
+
+def close_incident(app: Rollbot, incident_id: str, actor: Actor, reason: str) -> Incident:
+    """Close the incident, stop its escalation and reminders, and resolve its webhook pages
+    (PagerDuty's incident is resolved under the same dedup key), in one transaction."""
+    with app.db.write():
+        incident = app.incidents.get(incident_id)
+        if not incident.is_open:
+            return incident
+        closed = app.incidents.close(incident_id, actor, reason)
+        stopped = Timers(app.db, app.clock).cancel(TIMER_KIND, incident_id)
+        ack_reminders.cancel(app, incident_id)
+        esc = get_escalation(app, incident_id)
+        if esc is not None:
+            if stopped:  # a closed incident pages nobody any more
+                app.events.append(
+                    "ESCALATION_STOPPED",
+                    actor,
+                    incident_id=incident_id,
+                    reason="the incident was closed",
+                    data={"escalation_id": esc.id, "cancelled_timers": stopped},
+                )
+            seen: set[str] = set()
+            for c in esc.chain.contacts(esc.paged_tiers()):
+                if c.webhook_url and c.webhook_url not in seen:
+                    seen.add(c.webhook_url)
+                    webhooks.queue(
+                        app,
+                        incident_id,
+                        c.model_dump(),
+                        "resolve",
+                        {"closed_by": actor.id, "reason": reason, "contact": c.name},
+                    )
+    return closed
 
 
 def check_loss(

@@ -33,9 +33,10 @@ Handler = Callable[[Rollbot, Timer, float], FollowUp | None]
 
 def handlers() -> dict[str, Handler]:
     # imported here: these modules schedule timers themselves, so they import this one
-    from rollbot.commands import checklist, drill_schedule, escalation, webhooks
+    from rollbot.commands import ack_reminders, checklist, drill_schedule, escalation, webhooks
 
     return {
+        ack_reminders.TIMER_KIND: ack_reminders.on_due,
         drill_schedule.TIMER_KIND: drill_schedule.on_due,
         escalation.TIMER_KIND: escalation.on_deadline,
         checklist.TIMER_KIND: checklist.on_reminder,

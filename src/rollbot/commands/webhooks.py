@@ -27,7 +27,7 @@ from rollbot.storage.events import Actor
 from rollbot.storage.timers import Timer, Timers
 
 TIMER_KIND = "webhook"
-WebhookEvent = Literal["trigger", "acknowledge"]
+WebhookEvent = Literal["trigger", "acknowledge", "resolve"]
 
 
 class Delivery(BaseModel):
@@ -90,10 +90,17 @@ def pagerduty_body(
     return body
 
 
+JSON_EVENTS = {
+    "trigger": "escalation.page",
+    "acknowledge": "escalation.acknowledged",
+    "resolve": "incident.closed",
+}
+
+
 def json_body(event: WebhookEvent, incident_id: str, details: dict[str, Any]) -> dict[str, Any]:
     return {
         "source": "rollbot",
-        "event": "escalation.page" if event == "trigger" else "escalation.acknowledged",
+        "event": JSON_EVENTS[event],
         "incident_id": incident_id,
         **details,
     }

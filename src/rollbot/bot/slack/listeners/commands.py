@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rollbot.bot.slack import parsing, views
 from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.listeners import requests
+from rollbot.commands.escalation import close_incident
 from rollbot.commands.positions import read_books
 from rollbot.commands.report import build_markdown, render
 from rollbot.commands.rollback import KILL_STEPS, Engine
@@ -152,7 +153,7 @@ async def incident(bot: SlackBot, req: Req) -> None:
         bot.require(
             req, ["operator", "risk_officer", "trading_desk_manager", "cto"], "/incident close"
         )
-        rb.incidents.close(target.id, req.actor, rest)
+        close_incident(rb, target.id, req.actor, rest)
         rb.outbox.put(
             "thread", incident_id=target.id, text=f"Incident closed by <@{req.user_id}>: {rest}"
         )
