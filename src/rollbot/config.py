@@ -174,6 +174,18 @@ class EscalationConfig(_Section):
 class ApprovalRule(_Section):
     quorum: int = Field(1, ge=1)
     roles: list[Role]
+    # sign-offs that must all be given, each by a different person holding that role (the
+    # IBKR seed's resume: the risk officer and the CTO). They may vote too; the quorum grows
+    # to their number when smaller.
+    all_of: list[Role] = Field(default_factory=list)
+
+    @property
+    def voters(self) -> list[str]:
+        return sorted(set(self.roles) | set(self.all_of))
+
+    @property
+    def needed(self) -> int:
+        return max(self.quorum, len(self.all_of))
 
 
 class ApprovalsConfig(_Section):

@@ -160,3 +160,45 @@ async def test_resume_is_refused_naming_each_missing_condition(
             assert condition in text.lower()
         assert rb.db.one("SELECT COUNT(*) AS n FROM approvals")["n"] == 0
         assert not rb.gates.read().live_allowed
+
+
+async def test_a_sign_off_from_each_required_role_and_the_card_says_who_is_missing(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    from rollbot.config import ApprovalRule
+
+    risk2, cto = "U0RISK2", "U0CTO"
+    base = bot_settings(tmp_path)
+    approvals = base.approvals.model_copy(
+        update={"flatten": ApprovalRule(roles=["risk_officer"], all_of=["risk_officer", "cto"])}
+    )
+    roles = {**base.roles, "risk_officer": [RISK, risk2], "cto": [cto]}
+    settings = base.model_copy(update={"approvals": approvals, "roles": roles})
+    async with running(slack, settings) as server:
+        rb = server.rb
+        d = await slack.deliver_slash_command("/flatten", "paper", user_id=OPERATOR, channel_id=OPS)
+        await slack.wait_for_ack(d.envelope_id)
+        await slack.wait_until(
+            lambda: approval_buttons(slack, OPS) and rb.outbox.pending() == [], timeout=10
+        )
+        assert "Still needed: risk officer, cto." in _copies_text(slack)
+
+        for voter, left in ((RISK, "cto"), (risk2, "cto")):
+            await click(slack, OPS, "approval_approve", voter)
+            await slack.wait_until(
+                lambda v=voter: any(
+                    e.data.get("voter") == v for e in rb.events.list(kinds=["APPROVAL_VOTE"])
+                ),
+                timeout=10,
+            )
+            await slack.wait_until(lambda: rb.outbox.pending() == [], timeout=10)
+            shown = _copies_text(slack)
+            assert f"Still needed: {left}." in shown and RISK in shown
+            assert rb.db.one("SELECT status FROM approvals")["status"] == "PENDING"
+        assert len(await rb.venue("paper").positions()) == 9  # two risk officers are not a CTO
+
+        await click(slack, OPS, "approval_approve", cto)
+        await slack.wait_until(
+            lambda: rb.db.one("SELECT status FROM approvals")["status"] == "EXECUTED", timeout=15
+        )
+        assert await rb.venue("paper").positions() == []

@@ -5,8 +5,10 @@ faces (Slack user ID, OS user, and the [identities] mapping between them)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
+from itertools import permutations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -89,6 +91,8 @@ class ApprovalRequest(BaseModel):
     requester: Actor
     quorum: int
     roles: list[str]
+    required_roles: list[str] = Field(default_factory=list)  # each signed by a different person
+    still_needed: list[str] = Field(default_factory=list)  # required roles nobody signed yet
     status: Status
     incident_id: str | None = None
     created_at: datetime
@@ -103,6 +107,22 @@ class ApprovalRequest(BaseModel):
     @property
     def approvers(self) -> list[str]:
         return [v.voter for v in self.votes if v.vote == "approve"]
+
+    def unsigned_roles(self, signers: list[str], roles_of: Callable[[str], set[str]]) -> list[str]:
+        """The required roles left unsigned by the best assignment of one distinct signer to
+        each (a person holding two required roles signs for one of them)."""
+        need = self.required_roles
+        seats: list[str | None] = [*signers, *[None] * len(need)]
+        best = list(need)
+        for order in permutations(seats, len(need)):
+            left = [
+                r
+                for r, who in zip(need, order, strict=True)
+                if who is None or r not in roles_of(who)
+            ]
+            if len(left) < len(best):
+                best = left
+        return best
 
     @property
     def requester_label(self) -> str:
@@ -139,6 +159,8 @@ class ApprovalRequest(BaseModel):
             "params": self.params,
             "quorum": self.quorum,
             "roles": self.roles,
+            "required_roles": self.required_roles,
+            "still_needed": self.still_needed,
             "approvals": [label(v) for v in self.approvers],
             "created_at": iso(self.created_at),
             "expires_at": iso(self.expires_at),
@@ -154,6 +176,14 @@ class ApprovalRequest(BaseModel):
         who = " or ".join(r.replace("_", " ") for r in self.roles)
         if self.status is Status.PENDING:
             got = len(self.approvers)
+            if self.required_roles:
+                signed = ", ".join(label(v) for v in self.approvers) or "nobody yet"
+                needed = ", ".join(r.replace("_", " ") for r in self.still_needed) or "nothing"
+                each = ", ".join(r.replace("_", " ") for r in self.required_roles)
+                return (
+                    f"Needs a sign-off from each of {each} (different people, not the"
+                    f" requester). Signed: {signed}. Still needed: {needed}."
+                )
             text = f"Needs {self.quorum} approval(s) from {who}, not the requester"
             return text + (f"; {got} of {self.quorum} so far." if got else ".")
         result = self.result or {}

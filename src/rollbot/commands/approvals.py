@@ -130,7 +130,7 @@ class Approvals:
             )
         ]
         requester = loads(row["requester"]) or {}
-        return ApprovalRequest(
+        request = ApprovalRequest(
             id=row["id"],
             action=row["action"],
             params=loads(row["params"]) or {},
@@ -146,6 +146,7 @@ class Approvals:
             ),
             quorum=row["quorum"],
             roles=loads(row["roles"]) or [],
+            required_roles=loads(row["required_roles"]) or [],
             status=Status(row["status"]),
             incident_id=row["incident_id"],
             created_at=parse_iso(row["created_at"]),
@@ -157,6 +158,8 @@ class Approvals:
             superseded_by=row["superseded_by"],
             votes=votes,
         )
+        request.still_needed = request.unsigned_roles(request.approvers, self.app.settings.roles_of)
+        return request
 
     def get(self, approval_id: str) -> ApprovalRequest:
         found = self._load(approval_id.strip())
@@ -251,8 +254,8 @@ class Approvals:
         self.app.db.execute(
             "INSERT INTO approvals (id, action, plan, plan_hash, params, requested_by,"
             " requested_source, quorum, roles, status, incident_id, created_at, expires_at,"
-            " reason, requester, replaces) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?,"
-            " ?, ?, ?, ?)",
+            " reason, requester, replaces, required_roles) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
+            " 'PENDING', ?, ?, ?, ?, ?, ?, ?)",
             (
                 approval_id,
                 action,
@@ -261,14 +264,15 @@ class Approvals:
                 dumps(params),
                 requester.id,
                 requester.source,
-                rule.quorum,
-                dumps(list(rule.roles)),
+                rule.needed,
+                dumps(rule.voters),
                 incident_id,
                 iso(now),
                 iso(expires),
                 reason,
                 dumps({"actor": requester.model_dump(), "ids": ids}),
                 replaces,
+                dumps(list(rule.all_of)),
             ),
         )
         self.app.events.append(
@@ -282,8 +286,9 @@ class Approvals:
                 "params": params,
                 "plan": plan.lines,
                 "plan_hash": plan.hash,
-                "quorum": rule.quorum,
-                "roles": list(rule.roles),
+                "quorum": rule.needed,
+                "roles": rule.voters,
+                "required_roles": list(rule.all_of),
                 "expires_at": iso(expires),
                 "replaces": replaces,
             },
@@ -523,7 +528,9 @@ class Approvals:
             )
         if decision == "deny":
             return self._deny(request, voter, me, reason, withdrawn=is_requester)
-        completes = len(request.approvers) + 1 >= request.quorum
+        signers = [*request.approvers, me]
+        missing = request.unsigned_roles(signers, self.app.settings.roles_of)
+        completes = len(signers) >= request.quorum and not missing
         if completes:
             if request.action == "resume":
                 blockers = resume_blockers(self.app, request.params["incident_id"])
@@ -542,12 +549,13 @@ class Approvals:
         self._store_vote(request, voter, me, "approve", reason)
         if not completes:
             self._refresh(request.id)
-            got = len(request.approvers) + 1
+            still = f"; still needed: {', '.join(missing)}" if missing else ""
             return VoteResult(
                 approval=self.get(request.id),
                 accepted=True,
                 code="VOTE_RECORDED",
-                message=f"approval recorded ({got} of {request.quorum}) for {request.id}",
+                message=f"approval recorded ({len(signers)} of {request.quorum}) for"
+                f" {request.id}{still}",
             )
         self._set_status(request.id, Status.APPROVED, decided_by=me)
         self.app.events.append(

@@ -271,4 +271,9 @@ CREATE TABLE IF NOT EXISTS armed_checks (
 );
 """
 
-MIGRATIONS: list[str] = [V1_CORE, V2_LEASES, V_ARMED_CHECKS]
+# approvals that need a sign-off from each of several roles ([approvals.X] all_of)
+V_REQUIRED_ROLES = """
+ALTER TABLE approvals ADD COLUMN required_roles TEXT NOT NULL DEFAULT '[]';
+"""
+
+MIGRATIONS: list[str] = [V1_CORE, V2_LEASES, V_ARMED_CHECKS, V_REQUIRED_ROLES]
