@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from approvals.support import write_config
+
 from reliability.figures import record
 from reliability.support import (
     DEVOPS,
@@ -36,6 +38,7 @@ from reliability.support import (
     OPS,
     OUTSIDER,
     RISK,
+    SMALL_BOOK,
     SlackDriver,
     settings_for,
     write_book,
@@ -61,27 +64,6 @@ RCA = {
     "lessons_learned": "canary first",
     "recommended_actions": "add a canary",
 }
-
-# a two-venue book: the second venue lets a flatten touch something other than the held scope
-BOOK = """
-name = "adversarial"
-[account]
-cash = 100000
-[[positions]]
-symbol = "AAPL"
-quantity = 30
-avg_price = 100
-[[positions]]
-symbol = "MSFT"
-quantity = -12
-avg_price = 400
-[[orders]]
-symbol = "AAPL"
-side = "SELL"
-type = "LIMIT"
-quantity = 10
-limit_price = 200
-"""
 
 
 @dataclass(frozen=True)
@@ -148,7 +130,7 @@ class Desk:
 
 
 async def open_desk(root: Path, scope: Scope, **paper: Any) -> Desk:
-    book = write_book(root, BOOK)
+    book = write_book(root, SMALL_BOOK)
     settings = settings_for(root, book, rollback_needs_approval=True, **paper)
     settings.venues.append(
         PaperVenueConfig(name="paper2", book_path=root / "paper2.db", scenario=book)
@@ -470,32 +452,24 @@ def _cli(cfg: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def _config(root: Path) -> Path:
-    book = write_book(root, BOOK)
-    cfg = root / "rollbot.toml"
-    cfg.write_text(
-        f"""
-[database]
-path = "{root / "rollbot.db"}"
-[paths]
-reports_dir = "{root / "reports"}"
-live_environment = "{root / "config" / "live_environment.toml"}"
-shadow_config = "{root / "config" / "shadow_config.toml"}"
-[[venues]]
-kind = "paper"
-book_path = "{root / "paper.db"}"
-scenario = "{book}"
-[roles]
-operator = {OPERATORS!r}
-risk_officer = ["{RISK}"]
-[identities]
-rita = "{RISK}"
-alice = "{KILLER}"
-[slack]
-ops_channel = "{OPS}"
-""".replace("'", '"'),
-        encoding="utf-8",
+    book = write_book(root, SMALL_BOOK)
+    return write_config(root, scenario=book, extra=f'[slack]\nops_channel = "{OPS}"')
+
+
+def _guard_buy(cfg: Path) -> subprocess.CompletedProcess[str]:
+    return _cli(
+        cfg,
+        "guard",
+        "check",
+        "--venue",
+        "paper",
+        "--symbol",
+        "AAPL",
+        "--side",
+        "BUY",
+        "--quantity",
+        "1",
     )
-    return cfg
 
 
 def test_terminal_identity_and_missing_database_cannot_open_a_hold(tmp_path: Path):
@@ -516,19 +490,7 @@ def test_terminal_identity_and_missing_database_cannot_open_a_hold(tmp_path: Pat
     for what, (args, env) in attempts.items():
         tried += 1
         _cli(cfg, *args, **env)
-        status = _cli(
-            cfg,
-            "guard",
-            "check",
-            "--venue",
-            "paper",
-            "--symbol",
-            "AAPL",
-            "--side",
-            "BUY",
-            "--quantity",
-            "1",
-        )
+        status = _guard_buy(cfg)
         if status.returncode == 0 or "HALTED" not in status.stdout + status.stderr:
             problems.append(f"{what}: the guard no longer answers HALTED")
         else:
@@ -538,19 +500,7 @@ def test_terminal_identity_and_missing_database_cannot_open_a_hold(tmp_path: Pat
     moved = tmp_path / "moved.db"
     shutil.move(tmp_path / "rollbot.db", moved)
     tried += 1
-    answer = _cli(
-        cfg,
-        "guard",
-        "check",
-        "--venue",
-        "paper",
-        "--symbol",
-        "AAPL",
-        "--side",
-        "BUY",
-        "--quantity",
-        "1",
-    )
+    answer = _guard_buy(cfg)
     if answer.returncode == 0 or (tmp_path / "rollbot.db").exists():
         problems.append("a missing database: the guard allowed or created a fresh database")
     else:

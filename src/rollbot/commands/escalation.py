@@ -308,13 +308,22 @@ def _ping(
         dedupe_key=f"{key}:thread",
     )
     details = _details(esc, incident, tiers, app.clock.now())
+    _queue_webhooks(app, esc.incident_id, contacts, "trigger", details)
+
+
+def _queue_webhooks(
+    app: Rollbot,
+    incident_id: str,
+    contacts: list[ChainContact],
+    event: webhooks.WebhookEvent,
+    details: dict[str, Any],
+) -> None:
+    """One page per webhook URL among these contacts (a shared PagerDuty service once)."""
     seen: set[str] = set()
     for c in contacts:
         if c.webhook_url and c.webhook_url not in seen:
             seen.add(c.webhook_url)
-            webhooks.queue(
-                app, esc.incident_id, c.model_dump(), "trigger", {**details, "contact": c.name}
-            )
+            webhooks.queue(app, incident_id, c.model_dump(), event, {**details, "contact": c.name})
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -536,22 +545,8 @@ def acknowledge(app: Rollbot, incident_id: str, actor: Actor) -> Escalation:
         )
         app.outbox.put("headline", incident_id=incident_id)
         ack_reminders.schedule(app, incident_id, actor.id)
-        seen: set[str] = set()
-        for c in esc.chain.contacts(paged):
-            if c.webhook_url and c.webhook_url not in seen:
-                seen.add(c.webhook_url)
-                webhooks.queue(
-                    app,
-                    incident_id,
-                    c.model_dump(),
-                    "acknowledge",
-                    {
-                        "escalation_id": esc.id,
-                        "acked_by": actor.id,
-                        "at": iso(now),
-                        "contact": c.name,
-                    },
-                )
+        details = {"escalation_id": esc.id, "acked_by": actor.id, "at": iso(now)}
+        _queue_webhooks(app, incident_id, esc.chain.contacts(paged), "acknowledge", details)
         return esc
 
 
@@ -575,17 +570,10 @@ def close_incident(app: Rollbot, incident_id: str, actor: Actor, reason: str) ->
                     reason="the incident was closed",
                     data={"escalation_id": esc.id, "cancelled_timers": stopped},
                 )
-            seen: set[str] = set()
-            for c in esc.chain.contacts(esc.paged_tiers()):
-                if c.webhook_url and c.webhook_url not in seen:
-                    seen.add(c.webhook_url)
-                    webhooks.queue(
-                        app,
-                        incident_id,
-                        c.model_dump(),
-                        "resolve",
-                        {"closed_by": actor.id, "reason": reason, "contact": c.name},
-                    )
+            details = {"closed_by": actor.id, "reason": reason}
+            _queue_webhooks(
+                app, incident_id, esc.chain.contacts(esc.paged_tiers()), "resolve", details
+            )
     return closed
 
 
