@@ -42,6 +42,7 @@ class PathsConfig(_Section):
     reports_dir: Path = Path("var/reports")
     live_environment: Path = Path("var/config/live_environment.toml")
     shadow_config: Path = Path("var/config/shadow_config.toml")
+    runbook: str = ""  # the desk's live-mode transition runbook (a path or URL) the report names
 
 
 class PaperVenueConfig(_Section):

@@ -88,7 +88,9 @@ def test_default_drill_on_a_fresh_machine_succeeds_and_writes_three_reports(
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "INC-0001 rollback: SUCCESS" in result.stdout
+    assert "DRILL-0001 rollback: SUCCESS" in result.stdout
+    assert "latency 25 ms (a venue's typical round trip)" in result.stdout
+    assert "Again later: rollbot report DRILL-0001" in result.stdout
     for n, name in enumerate(
         ["Immediate Halt", "Disconnect", "Assess Positions", "Flatten Positions", "Verify Recovery"]
     ):
@@ -113,7 +115,7 @@ def test_drill_with_rejects_and_partial_fills_ends_flat(drill: Drill) -> None:
     result = drill("--faults", "rejects,partial")
 
     assert result.exit_code == 0, result.output
-    assert "INC-0001 rollback: SUCCESS" in flat(result.stdout)
+    assert "DRILL-0001 rollback: SUCCESS" in flat(result.stdout)
     assert drill.positions() == {}
     rejected = drill.events("ORDER_REJECTED")
     closes = drill.closes()
@@ -136,7 +138,7 @@ def test_drill_with_late_fills_ends_flat_with_one_order_per_position(drill: Dril
     result = drill("--faults", "late-fill")
 
     assert result.exit_code == 0, result.output
-    assert "INC-0001 rollback: SUCCESS" in flat(result.stdout)
+    assert "DRILL-0001 rollback: SUCCESS" in flat(result.stdout)
     assert drill.positions() == {}
     cancelled = {
         json.loads(r["data"])["client_order_id"] for r in drill.events("ORDER_CANCEL_REQUESTED")
@@ -152,7 +154,7 @@ def test_drill_with_latency_still_succeeds_and_the_latency_shows(drill: Drill) -
 
     assert result.exit_code == 0, result.output
     assert "latency 20 ms" in result.stdout
-    assert "INC-0001 rollback: SUCCESS" in flat(result.stdout)
+    assert "DRILL-0001 rollback: SUCCESS" in flat(result.stdout)
     steps = drill.steps()
     assert [steps[n]["status"] for n in range(1, 6)] == ["SUCCESS"] * 5
     # HALT is two round trips in a row (cancel-all, its read-back; the NAV read runs beside
@@ -165,7 +167,7 @@ def test_drill_with_a_disconnect_in_flatten_reconnects_and_succeeds(drill: Drill
     result = drill("--faults", "disconnect")
 
     assert result.exit_code == 0, result.output
-    assert "INC-0001 rollback: SUCCESS" in flat(result.stdout)
+    assert "DRILL-0001 rollback: SUCCESS" in flat(result.stdout)
     assert any("injected disconnect" in e for e in drill.steps()[4]["errors"])
     assert {s: len(o) for s, o in drill.closes().items()} == dict.fromkeys(START, 1)
 
@@ -247,3 +249,26 @@ def test_a_good_scenario_file_is_the_book_the_drill_closes(drill: Drill, tmp_pat
         "MSFT": ["5"],
         "NVDA": ["7"],
     }
+
+
+def test_drills_have_their_own_ids_and_rollbot_report_finds_them(
+    drill: Drill, rollbot: Any
+) -> None:
+    """Every drill was INC-0001, the id of the desk's own first incident, and `rollbot report`
+    could not find it. Drills are DRILL-N now, and their reports are found by that id."""
+    killed = rollbot("kill", "trigger", "--reason", "a real incident first")
+    assert killed.returncode in (0, 1), killed.stderr
+    for n in (1, 2):
+        result = drill("--latency-ms", "0")
+        assert result.exit_code == 0, result.output
+        assert f"DRILL-000{n} rollback: SUCCESS" in result.stdout
+    md = rollbot("report", "DRILL-0002")
+    assert md.returncode == 0, md.stderr
+    assert md.stdout.startswith("# DRILL-0002") or "DRILL-0002" in md.stdout.splitlines()[0]
+    assert "Follow the desk's live-mode transition runbook" in md.stdout
+    png = rollbot("report", "DRILL-0001", "--format", "png")
+    assert png.returncode == 0 and png.stdout.strip().endswith("DRILL-0001.png")
+    real = rollbot("report", "INC-0001")  # the desk's own incident is still its own
+    assert real.returncode == 0 and "a real incident first" in real.stdout
+    missing = rollbot("report", "DRILL-0009")
+    assert missing.returncode == 2 and "unknown drill 'DRILL-0009'" in missing.stderr

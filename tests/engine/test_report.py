@@ -246,6 +246,39 @@ async def test_png_is_a_real_png(make_app: MakeApp, operator: Actor) -> None:
     assert image.std() > 0  # something is drawn
 
 
+async def test_the_chart_says_when_in_what_money_and_which_pnl(
+    make_app: MakeApp, operator: Actor
+) -> None:
+    """The x-axis was '37:27.100000' (no date, no time zone), the y-axis had no currency, the
+    step labels overlapped, and PnL before the halt was drawn as the rollback's."""
+    import matplotlib.pyplot as plt
+
+    from rollbot.commands.report import chart
+
+    app, outcome = await rolled_back(make_app, operator)
+    fig = chart(app, outcome.incident)
+    try:
+        ax = fig.axes[0]
+        fig.canvas.draw()
+        day = outcome.incident.opened_at.date().isoformat()
+        assert ax.get_xlabel() == f"time (UTC) on {day}"
+        assert ax.get_ylabel() == "PnL (USD)"
+        ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert ticks and all(re.fullmatch(r"\d\d:\d\d:\d\d(\.\d{3})?", t) for t in ticks), ticks
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert any(t.startswith("paper: PnL during the rollback (") for t in legend), legend
+        steps = [t for t in legend if t[0].isdigit()]
+        assert [t.split(":")[0] for t in steps] == [
+            "1 Immediate Halt",
+            "2 Disconnect",
+            "3 Assess Positions",
+            "4 Flatten Positions",
+            "5 Verify Recovery",
+        ]
+    finally:
+        plt.close(fig)
+
+
 async def test_reports_are_stored_in_sqlite_and_written_to_the_reports_dir(
     make_app: MakeApp, operator: Actor
 ) -> None:

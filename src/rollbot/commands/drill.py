@@ -114,7 +114,11 @@ async def run_drill(
     workdir = workdir or Path(base.database.path).parent / "drill"
     shutil.rmtree(workdir, ignore_errors=True)
     settings = drill_settings(base, workdir, scenario, latency_ms, faults, stamp)
+    number = _allocate(base, clock)
     sandbox = Rollbot.open(settings, clock=clock)
+    sandbox.incidents.prefix, sandbox.incidents.first_seq = "DRILL", number
+    outcome: Outcome | None = None
+    reports: dict[str, Path] = {}
     try:
         paper = sandbox.venue("paper")
         assert isinstance(paper, PaperVenue)
@@ -138,8 +142,24 @@ async def run_drill(
         reports = write_reports(sandbox, outcome.incident.id)
     finally:
         await sandbox.aclose()
-    _record(base, actor, outcome, reports, clock)
+        _record(base, actor, number, outcome, reports, clock)  # FAILED if it did not finish
+    assert outcome is not None
     return DrillResult(outcome=outcome, reports=reports, sandbox=workdir, faults=sorted(faults))
+
+
+def _allocate(base: Settings, clock: Clock) -> int:
+    """The drill's number in the main database (DRILL-N), taken before it starts."""
+    db = Database(base.database.path, base.database.busy_timeout_ms)
+    try:
+        with db.write():
+            cur = db.execute(
+                "INSERT INTO drills (incident_id, at, status, report_path)"
+                " VALUES (NULL, ?, 'RUNNING', '')",
+                (iso(clock.now()),),
+            )
+        return int(cur.lastrowid or 0)
+    finally:
+        db.close()
 
 
 async def _sample(app: Rollbot, paper: PaperVenue) -> None:
@@ -156,23 +176,30 @@ async def _walk_prices(app: Rollbot, paper: PaperVenue) -> None:
 
 
 def _record(
-    base: Settings, actor: Actor, outcome: Outcome, reports: dict[str, Path], clock: Clock
+    base: Settings,
+    actor: Actor,
+    number: int,
+    outcome: Outcome | None,
+    reports: dict[str, Path],
+    clock: Clock,
 ) -> None:
+    status = outcome.final_status.value if outcome else "FAILED"
     db = Database(base.database.path, base.database.busy_timeout_ms)
     try:
         with db.write():
             db.execute(
-                "INSERT INTO drills (incident_id, at, status, report_path) VALUES (NULL, ?, ?, ?)",
-                (iso(clock.now()), outcome.final_status.value, str(reports.get("md", ""))),
+                "UPDATE drills SET at = ?, status = ?, report_path = ? WHERE id = ?",
+                (iso(clock.now()), status, str(reports.get("md", "")), number),
             )
             EventLog(db, clock).append(
                 "DRILL_COMPLETED",
                 actor,
-                reason=outcome.incident.reason,
+                reason=outcome.incident.reason if outcome else "the drill stopped on an error",
                 data={
-                    "status": outcome.final_status.value,
+                    "drill_id": f"DRILL-{number:04d}",
+                    "status": status,
                     "report": str(reports.get("md", "")),
-                    "duration_s": sum(s.duration_seconds for s in outcome.steps),
+                    "duration_s": sum(s.duration_seconds for s in outcome.steps) if outcome else 0,
                 },
             )
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from rollbot.clock import iso
 from rollbot.commands.context import Rollbot
 from rollbot.commands.rollback import StepReport, ended_steps
-from rollbot.errors import BadInput
+from rollbot.errors import BadInput, NotFound
 from rollbot.storage.incidents import Incident
 from rollbot.storage.nav import NavSamples
 
@@ -37,8 +37,14 @@ BEFORE_LIVE = [
     "Fix tested in shadow mode",
     "New drill completed successfully",
     "Risk Owner approval obtained",
-    "Follow LIVE_MODE_TRANSITION_RUNBOOK.md to re-enable",
 ]
+
+
+def runbook_line(app: Rollbot) -> str:
+    runbook = app.settings.paths.runbook
+    if runbook:
+        return f"Follow {runbook} to re-enable"
+    return "Follow the desk's live-mode transition runbook to re-enable ([paths] runbook names it)"
 
 
 def _timestamp(text: str) -> str:
@@ -419,16 +425,39 @@ def build_markdown(app: Rollbot, incident: Incident) -> str:
         out.append(f"- [{box}] {row['label']} (within {within}, due {iso(row['due'])}){who}")
     out.append("")
     out += ["## Before re-enabling live trading", ""]
-    out += [f"- [ ] {item}" for item in BEFORE_LIVE]
+    out += [f"- [ ] {item}" for item in [*BEFORE_LIVE, runbook_line(app)]]
     out.append("")
     return "\n".join(out)
 
 
+STEP_COLORS = {
+    "SUCCESS": "tab:green",
+    "PARTIAL": "tab:orange",
+    "FAILED": "tab:red",
+    "SKIPPED": "tab:gray",
+}
+
+
 def build_png(app: Rollbot, incident: Incident) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig = chart(app, incident)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def chart(app: Rollbot, incident: Incident) -> Any:
+    """PnL around the incident, per venue: before the halt (thin, from the first sample) and
+    during the rollback (bold, from the NAV at the halt), each step a numbered band named in
+    the legend. Times in UTC with the date; money in the venues' currency."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     steps = ended_steps(app, incident.id)
     start = steps[0].start_time if steps else incident.opened_at
@@ -437,45 +466,74 @@ def build_png(app: Rollbot, incident: Incident) -> bytes:
     samples = NavSamples(app.db).list(
         since=start - timedelta(seconds=span * 3), until=end + timedelta(seconds=span)
     )
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(11, 5), dpi=100)
     by_venue: dict[str, list[tuple[datetime, float]]] = {}
     for s in samples:
         by_venue.setdefault(s.venue, []).append((s.at, float(s.nav)))
+    currencies = sorted({s.currency for s in samples}) or ["USD"]
+    handles = []
     for venue, points in by_venue.items():
+        before = [p for p in points if p[0] <= start]
+        during = [p for p in points if p[0] >= start]
         base = points[0][1]
-        ax.plot([p[0] for p in points], [p[1] - base for p in points], marker=".", label=venue)
-    colors = {
-        "SUCCESS": "tab:green",
-        "PARTIAL": "tab:orange",
-        "FAILED": "tab:red",
-        "SKIPPED": "tab:gray",
-    }
-    for i, s in enumerate(steps):
-        ax.axvline(s.start_time, color=colors[s.status.value], linestyle="--", linewidth=1)
+        if before:
+            (line,) = ax.plot(
+                [p[0] for p in before],
+                [p[1] - base for p in before],
+                linewidth=1,
+                marker=".",
+                label=f"{venue}: PnL before the halt (from the first sample)",
+            )
+            handles.append(line)
+        if during:
+            halt = (before[-1] if before else during[0])[1]
+            (line,) = ax.plot(
+                [p[0] for p in during],
+                [p[1] - base for p in during],
+                linewidth=2.5,
+                marker="o",
+                label=f"{venue}: PnL during the rollback"
+                f" ({during[-1][1] - halt:+,.2f} {currencies[0]} from the halt)",
+            )
+            handles.append(line)
+    for s in steps:
+        ax.axvspan(s.start_time, s.end_time, color=STEP_COLORS[s.status.value], alpha=0.18)
         ax.annotate(
-            f"{s.step} {s.name}",
-            (s.start_time, 1.0 - 0.16 * (i % 3)),  # staggered: fast steps sit close together
+            str(s.step),
+            (s.start_time, 1.0),
             xycoords=("data", "axes fraction"),
-            rotation=90,
+            xytext=(2, -2),
+            textcoords="offset points",
             va="top",
-            ha="right",
-            fontsize=7,
+            fontsize=9,
+            fontweight="bold",
         )
-    ax.set_title(
-        f"{incident.id}: PnL (NAV change) around the incident"
-        f" — {incident.final_status or 'RUNNING'}"
-    )
-    ax.set_ylabel("PnL vs first sample")
+        handles.append(
+            Patch(
+                color=STEP_COLORS[s.status.value],
+                alpha=0.4,
+                label=f"{s.step} {s.name}: {s.status.value} in {s.duration_seconds:.2f} s",
+            )
+        )
+    ax.set_title(f"{incident.id}: PnL around the incident — {incident.final_status or 'RUNNING'}")
+    ax.set_ylabel(f"PnL ({'/'.join(currencies)})")
+    shown = [p[0] for points in by_venue.values() for p in points] or [start]
+    days = sorted({t.astimezone(UTC).date().isoformat() for t in shown})
+    ax.set_xlabel(f"time (UTC) on {' to '.join(dict.fromkeys([days[0], days[-1]]))}")
+    fine = (max(shown) - min(shown)).total_seconds() < 300  # a drill lasts seconds
+
+    def clock_label(x: float, _pos: int) -> str:
+        t = mdates.num2date(x, tz=UTC)
+        return f"{t:%H:%M:%S}.{t.microsecond // 1000:03d}" if fine else f"{t:%H:%M:%S}"
+
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(clock_label))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.2f}"))
     ax.grid(alpha=0.3)
-    if by_venue:
-        ax.legend(loc="lower left")
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     else:
         ax.text(0.5, 0.5, "no NAV samples recorded", transform=ax.transAxes, ha="center")
-    fig.autofmt_xdate()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+    return fig
 
 
 def render(app: Rollbot, incident_id: str, fmt: Format) -> bytes:
@@ -487,6 +545,25 @@ def render(app: Rollbot, incident_id: str, fmt: Format) -> bytes:
     if fmt == "png":
         return build_png(app, incident)
     raise BadInput(f"unknown report format {fmt!r}: use md, json or png")
+
+
+def drill_report(app: Rollbot, drill_id: str, fmt: Format) -> Path:
+    """A drill's report, written in its sandbox when it ran: DRILL-N is the main database's
+    drill N."""
+    number = drill_id.upper().removeprefix("DRILL-")
+    row = (
+        app.db.one("SELECT * FROM drills WHERE id = ?", (int(number),))
+        if number.isdecimal()
+        else None
+    )
+    if row is None:
+        raise NotFound(f"unknown drill {drill_id!r} (drills are DRILL-0001, DRILL-0002, …)")
+    if not row["report_path"]:
+        raise NotFound(f"{drill_id} ended {row['status']} before writing its report")
+    path = Path(row["report_path"]).with_suffix(f".{fmt}")
+    if not path.exists():
+        raise NotFound(f"{drill_id}'s report file {path} is gone")
+    return path
 
 
 def write_reports(

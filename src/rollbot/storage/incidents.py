@@ -51,6 +51,10 @@ class Incidents:
         self.db = db
         self.events = events
         self.clock = clock
+        # a drill's sandbox numbers its incident DRILL-N after the main database's drill N, so
+        # a rehearsal is never mistaken for the desk's own INC-0001
+        self.prefix = "INC"
+        self.first_seq = 1
 
     def open(
         self,
@@ -71,8 +75,8 @@ class Incidents:
                 if row:
                     return _row(row), False
             seq_row = self.db.one("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM incidents")
-            seq = int(seq_row["n"]) if seq_row else 1
-            incident_id = f"INC-{seq:04d}"
+            seq = max(int(seq_row["n"]) if seq_row else 1, self.first_seq)
+            incident_id = f"{self.prefix}-{seq:04d}"
             now = self.clock.now()
             self.db.execute(
                 "INSERT INTO incidents (id, seq, opened_at, opened_by, source, kind, reason, scope,"
