@@ -192,3 +192,52 @@ def test_cancel_all_is_break_glass_and_says_what_remains(app: Rollbot, rollbot: 
         "os_user": getpass.getuser(),
         "host": socket.gethostname(),
     }
+
+
+def test_clock_logs_json_lines_without_the_schedulers_chatter(rollbot: Any) -> None:
+    """APScheduler logged two INFO lines a second (~170k a day), with no level or JSON option."""
+    import signal
+    import time
+
+    bad = rollbot("clock", "--log-level", "LOUD")
+    assert bad.returncode == 2 and "--log-level 'LOUD' is not a level" in bad.stderr
+
+    proc = rollbot.popen("clock", "--log-json")
+    try:
+        assert proc.stdout is not None
+        assert "rollbot clock ready" in proc.stdout.readline()
+        time.sleep(2.5)  # the sync job runs every second: two lines a run before this change
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in err.splitlines() if line.strip().startswith("{")]
+    others = [line for line in err.splitlines() if line.strip() and not line.startswith("{")]
+    assert others == ["rollbot clock stopping…"], others  # the one plain sentence for a person
+    assert lines and all({"at", "level", "logger", "message"} <= set(line) for line in lines)
+    assert not [line for line in lines if line["logger"].startswith("apscheduler")]
+
+
+def test_tables_wrap_when_piped_instead_of_cutting_the_reason(
+    rollbot: Any, config_file: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    reason = "venue feed frozen " + " ".join(f"word{i:02d}" for i in range(30)) + " end-of-reason"
+    assert rollbot("kill", "trigger", "--reason", reason).returncode in (0, 1)
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "ROLLBOT_CONFIG")}
+    piped = subprocess.run(
+        [sys.executable, "-m", "rollbot.bot.cli", "--config", str(config_file), "kill", "status"],
+        env={**env, "NO_COLOR": "1"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert "…" not in piped.stdout
+    assert all(len(line) <= 80 for line in piped.stdout.splitlines())
+    shown = "".join(ch for ch in piped.stdout if ch.isalnum())
+    assert "".join(ch for ch in reason if ch.isalnum()) in shown.replace("│", "")

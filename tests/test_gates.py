@@ -118,7 +118,8 @@ def test_a_failed_write_names_the_file_and_leaves_the_old_one(app: Rollbot) -> N
 def test_gates_verify_prints_each_gate_like_the_seed(app: Rollbot, rollbot: Run) -> None:
     missing = rollbot("gates", "verify")
     assert missing.returncode == 1, missing.stdout + missing.stderr
-    assert "Gates unreadable" in missing.stdout and "does not exist" in missing.stdout
+    assert "No gates files yet" in missing.stdout and "does not exist" in missing.stdout
+    assert "rollbot gates disable --confirm" in missing.stdout  # a fresh install says what to do
 
     app.gates.disable(ALICE, "shadow")
     blocked = rollbot("gates", "verify")
@@ -127,7 +128,7 @@ def test_gates_verify_prints_each_gate_like_the_seed(app: Rollbot, rollbot: Run)
         "✅ Shadow mode: ENABLED (mode=shadow)",
         "✅ Live trading: DISABLED",
         "✅ Dry-run mode: ENABLED",
-        "❌ Live trading BLOCKED\n"
+        "✅ Live trading BLOCKED\n"
         "   - enable_live_trading = false\n"
         "   - live_mode_armed = false\n"
         "   - live_dry_run_mode = true",

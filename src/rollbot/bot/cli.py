@@ -107,6 +107,14 @@ def break_glass(rb: Rollbot, who: Actor, command: str, reason: str | None = None
     rb.events.append("BREAK_GLASS", who, reason=reason, data={"command": command})
 
 
+def folding_table(*columns: str, **kw: Any) -> Table:
+    """A table whose cells wrap at the output's width (80 columns when piped): never cut."""
+    table = Table(**kw)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
 def require(value: str, what: str) -> str:
     if not value or not value.strip():
         raise BadInput(f"{what} must not be empty")
@@ -184,7 +192,7 @@ def kill_status(as_json: JsonOpt = False) -> None:
         if as_json:
             out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
             return
-        table = Table("Scope", "State", "Holds (source · by · since · reason)")
+        table = folding_table("Scope", "State", "Holds (source · by · since · reason)")
         for r in rows:
             holds = (
                 "\n".join(
@@ -242,12 +250,14 @@ def positions(venue: VenueOpt = None, as_json: JsonOpt = False) -> None:
                     out.print(f"[red]{b.venue}: unreachable — {b.error}[/]")
                     continue
                 nav = f"NAV {b.account.nav:,.2f} {b.account.currency}" if b.account else ""
-                table = Table(
+                table = folding_table(
                     title=f"{b.venue} — {nav} — exposure {b.exposure:,.2f} — "
                     f"unrealized {b.unrealized_pnl:,.2f}"
                 )
                 for col in ("Symbol", "Quantity", "Avg", "Mark", "Unrealized"):
-                    table.add_column(col, justify="right" if col != "Symbol" else "left")
+                    table.add_column(
+                        col, justify="right" if col != "Symbol" else "left", overflow="fold"
+                    )
                 for p in b.positions:
                     table.add_row(
                         p.symbol,
@@ -436,7 +446,7 @@ def _print_gates(values: Any) -> int:
     if values.live_allowed:
         out.print("⚠️  Live trading ENABLED: live orders can be submitted")
         return 1
-    out.print("❌ Live trading BLOCKED")
+    out.print("✅ Live trading BLOCKED")  # the safe state: green, not red
     for key in ("enable_live_trading", "live_mode_armed", "live_dry_run_mode"):
         out.print(f"   - {key} = {'true' if getattr(values, key) else 'false'}")
     return 0
@@ -448,7 +458,7 @@ def gates_verify() -> None:
 
     def go() -> int:
         rb = Rollbot.open(settings())
-        out.print(f"{rb.gates.live_path}\n{rb.gates.shadow_path}")
+        out.print(f"Gates files: {rb.gates.live_path} and {rb.gates.shadow_path}")
         return _print_gates(rb.gates.read())
 
     raise typer.Exit(guarded(go))
@@ -612,7 +622,7 @@ def incidents(open_only: Annotated[bool, typer.Option("--open")] = False) -> Non
 
     def go() -> None:
         rb = Rollbot.open(settings())
-        table = Table("Id", "Opened", "Kind", "Status", "Phase", "Final", "Reason")
+        table = folding_table("Id", "Opened", "Kind", "Status", "Phase", "Final", "Reason")
         for i in rb.incidents.list(open_only=open_only):
             table.add_row(
                 i.id,

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from rollbot.clock import iso
 from rollbot.errors import BadInput
@@ -295,7 +294,9 @@ def approvals(
         if approval_id:
             print_request(rows[0])
             return 0
-        table = Table("Id", "Action", "Status", "Requested by", "Created", "Expires", "Decided by")
+        table = _cli().folding_table(
+            "Id", "Action", "Status", "Requested by", "Created", "Expires", "Decided by"
+        )
         for r in rows:
             view = r.view()
             table.add_row(

@@ -9,12 +9,15 @@ import logging
 import signal
 import sys
 
+from rollbot.bot.cli_serve import LogJson, LogLevel
 
-def clock() -> None:
+
+def clock(log_level: LogLevel = None, log_json: LogJson = False) -> None:
     """Fire escalation deadlines, checklist reminders and webhook pages until SIGTERM."""
+    from rollbot.bot import logs
     from rollbot.bot.cli import guarded
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    guarded(lambda: logs.configure(log_level, log_json))
     guarded(lambda: asyncio.run(_run()))
 
 
@@ -33,11 +36,12 @@ async def _run() -> None:
             loop.add_signal_handler(sig, stop.set)
     try:
         await clockwork.start()
-        print(
+        ready = (
             f"rollbot clock ready: {clockwork.pending_count()} pending deadline(s), auditor every "
-            f"{rb.settings.escalation.auditor_interval_s:g} s, database {rb.db.path}",
-            flush=True,
+            f"{rb.settings.escalation.auditor_interval_s:g} s, database {rb.db.path}"
         )
+        print(ready, flush=True)
+        logging.getLogger("rollbot.clock").info(ready)  # the log's first line says who started
         await stop.wait()
         print("rollbot clock stopping…", file=sys.stderr, flush=True)
     finally:

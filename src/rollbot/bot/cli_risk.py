@@ -8,7 +8,6 @@ import json
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from rollbot.commands.monitors import MetricStatus
 
@@ -40,7 +39,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
 ) -> None:
     """Each metric per venue (and desk-wide), its threshold, action and state."""
-    from rollbot.bot.cli import guarded, out, settings
+    from rollbot.bot.cli import folding_table, guarded, out, settings
     from rollbot.commands.context import Rollbot
     from rollbot.commands.monitors import risk_status
 
@@ -64,7 +63,9 @@ def status(
                 )
             )
             return
-        table = Table("Venue", "Metric", "Value", "Trigger", "Action", "State", "Fired", "Detail")
+        table = folding_table(
+            "Venue", "Metric", "Value", "Trigger", "Action", "State", "Fired", "Detail"
+        )
         for r in rows:
             style = STATE_STYLE[r.state]
             table.add_row(

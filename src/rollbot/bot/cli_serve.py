@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Annotated
 
 import typer
+
+LogLevel = Annotated[
+    str | None,
+    typer.Option(
+        "--log-level", help="DEBUG, INFO, WARNING or ERROR (default: $ROLLBOT_LOG_LEVEL or INFO)."
+    ),
+]
+LogJson = Annotated[bool, typer.Option("--log-json", help="One JSON object a log line.")]
 
 
 def serve(
@@ -15,12 +22,15 @@ def serve(
         int | None, typer.Option(help="HTTP port (also /healthz and /metrics).")
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    log_level: LogLevel = None,
+    log_json: LogJson = False,
 ) -> None:
     """Run the Slack bot, the outbox courier and the clock in one asyncio loop."""
+    from rollbot.bot import logs
     from rollbot.bot.cli import guarded, settings
     from rollbot.bot.slack.server import serve as run
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    guarded(lambda: logs.configure(log_level, log_json))
     if http and port is None:
         port = 3000
     guarded(lambda: asyncio.run(run(settings(), http=http, port=port, host=host)))

@@ -181,6 +181,14 @@ class Gates:
 def gate_lines(v: GateValues) -> list[tuple[bool, str]]:
     """(ok, text) per check, worded like the seed's expected output."""
     if not v.readable:
+        if "does not exist" in v.problem:  # a fresh install: nothing has written them yet
+            return [
+                (
+                    False,
+                    f"No gates files yet ({v.problem}); until they exist live trading counts as"
+                    " BLOCKED. Write them in the safe state: `rollbot gates disable --confirm`",
+                )
+            ]
         return [(False, f"Gates unreadable: {v.problem} (treated as live trading BLOCKED)")]
     return [
         (
