@@ -14,6 +14,7 @@ from rollbot.config import (
     CryptoVenueConfig,
     IbkrVenueConfig,
     PaperVenueConfig,
+    PathsConfig,
     Secrets,
     Settings,
     load_settings,
@@ -71,8 +72,9 @@ def test_example_config_carries_the_seed_values() -> None:
     assert "+1-877-442-2757" in EXAMPLE.read_text("utf-8")  # IBKR support, as a note
 
     assert [v.kind for v in s.venues] == ["paper"]  # only the paper venue is active
-    assert s.paths.live_environment == Path("config/live_environment.toml")
-    assert s.paths.shadow_config == Path("config/shadow_config.toml")
+    # the example's gates are where a config-less install writes them: no surprise on first run
+    assert s.paths.live_environment == PathsConfig().live_environment
+    assert s.paths.shadow_config == PathsConfig().shadow_config
 
 
 def test_every_commented_example_in_the_example_config_is_valid(tmp_path: Path) -> None:
