@@ -14,7 +14,8 @@ Fixtures
                  -> CompletedProcess (text). `env={"ROLLBOT_CONFIG": other}` switches config;
                  `script=True` runs the installed `rollbot` console script instead;
                  `rollbot.popen(...)` starts one without waiting; `person="alice"` runs it as
-                 that person's real uid (terminal_users.py). Each call costs a Python
+                 that person's real uid (terminal_users.py: the test module then imports
+                 its `tmp_path`, a directory other uids can reach). Each call costs a Python
                  start (~0.7 s): keep them few.
     make_paper   build a PaperVenue with faults: `make_paper(fill="partial", name="p2")`; its book
                  lives under tmp_path (one file per venue name) and is closed after the test.
