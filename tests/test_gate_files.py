@@ -36,7 +36,7 @@ symbols = [ "AAPL", "MSFT" ]
 DESK_SHADOW = """\
 # shadow_config.toml
 [shadow]
-mode = "shadow"
+mode = 'shadow'   # literal string, kept as written
 enabled = false  # live today
 log_dir = "/var/log/shadow"
 [shadow.replay]

@@ -95,7 +95,8 @@ def with_gates(path: Path, name: str, gates: dict[str, Any]) -> tuple[str, bool]
         doc.add(name, tomlkit.table())
         table = doc[name]
     for key, value in gates.items():
-        if table.get(key) != value or type(table.get(key)) is not type(value):
+        current = table.get(key)
+        if current != value or not isinstance(current, type(value)):
             table[key] = value  # an unchanged gate keeps its exact text
     return tomlkit.dumps(doc), replaced
 
