@@ -13,7 +13,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import tomlkit
 from pydantic import BaseModel
 
 from rollbot.errors import RollbotError
@@ -77,6 +76,8 @@ def with_gates(path: Path, name: str, gates: dict[str, Any]) -> tuple[str, bool]
     Returns (text, replaced): a file that is not TOML cannot be edited in place, yet the gates
     must still close, so it is replaced whole (replaced=True; the caller keeps the old bytes).
     """
+    import tomlkit  # here, not at the top: every CLI start (a kill, the guard) imports this module
+
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
