@@ -84,6 +84,7 @@ BAD = [
     ("contacts.0.webhook_url", "ftp://pager/x", "http:// or https://"),
     ("contacts.0.priority", 0, "greater than or equal to 1"),
     ("hooks.strategy_stop.timeout_s", 0, "greater than 0"),
+    ("venues", [], "at least 1 item"),
 ]
 
 

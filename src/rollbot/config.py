@@ -285,7 +285,9 @@ class HooksConfig(_Section):
 class Settings(_Section):
     database: DatabaseConfig = DatabaseConfig()
     paths: PathsConfig = PathsConfig()
-    venues: list[VenueConfig] = Field(default_factory=lambda: [PaperVenueConfig()])
+    venues: list[VenueConfig] = Field(  # a kill must have somewhere to cancel
+        default_factory=lambda: [PaperVenueConfig()], min_length=1
+    )
     flatten: FlattenConfig = FlattenConfig()
     kill_switches: KillSwitchesConfig = KillSwitchesConfig()
     roles: dict[Role, list[Text]] = Field(default_factory=dict)  # role -> Slack user IDs
