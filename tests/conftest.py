@@ -13,7 +13,9 @@ Fixtures
                  ROLLBOT_CONFIG = config_file): `rollbot("kill", "status", "--json")`
                  -> CompletedProcess (text). `env={"ROLLBOT_CONFIG": other}` switches config;
                  `script=True` runs the installed `rollbot` console script instead;
-                 `rollbot.popen(...)` starts one without waiting. Each call costs a Python
+                 `rollbot.popen(...)` starts one without waiting; `person="alice"` runs it as
+                 that person's real uid (terminal_users.py: the test module then imports
+                 its `tmp_path`, a directory other uids can reach). Each call costs a Python
                  start (~0.7 s): keep them few.
     make_paper   build a PaperVenue with faults: `make_paper(fill="partial", name="p2")`; its book
                  lives under tmp_path (one file per venue name) and is closed after the test.
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from terminal_users import as_person
 
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import ManualClock
@@ -178,21 +181,26 @@ class Cli:
         env: dict[str, str] | None = None,
         timeout: float = 60,
         script: bool = False,
+        person: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self.argv(args, script),
             cwd=self.cwd,
             env=self.env(env),
+            preexec_fn=as_person(person) if person else None,
             capture_output=True,
             text=True,
             timeout=timeout,
         )
 
-    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def popen(
+        self, *args: str, env: dict[str, str] | None = None, person: str | None = None
+    ) -> subprocess.Popen[str]:
         return subprocess.Popen(
             self.argv(args),
             cwd=self.cwd,
             env=self.env(env),
+            preexec_fn=as_person(person) if person else None,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

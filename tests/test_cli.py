@@ -5,8 +5,9 @@ Each subprocess costs a Python start; the tests share them where a story allows.
 
 from __future__ import annotations
 
-import getpass
 import json
+import os
+import pwd
 import socket
 import sqlite3
 from collections.abc import Callable
@@ -67,7 +68,7 @@ async def test_a_kill_switch_hold_survives_a_process_restart(
     assert "REFUSED HALTED" in refused.stdout
 
     # clearing takes a second person: the terminal files the request, a risk officer approves
-    asked = rollbot("kill", "clear", "--reason", "Y", "--by", "U0OPERATOR")
+    asked = rollbot("kill", "clear", "--reason", "Y")
     assert asked.returncode == 0, asked.stdout + asked.stderr
     assert app.killswitch.state_of(["global"]).value == "HALTED"  # nothing ran yet
     (pending,) = Approvals(app).list(pending_only=True)
@@ -93,7 +94,7 @@ async def test_a_kill_switch_hold_survives_a_process_restart(
         ("kill trigger", "X", "cli")
     ]
     assert (glass[0].data["os_user"], glass[0].data["host"]) == (
-        getpass.getuser(),
+        pwd.getpwuid(os.getuid()).pw_name,
         socket.gethostname(),
     )
 
@@ -189,8 +190,9 @@ def test_cancel_all_is_break_glass_and_says_what_remains(app: Rollbot, rollbot: 
     glass = app.events.list(kinds=["BREAK_GLASS"])[0]
     assert glass.data == {
         "command": "cancel-all",
-        "os_user": getpass.getuser(),
+        "os_user": pwd.getpwuid(os.getuid()).pw_name,
         "host": socket.gethostname(),
+        "uid": os.getuid(),
     }
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import getpass
+import os
+import pwd
 import socket
 import threading
 import tomllib
@@ -161,8 +162,9 @@ def test_gates_disable_needs_confirm_and_records_break_glass(app: Rollbot, rollb
     assert glass.source == "cli" and glass.reason == "drill"
     assert glass.data == {
         "command": "gates disable",
-        "os_user": getpass.getuser(),
+        "os_user": pwd.getpwuid(os.getuid()).pw_name,
         "host": socket.gethostname(),
+        "uid": os.getuid(),
     }
 
 

@@ -128,18 +128,21 @@ def test_a_failed_transaction_writes_nothing_and_nested_writes_join_it(tmp_path:
 
 
 def test_a_terminal_actor_records_os_user_and_host(tmp_path: Path) -> None:
-    import getpass
+    import os
+    import pwd
     import socket
 
+    me = pwd.getpwuid(os.getuid()).pw_name
     log = EventLog(Database(tmp_path / "r.db"), ManualClock())
-    who = Actor.terminal(None, {getpass.getuser(): "U0MAPPED"})
+    who = Actor.terminal(None, {me: "U0MAPPED"})
     log.append("BREAK_GLASS", who, data={"command": "kill trigger"})
     event = log.list()[0]
     assert (event.actor, event.source) == ("U0MAPPED", "cli")
     assert event.data == {
         "command": "kill trigger",
-        "os_user": getpass.getuser(),
+        "os_user": me,
         "host": socket.gethostname(),
+        "uid": os.getuid(),
     }
     assert event.at == ManualClock().now()
 
@@ -175,12 +178,12 @@ def test_a_corrupt_database_file_is_a_clear_error_and_left_alone(tmp_path: Path)
 def test_a_terminal_user_without_a_name_is_recorded_by_uid(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import getpass
     import os
+    import pwd
 
-    def nameless() -> str:
-        raise KeyError(f"getpwuid(): uid not found: {os.getuid()}")
+    def nameless(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
 
-    monkeypatch.setattr(getpass, "getuser", nameless)  # as in a container with a random uid
+    monkeypatch.setattr(pwd, "getpwuid", nameless)  # as in a container with a random uid
     who = Actor.terminal(None)
     assert (who.id, who.name, who.source) == (f"uid{os.getuid()}", f"uid{os.getuid()}", "cli")

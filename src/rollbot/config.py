@@ -6,6 +6,7 @@ touches a venue.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from decimal import Decimal
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,12 +32,47 @@ Role = Literal["operator", "risk_officer", "trading_desk_manager", "cto", "devop
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan are TOML numbers, but no setting means "never" or "unknown" by them
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# -- ranges: each number and list below has one; an error names the key and the whole range ------
+def _between(lo: float, hi: float, what: str) -> AfterValidator:
+    """Strictly between lo and hi (both open: the ends themselves are meaningless here)."""
+
+    def check(value: float) -> float:
+        if not lo < value < hi:
+            raise ValueError(f"must be between {lo:g} and {hi:g} (exclusive): {what}; got {value}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _unique(values: list) -> list:
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"must not repeat an entry; repeated: {', '.join(repeated)}")
+    return values
+
+
+def _http_url(url: str | None) -> str | None:
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return url
+
+
+Text = Annotated[str, Field(min_length=1)]  # a name or id: never empty
+# a list of roles that someone must hold: never empty, no repeats
+Roles = Annotated[list[Role], Field(min_length=1), AfterValidator(_unique)]
+# a closing limit crosses the mark by at most 10%: beyond that it is no longer a price (at
+# 10000 bps a SELL limit is 0, past it negative)
+OffsetBps = Annotated[Decimal, Field(ge=0, le=1000)]
+HttpUrl = Annotated[str | None, AfterValidator(_http_url)]
 
 
 class DatabaseConfig(_Section):
     path: Path = Path("var/rollbot.db")
-    busy_timeout_ms: int = Field(5000, ge=0)
+    busy_timeout_ms: int = Field(5000, gt=0, le=600_000)
 
 
 class PathsConfig(_Section):
@@ -47,7 +84,7 @@ class PathsConfig(_Section):
 
 class PaperVenueConfig(_Section):
     kind: Literal["paper"] = "paper"
-    name: str = "paper"
+    name: Text = "paper"
     book_path: Path = Path("var/paper.db")
     scenario: Path | None = None
     latency_ms: float = Field(0, ge=0)
@@ -62,35 +99,49 @@ class PaperVenueConfig(_Section):
 
 class IbkrVenueConfig(_Section):
     kind: Literal["ibkr"] = "ibkr"
-    name: str = "ibkr"
-    host: str = "127.0.0.1"
+    name: Text = "ibkr"
+    host: Text = "127.0.0.1"
     port: int = Field(7497, gt=0, lt=65536)
-    client_id: int = 17
+    client_id: int = Field(17, ge=0, le=2**31 - 1)
     # tried in turn when TWS says an id is in use: the bot, the clock and a terminal may each be
     # connected during an incident, and a break-glass /kill must not wait out a refused login
-    spare_client_ids: list[int] = Field(default_factory=lambda: [18, 19])
+    spare_client_ids: Annotated[list[Annotated[int, Field(ge=0)]], AfterValidator(_unique)] = Field(
+        default_factory=lambda: [18, 19]
+    )
     account: str = ""
     timeout_s: float = Field(10, gt=0)
-    max_msgs_per_sec: float = Field(45, gt=0)
+    max_msgs_per_sec: float = Field(45, gt=0, le=50)  # IB disconnects past 50 messages a second
     reconnect: bool = True
-    reconnect_backoff_s: list[float] = Field(default_factory=lambda: [0.5, 1, 2, 5, 10])
-    limit_slippage_bps: Decimal = Decimal(50)
+    reconnect_backoff_s: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [0.5, 1, 2, 5, 10], min_length=1
+    )
+    limit_slippage_bps: OffsetBps = Decimal(50)
+
+    @model_validator(mode="after")
+    def _spares_are_not_the_client_id(self) -> IbkrVenueConfig:
+        if self.client_id in self.spare_client_ids:
+            raise ValueError(
+                f"spare_client_ids must not contain client_id ({self.client_id}): a spare is"
+                " another id to connect as"
+            )
+        return self
 
 
 class CryptoVenueConfig(_Section):
     kind: Literal["crypto"] = "crypto"
-    name: str
-    exchange: str  # a ccxt exchange id: bybit, binance, ...
+    name: Text
+    exchange: Text  # a ccxt exchange id: bybit, binance, ...
     market: Literal["derivatives", "spot"] = "derivatives"
     sandbox: bool = True
-    quote: str = "USDT"
-    dust: Decimal = Decimal("1")  # holdings worth less than this (in quote) are ignored
+    quote: Text = "USDT"
+    # holdings worth less than this (in quote) are ignored
+    dust: Decimal = Field(Decimal("1"), ge=0)
     api_key_env: str = ""  # names of environment variables, never the secrets themselves
     secret_env: str = ""
     urls: dict[str, str] = Field(default_factory=dict)  # override ccxt's api urls (tests)
     symbols: list[str] = Field(default_factory=list)  # where cancel-all needs a symbol
     timeout_s: float = Field(10, gt=0)
-    limit_slippage_bps: Decimal = Decimal(50)
+    limit_slippage_bps: OffsetBps = Decimal(50)
     rate_limit_ms: float | None = Field(None, gt=0)  # replaces ccxt's request spacing (tests)
 
 
@@ -100,11 +151,12 @@ VenueConfig = Annotated[
 
 
 class FlattenConfig(_Section):
-    market_exposure_threshold: Decimal = Decimal(10000)  # below: market orders; else limits
+    # below: market orders; else limits
+    market_exposure_threshold: Decimal = Field(Decimal(10000), ge=0)
     timeout_s: float = Field(90, gt=0)
     recheck_interval_s: float = Field(1.0, gt=0)
     limit_timeout_s: float = Field(10, gt=0)
-    limit_offset_bps: Decimal = Decimal(20)  # aggressive limit: cross the price by this much
+    limit_offset_bps: OffsetBps = Decimal(20)  # aggressive limit: cross the price by this much
 
 
 class TriggerConfig(_Section):
@@ -113,32 +165,56 @@ class TriggerConfig(_Section):
     action: Literal["auto_rollback", "alert"] = "alert"
 
 
+# each trigger's threshold has its own meaning, so its own range (a wrong sign on the PnL
+# threshold rolled the whole book back at PnL 0)
+def _whole(value: float) -> float:
+    if not math.isfinite(value) or value != int(value):
+        raise ValueError(f"must be a whole number of events (1 or more); got {value}")
+    return value
+
+
+class LossTrigger(TriggerConfig):
+    threshold: Annotated[float, _between(-1, 0, "a loss, a negative fraction of NAV: -0.05")]
+
+
+class FractionTrigger(TriggerConfig):
+    threshold: Annotated[float, _between(0, 1, "a fraction: 0.15 for 15%")]
+
+
+class CountTrigger(TriggerConfig):
+    threshold: Annotated[float, Field(ge=1), AfterValidator(_whole)]
+
+
+class MultipleTrigger(TriggerConfig):
+    threshold: float = Field(gt=1)  # a multiple of the baseline: 2.0 trips at twice it
+
+
 class KillSwitchesConfig(_Section):
     interval_s: float = Field(10, gt=0)
     psr_min_samples: int = Field(30, ge=3)
     fail_closed_after: int = Field(3, ge=1)
     fail_closed_halt: bool = True
-    latency_baseline_ms: float | None = None  # None: the median of the last hour
-    pnl: TriggerConfig = TriggerConfig(threshold=-0.05, action="auto_rollback")
-    drawdown: TriggerConfig = TriggerConfig(threshold=0.15, action="auto_rollback")
-    psr: TriggerConfig = TriggerConfig(threshold=0.20, action="auto_rollback")
-    connection_failures: TriggerConfig = TriggerConfig(threshold=3, action="auto_rollback")
-    pacing_violations: TriggerConfig = TriggerConfig(threshold=10, action="alert")
-    order_rejections: TriggerConfig = TriggerConfig(threshold=0.20, action="alert")
-    latency: TriggerConfig = TriggerConfig(threshold=2.0, action="alert")
-    kills_per_day: TriggerConfig = TriggerConfig(threshold=3, action="alert")
+    latency_baseline_ms: float | None = Field(None, gt=0)  # None: the median of the last hour
+    pnl: LossTrigger = LossTrigger(threshold=-0.05, action="auto_rollback")
+    drawdown: FractionTrigger = FractionTrigger(threshold=0.15, action="auto_rollback")
+    psr: FractionTrigger = FractionTrigger(threshold=0.20, action="auto_rollback")
+    connection_failures: CountTrigger = CountTrigger(threshold=3, action="auto_rollback")
+    pacing_violations: CountTrigger = CountTrigger(threshold=10, action="alert")
+    order_rejections: FractionTrigger = FractionTrigger(threshold=0.20, action="alert")
+    latency: MultipleTrigger = MultipleTrigger(threshold=2.0, action="alert")
+    kills_per_day: CountTrigger = CountTrigger(threshold=3, action="alert")
 
 
 class Contact(_Section):
-    name: str
+    name: Text
     role: Role
     slack_id: str = ""
     phone: str = ""
     email: str = ""
-    webhook_url: str | None = None
+    webhook_url: HttpUrl = None
     webhook_format: Literal["json", "pagerduty"] = "json"
     webhook_key_env: str = ""  # env var holding the PagerDuty routing key (never the key)
-    priority: int = 1
+    priority: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _pagerduty_needs_key(self) -> Contact:
@@ -151,34 +227,34 @@ class Contact(_Section):
 
 
 class EscalationTier(_Section):
-    roles: list[Role]
+    roles: Roles
 
 
 class EscalationConfig(_Section):
     wait_minutes: float = Field(15, gt=0)
-    repeat: int = Field(2, ge=0)
-    critical_loss: Decimal = Decimal(10000)
-    tiers: list[EscalationTier] = Field(
+    repeat: int = Field(2, ge=0, le=100)
+    critical_loss: Decimal = Field(Decimal(10000), gt=0)
+    tiers: Annotated[list[EscalationTier], Field(min_length=1)] = Field(
         default_factory=lambda: [
             EscalationTier(roles=["risk_officer", "trading_desk_manager"]),
             EscalationTier(roles=["cto", "devops"]),
         ]
     )
     auditor_interval_s: float = Field(30, gt=0)
-    webhook_retries: int = Field(3, ge=0)
-    webhook_backoff_s: float = Field(1.0, ge=0)
+    webhook_retries: int = Field(3, ge=0, le=20)
+    webhook_backoff_s: float = Field(1.0, ge=0, le=3600)
     # an acknowledged incident still open this long reminds whoever acknowledged it (again
     # every as long); 0: never
-    ack_reminder_minutes: float = Field(60, ge=0)
+    ack_reminder_minutes: float = Field(60, ge=0, le=10080)
 
 
 class ApprovalRule(_Section):
-    quorum: int = Field(1, ge=1)
-    roles: list[Role]
+    quorum: int = Field(1, ge=1, le=10)
+    roles: Roles
     # sign-offs that must all be given, each by a different person holding that role (the
     # IBKR seed's resume: the risk officer and the CTO). They may vote too; the quorum grows
     # to their number when smaller.
-    all_of: list[Role] = Field(default_factory=list)
+    all_of: Annotated[list[Role], AfterValidator(_unique)] = Field(default_factory=list)
 
     @property
     def voters(self) -> list[str]:
@@ -200,22 +276,22 @@ class ApprovalsConfig(_Section):
 
 
 class ResumeConfig(_Section):
-    min_shadow_hours: float = Field(24, ge=0)
+    min_shadow_hours: float = Field(24, ge=0, le=24 * 365)
 
 
 class SlackConfig(_Section):
     ops_channel: str = ""
     allowed_channels: list[str] = Field(default_factory=list)  # empty: any channel
-    kill_roles: list[Role] = Field(default_factory=lambda: ["operator"])
-    flatten_roles: list[Role] = Field(default_factory=lambda: ["operator", "risk_officer"])
+    kill_roles: Roles = Field(default_factory=lambda: ["operator"])
+    flatten_roles: Roles = Field(default_factory=lambda: ["operator", "risk_officer"])
     # the book, PnL and reports are the desk's: anyone in the workspace could otherwise post
     # them in any channel (/positions public) or flood an incident thread (/rollback-report)
-    view_roles: list[Role] = Field(default_factory=lambda: list(get_args(Role)))
+    view_roles: Roles = Field(default_factory=lambda: list(get_args(Role)))
 
 
 class HookConfig(_Section):
     command: str | None = None
-    url: str | None = None
+    url: HttpUrl = None
     timeout_s: float = Field(5, gt=0)
 
 
@@ -224,16 +300,16 @@ class HooksConfig(_Section):
 
 
 class PreflightConfig(_Section):
-    interval_s: float = Field(300, gt=0)  # the armed-status checks, in serve and clock
+    interval_s: float = Field(300, gt=0, le=86400)  # the armed-status checks, in serve/clock
     min_free_mb: int = Field(500, ge=0)  # free disk under the database's folder
-    venue_timeout_s: float = Field(10, gt=0)
+    venue_timeout_s: float = Field(10, gt=0, le=300)
 
 
 class DrillsConfig(_Section):
     # cron (minute hour day month weekday, UTC): the IBKR seed's monthly rollback test
     schedule: str = "0 6 1 * *"
     enabled: bool = True
-    max_age_days: float = Field(31, gt=0)  # older than this, the armed status fails
+    max_age_days: float = Field(31, gt=0, le=366)  # older than this, the armed status fails
 
     @field_validator("schedule")
     @classmethod
@@ -253,11 +329,13 @@ class DrillsConfig(_Section):
 class Settings(_Section):
     database: DatabaseConfig = DatabaseConfig()
     paths: PathsConfig = PathsConfig()
-    venues: list[VenueConfig] = Field(default_factory=lambda: [PaperVenueConfig()])
+    venues: list[VenueConfig] = Field(  # a kill must have somewhere to cancel
+        default_factory=lambda: [PaperVenueConfig()], min_length=1
+    )
     flatten: FlattenConfig = FlattenConfig()
     kill_switches: KillSwitchesConfig = KillSwitchesConfig()
-    roles: dict[Role, list[str]] = Field(default_factory=dict)  # role -> Slack user IDs
-    identities: dict[str, str] = Field(default_factory=dict)  # OS user -> Slack user ID
+    roles: dict[Role, list[Text]] = Field(default_factory=dict)  # role -> Slack user IDs
+    identities: dict[Text, Text] = Field(default_factory=dict)  # OS user -> Slack user ID
     contacts: list[Contact] = Field(default_factory=list)
     escalation: EscalationConfig = EscalationConfig()
     approvals: ApprovalsConfig = ApprovalsConfig()
@@ -266,7 +344,8 @@ class Settings(_Section):
     hooks: HooksConfig = HooksConfig()
     preflight: PreflightConfig = PreflightConfig()
     drills: DrillsConfig = DrillsConfig()
-    nav_change_threshold: float = Field(0.05, gt=0)  # VERIFY flags a NAV loss above this
+    # VERIFY flags a NAV loss above this
+    nav_change_threshold: Annotated[float, _between(0, 1, "a fraction of NAV: 0.05 for 5%")] = 0.05
 
     source: Path | None = Field(None, exclude=True)
 
@@ -327,7 +406,7 @@ def _describe(err: ValidationError, path: Path) -> str:
             if p != "[key]" and not (i and isinstance(loc[i - 1], int) and p in kinds)
         ]
         key = ".".join(parts) or "(top level)"
-        lines.append(f"  {key}: {e['msg']}")
+        lines.append(f"  {key}: {e['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

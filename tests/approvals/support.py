@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from terminal_users import login
 
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import ManualClock
@@ -29,8 +30,13 @@ OPERATOR2 = "U0OPERATOR2"
 RISK = "U0RISK"
 OUTSIDER = "U0NOBODY"
 CROWD = [f"U0CROWD{i:02d}" for i in range(50)]  # fifty operators for the concurrency tests
-# OS users at the terminal and the Slack IDs they are
-IDENTITIES = {"alice": OPERATOR, "bob": OPERATOR2, "rita": RISK, "mallory": OUTSIDER}
+# people at the terminal (their OS users, see terminal_users.py) and the Slack IDs they are
+IDENTITIES = {
+    login("alice"): OPERATOR,
+    login("bob"): OPERATOR2,
+    login("rita"): RISK,
+    login("mallory"): OUTSIDER,
+}
 
 
 def make_settings(tmp_path: Path, **approvals: Any) -> Settings:
@@ -53,8 +59,10 @@ def slack(user_id: str) -> Actor:
     return Actor(id=user_id, source="slack")
 
 
-def terminal(os_user: str, by: str | None = None) -> Actor:
-    """What Actor.terminal builds for `os_user` (with an optional claimed --by)."""
+def terminal(person: str, by: str | None = None) -> Actor:
+    """What Actor.terminal builds for `person`'s OS user (an actor claiming another id `by`
+    is what the CLI now refuses; the approval rules must not trust it either)."""
+    os_user = login(person)
     return Actor(id=by or IDENTITIES.get(os_user, os_user), source="cli", name=os_user, host="h")
 
 

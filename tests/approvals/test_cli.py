@@ -1,5 +1,5 @@
 """The terminal face of the two-person rule, run as real `rollbot` processes: each OS user is a
-person (USER/LOGNAME), mapped to a Slack ID by [identities] in rollbot.toml."""
+person (a real uid, see terminal_users.py), mapped to a Slack ID by [identities] in rollbot.toml."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from terminal_users import as_person
 
 from approvals.support import OPERATOR, make_settings, slack, write_config
 from rollbot.clock import ManualClock
@@ -36,12 +38,13 @@ mark = 412
 """
 
 
-def rollbot(cfg: Path, os_user: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "USER": os_user, "LOGNAME": os_user, "COLUMNS": "200"}
+def rollbot(cfg: Path, person: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
     env.pop("ROLLBOT_CONFIG", None)
     return subprocess.run(
         [ROLLBOT, "--config", str(cfg), *args],
         env=env,
+        preexec_fn=as_person(person),
         capture_output=True,
         text=True,
         timeout=60,

@@ -12,6 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
+from terminal_users import as_person, login
+
 from approvals.support import (
     CROWD,
     OPERATOR,
@@ -109,15 +111,15 @@ async def test_fifty_clicks_from_fifty_threads(settings: Settings):
 
 async def test_concurrent_approve_processes_at_the_terminal(tmp_path: Path):
     users = {f"op{i:02d}": CROWD[i] for i in range(8)}
-    cfg = write_config(tmp_path, identities=users)
+    cfg = write_config(tmp_path, identities={login(u): slack_id for u, slack_id in users.items()})
     setup = Rollbot.open(make_settings(tmp_path))
     try:
         req = await Approvals(setup).request("flatten", {}, slack(OPERATOR), "desk is bleeding")
     finally:
         await setup.aclose()
 
-    async def approve(os_user: str) -> tuple[int, str]:
-        env = {**os.environ, "USER": os_user, "LOGNAME": os_user, "COLUMNS": "200"}
+    async def approve(person: str) -> tuple[int, str]:
+        env = {**os.environ, "COLUMNS": "200"}
         proc = await asyncio.create_subprocess_exec(
             ROLLBOT,
             "--config",
@@ -125,6 +127,7 @@ async def test_concurrent_approve_processes_at_the_terminal(tmp_path: Path):
             "approve",
             req.id,
             env=env,
+            preexec_fn=as_person(person),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

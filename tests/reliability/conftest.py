@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from terminal_users import tmp_path  # people at the terminal run as other uids
 
 from reliability.figures import FIGURES
+
+__all__ = ["tmp_path"]
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from terminal_users import as_person
+
 from reliability.support import (
     OPERATORS,
     SMALL_START,
@@ -43,9 +45,9 @@ def cli(config: Path, *args: str) -> list[str]:
     return [ROLLBOT, "--config", str(config), *args]
 
 
-def env_for(user: str) -> dict[str, str]:
+def env_for() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "ROLLBOT_CONFIG"}
-    env.update(USER=user, LOGNAME=user, COLUMNS="200", NO_COLOR="1", PYTHONUNBUFFERED="1")
+    env.update(COLUMNS="200", NO_COLOR="1", PYTHONUNBUFFERED="1")
     return env
 
 
@@ -53,7 +55,8 @@ def start(config: Path, *args: str, user: str = "alice") -> subprocess.Popen[str
     return subprocess.Popen(
         cli(config, *args),
         cwd=config.parent,
-        env=env_for(user),
+        env=env_for(),
+        preexec_fn=as_person(user),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -64,7 +67,8 @@ def run(config: Path, *args: str, user: str = "alice") -> subprocess.CompletedPr
     return subprocess.run(
         cli(config, *args),
         cwd=config.parent,
-        env=env_for(user),
+        env=env_for(),
+        preexec_fn=as_person(user),
         capture_output=True,
         text=True,
         timeout=90,

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
+from terminal_users import login
 
 from rollbot.bot.slack.app import SlackBot
 from rollbot.bot.slack.ids import Action, Command
@@ -36,7 +37,7 @@ OPERATORS = [f"U0OP{i}" for i in range(1, 7)]  # one requester per operation in 
 RISK = "U0RISK"
 DEVOPS = "U0DEVOPS"  # holds a role, but not one that may act on trading
 OUTSIDER = "U0NOBODY"  # no rollbot role at all
-IDENTITIES = {"alice": OPERATORS[0], "bob": OPERATORS[1], "rita": RISK}
+IDENTITIES = {login("alice"): OPERATORS[0], login("bob"): OPERATORS[1], login("rita"): RISK}
 
 # exposure 7,930 (< 10,000): closed with market orders; a resting limit and a stop to cancel
 SMALL_BOOK = """

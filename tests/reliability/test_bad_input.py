@@ -500,6 +500,47 @@ toml_values = st.recursive(
 )
 
 
+def out_of_range(s: Settings) -> list[str]:
+    """Each setting a loaded config must never hold (issue 14, item 10), checked apart from the
+    validators: the keys that break one."""
+    ks, fl, esc = s.kill_switches, s.flatten, s.escalation
+    numbers = {
+        "nav_change_threshold": 0 < s.nav_change_threshold < 1,
+        "database.busy_timeout_ms": s.database.busy_timeout_ms > 0,
+        "kill_switches.interval_s": ks.interval_s > 0,
+        "kill_switches.pnl.threshold": -1 < ks.pnl.threshold < 0,
+        "kill_switches.drawdown.threshold": 0 < ks.drawdown.threshold < 1,
+        "kill_switches.psr.threshold": 0 < ks.psr.threshold < 1,
+        "kill_switches.order_rejections.threshold": 0 < ks.order_rejections.threshold < 1,
+        "kill_switches.latency.threshold": 1 < ks.latency.threshold < float("inf"),
+        "flatten.timeout_s": 0 < fl.timeout_s < float("inf"),
+        "flatten.recheck_interval_s": 0 < fl.recheck_interval_s < float("inf"),
+        "flatten.limit_timeout_s": 0 < fl.limit_timeout_s < float("inf"),
+        "flatten.limit_offset_bps": 0 <= fl.limit_offset_bps <= 1000,
+        "flatten.market_exposure_threshold": 0 <= fl.market_exposure_threshold < 10**30,
+        "escalation.wait_minutes": 0 < esc.wait_minutes < float("inf"),
+        "escalation.critical_loss": 0 < esc.critical_loss < 10**30,
+        "approvals.expiry_minutes": 0 < s.approvals.expiry_minutes < float("inf"),
+        "resume.min_shadow_hours": 0 <= s.resume.min_shadow_hours < float("inf"),
+    }
+    for name in ("connection_failures", "pacing_violations", "kills_per_day"):
+        t = getattr(ks, name).threshold
+        numbers[f"kill_switches.{name}.threshold"] = 1 <= t < float("inf") and t == int(t)
+    lists = {
+        "slack.kill_roles": s.slack.kill_roles,
+        "slack.flatten_roles": s.slack.flatten_roles,
+        "slack.view_roles": s.slack.view_roles,
+        "escalation.tiers": esc.tiers,
+        **{f"escalation.tiers.{i}.roles": t.roles for i, t in enumerate(esc.tiers)},
+        **{
+            f"approvals.{a}.roles": getattr(s.approvals, a).roles
+            for a in ("flatten", "rollback", "clear_hold", "enable_gates", "resume")
+        },
+    }
+    bad = [key for key, ok in numbers.items() if not ok]
+    return bad + [key for key, items in lists.items() if not items]
+
+
 def test_random_config_files_load_or_raise_a_config_error_naming_the_key(
     tmp_path: Path, write_config: Callable[..., Path]
 ) -> None:
@@ -512,6 +553,11 @@ def test_random_config_files_load_or_raise_a_config_error_naming_the_key(
         return not keys or any(k in message for k in keys)
 
     @hsettings(max_examples=200, deadline=None)
+    # the four accepted on main: a wrong-signed PnL loss, a negative drawdown, limits through zero
+    @example(how="set", where=("kill_switches", "pnl", "threshold"), key="x", value=0.05)
+    @example(how="set", where=("kill_switches", "drawdown", "threshold"), key="x", value=-0.15)
+    @example(how="set", where=("flatten", "limit_offset_bps"), key="x", value=25000)
+    @example(how="set", where=("slack", "kill_roles"), key="x", value=[])
     @given(
         how=st.sampled_from(["set", "add", "delete"]),
         where=st.sampled_from(leaves),
@@ -547,6 +593,7 @@ def test_random_config_files_load_or_raise_a_config_error_naming_the_key(
             return
         tally["loaded"] += 1
         assert isinstance(loaded, Settings)
+        assert out_of_range(loaded) == [], f"{how} {path} = {value!r} was accepted"
 
     @hsettings(max_examples=100, deadline=None)
     @given(text=st.text(max_size=200) | phrases)

@@ -76,7 +76,7 @@ def test_the_bot_the_terminal_and_the_clock_write_at_once_and_lose_nothing(
     config = write_config(settings)
     count = 20
 
-    env = {**env_for("alice"), "PYTHONPATH": str(TESTS)}
+    env = {**env_for(), "PYTHONPATH": str(TESTS)}
     clock = start(config, "clock")
     assert clock.stdout is not None
     assert "rollbot clock ready" in clock.stdout.readline()

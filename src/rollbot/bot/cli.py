@@ -23,7 +23,7 @@ from rollbot.commands.gates import gate_lines
 from rollbot.commands.rollback import Outcome, Step, StepReport, StepStatus
 from rollbot.config import Settings, load_settings
 from rollbot.errors import BadInput, RollbotError
-from rollbot.storage.events import Actor
+from rollbot.storage.events import Actor, IdentityRefused
 
 T = TypeVar("T")
 
@@ -60,7 +60,10 @@ Confirm = Annotated[bool, typer.Option("--confirm", help="Required: this sends o
 VenueOpt = Annotated[str | None, typer.Option("--venue", "-v", help="One venue (default: all).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 DRILL_LATENCY_MS = 25.0  # a rehearsal on an instant venue would time nothing a desk meets
-ByOpt = Annotated[str | None, typer.Option("--by", help="Who is acting (default: mapped OS user).")]
+ByOpt = Annotated[
+    str | None,
+    typer.Option("--by", help="Only your own identity: who acts is your OS user, mapped."),
+]
 
 
 @app.callback()
@@ -100,7 +103,13 @@ def run_async(
 
 
 def actor(rb: Rollbot, by: str | None = None) -> Actor:
-    return Actor.terminal(by, rb.settings.identities)
+    """The person at this terminal (real uid, mapped); a --by naming anyone else is refused
+    (exit 2) and the attempt is on record."""
+    try:
+        return Actor.terminal(by, rb.settings.identities)
+    except IdentityRefused as exc:
+        rb.events.append("IDENTITY_REFUSED", exc.actor, data={"claimed": exc.claimed})
+        raise
 
 
 def break_glass(rb: Rollbot, who: Actor, command: str, reason: str | None = None) -> None:
@@ -559,7 +568,11 @@ def drill(
 
         base = settings()
         chosen = parse_faults(faults)
-        who = Actor.terminal(by, base.identities)
+        main_db = Rollbot.open(base)
+        try:
+            who = actor(main_db, by)
+        finally:
+            main_db.db.close()
         realistic = " (a venue's typical round trip)" if latency_ms == DRILL_LATENCY_MS else ""
         out.print(
             f"[bold]Drill[/] — paper venue, latency {latency_ms:g} ms{realistic}, faults: "

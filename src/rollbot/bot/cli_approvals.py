@@ -37,7 +37,7 @@ IncidentOpt = Annotated[
 ]
 ByOpt = Annotated[
     str | None,
-    typer.Option("--by", help="Requester shown (you stay the requester by your OS user)."),
+    typer.Option("--by", help="Only your own identity: who asks is your OS user, mapped."),
 ]
 
 

@@ -87,7 +87,9 @@ def status(
 def ack(
     alert_id: Annotated[str, typer.Argument(help="The alert, e.g. risk-3.")],
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why (recorded).")] = "",
-    by: Annotated[str | None, typer.Option("--by", help="Who is acting.")] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="Only your own identity (your OS user, mapped).")
+    ] = None,
 ) -> None:
     """Acknowledge a risk alert (the Slack button's twin): it may re-arm once its figure is
     back inside its threshold."""

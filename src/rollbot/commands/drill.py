@@ -8,7 +8,7 @@ recorded in the main database, where the resume rule looks for a passed drill.
 from __future__ import annotations
 
 import asyncio
-import shutil
+import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from rollbot.brokers.paper.scenario import load_scenario
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import Clock, SystemClock, iso
 from rollbot.commands.context import Rollbot
+from rollbot.commands.gates import UNPARSABLE_SUFFIX
 from rollbot.commands.report import write_reports
 from rollbot.commands.rollback import Engine, Outcome, StartCallback, Step, StepCallback
 from rollbot.config import (
@@ -34,6 +35,23 @@ from rollbot.storage.events import Actor, EventLog
 from rollbot.storage.nav import NavSamples
 
 FAULTS = ("rejects", "partial", "disconnect", "late-fill")
+# what a drill makes in its sandbox, and so all it may delete there: the directory may hold
+# anything else (a person's notes, another tool's files)
+DRILL_DB, PAPER_DB = "drill.db", "paper.db"
+LIVE_FILE, SHADOW_FILE = "config/live_environment.toml", "config/shadow_config.toml"
+SANDBOX_FILES = (DRILL_DB, PAPER_DB, LIVE_FILE, SHADOW_FILE)
+SQLITE_SIDECARS = ("", "-wal", "-shm", "-journal")
+
+
+def clear_sandbox(workdir: Path) -> None:
+    """Remove the previous drill's files, and the directories it made once they are empty."""
+    for name in SANDBOX_FILES:
+        suffixes = SQLITE_SIDECARS if name.endswith(".db") else ("", UNPARSABLE_SUFFIX)
+        for suffix in suffixes:
+            (workdir / f"{name}{suffix}").unlink(missing_ok=True)
+    for directory in (workdir / "config", workdir):
+        with contextlib.suppress(OSError):  # not empty (someone else's files) or not there
+            directory.rmdir()
 
 
 def parse_faults(text: str | None) -> set[str]:
@@ -63,7 +81,7 @@ def drill_settings(
 ) -> Settings:
     paper = PaperVenueConfig(
         name="paper",
-        book_path=workdir / "paper.db",
+        book_path=workdir / PAPER_DB,
         scenario=scenario,
         latency_ms=latency_ms,
         reject_rate=0.3 if "rejects" in faults else 0.0,
@@ -72,11 +90,11 @@ def drill_settings(
     )
     return base.model_copy(
         update={
-            "database": DatabaseConfig(path=workdir / "drill.db"),
+            "database": DatabaseConfig(path=workdir / DRILL_DB),
             "paths": PathsConfig(
                 reports_dir=Path(base.paths.reports_dir) / "drills" / stamp,
-                live_environment=workdir / "config" / "live_environment.toml",
-                shadow_config=workdir / "config" / "shadow_config.toml",
+                live_environment=workdir / LIVE_FILE,
+                shadow_config=workdir / SHADOW_FILE,
             ),
             "venues": [paper],
             # a rehearsal reprices a resting close after 0.3 s (plus a round trip), not 10 s:
@@ -109,10 +127,16 @@ async def run_drill(
     if latency_ms < 0:
         raise BadInput("--latency-ms must be zero or more")
     book = load_scenario(scenario)  # a bad scenario fails here, before anything is touched
+    if not book.positions:  # it would "pass" without closing anything
+        raise BadInput(
+            f"scenario {scenario or book.name} holds no positions: a drill must close at least"
+            " one to rehearse the rollback (and to count as the passed drill /resume needs);"
+            " nothing was run"
+        )
     clock = clock or SystemClock()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     workdir = workdir or Path(base.database.path).parent / "drill"
-    shutil.rmtree(workdir, ignore_errors=True)
+    clear_sandbox(workdir)
     settings = drill_settings(base, workdir, scenario, latency_ms, faults, stamp)
     number = _allocate(base, clock)
     sandbox = Rollbot.open(settings, clock=clock)

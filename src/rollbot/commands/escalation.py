@@ -112,8 +112,11 @@ def snapshot_chain(settings: Settings) -> Chain:
     cfg = settings.escalation
     tiers, skipped = [], []
     for tier in cfg.tiers:
-        contacts = [
-            ChainContact(**c.model_dump(exclude={"priority"}))
+        contacts = [  # stored: the webhook URL only as redact_url shows it
+            ChainContact(
+                **c.model_dump(exclude={"priority", "webhook_url"}),
+                webhook_url=webhooks.redact_url(c.webhook_url) if c.webhook_url else None,
+            )
             for role in tier.roles
             for c in sorted(
                 (c for c in settings.contacts if c.role == role), key=lambda c: c.priority
@@ -321,8 +324,9 @@ def _queue_webhooks(
     """One page per webhook URL among these contacts (a shared PagerDuty service once)."""
     seen: set[str] = set()
     for c in contacts:
-        if c.webhook_url and c.webhook_url not in seen:
-            seen.add(c.webhook_url)
+        target = c.webhook_url and webhooks.page_target(app.settings, c.name, c.webhook_url)
+        if target and target not in seen:  # one page per receiver
+            seen.add(target)
             webhooks.queue(app, incident_id, c.model_dump(), event, {**details, "contact": c.name})
 
 

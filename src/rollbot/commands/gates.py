@@ -1,10 +1,13 @@
 """Live trading gates (Live -> Shadow seed, steps 4, 5 and 7): two small TOML files that the
-trading system reads. rollbot owns them; every write is atomic (temp file, fsync, rename) so a
+trading system reads. rollbot changes only the gate keys in them: the desk's other keys, tables
+and comments stay byte for byte (tomlkit). Every write is atomic (temp file, fsync, rename) so a
 reader never sees half a file, and every change is an event."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import tempfile
 import tomllib
 from pathlib import Path
@@ -50,6 +53,8 @@ def atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        with contextlib.suppress(FileNotFoundError):  # keep who may read it (mkstemp is 0600)
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -61,6 +66,40 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 LIVE_KEYS = ("enable_live_trading", "live_mode_armed", "live_dry_run_mode")
+HEADER = "# Written by rollbot. Edit through `rollbot gates` so the change is recorded.\n"
+UNPARSABLE_SUFFIX = ".rollbot-unparsable"
+
+
+def with_gates(path: Path, name: str, gates: dict[str, Any]) -> tuple[str, bool]:
+    """The file's text with only `gates` set in its [name] table; every other byte as it was.
+
+    Returns (text, replaced): a file that is not TOML cannot be edited in place, yet the gates
+    must still close, so it is replaced whole (replaced=True; the caller keeps the old bytes).
+    """
+    import tomlkit  # here, not at the top: every CLI start (a kill, the guard) imports this module
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = HEADER
+    try:
+        doc = tomlkit.parse(text)
+        table = doc.get(name)
+        if table is not None and not isinstance(table, dict):
+            raise ValueError(f"{name} is not a table")
+    except (ValueError, UnicodeDecodeError):  # tomlkit's ParseError is a ValueError
+        doc, table = tomlkit.parse(HEADER), None
+        replaced = True
+    else:
+        replaced = False
+    if table is None:
+        doc.add(name, tomlkit.table())
+        table = doc[name]
+    for key, value in gates.items():
+        current = table.get(key)
+        if current != value or not isinstance(current, type(value)):
+            table[key] = value  # an unchanged gate keeps its exact text
+    return tomlkit.dumps(doc), replaced
 
 
 def _table(path: Path, name: str, flags: tuple[str, ...]) -> dict[str, Any]:
@@ -107,23 +146,28 @@ class Gates:
         return self.read().live_allowed
 
     def write(self, values: GateValues, actor: Actor, reason: str, incident_id: str | None = None):
+        """The one writer of both files: only the gate keys change, each file atomically."""
         before = self.read()
+        replaced: list[str] = []
         try:
-            atomic_write(
-                self.live_path,
-                "# Written by rollbot. Edit through `rollbot gates` so the change is recorded.\n"
-                "[environment]\n"
-                f"enable_live_trading = {_b(values.enable_live_trading)}\n"
-                f"live_mode_armed = {_b(values.live_mode_armed)}\n"
-                f"live_dry_run_mode = {_b(values.live_dry_run_mode)}\n",
-            )
-            atomic_write(
-                self.shadow_path,
-                "# Written by rollbot.\n"
-                "[shadow]\n"
-                f'mode = "{values.shadow_mode}"\n'
-                f"enabled = {_b(values.shadow_enabled)}\n",
-            )
+            for path, name, gates in (
+                (
+                    self.live_path,
+                    "environment",
+                    {key: getattr(values, key) for key in LIVE_KEYS},
+                ),
+                (
+                    self.shadow_path,
+                    "shadow",
+                    {"mode": values.shadow_mode, "enabled": values.shadow_enabled},
+                ),
+            ):
+                text, unparsable = with_gates(path, name, gates)
+                if unparsable:  # kept beside it: a person decides what to do with it
+                    keep = path.with_name(path.name + UNPARSABLE_SUFFIX)
+                    keep.write_bytes(path.read_bytes())
+                    replaced.append(str(keep))
+                atomic_write(path, text)
         except OSError as exc:  # a sentence for the person, and the state as it now stands
             state = "still ENABLED" if self.read().live_allowed else "BLOCKED"
             raise RollbotError(
@@ -131,15 +175,14 @@ class Gates:
                 f"live trading is {state}"
             ) from None
         if self.events:
+            data: dict[str, Any] = {
+                "before": before.model_dump(exclude={"readable", "problem"}),
+                "after": values.model_dump(exclude={"readable", "problem"}),
+            }
+            if replaced:
+                data["unparsable_kept_as"] = replaced
             self.events.append(
-                "GATES_WRITTEN",
-                actor,
-                reason=reason,
-                incident_id=incident_id,
-                data={
-                    "before": before.model_dump(exclude={"readable", "problem"}),
-                    "after": values.model_dump(exclude={"readable", "problem"}),
-                },
+                "GATES_WRITTEN", actor, reason=reason, incident_id=incident_id, data=data
             )
         return self.read()
 

@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from rollbot.clock import iso, parse_iso
 from rollbot.commands.context import Rollbot
-from rollbot.errors import BadInput
+from rollbot.config import ROLES
+from rollbot.errors import BadInput, Refused
 from rollbot.storage.events import Actor
 
 RCA_FIELDS = (
@@ -119,8 +120,28 @@ def get_rca(app: Rollbot, incident_id: str) -> Rca | None:
 
 
 def record_rca(app: Rollbot, incident_id: str, fields: dict[str, Any], actor: Actor) -> Rca:
-    """Store (or replace) the incident's RCA; an event and a message in the incident's thread."""
+    """Store (or replace) the incident's RCA; an event and a message in the incident's thread.
+
+    An RCA is one condition for resuming live trading, so only someone holding a rollbot role
+    may record it, from either face; a refusal names the roles and is on record."""
     incident = app.incidents.get(incident_id)  # NotFound names the id
+    if not app.settings.roles_of(actor.id):
+        message = (
+            f"recording an RCA needs a rollbot role ({', '.join(ROLES)}); {actor.id} holds none"
+            + (
+                f" (OS user {actor.name}: map it to your Slack ID under [identities])"
+                if actor.source == "cli"
+                else ""
+            )
+        )
+        app.events.append(
+            "RCA_REFUSED",
+            actor,
+            reason=message,
+            incident_id=incident.id,
+            data={"code": "ROLE_REQUIRED"},
+        )
+        raise Refused(message, code="ROLE_REQUIRED")
     rca = validate_rca(fields)
     now = app.clock.now()
     with app.db.write():

@@ -4,8 +4,10 @@ A page is a durable deadline (kind "webhook", due at once), so it is sent by whi
 runs — even when it was queued by a process that then died — and claimed once. The POST itself
 retries transport errors, 429 and 5xx with exponential backoff; any other answer is final.
 The PagerDuty routing key is read from the environment variable the contact names, at send
-time: it is never stored, logged or put in an event. Events name the URL's host only, since
-webhook URLs often carry a token in their path.
+time: it is never stored, logged or put in an event. So is the webhook URL itself: its
+user:pass@, its path (often the token) and its query are secrets, so what is stored or shown
+anywhere (timers, escalation snapshots, events, Slack) is `redact_url`'s scheme://host:port, and
+the URL is looked up in rollbot.toml again when the page is sent.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import BaseModel
 from rollbot.clock import Clock, iso
 from rollbot.commands.context import Rollbot
 from rollbot.commands.liveness import ME, is_me, live_elsewhere
+from rollbot.config import Settings
 from rollbot.storage.db import loads
 from rollbot.storage.events import Actor
 from rollbot.storage.timers import Timer, Timers
@@ -37,8 +40,53 @@ class Delivery(BaseModel):
     error: str | None = None
 
 
+def redact_url(url: str) -> str:
+    """The one form of a webhook URL that may be stored or shown: scheme, host and port; "/…"
+    says a path, query or fragment was left out. Idempotent."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:  # a port that is not a number
+        return "(unparsable URL)"
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None:
+        host += f":{port}"
+    hidden = parts.path.strip("/") or parts.query or parts.fragment
+    return f"{parts.scheme}://{host or '(no host)'}" + ("/…" if hidden else "")
+
+
 def host_of(url: str) -> str:
-    return urlsplit(url).netloc or "(no host)"
+    return urlsplit(redact_url(url)).netloc or "(no host)"
+
+
+def configured_url(settings: Settings, contact_name: str, shown: str) -> str | None:
+    """The secret URL behind a stored (redacted) one: the contact's webhook_url in rollbot.toml
+    as it is now. A URL stored before redaction existed is returned as it is."""
+    if redact_url(shown) != shown:
+        return shown
+    for c in settings.contacts:
+        if c.webhook_url and c.name == contact_name and redact_url(c.webhook_url) == shown:
+            return c.webhook_url
+    return None
+
+
+def page_target(settings: Settings, contact_name: str, shown: str) -> str:
+    """What makes two pages one (the same receiver): the configured URL, else the stored one (a
+    page whose contact left the config is still queued, and fails saying so)."""
+    return configured_url(settings, contact_name, shown) or shown
+
+
+def scrub(text: str | None, url: str) -> str | None:
+    """An error message (a library's, a receiver's answer) without the URL's secrets."""
+    if not text:
+        return text
+    parts = urlsplit(url)
+    text = text.replace(url, redact_url(url))
+    for secret in (parts.password, parts.path.strip("/"), parts.query, parts.username):
+        if secret and len(secret) > 2:
+            text = text.replace(secret, "…")
+    return text
 
 
 def queue(
@@ -48,7 +96,8 @@ def queue(
     event: WebhookEvent,
     details: dict[str, Any],
 ) -> Timer:
-    """Schedule one POST to `contact["webhook_url"]` (inside the caller's transaction)."""
+    """Schedule one POST to `contact["webhook_url"]` (inside the caller's transaction); the
+    timer holds the URL redacted."""
     cfg = app.settings.escalation
     return Timers(app.db, app.clock).schedule(
         TIMER_KIND,
@@ -56,7 +105,7 @@ def queue(
         app.clock.now(),
         {
             "contact": {"name": contact.get("name", ""), "role": contact.get("role", "")},
-            "url": contact["webhook_url"],
+            "url": redact_url(contact["webhook_url"]),
             "format": contact.get("webhook_format", "json"),
             "key_env": contact.get("webhook_key_env", ""),
             "event": event,
@@ -158,9 +207,19 @@ async def deliver(app: Rollbot, timer: Timer) -> Delivery:
     event: WebhookEvent = p.get("event", "trigger")
     details = dict(p.get("details") or {})
     contact = p.get("contact") or {}
-    url = str(p.get("url") or "")
+    shown = str(p.get("url") or "")
     fmt = p.get("format", "json")
     headers = {"Idempotency-Key": f"rollbot-webhook-{timer.id}"}
+    url = configured_url(app.settings, str(contact.get("name", "")), shown)
+    if url is None:
+        result = Delivery(
+            ok=False,
+            attempts=0,
+            error=f"contact {contact.get('name', '?')} has no webhook {shown} in the config"
+            " any more",
+        )
+        _record(app, timer, result, fmt, shown, contact, event)
+        return result
     if fmt == "pagerduty":
         key = os.environ.get(p.get("key_env") or "", "")
         if not key:
@@ -183,6 +242,7 @@ async def deliver(app: Rollbot, timer: Timer) -> Delivery:
         clock=app.clock,
         headers=headers,
     )
+    result.error = scrub(result.error, url)
     _record(app, timer, result, fmt, url, contact, event)
     return result
 

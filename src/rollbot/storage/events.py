@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 import socket
 from datetime import datetime
 from typing import Any, Literal
@@ -11,9 +11,20 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from rollbot.clock import Clock, iso, parse_iso
+from rollbot.errors import BadInput
 from rollbot.storage.db import Database, dumps, loads
 
 Source = Literal["slack", "cli", "clock", "system"]
+
+
+def os_login() -> tuple[str, int]:
+    """(login name, uid) of the process's real uid; a uid with no passwd entry (containers) is
+    named uidN, so it is still recorded."""
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name, uid
+    except KeyError:
+        return f"uid{uid}", uid
 
 
 class Actor(BaseModel):
@@ -23,17 +34,27 @@ class Actor(BaseModel):
     source: Source
     name: str = ""
     host: str = ""
+    uid: int | None = None  # the real uid behind a terminal actor
 
     @classmethod
     def terminal(cls, by: str | None = None, identities: dict[str, str] | None = None) -> Actor:
-        try:
-            os_user = getpass.getuser()
-        except (KeyError, OSError):  # a uid with no name (containers): still record who
-            os_user = f"uid{os.getuid()}"
-        mapped = (identities or {}).get(os_user)
-        return cls(
-            id=by or mapped or os_user, source="cli", name=os_user, host=socket.gethostname()
+        """The person at this terminal: the real uid's login name, mapped through [identities].
+
+        USER and LOGNAME are whatever the caller exported, so they never name anyone. `by` may
+        only repeat who you already are (your mapped Slack ID or your login name): anything else
+        would let one person act as another, so it is refused (IdentityRefused).
+        """
+        os_user, uid = os_login()
+        me = cls(
+            id=(identities or {}).get(os_user) or os_user,
+            source="cli",
+            name=os_user,
+            host=socket.gethostname(),
+            uid=uid,
         )
+        if by is not None and by.strip() not in (me.id, os_user):
+            raise IdentityRefused(me, by)
+        return me
 
     @classmethod
     def clock(cls, job: str) -> Actor:
@@ -46,6 +67,19 @@ class Actor(BaseModel):
         if self.source == "cli":
             return f"{self.id} ({self.name}@{self.host})" if self.host else self.id
         return self.id
+
+
+class IdentityRefused(BadInput):
+    """`--by` named someone other than the person at the terminal."""
+
+    def __init__(self, actor: Actor, claimed: str) -> None:
+        super().__init__(
+            f"--by {claimed!r} refused: you are {actor.id} (OS user {actor.name}, uid"
+            f" {actor.uid}); who acts at the terminal comes from the OS user, and --by may only"
+            " repeat it. Nothing was changed."
+        )
+        self.actor = actor
+        self.claimed = claimed
 
 
 class Event(BaseModel):
@@ -80,6 +114,8 @@ class EventLog:
         if actor.source == "cli" and actor.host:
             payload.setdefault("os_user", actor.name)
             payload.setdefault("host", actor.host)
+            if actor.uid is not None:
+                payload.setdefault("uid", actor.uid)
         cur = self.db.execute(
             "INSERT INTO events (at, kind, actor, source, scope, incident_id, reason, data) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
