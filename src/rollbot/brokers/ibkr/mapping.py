@@ -15,6 +15,12 @@ ACKNOWLEDGED = frozenset({"PreSubmitted", "Submitted", "Filled"})
 
 PACING = 100
 REJECT_CODES = frozenset({201, 203})  # order rejected; security not allowed for this account
+NO_DEFINITION = 200  # "No security definition has been found": the contract is not known
+# Order refusals: a price off the contract's tick (110), a direct-routed stock order under TWS's
+# order precautions (10311). With an unknown contract (200, also a failed contract lookup) these
+# are what the same order meets again if re-sent: reported at once, never re-sent in a loop.
+ORDER_REJECT_CODES = frozenset({110, *REJECT_CODES, 10311})
+FINAL_REJECT_CODES = frozenset({NO_DEFINITION, *ORDER_REJECT_CODES})
 # The venue would not cancel: the order is still working (ib_async marks it Cancelled anyway).
 CANCEL_REFUSED_CODES = frozenset({161, 10147, 10148})
 ORDER_CANCELLED = 202  # the confirmation of a cancel we asked for, reported as an "error"
@@ -32,7 +38,7 @@ def event_kind_for(code: int) -> VenueEventKind | None:
         return None
     if code == PACING:
         return VenueEventKind.PACING
-    if code in REJECT_CODES:
+    if code in ORDER_REJECT_CODES:
         return VenueEventKind.REJECT
     if code == LOST:
         return VenueEventKind.DISCONNECT
@@ -106,7 +112,7 @@ def refusal(trade: Trade) -> tuple[int, str] | None:
         if not code or code in CANCEL_REFUSED_CODES or code == ORDER_CANCELLED:
             continue
         accepted = any(e.status in ACKNOWLEDGED for e in trade.log)
-        if code == PACING or code in REJECT_CODES or not accepted:
+        if code == PACING or code in FINAL_REJECT_CODES or not accepted:
             return code, _error_text(entry.message)
         return None
     return None
@@ -202,4 +208,5 @@ def to_position(venue: str, pos: IbPosition, item: PortfolioItem | None) -> Posi
         unrealized_pnl=decimal(item.unrealizedPNL) if item else Decimal(0),
         currency=c.currency or "USD",
         instrument=instrument,
+        multiplier=multiplier or Decimal(1),
     )
