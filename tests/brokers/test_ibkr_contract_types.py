@@ -318,3 +318,27 @@ async def test_a_second_close_after_a_fill_reads_again_and_never_flips(
         await venue.submit_close(close_of(p, "second"))
 
     assert tws.position("AAPL") == 0 and len(tws.received) == 1
+
+
+# ------------------------------------------------------------------------------------ kill
+
+
+async def test_the_global_cancel_goes_out_behind_the_read_and_still_counts_what_was_working(
+    tws: FakeTws, venue: IbkrVenue
+) -> None:
+    """The kill's cancel is not held back while hundreds of orders are decoded: it leaves right
+    behind the read, and the read (answered first, as TWS answers in order) still counts every
+    order that was working, ours included (whose cancel confirmations arrive meanwhile)."""
+    tws.add_position("AAPL", 100, "190.5")
+    for n in range(60):
+        tws.add_order("AAPL", "SELL", 1, "LMT", lmt_price="250", client_id=1 + n % 2)
+    await venue.connect()
+    ours = await venue.submit_close(
+        close_of(await held(venue, "AAPL"), "resting", D(250)).model_copy(update={"quantity": D(1)})
+    )
+
+    result = await venue.cancel_all()
+
+    assert result.requested == 61 and len(result.cancelled) == 61 and result.complete
+    assert ours.order_id in result.cancelled
+    assert tws.global_cancels == 1 and tws.working_orders() == []

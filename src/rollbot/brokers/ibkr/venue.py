@@ -471,16 +471,28 @@ class IbkrVenue:
             raise OrderRejected(self.name, f"IB would not cancel order {order_id}: {refused}")
 
     async def cancel_all(self) -> CancelAllResult:
+        """IB's global cancel, sent right behind the read of what was working: TWS answers a
+        client's messages in order, so the read shows the book before the cancel while the
+        cancel does not wait for hundreds of orders to be decoded."""
         await self._first_use()
         self._require_writable()
-        before = await self.open_orders()
         self._cancel_refusals.clear()
-        await self._pacer.acquire()
-        self._require_connected()
+        reading = asyncio.ensure_future(self._call("open orders", self._ib.reqAllOpenOrdersAsync))
+        if self._lock("open orders").locked():  # another read first: ours would follow the cancel
+            await asyncio.wait([reading])
+        await asyncio.sleep(0)  # the read's request leaves first
         try:
+            await self._pacer.acquire()
+            self._require_connected()
             self._ib.reqGlobalCancel()  # every client's orders and manual ones, in one message
-        except ConnectionError as e:
+        except (ConnectionError, VenueError) as e:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            if isinstance(e, VenueError):
+                raise
             raise VenueUnavailable(self.name, f"could not send the global cancel: {e}") from None
+        # working when TWS read them; the cancel's confirmations may have marked them since
+        before = [self._order(t) for t in {id(t): t for t in await reading}.values()]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.timeout_s
         pause = 0.05
