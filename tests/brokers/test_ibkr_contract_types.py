@@ -278,6 +278,21 @@ async def test_a_contract_ib_no_longer_knows_is_refused_for_good_and_nothing_is_
     assert refused.value.code == "200" and tws.received == []
 
 
+async def test_a_contract_type_rollbot_does_not_close_is_refused_for_good_before_sending(
+    tws: FakeTws, venue: IbkrVenue
+) -> None:
+    tws.add_position(
+        "ES", 3, "42.5", "40.1", sec_type="FOP", local_symbol="ESZ6 C5000", last_trade="20261218"
+    )
+    fop = await held(venue, "ESZ6 C5000")
+    assert fop.exposure == D("6015")  # read and counted with its multiplier all the same
+
+    with pytest.raises(RejectedForGood, match="is a FOP contract: rollbot closes only STK, FUT"):
+        await venue.submit_close(close_of(fop, "fop"))
+
+    assert tws.received == []
+
+
 async def test_a_pacing_refusal_is_not_final(tws: FakeTws, venue: IbkrVenue) -> None:
     tws.add_position("AAPL", 100, "190.5")
     tws.pacing_errors = 1

@@ -125,6 +125,9 @@ CONTRACT_TYPES: dict[str, ContractType] = {
     "CFD": ContractType(
         "SMART", ("SMART",), Decimal(1), Decimal("0.01"), ((Decimal(0), Decimal("0.01")),), 61
     ),
+    "FOP": ContractType(
+        "CME", ("CME",), Decimal(50), Decimal("0.05"), ((Decimal(0), Decimal("0.05")),), 103
+    ),
 }  # fmt: skip
 TICK_REJECT = "The price does not conform to the minimum price variation for this contract."
 DIRECT_ROUTED = (

@@ -32,6 +32,11 @@ LOST = 1100
 RESTORED = frozenset({1101, 1102})
 
 
+# The contract types rollbot closes (each has a row in the README's venue support matrix).
+# Others (futures options, bonds, warrants, combos...) are read and shown, never closed by us.
+CLOSABLE_TYPES = ("STK", "FUT", "OPT", "CASH", "CFD")
+
+
 def event_kind_for(code: int) -> VenueEventKind | None:
     """What an IB error code means to a subscriber; None for routine notices."""
     if code in INFO_CODES:

@@ -397,6 +397,13 @@ class IbkrVenue:
                 raise UnsupportedOperation(
                     self.name, f"a close is MARKET or LIMIT, not {request.type}"
                 )
+            sec_type = request.instrument.get("secType", "")
+            if sec_type and sec_type not in mapping.CLOSABLE_TYPES:
+                raise RejectedForGood(
+                    self.name,
+                    f"{request.symbol} is a {sec_type} contract: rollbot closes only "
+                    f"{', '.join(mapping.CLOSABLE_TYPES)} at IBKR; nothing sent, close it by hand",
+                )
             # read, cap and place under one lock per instrument: a second close of the same
             # position then sees the first as working (or filled) and cannot flip it
             instrument = request.instrument.get("conId") or request.symbol
