@@ -559,13 +559,11 @@ class IbkrVenue:
             exchange=exchange,
             primaryExchange=c.primaryExchange if exchange == "SMART" else "",
         )
-        rules = d.marketRuleIds.split(",") if d.marketRuleIds else []
-        rule = (
-            rules[exchanges.index(exchange)]
-            if exchange in exchanges and len(rules) == len(exchanges)
-            else (rules[0] if rules else "")
-        )
-        ladder = await self._ladder(int(rule)) if rule.strip().isdigit() else ()
+        # marketRuleIds line up with validExchanges: the rule of the exchange the order goes to
+        rules = [r.strip() for r in d.marketRuleIds.split(",") if r.strip()]
+        by_exchange = dict(zip(exchanges, rules, strict=False))
+        rule = by_exchange.get(exchange) or (rules[0] if rules else "")
+        ladder = await self._ladder(int(rule)) if rule.isdigit() else ()
         if not ladder:
             tick = mapping.decimal(d.minTick) or Decimal("0.01")
             ladder = ((Decimal(0), tick),)
