@@ -404,6 +404,7 @@ class FakeTws:
         self.pacing_errors = 0  # answer the next N orders with error 100 and drop them
         self.reject_next = 0  # answer the next N orders with error reject_code (201)
         self.reject_code = 201
+        self.reject_after_ack = 0  # accept the next N orders (Submitted), then reject them: 201
         self.reject_reason = "Order would exceed the max order size"
         self.fill_orders = True  # False: marketable orders rest instead of filling
         self.refuse_cancel: set[int] = set()  # permIds the gateway will not cancel
@@ -876,6 +877,12 @@ class FakeTws:
             order_ref=sent.order_ref,
         )
         self.orders[order.perm_id] = order
+        if self.reject_after_ack > 0:  # accepted, then refused by a later check at IB
+            self.reject_after_ack -= 1
+            self._notify(order)
+            order.status, order.completed_time = "Cancelled", _ib_time()
+            session.error(order_id, 201, f"Order rejected - reason:{self.reject_reason}")
+            return
         self._accepted += 1
         drop = self._accepted == self.disconnect_after_orders
         if drop and self.drop_before_reply:

@@ -93,3 +93,22 @@ async def test_a_close_tws_refuses_for_good_is_sent_once_reported_and_escalated(
     again = await closer.run()
     assert len(tws.received) == 2
     assert set(again.refused) == {"AAPL", "MSFT"} and not again.timed_out
+
+
+async def test_a_close_tws_accepts_and_then_refuses_for_good_is_not_sent_again(
+    tws: FakeTws, integration: Configure, make_engine_app: MakeApp, operator: Actor
+) -> None:
+    tws.add_position("AAPL", 100, "190.5")
+    tws.reject_after_ack = 1_000  # Submitted, then "Order rejected" (201), every time
+    tws.reject_reason = "Insufficient margin for this closing transaction"
+    app = app_for(tws, integration, make_engine_app)
+
+    outcome = await Engine(app, operator).flatten("margin", venue="ibkr")
+
+    flatten = outcome.steps[1]
+    assert len(tws.received) == 1, [r.order_ref for r in tws.received]
+    assert flatten.duration_seconds < SEED_FLATTEN.timeout_s
+    assert "refused the close for good" in flatten.venues["ibkr"]
+    assert "Insufficient margin" in flatten.venues["ibkr"]
+    (refused,) = app.events.list(incident_id=outcome.incident.id, kinds=["ORDER_REJECTED"])
+    assert refused.data.get("final") is True

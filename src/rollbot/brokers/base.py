@@ -87,6 +87,8 @@ class Order(_Record):
     status: OrderStatus = OrderStatus.OPEN
     reduce_only: bool = False
     reason: str | None = None  # why it was rejected, when it was
+    # rejected for a reason that sending it again will not change (see RejectedForGood)
+    rejected_for_good: bool = False
 
     @property
     def remaining(self) -> Decimal:

@@ -405,7 +405,7 @@ class VenueCloser:
                 now=self.app.clock.now(),
                 detail=exc.detail,
             )
-            self._refuse(intent, exc)
+            self._refuse(intent, exc.detail)
             return False
         except OrderRejected as exc:
             self.intents.update(
@@ -470,18 +470,18 @@ class VenueCloser:
             if e.data.get("final") and e.scope == f"venue:{self.venue.name}"
         }
 
-    def _refuse(self, intent: Intent, exc: RejectedForGood) -> None:
+    def _refuse(self, intent: Intent, detail: str) -> None:
         """A close refused for a reason that will not change: recorded, told in the incident's
         thread at once with the venue's words, and escalated (pages the chain if nobody is yet);
         never re-sent. The position stays for a person to close by hand."""
-        self._refused[intent.symbol] = exc.detail
+        self._refused[intent.symbol] = detail
         with self.app.db.write():
-            self._rejected(intent, exc.detail, final=True)
+            self._rejected(intent, detail, final=True)
             self.app.outbox.put(
                 "thread",
                 incident_id=self.incident_id,
                 text=f"⚠️ {self.venue.name} refused the close of {intent.symbol} "
-                f"({intent.side} {intent.quantity}) and would refuse it again: {exc.detail}. "
+                f"({intent.side} {intent.quantity}) and would refuse it again: {detail}. "
                 "Not re-sent: close it by hand.",
                 dedupe_key=f"refused:{self.incident_id}:{self.venue.name}:{intent.symbol}",
             )
@@ -499,7 +499,10 @@ class VenueCloser:
             detail=order.reason,
         )
         if order.status is OrderStatus.REJECTED and intent.status != "REJECTED":
-            self._rejected(intent, order.reason or "rejected by the venue")
+            if order.rejected_for_good:  # refused after it was accepted: no new attempt either
+                self._refuse(intent, order.reason or "rejected by the venue")
+            else:
+                self._rejected(intent, order.reason or "rejected by the venue")
 
     def _event(
         self,

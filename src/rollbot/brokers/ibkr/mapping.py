@@ -174,6 +174,7 @@ def to_order(venue: str, trade: Trade, *, reduce_only: bool = False, symbol: str
     stop = (
         optional_price(o.auxPrice) if order_type in (OrderType.STOP, OrderType.STOP_LIMIT) else None
     )
+    refused = refusal(trade) if status is OrderStatus.REJECTED else None
     return Order(
         venue=venue,
         order_id=order_id_of(trade),
@@ -188,6 +189,7 @@ def to_order(venue: str, trade: Trade, *, reduce_only: bool = False, symbol: str
         status=status,
         reduce_only=reduce_only,
         reason=reason,
+        rejected_for_good=refused is not None and refused[0] in FINAL_REJECT_CODES,
     )
 
 
