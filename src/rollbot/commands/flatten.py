@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -40,6 +41,7 @@ from rollbot.config import FlattenConfig
 from rollbot.storage.events import Actor
 from rollbot.storage.intents import Intent, Intents
 
+log = logging.getLogger(__name__)
 Strategy = Literal["MARKET_ORDERS", "LIMIT_ORDERS_WITH_TIMEOUT"]
 D0 = Decimal(0)
 
@@ -485,7 +487,11 @@ class VenueCloser:
                 "Not re-sent: close it by hand.",
                 dedupe_key=f"refused:{self.incident_id}:{self.venue.name}:{intent.symbol}",
             )
-        escalation.escalate_incident(self.app, self.incident_id, self.actor)
+        try:
+            escalation.escalate_incident(self.app, self.incident_id, self.actor)
+        except Exception as exc:  # paging must not stop the closes of the other symbols
+            log.exception("escalating %s after a refused close failed", self.incident_id)
+            self._note(f"escalating the refused close of {intent.symbol} failed: {exc}")
 
     def _record(self, intent: Intent, order: Order) -> None:
         """Store what the venue says about one of our orders; write ORDER_REJECTED the first
