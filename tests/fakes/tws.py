@@ -11,6 +11,14 @@ The book is programmable (holdings, marks, resting orders from other clients, ca
 failures a kill switch must survive: a pacing error 100, a reject 201, no fills, a cancel the
 venue refuses, and a dropped connection after N orders (with or without the replies).
 
+Contracts are of the five types in CONTRACT_TYPES (STK, FUT, OPT, CASH, CFD; FOP as one rollbot
+does not close), each with its multiplier, valid exchanges and market rule, answered through
+reqContractDetails and reqMarketRule as TWS documents them. As TWS does, it reports a stock
+position on its listing exchange, refuses a limit price off the market rule's tick (110), an
+unknown contract or exchange (200) and, with order precautions on (TWS's default), a stock order
+not routed SMART (10311); it counts every message a client sends and can pace each client at
+max_msgs_per_sec, answering error 100 and dropping what is over.
+
 Stdlib only, so it also runs as a script for CLI tests:
     python tests/fakes/tws.py --position AAPL:100:190.5 --position MSFT:-50:410
 prints "FAKE_TWS_PORT=<port>" and serves until killed.
