@@ -70,7 +70,7 @@ class _Listing:
         steps = (price / tick).to_integral_value(
             ROUND_FLOOR if side == Side.SELL else ROUND_CEILING
         )
-        return (steps * tick).normalize()
+        return max(steps * tick, tick).normalize()  # a sell of a near-worthless option: 1 tick
 
 
 class IbkrVenue:
