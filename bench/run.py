@@ -31,6 +31,7 @@ from bench import (  # noqa: E402
     flatten_pacing,
     footprint,
     full_rollback,
+    kill_ibkr,
     kill_latency,
 )
 from bench.common import Figure, Sizes, machine  # noqa: E402
@@ -46,6 +47,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "rollback": ("4. Full rollback", full_rollback.run),
     "footprint": ("6. Footprint", footprint.run),
     "timers": ("5. Escalation timers", escalation_timers.run),
+    "kill_ibkr": ("Kill on IBKR under 50 msg/s pacing", kill_ibkr.run),
 }
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from rollbot.brokers.base import OrderType, VenueEventKind
+from rollbot.brokers.base import OrderType, Side, VenueEventKind
 from rollbot.brokers.ibkr import mapping
+from rollbot.brokers.ibkr._ib import Contract
+from rollbot.brokers.ibkr.venue import _Listing
 from rollbot.brokers.pacing import TokenBucket
 
 
@@ -71,3 +73,15 @@ def test_ib_floats_become_exact_decimals() -> None:
     assert str(mapping.decimal(-0.0)) == "0"
     assert mapping.decimal(1.7976931348623157e308) == 0  # IB's "unset"
     assert mapping.decimal(float("nan")) == 0
+
+
+def test_a_limit_goes_on_the_ladder_step_of_its_price_toward_crossing() -> None:
+    # an options market rule: 0.01 below 3, 0.05 from 3
+    ladder = ((Decimal(0), Decimal("0.01")), (Decimal(3), Decimal("0.05")))
+    listing = _Listing(contract=Contract(conId=1), ladder=ladder)
+
+    assert listing.round(Decimal("4.12"), Side.SELL) == Decimal("4.1")
+    assert listing.round(Decimal("4.12"), Side.BUY) == Decimal("4.15")
+    assert listing.round(Decimal("2.123"), Side.SELL) == Decimal("2.12")
+    assert listing.round(Decimal("4.15"), Side.BUY) == Decimal("4.15")  # on the tick: as is
+    assert listing.round(Decimal("0.004"), Side.SELL) == Decimal("0.01")  # never 0

@@ -175,7 +175,7 @@ async def test_positions_carry_the_contract_prices_and_pnl_ib_reports(
     assert aapl.instrument == {
         "conId": str(inst.con_id),
         "secType": "STK",
-        "exchange": "SMART",
+        "exchange": "NASDAQ",  # TWS names a stock's listing exchange; orders go SMART
         "currency": "USD",
         "account": "DU1234567",
     }

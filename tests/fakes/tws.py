@@ -11,6 +11,14 @@ The book is programmable (holdings, marks, resting orders from other clients, ca
 failures a kill switch must survive: a pacing error 100, a reject 201, no fills, a cancel the
 venue refuses, and a dropped connection after N orders (with or without the replies).
 
+Contracts are of the five types in CONTRACT_TYPES (STK, FUT, OPT, CASH, CFD; FOP as one rollbot
+does not close), each with its multiplier, valid exchanges and market rule, answered through
+reqContractDetails and reqMarketRule as TWS documents them. As TWS does, it reports a stock
+position on its listing exchange, refuses a limit price off the market rule's tick (110), an
+unknown contract or exchange (200) and, with order precautions on (TWS's default), a stock order
+not routed SMART (10311); it counts every message a client sends and can pace each client at
+max_msgs_per_sec, answering error 100 and dropping what is over.
+
 Stdlib only, so it also runs as a script for CLI tests:
     python tests/fakes/tws.py --position AAPL:100:190.5 --position MSFT:-50:410
 prints "FAKE_TWS_PORT=<port>" and serves until killed.
@@ -26,6 +34,7 @@ import logging
 import struct
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -44,15 +53,18 @@ REQ_OPEN_ORDERS = 5
 REQ_ACCOUNT_UPDATES = 6
 REQ_EXECUTIONS = 7
 REQ_IDS = 8
+REQ_CONTRACT_DATA = 9
 REQ_AUTO_OPEN_ORDERS = 15
 REQ_ALL_OPEN_ORDERS = 16
 REQ_CURRENT_TIME = 49
+CONTRACT_DATA_END = 52
 REQ_GLOBAL_CANCEL = 58
 REQ_POSITIONS = 61
 REQ_ACCOUNT_SUMMARY = 62
 CANCEL_ACCOUNT_SUMMARY = 63
 CANCEL_POSITIONS = 64
 START_API = 71
+REQ_MARKET_RULE = 91
 REQ_ACCOUNT_UPDATES_MULTI = 76
 CANCEL_ACCOUNT_UPDATES_MULTI = 77
 REQ_COMPLETED_ORDERS = 99
@@ -65,9 +77,11 @@ ACCT_VALUE = 6
 PORTFOLIO_VALUE = 7
 ACCT_UPDATE_TIME = 8
 NEXT_VALID_ID = 9
+CONTRACT_DATA = 10
 EXECUTION_DATA = 11
 MANAGED_ACCTS = 15
 CURRENT_TIME = 49
+CONTRACT_DATA_END = 52
 OPEN_ORDER_END = 53
 ACCT_DOWNLOAD_END = 54
 EXECUTION_DATA_END = 55
@@ -78,11 +92,57 @@ ACCOUNT_SUMMARY = 63
 ACCOUNT_SUMMARY_END = 64
 ACCOUNT_UPDATE_MULTI = 73
 ACCOUNT_UPDATE_MULTI_END = 74
+MARKET_RULE = 93
 COMPLETED_ORDER = 101
 COMPLETED_ORDERS_END = 102
 
 
 # ---------------------------------------------------------------------------------------- book
+
+
+# TWS API "Contract Details" and "Minimum Price Increment" (interactivebrokers.github.io/tws-api):
+# minTick is the smallest increment on any exchange; marketRuleIds, aligned with validExchanges,
+# name the price ladders reqMarketRule returns as (lowEdge, increment) rows. A position's contract
+# names its listing exchange (NASDAQ for a stock), not SMART: routing is the order's business.
+@dataclass(frozen=True)
+class ContractType:
+    exchange: str  # where an order for it goes: SMART, or the futures/FX venue
+    valid_exchanges: tuple[str, ...]
+    multiplier: Decimal
+    min_tick: Decimal
+    ladder: tuple[tuple[Decimal, Decimal], ...]  # market rule rows; the first increment = minTick
+    market_rule_id: int
+
+
+CONTRACT_TYPES: dict[str, ContractType] = {
+    "STK": ContractType(
+        "SMART", ("SMART", "NASDAQ", "ARCA", "BATS"), Decimal(1), Decimal("0.0001"),
+        ((Decimal(0), Decimal("0.0001")), (Decimal(1), Decimal("0.01"))), 26,
+    ),
+    "FUT": ContractType(
+        "CME", ("CME", "QBALGO"), Decimal(50), Decimal("0.25"), ((Decimal(0), Decimal("0.25")),), 67
+    ),
+    "OPT": ContractType(
+        "SMART", ("SMART", "CBOE", "ISE"), Decimal(100), Decimal("0.01"),
+        ((Decimal(0), Decimal("0.01")), (Decimal(3), Decimal("0.05"))), 32,
+    ),
+    "CASH": ContractType(
+        "IDEALPRO", ("IDEALPRO",), Decimal(1), Decimal("0.00005"),
+        ((Decimal(0), Decimal("0.00005")),), 239,
+    ),
+    "CFD": ContractType(
+        "SMART", ("SMART",), Decimal(1), Decimal("0.01"), ((Decimal(0), Decimal("0.01")),), 61
+    ),
+    "FOP": ContractType(
+        "CME", ("CME",), Decimal(50), Decimal("0.05"), ((Decimal(0), Decimal("0.05")),), 103
+    ),
+}  # fmt: skip
+TICK_REJECT = "The price does not conform to the minimum price variation for this contract."
+DIRECT_ROUTED = (
+    "This order will be directly routed to {exchange}. Direct routed orders may result in higher"
+    " trade fees. Restriction is specified in Precautionary Settings of Global Configuration/API."
+)
+NO_DEFINITION = "No security definition has been found for the request"
 
 
 @dataclass
@@ -94,6 +154,25 @@ class Instrument:
     currency: str = "USD"
     exchange: str = "SMART"
     primary_exchange: str = "NASDAQ"
+    local_symbol: str = ""  # ESZ6, EUR.USD, "AAPL  261218C00200000"; the symbol when blank
+    last_trade: str = ""  # FUT and OPT: YYYYMMDD
+    strike: Decimal | None = None
+    right: str = ""  # OPT: C or P
+    multiplier: Decimal = Decimal(1)
+    min_tick: Decimal = Decimal("0.0001")
+    ladder: tuple[tuple[Decimal, Decimal], ...] = ((Decimal(0), Decimal("0.0001")),)
+    market_rule_id: int = 26
+    valid_exchanges: tuple[str, ...] = ("SMART", "NASDAQ")
+    delisted: bool = False  # still held, but IB has no security definition for it any more
+
+    @property
+    def listed_on(self) -> str:
+        """The exchange a position's contract names: the primary listing for a stock."""
+        return self.primary_exchange if self.sec_type in ("STK", "CFD") else self.exchange
+
+    def tick_at(self, price: Decimal) -> Decimal:
+        steps = [inc for edge, inc in self.ladder if edge <= abs(price)]
+        return steps[-1] if steps else self.min_tick
 
 
 @dataclass
@@ -141,6 +220,7 @@ class ReceivedOrder:
     client_id: int
     con_id: int
     exchange: str
+    primary_exchange: str
     action: str
     quantity: Decimal
     order_type: str
@@ -175,12 +255,34 @@ def _decimal(text: str) -> Decimal | None:
     return Decimal(text) if text else None
 
 
+def _multiplier(inst: Instrument) -> object:
+    return inst.multiplier if inst.sec_type in ("FUT", "OPT", "FOP") else ""  # blank for STK
+
+
 def _contract_fields(inst: Instrument, exchange: str | None = None) -> list[object]:
     # conId, symbol, secType, lastTradeDate, strike, right, multiplier, exchange, currency,
     # localSymbol, tradingClass; updatePortfolio has primaryExchange in the exchange slot
     return [
-        inst.con_id, inst.symbol, inst.sec_type, "", "", "", "",
-        inst.exchange if exchange is None else exchange, inst.currency, inst.symbol, inst.symbol,
+        inst.con_id, inst.symbol, inst.sec_type, inst.last_trade, inst.strike, inst.right,
+        _multiplier(inst), inst.exchange if exchange is None else exchange, inst.currency,
+        inst.local_symbol or inst.symbol, inst.symbol,
+    ]  # fmt: skip
+
+
+def contract_details_msg(req_id: int, inst: Instrument) -> list[object]:
+    """decoder.contractDetails for server version 157 (mdSizeMultiplier still sent, no minSize)."""
+    return [
+        CONTRACT_DATA, 8, req_id, inst.symbol, inst.sec_type, inst.last_trade, inst.strike,
+        inst.right, inst.exchange, inst.currency, inst.local_symbol or inst.symbol,
+        inst.symbol,  # marketName
+        inst.symbol, inst.con_id, inst.min_tick, "",  # tradingClass, conId, minTick, mdSize
+        _multiplier(inst), "LMT,MKT,STP,STP LMT", ",".join(inst.valid_exchanges), 1, 0,
+        inst.symbol,  # longName
+        inst.primary_exchange if inst.sec_type in ("STK", "CFD") else "",
+        inst.last_trade[:6], *_blank(8),  # contractMonth, industry .. evMultiplier
+        0,  # secIdList
+        "", "", "",  # aggGroup, underSymbol, underSecType
+        ",".join(str(inst.market_rule_id) for _ in inst.valid_exchanges), inst.last_trade, "",
     ]  # fmt: skip
 
 
@@ -266,6 +368,7 @@ class Session:
         self.wants_positions = False
         self.wants_account = False
         self.summary_req_ids: set[int] = set()
+        self.sent_at: deque[float] = deque()  # arrival times of its messages in the last second
         self.closed = False
 
     def send(self, fields: Iterable[object]) -> None:
@@ -307,12 +410,21 @@ class FakeTws:
 
         # knobs a test turns
         self.pacing_errors = 0  # answer the next N orders with error 100 and drop them
-        self.reject_next = 0  # answer the next N orders with error 201
+        self.reject_next = 0  # answer the next N orders with error reject_code (201)
+        self.reject_code = 201
+        self.reject_after_ack = 0  # accept the next N orders (Submitted), then reject them: 201
         self.reject_reason = "Order would exceed the max order size"
         self.fill_orders = True  # False: marketable orders rest instead of filling
         self.refuse_cancel: set[int] = set()  # permIds the gateway will not cancel
         self.disconnect_after_orders: int | None = None  # close sockets after the Nth order
         self.drop_before_reply = False  # ...applying that order but never answering it
+        # TWS's "Bypass Order Precautions for API Orders" unchecked (its default): a stock order
+        # routed directly to an exchange instead of SMART is refused with 10311
+        self.precautions = True
+        # TWS paces each client at 50 messages a second, every message counted; None: no limit
+        self.max_msgs_per_sec: int | None = None
+        self.messages: Counter[int] = Counter()  # by message id, every one a client sent
+        self.pacing_violations = 0
 
         self._sessions: set[Session] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -340,6 +452,8 @@ class FakeTws:
             PLACE_ORDER: self._place_order,
             CANCEL_ORDER: self._cancel_order,
             REQ_GLOBAL_CANCEL: self._req_global_cancel,
+            REQ_CONTRACT_DATA: self._req_contract_data,
+            REQ_MARKET_RULE: self._req_market_rule,
         }
 
     # ------------------------------------------------------------------ book set-up and reads
@@ -353,8 +467,12 @@ class FakeTws:
         *,
         sec_type: str = "STK",
         currency: str = "USD",
+        **contract: Any,
     ) -> Instrument:
-        inst = self.instrument(symbol, mark if mark is not None else avg_cost, sec_type, currency)
+        """avg_cost and mark are per unit (IB's avgCost, which includes the multiplier, is
+        derived); `contract` overrides Instrument fields (local_symbol, multiplier, ladder...)."""
+        mark = mark if mark is not None else avg_cost
+        inst = self.instrument(symbol, mark, sec_type, currency, **contract)
         self.holdings[inst.con_id] = Decimal(quantity)
         self.avg_costs[inst.con_id] = Decimal(avg_cost)
         return inst
@@ -365,11 +483,22 @@ class FakeTws:
         mark: Decimal | int | str = 100,
         sec_type: str = "STK",
         currency: str = "USD",
+        **contract: Any,
     ) -> Instrument:
         for inst in self.instruments.values():
-            if inst.symbol == symbol:
+            if symbol in (inst.symbol, inst.local_symbol):
                 return inst
-        inst = Instrument(next(self._con_ids), symbol, Decimal(mark), sec_type, currency)
+        kind = CONTRACT_TYPES[sec_type]
+        fields: dict[str, Any] = {
+            "exchange": kind.exchange,
+            "valid_exchanges": kind.valid_exchanges,
+            "multiplier": kind.multiplier,
+            "min_tick": kind.min_tick,
+            "ladder": kind.ladder,
+            "market_rule_id": kind.market_rule_id,
+            **contract,
+        }
+        inst = Instrument(next(self._con_ids), symbol, Decimal(mark), sec_type, currency, **fields)
         self.instruments[inst.con_id] = inst
         return inst
 
@@ -408,7 +537,7 @@ class FakeTws:
             (
                 self.holdings.get(i.con_id, Decimal(0))
                 for i in self.instruments.values()
-                if i.symbol == symbol
+                if symbol in (i.symbol, i.local_symbol)
             ),
             Decimal(0),
         )
@@ -419,11 +548,13 @@ class FakeTws:
     def order_by_ref(self, order_ref: str) -> FakeOrder | None:
         return next((o for o in self.orders.values() if o.order_ref == order_ref), None)
 
+    def market_value(self, con_id: int) -> Decimal:
+        inst = self.instruments[con_id]
+        return self.holdings[con_id] * inst.mark * inst.multiplier
+
     def net_liquidation(self) -> Decimal:
-        value = sum(
-            (qty * self.instruments[cid].mark for cid, qty in self.holdings.items()), Decimal(0)
-        )
-        return self.cash + value
+        """Cash plus every holding at its mark (paid for in full: a simple book, one currency)."""
+        return self.cash + sum((self.market_value(c) for c in self.holdings), Decimal(0))
 
     # ---------------------------------------------------------------------- failure injection
 
@@ -479,6 +610,9 @@ class FakeTws:
             self._sessions.add(session)
             while not session.closed:
                 fields = (await self._read_frame(reader)).decode().split("\0")[:-1]
+                self.messages[int(fields[0])] += 1
+                if not self._within_pace(session):
+                    continue
                 handler = self.handlers.get(int(fields[0]))
                 if handler is None:
                     log.warning("fake TWS: no handler for message %s", fields)
@@ -489,6 +623,24 @@ class FakeTws:
         finally:
             self._sessions.discard(session)
             session.close()
+
+    def _within_pace(self, session: Session) -> bool:
+        """Over 50 messages in the last second: error 100 and the message is dropped."""
+        if self.max_msgs_per_sec is None:
+            return True
+        now = time.monotonic()
+        while session.sent_at and now - session.sent_at[0] >= 1:
+            session.sent_at.popleft()
+        if len(session.sent_at) >= self.max_msgs_per_sec:
+            self.pacing_violations += 1
+            session.error(
+                -1,
+                100,
+                f"Max rate of messages per second has been exceeded:max={self.max_msgs_per_sec}",
+            )
+            return False
+        session.sent_at.append(now)
+        return True
 
     @staticmethod
     async def _read_frame(reader: asyncio.StreamReader) -> bytes:
@@ -527,24 +679,25 @@ class FakeTws:
     # ------------------------------------------------------------- handlers: positions, account
 
     def _position_msg(self, con_id: int) -> list[object]:
+        # IB's avgCost is per contract: the price times the multiplier (futures, options)
         inst = self.instruments[con_id]
         return [
-            POSITION_DATA, 3, self.account, *_contract_fields(inst),
-            self.holdings[con_id], self.avg_costs.get(con_id, Decimal(0)),
+            POSITION_DATA, 3, self.account, *_contract_fields(inst, exchange=inst.listed_on),
+            self.holdings[con_id], self.avg_costs.get(con_id, Decimal(0)) * inst.multiplier,
         ]  # fmt: skip
 
     def _portfolio_msg(self, con_id: int) -> list[object]:
         inst = self.instruments[con_id]
         qty, avg = self.holdings[con_id], self.avg_costs.get(con_id, Decimal(0))
+        pnl = qty * (inst.mark - avg) * inst.multiplier
         return [
             PORTFOLIO_VALUE, 8, *_contract_fields(inst, exchange=inst.primary_exchange),
-            qty, inst.mark, qty * inst.mark, avg, qty * (inst.mark - avg), 0, self.account,
+            qty, inst.mark, self.market_value(con_id), avg * inst.multiplier, pnl, 0,
+            self.account,
         ]  # fmt: skip
 
     def _account_values(self) -> list[tuple[str, Decimal | str, str]]:
-        gross = sum(
-            (abs(q) * self.instruments[c].mark for c, q in self.holdings.items()), Decimal(0)
-        )
+        gross = sum((abs(self.market_value(c)) for c in self.holdings), Decimal(0))
         return [
             ("AccountType", "INDIVIDUAL", ""),
             ("NetLiquidation", self.net_liquidation(), "USD"),
@@ -611,6 +764,36 @@ class FakeTws:
                     ]
                 )
 
+    # ------------------------------------------------------------- handlers: contract details
+
+    def _req_contract_data(self, session: Session, f: list[str]) -> None:
+        # client.reqContractDetails: [9, 8, reqId, conId, symbol, secType, lastTradeDate, strike,
+        # right, multiplier, exchange, primaryExchange, currency, localSymbol, tradingClass, ...]
+        req_id, con_id, symbol, sec_type = int(f[2]), int(f[3] or 0), f[4], f[5]
+        exchange, local_symbol = f[10], f[13]
+        found = [
+            i
+            for i in self.instruments.values()
+            if not i.delisted
+            and (i.con_id == con_id if con_id else i.symbol == symbol and i.sec_type == sec_type)
+            and (not local_symbol or local_symbol == (i.local_symbol or i.symbol))
+            and (not exchange or exchange in i.valid_exchanges)
+        ]
+        if not found:
+            session.error(req_id, 200, NO_DEFINITION)
+            return
+        for inst in found:
+            session.send(contract_details_msg(req_id, inst))
+        session.send([CONTRACT_DATA_END, 1, req_id])
+
+    def _req_market_rule(self, session: Session, f: list[str]) -> None:
+        rule_id = int(f[1])
+        inst = next((i for i in self.instruments.values() if i.market_rule_id == rule_id), None)
+        if inst is None:
+            return  # TWS does not answer an unknown rule id
+        rows = [x for edge, inc in inst.ladder for x in (edge, inc)]
+        session.send([MARKET_RULE, rule_id, len(inst.ladder), *rows])
+
     # -------------------------------------------------------------------- handlers: order reads
 
     def _send_open_orders(self, session: Session, orders: Iterable[FakeOrder]) -> None:
@@ -653,6 +836,7 @@ class FakeTws:
             client_id=client_id,
             con_id=con_id,
             exchange=f[9],
+            primary_exchange=f[10],
             action=f[16],
             quantity=Decimal(f[17]),
             order_type=f[18],
@@ -670,12 +854,21 @@ class FakeTws:
             session.error(order_id, 103, "Duplicate order id")
             return
         inst = self.instruments.get(con_id)
-        if inst is None:
-            session.error(order_id, 200, "No security definition has been found for the request")
+        if inst is None or inst.delisted or sent.exchange not in inst.valid_exchanges:
+            session.error(order_id, 200, NO_DEFINITION)
+            return
+        if self.precautions and inst.sec_type == "STK" and sent.exchange != "SMART":
+            session.error(order_id, 10311, DIRECT_ROUTED.format(exchange=sent.exchange))
+            return
+        if sent.lmt_price is not None and sent.lmt_price % inst.tick_at(sent.lmt_price):
+            session.error(order_id, 110, TICK_REJECT)
             return
         if self.reject_next > 0:
             self.reject_next -= 1
-            session.error(order_id, 201, f"Order rejected - reason:{self.reject_reason}")
+            text = self.reject_reason
+            if self.reject_code == 201:
+                text = f"Order rejected - reason:{text}"
+            session.error(order_id, self.reject_code, text)
             return
         order = FakeOrder(
             perm_id=next(self._perm_ids),
@@ -692,6 +885,12 @@ class FakeTws:
             order_ref=sent.order_ref,
         )
         self.orders[order.perm_id] = order
+        if self.reject_after_ack > 0:  # accepted, then refused by a later check at IB
+            self.reject_after_ack -= 1
+            self._notify(order)
+            order.status, order.completed_time = "Cancelled", _ib_time()
+            session.error(order_id, 201, f"Order rejected - reason:{self.reject_reason}")
+            return
         self._accepted += 1
         drop = self._accepted == self.disconnect_after_orders
         if drop and self.drop_before_reply:
@@ -726,7 +925,7 @@ class FakeTws:
         elif abs(new) > abs(old):
             self.avg_costs[con_id] = (old * self.avg_costs[con_id] + signed * price) / new
         self.holdings[con_id] = new
-        self.cash -= signed * price + COMMISSION
+        self.cash -= signed * price * order.instrument.multiplier + COMMISSION
         order.avg_fill_price = price
         order.filled += shares
         order.status = "Filled"

@@ -57,10 +57,12 @@ class Position(_Record):
     currency: str = "USD"
     # venue-specific handle needed to trade it back (IB conId, ccxt market type...)
     instrument: dict[str, str] = Field(default_factory=dict)
+    # units of the underlying per unit of quantity: 50 for an ES future, 100 for an option
+    multiplier: Decimal = Decimal(1)
 
     @property
     def market_value(self) -> Decimal:
-        return self.quantity * self.market_price
+        return self.quantity * self.market_price * self.multiplier
 
     @property
     def exposure(self) -> Decimal:
@@ -85,6 +87,8 @@ class Order(_Record):
     status: OrderStatus = OrderStatus.OPEN
     reduce_only: bool = False
     reason: str | None = None  # why it was rejected, when it was
+    # rejected for a reason that sending it again will not change (see RejectedForGood)
+    rejected_for_good: bool = False
 
     @property
     def remaining(self) -> Decimal:
@@ -162,6 +166,11 @@ class VenueUnavailable(VenueError):
 
 class OrderRejected(VenueError):
     """The venue answered and refused the order: nothing was placed."""
+
+
+class RejectedForGood(OrderRejected):
+    """Refused for a reason that sending it again will not change (a price off the contract's
+    tick, an unknown contract, a risk reject): re-sending only repeats the refusal."""
 
 
 class RateLimited(VenueError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -27,17 +28,20 @@ from rollbot.brokers.base import (
     OrderType,
     Position,
     RateLimited,
+    RejectedForGood,
     Side,
     Venue,
     VenueError,
     VenueUnavailable,
 )
+from rollbot.commands import escalation
 from rollbot.commands.context import Rollbot
 from rollbot.commands.positions import VenueBook
 from rollbot.config import FlattenConfig
 from rollbot.storage.events import Actor
 from rollbot.storage.intents import Intent, Intents
 
+log = logging.getLogger(__name__)
 Strategy = Literal["MARKET_ORDERS", "LIMIT_ORDERS_WITH_TIMEOUT"]
 D0 = Decimal(0)
 
@@ -160,6 +164,8 @@ class VenueFlatten(BaseModel):
     verified: bool = False  # the last read of positions succeeded
     timed_out: bool = False
     known: bool = True  # False: the venue's positions were never read (residual unknown)
+    # symbol -> the venue's words, for closes it refused for good: not re-sent, escalated
+    refused: dict[str, str] = Field(default_factory=dict)
 
     @property
     def flat(self) -> bool:
@@ -193,6 +199,7 @@ class VenueCloser:
         self._last_seen = [p for p in assessed or [] if self._wanted(p)]
         self._known = assessed is not None
         self._filled_since_read: dict[str, Decimal] = {}
+        self._refused = self._refused_before()
 
     def _wanted(self, p: Position) -> bool:
         return p.quantity != 0 and (not self.symbols or p.symbol in self.symbols)
@@ -215,6 +222,8 @@ class VenueCloser:
                 start.setdefault(p.symbol, p.quantity)
             if verified and not positions:
                 break
+            if positions and all(p.symbol in self._refused for p in positions):
+                break  # what is left the venue will not close: waiting changes nothing
             if clock.now() >= deadline:
                 timed_out = True
                 break
@@ -310,6 +319,8 @@ class VenueCloser:
 
     async def _advance(self, position: Position) -> bool:
         """One step for one symbol; True when something changed (sent, cancelled, ended)."""
+        if position.symbol in self._refused:
+            return False  # refused for good: a new attempt would meet the same refusal
         now = self.app.clock.now()
         history = self.intents.for_symbol(self.incident_id, self.venue.name, position.symbol)
         last = history[-1] if history else None
@@ -389,6 +400,15 @@ class VenueCloser:
         )
         try:
             order = await self.venue.submit_close(request)
+        except RejectedForGood as exc:
+            self.intents.update(
+                intent.client_order_id,
+                status="REJECTED",
+                now=self.app.clock.now(),
+                detail=exc.detail,
+            )
+            self._refuse(intent, exc.detail)
+            return False
         except OrderRejected as exc:
             self.intents.update(
                 intent.client_order_id,
@@ -426,7 +446,7 @@ class VenueCloser:
         )
         return order.status is not OrderStatus.REJECTED
 
-    def _rejected(self, intent: Intent, detail: str) -> None:
+    def _rejected(self, intent: Intent, detail: str, final: bool = False) -> None:
         self.app.events.append(
             "ORDER_REJECTED",
             self.actor,
@@ -439,9 +459,39 @@ class VenueCloser:
                 "side": intent.side,
                 "quantity": str(intent.quantity),
                 "attempt": intent.attempt,
+                **({"final": True} if final else {}),
             },
         )
         self._note(f"{intent.symbol}: rejected: {detail}")
+
+    def _refused_before(self) -> dict[str, str]:
+        """Closes this incident's earlier runs saw refused for good: a rerun does not resend."""
+        return {
+            e.data["symbol"]: e.reason or ""
+            for e in self.app.events.list(incident_id=self.incident_id, kinds=["ORDER_REJECTED"])
+            if e.data.get("final") and e.scope == f"venue:{self.venue.name}"
+        }
+
+    def _refuse(self, intent: Intent, detail: str) -> None:
+        """A close refused for a reason that will not change: recorded, told in the incident's
+        thread at once with the venue's words, and escalated (pages the chain if nobody is yet);
+        never re-sent. The position stays for a person to close by hand."""
+        self._refused[intent.symbol] = detail
+        with self.app.db.write():
+            self._rejected(intent, detail, final=True)
+            self.app.outbox.put(
+                "thread",
+                incident_id=self.incident_id,
+                text=f"⚠️ {self.venue.name} refused the close of {intent.symbol} "
+                f"({intent.side} {intent.quantity}) and would refuse it again: {detail}. "
+                "Not re-sent: close it by hand.",
+                dedupe_key=f"refused:{self.incident_id}:{self.venue.name}:{intent.symbol}",
+            )
+        try:
+            escalation.escalate_incident(self.app, self.incident_id, self.actor)
+        except Exception as exc:  # paging must not stop the closes of the other symbols
+            log.exception("escalating %s after a refused close failed", self.incident_id)
+            self._note(f"escalating the refused close of {intent.symbol} failed: {exc}")
 
     def _record(self, intent: Intent, order: Order) -> None:
         """Store what the venue says about one of our orders; write ORDER_REJECTED the first
@@ -455,7 +505,10 @@ class VenueCloser:
             detail=order.reason,
         )
         if order.status is OrderStatus.REJECTED and intent.status != "REJECTED":
-            self._rejected(intent, order.reason or "rejected by the venue")
+            if order.rejected_for_good:  # refused after it was accepted: no new attempt either
+                self._refuse(intent, order.reason or "rejected by the venue")
+            else:
+                self._rejected(intent, order.reason or "rejected by the venue")
 
     def _event(
         self,
@@ -527,4 +580,5 @@ class VenueCloser:
             verified=verified,
             timed_out=timed_out,
             known=self._known,
+            refused={s: why for s, why in self._refused.items() if s in remaining},
         )

@@ -642,6 +642,12 @@ class Engine:
             left = ", ".join(f"{p.symbol} {_qty(p.quantity)}" for p in r.residual) or "none"
             if r.flat:
                 per[r.venue] = f"flat: {len(closed)} positions closed ({r.strategy})"
+            elif r.refused and not r.timed_out:
+                refused = "; ".join(f"{sym}: {why}" for sym, why in r.refused.items())
+                per[r.venue] = (
+                    f"NOT flat: the venue refused the close for good ({refused}); not re-sent,"
+                    f" escalated; remaining: {left}"
+                )
             elif r.verified:
                 per[r.venue] = (
                     f"NOT flat: gave up after {cfg.timeout_s:g} s; remaining: {left}"

@@ -15,6 +15,12 @@ ACKNOWLEDGED = frozenset({"PreSubmitted", "Submitted", "Filled"})
 
 PACING = 100
 REJECT_CODES = frozenset({201, 203})  # order rejected; security not allowed for this account
+NO_DEFINITION = 200  # "No security definition has been found": the contract is not known
+# Order refusals: a price off the contract's tick (110), a direct-routed stock order under TWS's
+# order precautions (10311). With an unknown contract (200, also a failed contract lookup) these
+# are what the same order meets again if re-sent: reported at once, never re-sent in a loop.
+ORDER_REJECT_CODES = frozenset({110, *REJECT_CODES, 10311})
+FINAL_REJECT_CODES = frozenset({NO_DEFINITION, *ORDER_REJECT_CODES})
 # The venue would not cancel: the order is still working (ib_async marks it Cancelled anyway).
 CANCEL_REFUSED_CODES = frozenset({161, 10147, 10148})
 ORDER_CANCELLED = 202  # the confirmation of a cancel we asked for, reported as an "error"
@@ -26,13 +32,18 @@ LOST = 1100
 RESTORED = frozenset({1101, 1102})
 
 
+# The contract types rollbot closes (each has a row in the README's venue support matrix).
+# Others (futures options, bonds, warrants, combos...) are read and shown, never closed by us.
+CLOSABLE_TYPES = ("STK", "FUT", "OPT", "CASH", "CFD")
+
+
 def event_kind_for(code: int) -> VenueEventKind | None:
     """What an IB error code means to a subscriber; None for routine notices."""
     if code in INFO_CODES:
         return None
     if code == PACING:
         return VenueEventKind.PACING
-    if code in REJECT_CODES:
+    if code in ORDER_REJECT_CODES:
         return VenueEventKind.REJECT
     if code == LOST:
         return VenueEventKind.DISCONNECT
@@ -106,7 +117,7 @@ def refusal(trade: Trade) -> tuple[int, str] | None:
         if not code or code in CANCEL_REFUSED_CODES or code == ORDER_CANCELLED:
             continue
         accepted = any(e.status in ACKNOWLEDGED for e in trade.log)
-        if code == PACING or code in REJECT_CODES or not accepted:
+        if code == PACING or code in FINAL_REJECT_CODES or not accepted:
             return code, _error_text(entry.message)
         return None
     return None
@@ -163,6 +174,7 @@ def to_order(venue: str, trade: Trade, *, reduce_only: bool = False, symbol: str
     stop = (
         optional_price(o.auxPrice) if order_type in (OrderType.STOP, OrderType.STOP_LIMIT) else None
     )
+    refused = refusal(trade) if status is OrderStatus.REJECTED else None
     return Order(
         venue=venue,
         order_id=order_id_of(trade),
@@ -177,6 +189,7 @@ def to_order(venue: str, trade: Trade, *, reduce_only: bool = False, symbol: str
         status=status,
         reduce_only=reduce_only,
         reason=reason,
+        rejected_for_good=refused is not None and refused[0] in FINAL_REJECT_CODES,
     )
 
 
@@ -202,4 +215,5 @@ def to_position(venue: str, pos: IbPosition, item: PortfolioItem | None) -> Posi
         unrealized_pnl=decimal(item.unrealizedPNL) if item else Decimal(0),
         currency=c.currency or "USD",
         instrument=instrument,
+        multiplier=multiplier or Decimal(1),
     )

@@ -13,6 +13,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from rollbot.brokers.base import (
     OrderType,
     Position,
     RateLimited,
+    RejectedForGood,
     Side,
     UnsupportedOperation,
     VenueError,
@@ -44,6 +46,31 @@ T = TypeVar("T")
 
 class _ClientIdInUse(Exception):
     pass
+
+
+# a snapshot of positions serves the closes after it for this long, unless one of our orders in
+# that contract moved since (then the close reads again): one read per flatten pass, not per close
+BOOK_REUSE_S = 60.0
+
+
+@dataclass(frozen=True)
+class _Listing:
+    """What a close needs to know about a contract: where to send it and its price ladder."""
+
+    contract: Contract  # qualified: conId with SMART (and primaryExchange) or its own exchange
+    ladder: tuple[tuple[Decimal, Decimal], ...]  # (low edge, increment), low edges ascending
+
+    def tick_at(self, price: Decimal) -> Decimal:
+        steps = [inc for edge, inc in self.ladder if edge <= abs(price)]
+        return steps[-1] if steps else self.ladder[0][1]
+
+    def round(self, price: Decimal, side: Side) -> Decimal:
+        """To the tick on the crossing side: a sell down, a buy up (never less aggressive)."""
+        tick = self.tick_at(price)
+        steps = (price / tick).to_integral_value(
+            ROUND_FLOOR if side == Side.SELL else ROUND_CEILING
+        )
+        return max(steps * tick, tick).normalize()  # a sell of a near-worthless option: 1 tick
 
 
 class IbkrVenue:
@@ -76,6 +103,14 @@ class IbkrVenue:
         self._close_refs: set[str] = set()  # orderRefs sent by submit_close: reduce-only
         self._symbols: dict[int, str] = {}  # conId -> symbol, for orders sent by conId alone
         self._cancel_refusals: dict[str, str] = {}  # order_id -> why IB would not cancel it
+        self._listings: dict[int, _Listing] = {}  # conId -> qualified contract and ladder
+        self._ladders: dict[int, tuple[tuple[Decimal, Decimal], ...]] = {}  # by market rule id
+        # the last positions() read, when it started (in order news counted below) and ended
+        self._book: list[Position] | None = None
+        self._book_seq = 0
+        self._book_at = 0.0
+        self._news_seq = 0  # order status and fill news received, counted
+        self._news_of: dict[int, int] = {}  # conId -> the count at its latest news
         # ib_async keys some requests by name ("positions", "openOrders"): two at once would
         # share one result list, so each kind runs one at a time; closes lock by id and instrument
         self._locks: dict[str, asyncio.Lock] = {}
@@ -304,6 +339,7 @@ class IbkrVenue:
 
     async def positions(self) -> list[Position]:
         await self._first_use()
+        started = self._news_seq
         raw = await self._call("positions", self._ib.reqPositionsAsync)
         prices = {(i.account, i.contract.conId): i for i in self._ib.portfolio()}
         held = [
@@ -312,6 +348,7 @@ class IbkrVenue:
             if p.position != 0 and (not self.cfg.account or p.account == self.cfg.account)
         ]
         self._symbols.update((int(p.instrument["conId"]), p.symbol) for p in held)
+        self._book, self._book_seq, self._book_at = held, started, time.monotonic()
         return held
 
     async def open_orders(self) -> list[Order]:
@@ -360,13 +397,21 @@ class IbkrVenue:
                 raise UnsupportedOperation(
                     self.name, f"a close is MARKET or LIMIT, not {request.type}"
                 )
+            sec_type = request.instrument.get("secType", "")
+            if sec_type and sec_type not in mapping.CLOSABLE_TYPES:
+                raise RejectedForGood(
+                    self.name,
+                    f"{request.symbol} is a {sec_type} contract: rollbot closes only "
+                    f"{', '.join(mapping.CLOSABLE_TYPES)} at IBKR; nothing sent, close it by hand",
+                )
             # read, cap and place under one lock per instrument: a second close of the same
             # position then sees the first as working (or filled) and cannot flip it
             instrument = request.instrument.get("conId") or request.symbol
             async with self._lock(f"instrument {instrument}"):
                 position = await self._position_for(request)
                 quantity = self._room_to_close(request, position)
-                trade = await self._place(request, position, quantity)
+                listing = await self._listing(position)
+                trade = await self._place(request, position, quantity, listing)
             began = time.perf_counter()
             await self._wait_for(
                 lambda: trade.orderStatus.status != "PendingSubmit",
@@ -376,16 +421,14 @@ class IbkrVenue:
             self._emit_latency("order acknowledgement", began)
             return self._settled(trade, request)
 
-    async def _place(self, request: CloseRequest, position: Position, quantity: Decimal) -> Trade:
-        order = self._ib_order(request, position, quantity)
-        contract = Contract(
-            conId=int(position.instrument["conId"]),
-            exchange=position.instrument.get("exchange") or "SMART",
-        )
+    async def _place(
+        self, request: CloseRequest, position: Position, quantity: Decimal, listing: _Listing
+    ) -> Trade:
+        order = self._ib_order(request, position, quantity, listing)
         await self._pacer.acquire()
         self._require_connected()
         try:
-            trade = self._ib.placeOrder(contract, order)
+            trade = self._ib.placeOrder(listing.contract, order)
         except ConnectionError as e:
             raise VenueUnavailable(
                 self.name, f"could not send close {request.client_order_id}: {e}"
@@ -435,16 +478,28 @@ class IbkrVenue:
             raise OrderRejected(self.name, f"IB would not cancel order {order_id}: {refused}")
 
     async def cancel_all(self) -> CancelAllResult:
+        """IB's global cancel, sent right behind the read of what was working: TWS answers a
+        client's messages in order, so the read shows the book before the cancel while the
+        cancel does not wait for hundreds of orders to be decoded."""
         await self._first_use()
         self._require_writable()
-        before = await self.open_orders()
         self._cancel_refusals.clear()
-        await self._pacer.acquire()
-        self._require_connected()
+        reading = asyncio.ensure_future(self._call("open orders", self._ib.reqAllOpenOrdersAsync))
+        if self._lock("open orders").locked():  # another read first: ours would follow the cancel
+            await asyncio.wait([reading])
+        await asyncio.sleep(0)  # the read's request leaves first
         try:
+            await self._pacer.acquire()
+            self._require_connected()
             self._ib.reqGlobalCancel()  # every client's orders and manual ones, in one message
-        except ConnectionError as e:
+        except (ConnectionError, VenueError) as e:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            if isinstance(e, VenueError):
+                raise
             raise VenueUnavailable(self.name, f"could not send the global cancel: {e}") from None
+        # working when TWS read them; the cancel's confirmations may have marked them since
+        before = [self._order(t) for t in {id(t): t for t in await reading}.values()]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cfg.timeout_s
         pause = 0.05
@@ -471,12 +526,88 @@ class IbkrVenue:
 
     # --------------------------------------------------------------------- close helpers
 
+    async def _listing(self, position: Position) -> _Listing:
+        """The contract qualified by IB (once per conId): SMART routing where IB offers it, with
+        the primary exchange for a stock (a direct-routed order trips TWS's order precautions),
+        else the contract's own exchange (CME, IDEALPRO); and its price ladder, from the market
+        rule of that exchange or, without one, the contract's minTick."""
+        con_id = int(position.instrument["conId"])
+        known = self._listings.get(con_id)
+        if known is not None:
+            return known
+        details = await self._call(
+            f"contract details {con_id}",
+            lambda: self._ib.reqContractDetailsAsync(Contract(conId=con_id)),
+        )
+        if not details:
+            raise RejectedForGood(
+                self.name,
+                f"contract {con_id} ({position.symbol}) is not known to IB: no security "
+                "definition, nothing sent",
+                str(mapping.NO_DEFINITION),
+            )
+        d = details[0]
+        c = d.contract
+        exchanges = [e for e in d.validExchanges.split(",") if e]
+        exchange = (
+            "SMART"
+            if "SMART" in exchanges
+            else (c.exchange or position.instrument.get("exchange", ""))
+        )
+        contract = Contract(
+            conId=con_id,
+            exchange=exchange,
+            primaryExchange=c.primaryExchange if exchange == "SMART" else "",
+        )
+        # marketRuleIds line up with validExchanges: the rule of the exchange the order goes to
+        rules = [r.strip() for r in d.marketRuleIds.split(",") if r.strip()]
+        by_exchange = dict(zip(exchanges, rules, strict=False))
+        rule = by_exchange.get(exchange) or (rules[0] if rules else "")
+        ladder = await self._ladder(int(rule)) if rule.isdigit() else ()
+        if not ladder:
+            tick = mapping.decimal(d.minTick) or Decimal("0.01")
+            ladder = ((Decimal(0), tick),)
+        listing = _Listing(contract=contract, ladder=ladder)
+        self._listings[con_id] = listing
+        return listing
+
+    async def _ladder(self, rule_id: int) -> tuple[tuple[Decimal, Decimal], ...]:
+        known = self._ladders.get(rule_id)
+        if known is not None:
+            return known
+        rows = await self._call(
+            f"market rule {rule_id}", lambda: self._ib.reqMarketRuleAsync(rule_id)
+        )
+        ladder = tuple(
+            sorted(
+                (mapping.decimal(r.lowEdge), mapping.decimal(r.increment))
+                for r in rows or []
+                if r.increment > 0
+            )
+        )
+        if ladder:
+            self._ladders[rule_id] = ladder
+        return ladder
+
+    async def _held(self, con_id: str | None) -> list[Position]:
+        """The last read of positions while it still holds for this contract: nothing we sent
+        in it moved since that read began, and it is recent; else a fresh read."""
+        book = self._book
+        fresh = (
+            book is not None
+            and con_id is not None
+            and self._news_of.get(int(con_id), 0) <= self._book_seq
+            and time.monotonic() - self._book_at < BOOK_REUSE_S
+            and any(p.instrument["conId"] == con_id for p in book)
+        )
+        return book if fresh and book is not None else await self.positions()
+
     async def _position_for(self, request: CloseRequest) -> Position:
         con_id = request.instrument.get("conId")
         account = request.instrument.get("account")
         matches = [
             p
-            for p in await self.positions()
+            for p in await self._held(con_id)
             if (p.instrument["conId"] == con_id if con_id else p.symbol == request.symbol)
             and (not account or p.instrument.get("account") == account)
         ]
@@ -524,20 +655,25 @@ class IbkrVenue:
             )
         return min(request.quantity, room)
 
-    def _ib_order(self, request: CloseRequest, position: Position, quantity: Decimal) -> IbOrder:
+    def _ib_order(
+        self, request: CloseRequest, position: Position, quantity: Decimal, listing: _Listing
+    ) -> IbOrder:
+        """Quantity in the contract's own units, as IB reports the position (contracts, shares,
+        base currency); a limit price on the contract's tick at that price."""
         action = request.side.value
         if request.type == OrderType.MARKET:
             order: IbOrder = MarketOrder(action, float(quantity))
         else:
             price = request.limit_price or self._slipped_limit(position, request.side)
-            order = LimitOrder(action, float(quantity), float(price))
+            order = LimitOrder(action, float(quantity), float(listing.round(price, request.side)))
         order.orderRef = request.client_order_id
         order.tif = "DAY"
         order.account = position.instrument.get("account", "")
         return order
 
     def _slipped_limit(self, position: Position, side: Side) -> Decimal:
-        """An aggressive limit: the mark crossed by cfg.limit_slippage_bps, rounded to cross."""
+        """An aggressive limit: the mark crossed by cfg.limit_slippage_bps (put on the tick by
+        the caller, on the crossing side)."""
         mark = position.market_price
         if mark <= 0:
             raise OrderRejected(
@@ -545,10 +681,7 @@ class IbkrVenue:
                 f"a LIMIT close of {position.symbol} needs a limit_price: IB gave no market price",
             )
         shift = mark * self.cfg.limit_slippage_bps / Decimal(10_000)
-        tick = Decimal("0.01") if mark >= 1 else Decimal("0.0001")
-        if side == Side.BUY:
-            return (mark + shift).quantize(tick, rounding=ROUND_CEILING)
-        return (mark - shift).quantize(tick, rounding=ROUND_FLOOR)
+        return mark + shift if side == Side.BUY else mark - shift
 
     def _settled(self, trade: Trade, request: CloseRequest) -> Order:
         refused = mapping.refusal(trade)
@@ -560,6 +693,8 @@ class IbkrVenue:
             raise RateLimited(
                 self.name, f"{what} refused for pacing, nothing placed: {text}", "100"
             )
+        if code in mapping.FINAL_REJECT_CODES:
+            raise RejectedForGood(self.name, f"{what} rejected: error {code}: {text}", str(code))
         raise OrderRejected(self.name, f"{what} rejected: {text}", str(code))
 
     # ----------------------------------------------------------------------- lookups
@@ -673,11 +808,18 @@ class IbkrVenue:
         if self._reconnect_allowed and self._wanted and self._reconnect_task is None:
             self._start_reconnecting()
 
+    def _news(self, trade: Trade) -> None:
+        """An order in this contract moved: the positions read before it may be out of date."""
+        self._news_seq += 1
+        self._news_of[trade.contract.conId] = self._news_seq
+
     def _on_order_status(self, trade: Trade) -> None:
+        self._news(trade)
         self._emit(VenueEventKind.ORDER, order=self._order(trade))
         self._wake()
 
     def _on_exec_details(self, trade: Trade, fill: Fill) -> None:
+        self._news(trade)
         self._emit(
             VenueEventKind.FILL,
             order=self._order(trade),
