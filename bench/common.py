@@ -34,6 +34,7 @@ from rollbot.config import (
     PathsConfig,
     Settings,
     SlackConfig,
+    VenueConfig,
 )
 
 OPS = "C0OPS"
@@ -283,7 +284,7 @@ class BookWatcher:
             c.close()
 
 
-def settings_for(root: Path, venues: list[PaperVenueConfig], **overrides: Any) -> Settings:
+def settings_for(root: Path, venues: list[VenueConfig], **overrides: Any) -> Settings:
     """Production defaults everywhere except the paths (under `root`), the venues and the roles
     the loopback Slack's users need."""
     base = Settings(

@@ -52,7 +52,7 @@ async def one_run(root: Path) -> dict[str, float]:
     _seed(tws)
     await tws.start()
     venue = IbkrVenueConfig(port=tws.port, timeout_s=5, reconnect=False)
-    app = Rollbot.open(settings_for(root, []).model_copy(update={"venues": [venue]}))
+    app = Rollbot.open(settings_for(root, [venue]))
     try:
         before = sum(tws.messages.values())
         started = time.perf_counter()

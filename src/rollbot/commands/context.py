@@ -57,8 +57,13 @@ class Rollbot:
             _venues=venues,
         )
         for venue in (venues or {}).values():  # venues handed in are watched like built ones
-            venue.subscribe(app.venue_events.append)
+            venue.subscribe(app.seen)
         return app
+
+    def seen(self, event: VenueEvent) -> None:
+        """A venue event, stamped by this app's clock: the risk monitor counts them over windows
+        of that clock, and a venue library stamps the wall clock (a test's clock is another)."""
+        self.venue_events.append(event.model_copy(update={"at": self.clock.now()}))
 
     @property
     def venue_names(self) -> list[str]:
@@ -71,7 +76,7 @@ class Rollbot:
 
             self._venues = build_venues(self.settings, self.secrets, self.clock)
             for venue in self._venues.values():
-                venue.subscribe(self.venue_events.append)
+                venue.subscribe(self.seen)
         return self._venues
 
     def venue(self, name: str) -> Venue:
