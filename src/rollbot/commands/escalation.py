@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from rollbot.clock import iso, parse_iso
 from rollbot.commands import webhooks
 from rollbot.commands.context import Rollbot
+from rollbot.commands.mrkdwn import escape
 from rollbot.config import Settings
 from rollbot.errors import BadInput, NotFound, Refused
 from rollbot.storage.db import dumps, loads
@@ -293,7 +294,8 @@ def _ping(
             "dm",
             incident_id=esc.incident_id,
             target=c.slack_id,
-            text=f"📟 You are paged for {esc.incident_id} ({tier_text}): {incident.reason}. {note}",
+            text=f"📟 You are paged for {esc.incident_id} ({tier_text}):"
+            f" {escape(incident.reason)}. {note}",
             view="escalation_ping",
             data={**base, "contact": c.card(), "contacts": [c.card()]},
             dedupe_key=f"{key}:dm:{c.slack_id}",

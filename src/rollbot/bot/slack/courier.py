@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from rollbot.bot.slack import views
 from rollbot.clock import iso
 from rollbot.commands.context import Rollbot
+from rollbot.commands.mrkdwn import escape
 from rollbot.commands.outbox import OutboxMessage
 from rollbot.storage.incidents import Incident
 
@@ -147,6 +148,16 @@ class Courier:
                 channel=msg.target or self.channel, text=text, blocks=blocks
             )
         self._remember_copy(msg, str(resp["channel"]), str(resp["ts"]))
+        if msg.payload.get("view") == "approval" and isinstance(msg.payload.get("data"), dict):
+            # a plan too long for one card goes on, whole, in messages right under it
+            under = str(resp.get("message", {}).get("thread_ts") or resp["ts"])
+            for more_text, more_blocks in views.approval_continuations(msg.payload["data"]):
+                await self.client.chat_postMessage(
+                    channel=str(resp["channel"]),
+                    thread_ts=under,
+                    text=more_text,
+                    blocks=more_blocks,
+                )
         return {"channel": resp["channel"], "ts": resp["ts"]}
 
     def _remember_copy(self, msg: OutboxMessage, channel: str, ts: str) -> None:
@@ -200,8 +211,13 @@ class Courier:
         data = incident.model_dump(mode="json")
         data["opened_at"] = iso(incident.opened_at)
         data["opened_by_label"] = (
-            f"<@{incident.opened_by}>" if incident.source == "slack" else incident.opened_by
+            f"<@{incident.opened_by}>" if incident.source == "slack" else escape(incident.opened_by)
         )
+        try:  # what trading is now on the incident's scope, as the guard would answer
+            scopes = ["global"] if incident.scope == "global" else ["global", incident.scope]
+            data["trading_state"] = self.app.killswitch.state_of(scopes).value
+        except Exception:  # the headline still goes out; it just does not claim a state
+            log.exception("trading state of %s cannot be read", incident.scope)
         return data
 
     def steps_data(self, incident_id: str) -> list[dict[str, Any]]:
@@ -212,7 +228,8 @@ class Courier:
         esc = self.app.db.one("SELECT * FROM escalations WHERE incident_id = ?", (incident.id,))
         if esc:
             if esc.get("acked_by"):
-                extra.append(f"*On it:* <@{esc['acked_by']}> since {esc.get('acked_at', '')}")
+                since = views.when(esc.get("acked_at"))
+                extra.append(f"*On it:* <@{esc['acked_by']}> since {since}")
             else:
                 extra.append(f"*Escalation:* tier {int(esc['tier']) + 1}, {esc['status']}")
         return extra

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from rollbot.bot.slack import parsing, views
 from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.listeners import requests
+from rollbot.commands.mrkdwn import escape
 from rollbot.commands.positions import read_books
 from rollbot.commands.report import build_markdown, render
 from rollbot.commands.rollback import KILL_STEPS, Engine
@@ -129,7 +130,8 @@ async def incident(bot: SlackBot, req: Req) -> None:
         rows = rb.incidents.list(open_only=True)
         text = (
             "\n".join(
-                f"• *{i.id}* {i.kind} — {i.phase} {i.final_status or ''} — {i.reason}" for i in rows
+                f"• *{i.id}* {i.kind} — {i.phase} {i.final_status or ''} — {escape(i.reason)}"
+                for i in rows
             )
             or "No open incidents."
         )
@@ -154,7 +156,9 @@ async def incident(bot: SlackBot, req: Req) -> None:
         )
         rb.incidents.close(target.id, req.actor, rest)
         rb.outbox.put(
-            "thread", incident_id=target.id, text=f"Incident closed by <@{req.user_id}>: {rest}"
+            "thread",
+            incident_id=target.id,
+            text=f"Incident closed by <@{req.user_id}>: {escape(rest)}",
         )
         rb.outbox.put("headline", incident_id=target.id)
         await req.reply(f"{target.id} closed.")
