@@ -145,6 +145,7 @@ class SlackBot:
         channel = app.settings.slack.ops_channel
         self.courier = Courier(app, client, channel)
         self.metrics = Metrics(app)
+        self.courier.on_set_aside = lambda error: self.metrics.undeliverable.labels(error).inc()
         self.tasks: set[asyncio.Task[Any]] = set()
         from rollbot.bot.slack.listeners import actions, commands, events
 

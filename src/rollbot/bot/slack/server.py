@@ -77,8 +77,21 @@ def web_app(bot: SlackBot, *, slack_routes: bool) -> web.Application:
         return await to_aiohttp_response(bolt_resp)
 
     async def healthz(_: web.Request) -> web.Response:
+        """503 while Slack refuses what rollbot posts: a message nobody sees is an outage."""
         pending = bot.rb.db.one("SELECT COUNT(*) AS n FROM outbox WHERE delivered_at IS NULL")
-        return web.json_response({"ok": True, "outbox_pending": pending["n"] if pending else 0})
+        set_aside = bot.rb.outbox.count_set_aside()
+        problems = []
+        if bot.courier.channel_problem:
+            problems.append(bot.courier.channel_problem)
+        if set_aside:
+            problems.append(f"{set_aside} message(s) Slack refused, retried until it takes them")
+        body = {
+            "ok": not problems,
+            "outbox_pending": pending["n"] if pending else 0,
+            "outbox_set_aside": set_aside,
+            "problems": problems,
+        }
+        return web.json_response(body, status=200 if not problems else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(
@@ -117,6 +130,7 @@ class Server:
         self.stop_event = asyncio.Event()
         self.bound_port: int | None = None
         self.identity: dict[str, Any] = {}
+        self.channel_problem: str | None = None
         self._runner: web.AppRunner | None = None
         self._handler: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -149,6 +163,10 @@ class Server:
         self.bot = bot = SlackBot(
             rb, client, identity=self.identity, signing_secret=signing, http_mode=self.http
         )
+        self.channel_problem = await bot.courier.probe()
+        if self.channel_problem:
+            # /kill still works from Slack and the terminal; what it posts waits for the fix
+            log.error("cannot post in the ops channel: %s", self.channel_problem)
         self._tasks.append(asyncio.create_task(bot.courier.run(self.stop_event)))
         self._tasks.append(asyncio.create_task(self._recover()))
         if self.start_clock:
@@ -217,7 +235,13 @@ class Server:
             if not self.http and self.bound_port
             else ""
         )
-        return f"rollbot ready: {mode}{extra} as @{who} in {team}"
+        ready = f"rollbot ready: {mode}{extra} as @{who} in {team}"
+        if self.channel_problem:
+            ready += (
+                f"\nWARNING: rollbot cannot post in the ops channel"
+                f" {self.settings.slack.ops_channel}: {self.channel_problem}"
+            )
+        return ready
 
 
 async def serve(settings: Settings, *, http: bool, port: int | None, host: str) -> None:
