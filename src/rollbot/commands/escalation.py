@@ -212,9 +212,11 @@ def _next_text(esc: Escalation) -> str:
     if not esc.critical and esc.tier < last_tier:
         return f"Acknowledge within {_wait_text(esc)}, or tier {esc.tier + 2} is paged."
     if esc.round + 1 < esc.chain.rounds:
+        # the round this page belongs to, not the next one: "round 2 of 3" on a first page
+        # read as if a round had already gone unanswered
         return (
-            f"Acknowledge within {_wait_text(esc)}, or the chain is paged again "
-            f"(round {esc.round + 2} of {esc.chain.rounds})."
+            f"Round {esc.round + 1} of {esc.chain.rounds}: acknowledge within"
+            f" {_wait_text(esc)}, or the chain is paged again from tier 1."
         )
     return f"Last page: if nobody acknowledges within {_wait_text(esc)}, nobody else is paged."
 
