@@ -1454,6 +1454,9 @@ class FakeSlack:
         channels = [c for c in str(params.get("channels") or "").split(",") if c]
         if params.get("channel_id"):
             channels.insert(0, str(params["channel_id"]))
+        for chan in channels:  # sharing into a channel is posting in it
+            if (refused := self._may_post(self._resolve_channel(chan))) is not None:
+                return {"ok": False, "error": refused}
         thread_ts = params.get("thread_ts") or None
         comment = params.get("initial_comment")
         for upload in uploads:

@@ -10,6 +10,8 @@ from rollbot.bot.slack.ids import Action
 from rollbot.clock import parse_iso
 from rollbot.commands.mrkdwn import escape
 from rollbot.commands.positions import VenueBook
+from rollbot.commands.report import RollbackLog
+from rollbot.commands.rollback import StepReport
 
 Blocks = list[dict[str, Any]]
 STATUS_EMOJI = {
@@ -575,3 +577,82 @@ HELP = {
     "resume": "`/resume INCIDENT reason…` — back to live trading: needs 24 h in shadow, a recorded "
     "root-cause analysis and a passed drill, then a risk officer's approval.",
 }
+
+
+def _field(label: str, value: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": f"*{label}*\n{value or '—'}"[:2000]}
+
+
+def step_table(steps: list[StepReport]) -> str:
+    """The steps as aligned plain text (a code block in Slack, where tables do not render)."""
+    rows = [("#", "Step", "Status", "Duration", "Elapsed / seed target")]
+    for s in steps:
+        mark = "" if s.on_target else "  OVER"
+        rows.append(
+            (
+                str(s.step),
+                s.name,
+                s.status.value,
+                f"{s.duration_seconds:.2f} s",
+                f"{s.elapsed_seconds:.1f} s / {s.cumulative_target_seconds:.0f} s{mark}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [
+        "  ".join(
+            cell.rjust(widths[i]) if i in (0, 3) else cell.ljust(widths[i])
+            for i, cell in enumerate(r)
+        ).rstrip()
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def report(
+    incident: dict[str, Any], steps: list[StepReport], log: RollbackLog
+) -> tuple[str, Blocks]:
+    """/rollback-report in Block Kit: header, the facts as fields, the steps as an aligned
+    table, what was closed and what was verified. The Markdown, JSON and PNG go as files."""
+    v = next((s.verification for s in log.steps if s.verification), None)
+    final_pnl = f"{log.final_pnl:,.2f}" if log.final_pnl is not None else "not measured"
+    trigger = escape(log.trigger)
+    if log.trigger_value is not None:
+        trigger += f" (value {log.trigger_value}, threshold {log.trigger_threshold})"
+    fields = [
+        _field("Final status", f"{STATUS_EMOJI.get(log.final_status, '')} {log.final_status}"),
+        _field("Trading now", incident.get("trading_state") or "unknown"),
+        _field("Trigger", trigger),
+        _field("Reason", escape(incident.get("reason") or "")),
+        _field("Started by", f"{incident['opened_by_label']} via {incident['source']}"),
+        _field("Opened", when(incident.get("opened_at"))),
+        _field("Total duration", f"{log.total_duration_seconds:.1f} s (seed target 180 s)"),
+        _field("PnL over the rollback", final_pnl),
+    ]
+    blocks: Blocks = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": f"Rollback report {incident['id']}"[:150]},
+        },
+        {"type": "section", "fields": fields},  # at most 10 fields in a section
+        _section("*Steps*\n```\n" + step_table(steps)[: SECTION_MAX - 40] + "\n```"),
+    ]
+    closed = [o for s in log.steps for o in (s.orders or [])]
+    if closed:
+        filled = sum(1 for o in closed if o.filled)
+        blocks.append(
+            _section(
+                f"*Closing orders:* {len(closed)} sent, {filled} filled, {len(closed) - filled}"
+                " not filled (each one is in the attached report)."
+            )
+        )
+    if v is not None:
+        checks = [
+            ("all positions flat", v.all_positions_flat),
+            ("no open orders", v.no_open_orders),
+        ]
+        line = ", ".join(("✅ " if ok else "❌ ") + name for name, ok in checks)
+        if v.unreachable:
+            line += "; unverified (unreachable): " + escape(", ".join(v.unreachable))
+        blocks.append(_section(f"*Verified:* {line}"))
+    blocks.append(_context("Markdown, JSON and PNG of this report are attached below."))
+    return f"Rollback report {incident['id']}: {log.final_status}", blocks

@@ -9,8 +9,8 @@ from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.listeners import requests
 from rollbot.commands.mrkdwn import escape
 from rollbot.commands.positions import read_books
-from rollbot.commands.report import build_markdown, render
-from rollbot.commands.rollback import KILL_STEPS, Engine
+from rollbot.commands.report import build_log, build_markdown, render
+from rollbot.commands.rollback import KILL_STEPS, Engine, ended_steps
 from rollbot.errors import BadInput
 
 if TYPE_CHECKING:
@@ -84,15 +84,25 @@ async def report(bot: SlackBot, req: Req) -> None:
             raise BadInput("there is no incident yet")
         incident = latest
     channel = incident.slack_channel or bot.rb.settings.slack.ops_channel
-    md = build_markdown(bot.rb, incident)
-    for chunk in _chunks(md, 2900):
-        await bot.client.chat_postMessage(
-            channel=channel, thread_ts=incident.slack_ts, text=chunk, mrkdwn=True
-        )
+    text, blocks = views.report(
+        bot.courier.headline_data(incident),
+        ended_steps(bot.rb, incident.id),
+        build_log(bot.rb, incident),
+    )
+    await bot.client.chat_postMessage(
+        channel=channel, thread_ts=incident.slack_ts, text=text, blocks=blocks
+    )
+    # the full report as files: Slack's two-step upload (files.getUploadURLExternal, then
+    # files.completeUploadExternal), which files_upload_v2 makes
     await bot.client.files_upload_v2(
         channel=channel,
         thread_ts=incident.slack_ts,
         file_uploads=[
+            {
+                "content": build_markdown(bot.rb, incident),
+                "filename": f"{incident.id}.md",
+                "title": f"{incident.id} rollback report (Markdown)",
+            },
             {
                 "content": render(bot.rb, incident.id, "json"),
                 "filename": f"{incident.id}.json",
@@ -106,16 +116,6 @@ async def report(bot: SlackBot, req: Req) -> None:
         ],
     )
     await req.reply(f"Report for {incident.id} posted in its thread.")
-
-
-def _chunks(text: str, size: int) -> list[str]:
-    out, buf = [], ""
-    for line in text.splitlines(keepends=True):
-        if len(buf) + len(line) > size and buf:
-            out.append(buf)
-            buf = ""
-        buf += line
-    return [*out, buf] if buf else out
 
 
 async def incident(bot: SlackBot, req: Req) -> None:
