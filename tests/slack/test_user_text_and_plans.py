@@ -25,9 +25,10 @@ from rollbot.brokers.paper.venue import PaperBook
 from rollbot.clock import SystemClock
 from rollbot.commands.approvals import Approvals
 from rollbot.commands.rca import RCA_FIELDS
+from rollbot.config import Contact
 from rollbot.storage.events import Actor
 
-HOSTILE = "<!channel> <@U0RISK> <https://evil.example|click here> & more"
+HOSTILE = "<!channel> <@U0VICTIM> <https://evil.example|click here> & more"
 FAKE_ORDER = "• paper: BUY 1 SAFE MARKET"
 
 
@@ -40,7 +41,7 @@ def everything_posted(slack: FakeSlack) -> str:
 
 
 def assert_inert(sent: str) -> None:
-    for raw in ("<!channel>", "<@U0RISK>", "<https://evil.example"):
+    for raw in ("<!channel>", "<@U0VICTIM>", "<https://evil.example"):
         assert raw not in sent, f"unescaped user text reached Slack: {raw}"
 
 
@@ -52,7 +53,8 @@ async def _settle(slack: FakeSlack, server) -> None:  # type: ignore[no-untyped-
 async def test_hostile_text_is_escaped_in_every_message_the_bot_posts(
     slack: FakeSlack, tmp_path: Path
 ) -> None:
-    settings = no_rollback_approval(bot_settings(tmp_path))
+    contacts = [Contact(name="Rita Risk", role="risk_officer", slack_id=RISK)]
+    settings = no_rollback_approval(bot_settings(tmp_path, contacts=contacts))
     async with running(slack, settings) as server:
         rb = server.rb
         # /kill, then the App Home, /incident list and status, an RCA, and the close note
@@ -79,6 +81,14 @@ async def test_hostile_text_is_escaped_in_every_message_the_bot_posts(
             slack.view_submission_payload(
                 "rca_modal", values, user_id=OPERATOR, private_metadata=incident.id
             )
+        )
+        # a request to clear the kill's hold: its plan quotes the hold's reason
+        await Approvals(rb).request(
+            "clear_hold",
+            {"scope": "venue:paper"},
+            Actor(id=OPERATOR, source="slack"),
+            HOSTILE,
+            incident_id=incident.id,
         )
         d = await slack.deliver_slash_command(
             "/incident", f"close {incident.id} {HOSTILE}", user_id=OPERATOR, channel_id=OPS
@@ -109,6 +119,9 @@ async def test_hostile_text_is_escaped_in_every_message_the_bot_posts(
         assert "&lt;!channel&gt;" in json.dumps(slack.home_view(RISK).view)  # type: ignore[union-attr]
         rca = rb.events.list(kinds=["RCA_RECORDED"])
         assert rca, "the RCA was recorded, so its thread message was walked too"
+        # the escalation DM and the clear request's copies were walked too
+        assert "&lt;!channel&gt;" in json.dumps([m.text for m in slack.messages(RISK)])
+        assert rb.db.one("SELECT action FROM approvals WHERE action = 'clear_hold'")
 
 
 def seed_book(path: Path, n: int) -> None:
