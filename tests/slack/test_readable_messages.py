@@ -57,6 +57,23 @@ async def test_the_kill_headline_says_halted_with_local_times_and_the_first_page
         assert "• Rita Risk — risk officer" in shown
         assert not re.search(r"—\s*(—|$)", shown, re.M), shown  # no dangling dashes
 
+        # acknowledged: the thread says when as a date token, never as raw ISO UTC
+        await slack.deliver_block_action(
+            slack.block_action_payload(
+                "escalation_ack",
+                rb.incidents.latest().id,
+                user_id=RISK,
+                channel_id=OPS,
+                message_ts=page.ts,
+            )
+        )
+        ack = await slack.wait_until(
+            lambda: next((m for m in slack.thread(OPS, head.ts) if "Acknowledged" in m.text), None),
+            timeout=10,
+        )
+        assert DATE_TOKEN.search(texts(ack.blocks))
+        assert not re.search(r"\d{4}-\d{2}-\d{2}T\d{2}:", texts(ack.blocks))
+
 
 async def test_a_request_shows_its_expiry_approve_confirms_and_a_late_click_names_the_winner(
     slack: FakeSlack, tmp_path: Path

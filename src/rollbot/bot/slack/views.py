@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -458,9 +459,17 @@ def risk_alert(data: dict[str, Any]) -> tuple[str, Blocks]:
     ]
 
 
+ISO_TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})")
+
+
+def local_times(text: str) -> str:
+    """The UTC ISO times commands write ("acknowledged at 2026-…Z") as date tokens."""
+    return ISO_TIME.sub(lambda m: when(m.group(0)), text)
+
+
 def generic(payload: dict[str, Any]) -> tuple[str, Blocks]:
     text = payload.get("text") or "(no text)"
-    return text, sections(text.splitlines())
+    return text, sections(local_times(text).splitlines())
 
 
 RENDERERS = {
