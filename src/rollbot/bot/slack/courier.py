@@ -124,7 +124,6 @@ class Courier:
             resp = await self.client.chat_postMessage(
                 channel=self.channel, text="rollbot is starting: checking it can post here."
             )
-            await self.client.chat_delete(channel=str(resp["channel"]), ts=str(resp["ts"]))
         except SlackApiError as exc:
             error = str(exc.response.get("error", "")) if exc.response else str(exc)
             self.channel_problem = f"{error}: {fix_for(error, self.channel)}"
@@ -133,6 +132,10 @@ class Courier:
             log.warning("start-up post probe could not reach Slack: %s", exc)
             return None  # the courier's backoff deals with Slack being away
         self.channel_problem = None
+        try:  # the proof is made; a probe left standing is only a stray line in the channel
+            await self.client.chat_delete(channel=str(resp["channel"]), ts=str(resp["ts"]))
+        except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("could not delete the start-up probe message: %s", exc)
         return None
 
     async def retry_set_aside(self, *, force: bool = False) -> int:
