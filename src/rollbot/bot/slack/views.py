@@ -175,7 +175,7 @@ def positions(books: list[VenueBook]) -> tuple[str, Blocks]:
     blocks: Blocks = []
     for b in books:
         if b.error:
-            blocks.append(_section(f"❌ *{b.venue}*: unreachable — {b.error}"))
+            blocks.append(_section(f"❌ *{b.venue}*: unreachable — {escape(b.error)}"))
             continue
         nav = f"NAV {b.account.nav:,.2f} {b.account.currency}" if b.account else ""
         rows = [
