@@ -174,3 +174,19 @@ async def test_the_approver_sees_all_300_orders_and_the_hash_before_a_hostile_re
                 if e.get("action_id") == "approval_approve"
             )
             assert "300 orders" in approve["confirm"]["text"]["text"]
+
+
+async def test_the_app_home_shows_every_hold_however_many(slack: FakeSlack, tmp_path: Path) -> None:
+    """The home tab cut its trading-state section at 2,990 characters: holds past it vanished."""
+    async with running(slack, bot_settings(tmp_path)) as server:
+        for i in range(60):
+            server.rb.killswitch.trigger(
+                f"strategy:s{i:02d}", f"reason number {i:02d} " + "x" * 40, Actor.clock("test")
+            )
+        await slack.deliver_event(
+            {"type": "app_home_opened", "user": RISK, "tab": "home", "channel": "D0RISK"}
+        )
+        await slack.wait_for("views.publish", lambda c: c.ok)
+        home = json.dumps(slack.home_view(RISK).view)  # type: ignore[union-attr]
+        for i in range(60):
+            assert f"reason number {i:02d}" in home, i

@@ -58,6 +58,11 @@ def sections(lines: list[str], limit: int = SECTION_MAX - 100) -> Blocks:
     return out
 
 
+def _split(text: str) -> Blocks:
+    """A text in as many sections as it needs: nothing cut."""
+    return sections(text.splitlines())
+
+
 def when(value: Any) -> str:
     """A time each reader sees in their own time zone (Slack's <!date^…> token); the fallback
     after the | is UTC, for clients that cannot render it."""
@@ -499,8 +504,8 @@ def app_home(
     risk: list[str],
 ) -> dict[str, Any]:
     blocks: Blocks = [{"type": "header", "text": {"type": "plain_text", "text": "rollbot"}}]
-    blocks.append(
-        _section(
+    blocks.extend(
+        _split(
             "*Trading state*\n"
             + "\n".join(
                 f"{STATE_EMOJI[s['state']]} `{s['scope']}` {s['state']}"
@@ -516,8 +521,8 @@ def app_home(
             )
         )
     )
-    blocks.append(
-        _section(
+    blocks.extend(
+        _split(
             "*Open incidents*\n"
             + (
                 "\n".join(
@@ -529,8 +534,8 @@ def app_home(
             )
         )
     )
-    blocks.append(
-        _section(
+    blocks.extend(
+        _split(
             "*Pending approvals*\n"
             + (
                 "\n".join(
@@ -542,14 +547,14 @@ def app_home(
             )
         )
     )
-    blocks.append(
-        _section(
+    blocks.extend(
+        _split(
             "*Live gates*\n"
             + "\n".join(("✅ " if ok else "❌ ") + escape(line) for ok, line in gates)
         )
     )
     if risk:
-        blocks.append(_section("*Risk monitors*\n" + "\n".join(escape(r) for r in risk)))
+        blocks.extend(_split("*Risk monitors*\n" + "\n".join(escape(r) for r in risk)))
     return {"type": "home", "blocks": blocks}
 
 
