@@ -190,3 +190,20 @@ async def test_the_app_home_shows_every_hold_however_many(slack: FakeSlack, tmp_
         home = json.dumps(slack.home_view(RISK).view)  # type: ignore[union-attr]
         for i in range(60):
             assert f"reason number {i:02d}" in home, i
+
+
+async def test_positions_lists_every_position_of_a_large_book(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    """/positions cut its one section at 2,990 characters: a large book lost its tail."""
+    seed_book(tmp_path / "paper.db", 120)
+    async with running(slack, bot_settings(tmp_path)) as server:
+        assert server.rb is not None
+        d = await slack.deliver_slash_command("/positions", "", user_id=OPERATOR, channel_id=OPS)
+        await slack.wait_for_ack(d.envelope_id)
+        reply = await slack.wait_until(
+            lambda: next((r for r in slack.responses() if r.body.get("blocks")), None), timeout=10
+        )
+        shown = json.dumps(reply.body["blocks"])
+        for i in range(120):
+            assert f"S{i:03d}" in shown, i

@@ -204,7 +204,7 @@ def positions(books: list[VenueBook]) -> tuple[str, Blocks]:
         )
         if len(b.orders) > 15:
             rows.append(f"… and {len(b.orders) - 15} more")
-        blocks.append(_section("\n".join(rows)))
+        blocks.extend(sections(rows))
     total = sum(len(b.positions) for b in books)
     return f"Positions: {total} open across {len(books)} venue(s)", blocks
 
