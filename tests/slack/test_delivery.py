@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 import yaml
-from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running
+from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, no_rollback_approval, running
 from fakes.slack import BOT_SCOPES, METHOD_SCOPES, FakeSlack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,3 +85,34 @@ def test_the_manifest_asks_for_exactly_the_scopes_the_code_uses() -> None:
     # slash commands, and posting in the ops channel before anyone invites the bot
     needed |= {"commands", "chat:write.public"}
     assert asked == needed
+
+
+async def test_a_report_slack_refuses_tells_the_asker_what_to_do(tmp_path: Path) -> None:
+    settings = no_rollback_approval(bot_settings(tmp_path))
+    async with FakeSlack(scopes=NO_PUBLIC) as slack:
+        slack.join(OPS)
+        async with running(slack, settings) as server:
+            rb = server.rb
+            d = await slack.deliver_slash_command(
+                "/rollback", "drill", user_id=OPERATOR, channel_id=OPS
+            )
+            await slack.wait_for_ack(d.envelope_id)
+            await slack.wait_until(
+                lambda: (
+                    rb.incidents.latest()
+                    and rb.incidents.latest().phase == "DONE"
+                    and rb.outbox.pending() == []
+                ),
+                timeout=15,
+            )
+            slack.member_of.discard(OPS)  # someone removed the bot from the channel
+            d = await slack.deliver_slash_command(
+                "/rollback-report", "", user_id=OPERATOR, channel_id=OPS
+            )
+            await slack.wait_for_ack(d.envelope_id)
+            said = await slack.wait_until(
+                lambda: next((e for e in slack.ephemeral_to(OPERATOR) if "report" in e.text), None),
+                timeout=10,
+            )
+            assert "not_in_channel" in said.text and "invite @rollbot" in said.text
+            assert "Something went wrong" not in said.text

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from slack_sdk.errors import SlackApiError
+
 from rollbot.bot.slack import parsing, views
+from rollbot.bot.slack.courier import fix_for
 from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.listeners import requests
 from rollbot.commands.mrkdwn import escape
 from rollbot.commands.positions import read_books
 from rollbot.commands.report import build_log, build_markdown, render
 from rollbot.commands.rollback import KILL_STEPS, Engine, ended_steps
-from rollbot.errors import BadInput
+from rollbot.errors import BadInput, Refused
+from rollbot.storage.incidents import Incident
 
 if TYPE_CHECKING:
     from rollbot.bot.slack.app import Req, SlackBot
@@ -84,6 +88,19 @@ async def report(bot: SlackBot, req: Req) -> None:
             raise BadInput("there is no incident yet")
         incident = latest
     channel = incident.slack_channel or bot.rb.settings.slack.ops_channel
+    try:
+        await _post_report(bot, incident, channel)
+    except SlackApiError as exc:  # said to the asker with the fix, and counted, never lost
+        error = str(exc.response.get("error", "")) if exc.response else str(exc)
+        bot.metrics.undeliverable.labels(error).inc()
+        raise Refused(
+            f"Slack refused the report for {incident.id} ({error}): {fix_for(error, channel)}",
+            code="SLACK_REFUSED",
+        ) from None
+    await req.reply(f"Report for {incident.id} posted in its thread.")
+
+
+async def _post_report(bot: SlackBot, incident: Incident, channel: str) -> None:
     text, blocks = views.report(
         bot.courier.headline_data(incident),
         ended_steps(bot.rb, incident.id),
@@ -115,7 +132,6 @@ async def report(bot: SlackBot, req: Req) -> None:
             },
         ],
     )
-    await req.reply(f"Report for {incident.id} posted in its thread.")
 
 
 async def incident(bot: SlackBot, req: Req) -> None:
