@@ -154,6 +154,9 @@ class Courier:
                     return sent
                 except (aiohttp.ClientError, TimeoutError, OSError):
                     return sent
+                except Exception:  # one odd message must not stop the courier; next round
+                    log.exception("set-aside outbox %s cannot be retried", msg.id)
+                    return sent
                 self.app.outbox.delivered(msg.id, {**result, "after_set_aside": True})
                 self.channel_problem = None
                 sent += 1
