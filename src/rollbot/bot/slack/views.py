@@ -295,8 +295,9 @@ def _cut(text: str, limit: int) -> str:
 
 def approval(data: dict[str, Any]) -> tuple[str, Blocks]:
     """A two-person request; buttons only while it is pending. The plan comes first and whole
-    (every order, split over sections, or in an attached file when it cannot fit), then its
-    hash; the requester's own words come after it, escaped, so they can never pose as plan."""
+    (every order, over as many sections as it needs, continued in messages under the card when
+    one message cannot hold it), then its hash; the requester's own words come after it,
+    quoted and escaped, so they can never pose as plan."""
     status = data.get("status", "PENDING")
     who = data.get("requester_label") or escape(data.get("requested_by", "?"))
     plan = data.get("plan_lines") or data.get("plan") or []
@@ -344,11 +345,11 @@ def approval(data: dict[str, Any]) -> tuple[str, Blocks]:
         approve = _button("Approve", Action.APPROVE, value, "primary")
         approve["confirm"] = {
             "title": {"type": "plain_text", "text": "Approve and run it now?"},
-            "text": {
-                "type": "mrkdwn",
+            "text": {  # plain text: nothing in it is markup, so nothing needs escaping
+                "type": "plain_text",
                 "text": (
-                    f"This runs {escape(data.get('action', 'the action'))} `{escape(value)}` at"
-                    f" once: {size}, plan hash `{escape(str(data.get('plan_hash', ''))[:12])}`."
+                    f"This runs {data.get('action', 'the action')} {value} at once:"
+                    f" {size}, plan hash {str(data.get('plan_hash', ''))[:12]}."
                 )[:300],
             },
             "confirm": {"type": "plain_text", "text": "Approve"},
