@@ -158,7 +158,10 @@ async def test_the_approver_sees_all_300_orders_and_the_hash_before_a_hostile_re
                 b["text"]["text"] for m in messages for b in m.blocks or [] if b.get("text")
             )
             for i in range(300):
-                assert re.search(rf"SELL {100 + i} S{i:03d} LIMIT \(mark", shown), f"S{i:03d}"
+                # with the limit it would carry now: 20 bps under the mark of 50
+                assert re.search(
+                    rf"SELL {100 + i} S{i:03d} LIMIT 49\.90 now \(mark ± 20 bps", shown
+                ), f"S{i:03d}"
             assert request.plan_hash in shown
             card_text = json.dumps(card.blocks)
             assert "300 orders" in card_text

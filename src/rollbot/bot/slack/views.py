@@ -219,10 +219,11 @@ def plan_lines(orders: list[dict[str, Any]] | list[str]) -> list[str]:
             out.append(f"• {escape(o)}")
             continue
         n += 1
-        note = f" ({escape(o['note'])})" if o.get("note") else ""
+        note = f" ({escape(o['note'])}, set from the live mark when sent)" if o.get("note") else ""
+        price = f" {escape(o['limit_now'])} now" if o.get("limit_now") else ""
         out.append(
             f"{n}. {escape(o['venue'])}: {escape(o['side'])} {escape(o['quantity'])}"
-            f" {escape(o['symbol'])} {escape(o['type'])}{note}"
+            f" {escape(o['symbol'])} {escape(o['type'])}{price}{note}"
         )
     return out
 
