@@ -50,6 +50,8 @@ async def test_a_bot_not_in_the_ops_channel_is_unhealthy_says_why_and_catches_up
             r'rollbot_slack_undeliverable_total\{error="not_in_channel"\} [1-9]', metrics
         )
         assert not slack.messages(OPS)
+        refused = rb.events.list(kinds=["SLACK_UNDELIVERABLE"])
+        assert refused and refused[0].data["error"] == "not_in_channel"
 
         slack.join(OPS)  # someone invites the bot
         server.bot.courier.retry_set_aside_s = 0.05

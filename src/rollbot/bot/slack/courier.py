@@ -25,6 +25,7 @@ from rollbot.clock import iso
 from rollbot.commands.context import Rollbot
 from rollbot.commands.mrkdwn import escape
 from rollbot.commands.outbox import OutboxMessage
+from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
 
 log = logging.getLogger("rollbot.slack.courier")
@@ -192,7 +193,15 @@ class Courier:
                     error,
                     fix_for(error, self.channel),
                 )
-                self.app.outbox.set_aside(msg.id, error)
+                with self.app.db.write():
+                    self.app.outbox.set_aside(msg.id, error)
+                    self.app.events.append(
+                        "SLACK_UNDELIVERABLE",
+                        Actor(id="rollbot", source="system"),
+                        reason=f"{error}: {fix_for(error, self.channel)}",
+                        incident_id=msg.incident_id,
+                        data={"outbox_id": msg.id, "kind": msg.kind, "error": error},
+                    )
                 self.on_set_aside(error)
             return
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
