@@ -66,6 +66,25 @@ async def test_a_bot_not_in_the_ops_channel_is_unhealthy_says_why_and_catches_up
         assert status == 200 and body["ok"] is True
 
 
+async def test_a_quiet_bot_becomes_healthy_once_invited_without_any_traffic(
+    tmp_path: Path,
+) -> None:
+    async with (
+        FakeSlack(scopes=NO_PUBLIC) as slack,
+        running(slack, bot_settings(tmp_path), http=True) as server,
+    ):
+        base = f"http://127.0.0.1:{server.bound_port}"
+        status, body = await _get(f"{base}/healthz")
+        assert status == 503 and "not_in_channel" in body["problems"][0]
+        slack.join(OPS)
+        server.bot.courier.retry_set_aside_s = 0.05
+        server.bot.courier.kick()
+        await slack.wait_until(lambda: server.bot.courier.channel_problem is None, timeout=10)
+        status, body = await _get(f"{base}/healthz")
+        assert status == 200 and body["ok"] is True
+        assert not slack.messages(OPS)  # the probes deleted themselves
+
+
 def methods_called() -> set[str]:
     """Every Web API method the code calls, from the slack_sdk calls in the source."""
     found = set()

@@ -161,6 +161,8 @@ class Courier:
                 self.app.outbox.delivered(msg.id, {**result, "after_set_aside": True})
                 self.channel_problem = None
                 sent += 1
+        if self.channel_problem and not sent:
+            await self.probe()  # a quiet channel: prove again, so a fix shows without traffic
         return sent
 
     @staticmethod
