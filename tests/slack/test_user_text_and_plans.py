@@ -18,7 +18,7 @@ from fakes.rollbot_harness import (
     no_rollback_approval,
     running,
 )
-from fakes.slack import FakeSlack
+from fakes.slack import FakeSlack, block_errors
 
 from rollbot.brokers.paper.scenario import Scenario, ScenarioAccount, ScenarioPosition
 from rollbot.brokers.paper.venue import PaperBook
@@ -198,15 +198,20 @@ async def test_the_app_home_shows_every_hold_however_many(slack: FakeSlack, tmp_
 async def test_positions_lists_every_position_of_a_large_book(
     slack: FakeSlack, tmp_path: Path
 ) -> None:
-    """/positions cut its one section at 2,990 characters: a large book lost its tail."""
-    seed_book(tmp_path / "paper.db", 120)
+    """/positions cut its one section at 2,990 characters: a large book lost its tail. Now every
+    position is shown, over as many replies as Slack's limits need."""
+    seed_book(tmp_path / "paper.db", 300)
     async with running(slack, bot_settings(tmp_path)) as server:
         assert server.rb is not None
         d = await slack.deliver_slash_command("/positions", "", user_id=OPERATOR, channel_id=OPS)
         await slack.wait_for_ack(d.envelope_id)
-        reply = await slack.wait_until(
-            lambda: next((r for r in slack.responses() if r.body.get("blocks")), None), timeout=10
+        await slack.wait_until(  # the last part has arrived ("part 3 of 3")
+            lambda: any(re.search(r"part (\d+) of \1\)", r.text) for r in slack.responses()),
+            timeout=10,
         )
-        shown = json.dumps(reply.body["blocks"])
-        for i in range(120):
+        replies = [r for r in slack.responses() if r.body.get("blocks")]
+        for r in replies:  # each one a message Slack takes
+            assert block_errors(r.body["blocks"]) is None
+        shown = json.dumps([r.body["blocks"] for r in replies])
+        for i in range(300):
             assert f"S{i:03d}" in shown, i

@@ -58,6 +58,28 @@ def sections(lines: list[str], limit: int = SECTION_MAX - 100) -> Blocks:
     return out
 
 
+def _text_len(block: dict[str, Any]) -> int:
+    text = (block.get("text") or {}).get("text", "")
+    fields = sum(len(f.get("text", "")) for f in block.get("fields") or [])
+    elements = sum(len(e.get("text", "")) for e in block.get("elements") or [] if "type" in e)
+    return len(text) + fields + elements
+
+
+def paginate(blocks: Blocks, budget: int = 0) -> list[Blocks]:
+    """Blocks split into messages Slack takes: at most 50 blocks and `budget` characters each."""
+    budget = budget or MESSAGE_TEXT_MAX
+    pages: list[Blocks] = [[]]
+    used = 0
+    for block in blocks:
+        size = _text_len(block)
+        if pages[-1] and (used + size > budget or len(pages[-1]) >= BLOCKS_MAX):
+            pages.append([])
+            used = 0
+        pages[-1].append(block)
+        used += size
+    return pages
+
+
 def _split(text: str) -> Blocks:
     """A text in as many sections as it needs: nothing cut."""
     return sections(text.splitlines())
@@ -207,6 +229,24 @@ def positions(books: list[VenueBook]) -> tuple[str, Blocks]:
         blocks.extend(sections(rows))
     total = sum(len(b.positions) for b in books)
     return f"Positions: {total} open across {len(books)} venue(s)", blocks
+
+
+def positions_pages(books: list[VenueBook], max_pages: int) -> list[tuple[str, Blocks]]:
+    """/positions as messages Slack takes; past `max_pages`, the last one says where the rest is."""
+    text, blocks = positions(books)
+    pages = paginate(blocks)
+    shown = pages[:max_pages]
+    if len(pages) > max_pages:
+        left = sum(len(p) for p in pages[max_pages:])
+        shown[-1].append(
+            _context(
+                f"… {left} more section(s) of positions not shown here: `rollbot positions` at"
+                " the terminal lists every one."
+            )
+        )
+    if len(shown) == 1:
+        return [(text, shown[0])]
+    return [(f"{text} (part {i} of {len(shown)})", p) for i, p in enumerate(shown, start=1)]
 
 
 def plan_lines(orders: list[dict[str, Any]] | list[str]) -> list[str]:

@@ -52,8 +52,9 @@ async def positions(bot: SlackBot, req: Req) -> None:
     bot.require_view(req, "/positions")
     venue, public = parsing.parse_positions(req.text, bot.rb.venue_names)
     books = await read_books(bot.rb.select(venue))
-    text, blocks = views.positions(books)
-    await req.reply(text, blocks, public=public)
+    # a response_url takes 5 posts: 4 messages of the book at most, then where the rest is
+    for text, blocks in views.positions_pages(books, max_pages=4):
+        await req.reply(text, blocks, public=public)
 
 
 async def flatten(bot: SlackBot, req: Req) -> None:
