@@ -68,6 +68,56 @@ BOT_SCOPES = (
     "chat:write,chat:write.public,commands,im:write,users:read,files:write,app_mentions:read"
 )
 
+# The bot scope each method needs (docs.slack.dev/reference/methods/<method>, "Scopes"); a
+# method called without it answers missing_scope. Methods absent here need no bot scope.
+METHOD_SCOPES = {
+    "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
+    "chat.delete": "chat:write",
+    "chat.postEphemeral": "chat:write",
+    "conversations.open": "im:write",
+    "files.getUploadURLExternal": "files:write",
+    "files.completeUploadExternal": "files:write",
+    "users.info": "users:read",
+}
+# Block Kit limits (docs.slack.dev/reference/block-kit/blocks): 50 blocks in a message, 3000
+# characters in a section's text, 150 in a header's. Past ~13k characters of block text in all
+# Slack answers msg_blocks_too_long (observed: github.com/slackapi/bolt-js/issues/2509).
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_HEADER_TEXT = 150
+MAX_BLOCKS_TEXT = 13_000
+
+
+def block_errors(blocks: Any) -> tuple[str, list[str]] | None:
+    """Slack's refusal of a blocks array: (error, response_metadata messages), or None."""
+    if not isinstance(blocks, list):
+        return None
+    if len(blocks) > MAX_BLOCKS:
+        return "invalid_blocks", [
+            f"[ERROR] no more than {MAX_BLOCKS} items allowed [json-pointer:/blocks]"
+        ]
+    total = 0
+    for i, block in enumerate(blocks):
+        text = (block.get("text") or {}).get("text", "") if isinstance(block, dict) else ""
+        kind = block.get("type") if isinstance(block, dict) else None
+        limit = MAX_HEADER_TEXT if kind == "header" else MAX_SECTION_TEXT
+        if len(text) > limit:
+            return "invalid_blocks", [
+                f"[ERROR] must be less than {limit + 1} characters"
+                f" [json-pointer:/blocks/{i}/text/text]"
+            ]
+        total += len(text)
+        for f in block.get("fields") or [] if isinstance(block, dict) else []:
+            total += len(f.get("text", ""))
+        for e in block.get("elements") or [] if isinstance(block, dict) else []:
+            if isinstance(e, dict) and isinstance(e.get("text"), str):
+                total += len(e["text"])
+    if total > MAX_BLOCKS_TEXT:
+        return "msg_blocks_too_long", []
+    return None
+
+
 # Parameters that Slack accepts either as JSON values or as JSON-encoded form strings.
 _JSON_PARAMS = frozenset({"blocks", "attachments", "view", "metadata", "files", "user_auth_blocks"})
 _POLL_INTERVAL = 0.005
@@ -627,6 +677,7 @@ class FakeSlack:
         signing_secret: str | None = None,
         strict_trigger_ids: bool = True,
         trigger_id_ttl: float = 3.0,
+        scopes: str = BOT_SCOPES,
     ) -> None:
         self.bot_token = bot_token or f"xoxb-fake-{secrets.token_hex(12)}"
         self.app_token = app_token or f"xapp-1-{APP_ID}-fake-{secrets.token_hex(12)}"
@@ -638,6 +689,12 @@ class FakeSlack:
         self.strict_trigger_ids = strict_trigger_ids
         self.trigger_id_ttl = trigger_id_ttl
         self.accepted_tokens: set[str] = {self.bot_token, self.app_token}
+        # what the app was granted; without chat:write.public the bot posts only where it is a
+        # member, as in Slack (docs.slack.dev/reference/scopes/chat:write.public)
+        self.scopes: set[str] = {x for x in scopes.split(",") if x}
+        self.member_of: set[str] = set()
+        self.private_channels: set[str] = set()
+        self.archived_channels: set[str] = set()
 
         self.api_port = 0
         self.socket_port = 0
@@ -1102,7 +1159,7 @@ class FakeSlack:
         delay = self._latency.get(method, self._latency.get(None, 0.0))
         if delay:
             await asyncio.sleep(delay)
-        headers = {"X-OAuth-Scopes": BOT_SCOPES}
+        headers = {"X-OAuth-Scopes": ",".join(sorted(self.scopes))}
 
         if self._api_down == "503":
             body: JSONDict = {"ok": False, "error": "service_unavailable"}
@@ -1120,6 +1177,9 @@ class FakeSlack:
             body = {"ok": False, "error": "unknown_method"}
         elif (auth_error := self._check_auth(method, token)) is not None:
             body = {"ok": False, "error": auth_error}
+        elif (needed := METHOD_SCOPES.get(method)) and needed not in self.scopes:
+            provided = ",".join(sorted(self.scopes))
+            body = {"ok": False, "error": "missing_scope", "needed": needed, "provided": provided}
         elif self._failures.get(method):
             error, status, extra = self._failures[method].pop(0)
             body = {"ok": False, "error": error, **extra}
@@ -1149,6 +1209,22 @@ class FakeSlack:
     def _has_content(params: JSONDict) -> bool:
         return any(params.get(k) for k in ("text", "blocks", "attachments"))
 
+    def join(self, channel: str) -> None:
+        """Someone invited the bot into `channel`."""
+        self.member_of.add(channel)
+
+    def _may_post(self, chan: str) -> str | None:
+        """Slack's refusal of a post to `chan`, if any (DMs are always open to the app)."""
+        if chan[:1] not in {"C", "G"}:
+            return None
+        if chan in self.archived_channels:
+            return "is_archived"
+        if chan in self.member_of:
+            return None
+        if chan in self.private_channels or chan[:1] == "G":
+            return "channel_not_found"  # a private channel the bot is not in cannot be seen
+        return None if "chat:write.public" in self.scopes else "not_in_channel"
+
     def _m_chat_post_message(self, params: JSONDict) -> JSONDict:
         channel = params.get("channel")
         if not channel:
@@ -1156,6 +1232,10 @@ class FakeSlack:
         if not self._has_content(params):
             return {"ok": False, "error": "no_text"}
         chan = self._resolve_channel(str(channel))
+        if (refused := self._may_post(chan)) is not None:
+            return {"ok": False, "error": refused}
+        if (bad := block_errors(params.get("blocks"))) is not None:
+            return {"ok": False, "error": bad[0], "response_metadata": {"messages": bad[1]}}
         # Like Slack, an unknown thread_ts is accepted as is (no validation).
         thread_ts = params.get("thread_ts") or None
         msg = Message(
@@ -1182,6 +1262,8 @@ class FakeSlack:
             return {"ok": False, "error": "cant_update_message"}
         if not self._has_content(params):
             return {"ok": False, "error": "no_text"}
+        if (bad := block_errors(params.get("blocks"))) is not None:
+            return {"ok": False, "error": bad[0], "response_metadata": {"messages": bad[1]}}
         msg.edits.append({"text": msg.text, "blocks": msg.blocks, "attachments": msg.attachments})
         if "text" in params:
             msg.text = str(params["text"] or "")
@@ -1372,6 +1454,9 @@ class FakeSlack:
         channels = [c for c in str(params.get("channels") or "").split(",") if c]
         if params.get("channel_id"):
             channels.insert(0, str(params["channel_id"]))
+        for chan in channels:  # sharing into a channel is posting in it
+            if (refused := self._may_post(self._resolve_channel(chan))) is not None:
+                return {"ok": False, "error": refused}
         thread_ts = params.get("thread_ts") or None
         comment = params.get("initial_comment")
         for upload in uploads:

@@ -532,3 +532,39 @@ async def test_deliver_without_connection_times_out() -> None:
     async with FakeSlack() as slack:
         with pytest.raises(TimeoutError):
             await slack.deliver_slash_command("/ping", timeout=0.1)
+
+
+async def test_channel_membership_scopes_and_block_kit_limits_answer_as_slack_does() -> None:
+    """not_in_channel without chat:write.public (docs: chat:write.public scope), missing_scope for
+    a method without its scope, invalid_blocks past 50 blocks or 3000 characters in a section,
+    msg_blocks_too_long past ~13k characters in all."""
+    async with FakeSlack(scopes="chat:write,commands") as slack:
+        client = web_client(slack)
+        with pytest.raises(SlackApiError) as err:
+            await client.chat_postMessage(channel=CHANNEL, text="x")
+        assert err.value.response["error"] == "not_in_channel"
+        slack.join(CHANNEL)
+        assert (await client.chat_postMessage(channel=CHANNEL, text="x"))["ok"]
+        assert (await client.chat_postMessage(channel=USER, text="a DM"))["ok"]
+        with pytest.raises(SlackApiError) as err:
+            await client.chat_postMessage(channel="G0PRIVATE", text="x")
+        assert err.value.response["error"] == "channel_not_found"
+        with pytest.raises(SlackApiError) as err:
+            await client.files_getUploadURLExternal(filename="a.txt", length=1)
+        assert err.value.response["error"] == "missing_scope"
+        assert err.value.response["needed"] == "files:write"
+
+        def section(n: int) -> dict[str, Any]:
+            return {"type": "section", "text": {"type": "mrkdwn", "text": "x" * n}}
+
+        for blocks, error in (
+            ([section(1)] * 51, "invalid_blocks"),
+            ([section(3001)], "invalid_blocks"),
+            ([section(2900)] * 5, "msg_blocks_too_long"),
+        ):
+            with pytest.raises(SlackApiError) as err:
+                await client.chat_postMessage(channel=CHANNEL, text="x", blocks=blocks)
+            assert err.value.response["error"] == error
+        assert (await client.chat_postMessage(channel=CHANNEL, text="x", blocks=[section(3000)]))[
+            "ok"
+        ]

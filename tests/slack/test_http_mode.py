@@ -102,13 +102,6 @@ def test_manifest_lists_exactly_the_registered_commands() -> None:
     assert settings["socket_mode_enabled"] is True
     assert settings["interactivity"]["is_enabled"] is True
     assert manifest["features"]["app_home"]["home_tab_enabled"] is True
-    assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
-        "commands",
-        "chat:write",
-        "im:write",
-        "files:write",
-        "users:read",
-    }
 
 
 async def test_manifest_matches_what_bolt_really_routes(slack: FakeSlack, tmp_path: Path) -> None:

@@ -37,9 +37,12 @@ async def _rollback(slack: FakeSlack, server) -> str:
     return server.rb.incidents.latest().id
 
 
-async def test_rollback_report_posts_summary_and_uploads_json_and_png(
+async def test_rollback_report_is_block_kit_with_markdown_json_and_png_attached(
     slack: FakeSlack, tmp_path: Path
 ) -> None:
+    """Issue 16 item 6: Slack shows GitHub Markdown as raw characters, so the report in the
+    thread is Block Kit (header, fields, the steps as an aligned code block) and the Markdown,
+    JSON and PNG are files, uploaded the way files_upload_v2 does."""
     async with running(slack, no_rollback_approval(bot_settings(tmp_path))) as server:
         incident = await _rollback(slack, server)
         d = await slack.deliver_slash_command(
@@ -47,16 +50,36 @@ async def test_rollback_report_posts_summary_and_uploads_json_and_png(
         )
         await slack.wait_for_ack(d.envelope_id)
         await slack.wait_until(
-            lambda: len([u for u in slack.uploads() if u.completed]) == 2, timeout=10
+            lambda: len([u for u in slack.uploads() if u.completed]) == 3, timeout=10
         )
         names = sorted(u.filename for u in slack.uploads())
-        assert names == [f"{incident}.json", f"{incident}.png"]
+        assert names == [f"{incident}.json", f"{incident}.md", f"{incident}.png"]
         by_name = {u.filename: u for u in slack.uploads()}
+        head_ts = _heads(slack)[0].ts
+        assert all(u.thread_ts == head_ts and u.channels == [OPS] for u in by_name.values())
+        assert slack.calls("files.getUploadURLExternal") and slack.calls(
+            "files.completeUploadExternal"
+        )
         log = json.loads(by_name[f"{incident}.json"].content)
         assert log["final_status"] == "SUCCESS" and len(log["steps"]) == 5
         assert by_name[f"{incident}.png"].content[:8] == b"\x89PNG\r\n\x1a\n"
-        thread = slack.thread(OPS, _heads(slack)[0].ts)
-        assert any(f"Rollback report {incident}" in m.text for m in thread)
+        assert by_name[f"{incident}.md"].content.startswith(
+            f"# Rollback report {incident}".encode()
+        )
+
+        thread = slack.thread(OPS, head_ts)
+        card = next(m for m in thread if m.blocks and m.blocks[0]["type"] == "header")
+        assert card.blocks[0]["text"]["text"] == f"Rollback report {incident}"
+        fields = next(b for b in card.blocks if b.get("fields"))["fields"]
+        assert any("Final status" in f["text"] and "SUCCESS" in f["text"] for f in fields)
+        table = next(b["text"]["text"] for b in card.blocks if "```" in str(b.get("text")))
+        rows = table.split("```")[1].strip("\n").splitlines()
+        assert len(rows) == 6 and rows[0].startswith("#")  # a header row and five steps
+        starts = {r.index("SUCCESS") for r in rows[1:]}
+        assert len(starts) == 1  # the status column is aligned
+        shown = json.dumps([m.blocks for m in thread]) + "".join(m.text for m in thread)
+        for markdown in ("|---", "**", "- [ ]", "\n# ", "\n## "):
+            assert markdown not in shown, markdown
 
 
 async def test_unknown_incident_in_report_is_a_clear_ephemeral_message(

@@ -110,6 +110,7 @@ async def flatten_plan(app: Rollbot, params: dict[str, Any]) -> Plan:
             "side": o.side.value,
             "quantity": format(o.quantity.normalize(), "f"),
             "type": o.type.value,
+            "limit_now": "" if o.limit_now is None else str(o.limit_now),
             "note": o.limit_note,
         }
         for o in plan.orders

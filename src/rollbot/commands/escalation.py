@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from rollbot.clock import iso, parse_iso
 from rollbot.commands import ack_reminders, webhooks
 from rollbot.commands.context import Rollbot
+from rollbot.commands.mrkdwn import escape
 from rollbot.config import Settings
 from rollbot.errors import BadInput, NotFound, Refused
 from rollbot.storage.db import dumps, loads
@@ -214,9 +215,11 @@ def _next_text(esc: Escalation) -> str:
     if not esc.critical and esc.tier < last_tier:
         return f"Acknowledge within {_wait_text(esc)}, or tier {esc.tier + 2} is paged."
     if esc.round + 1 < esc.chain.rounds:
+        # the round this page belongs to, not the next one: "round 2 of 3" on a first page
+        # read as if a round had already gone unanswered
         return (
-            f"Acknowledge within {_wait_text(esc)}, or the chain is paged again "
-            f"(round {esc.round + 2} of {esc.chain.rounds})."
+            f"Round {esc.round + 1} of {esc.chain.rounds}: acknowledge within"
+            f" {_wait_text(esc)}, or the chain is paged again from tier 1."
         )
     return f"Last page: if nobody acknowledges within {_wait_text(esc)}, nobody else is paged."
 
@@ -296,7 +299,8 @@ def _ping(
             "dm",
             incident_id=esc.incident_id,
             target=c.slack_id,
-            text=f"📟 You are paged for {esc.incident_id} ({tier_text}): {incident.reason}. {note}",
+            text=f"📟 You are paged for {esc.incident_id} ({tier_text}):"
+            f" {escape(incident.reason)}. {note}",
             view="escalation_ping",
             data={**base, "contact": c.card(), "contacts": [c.card()]},
             dedupe_key=f"{key}:dm:{c.slack_id}",

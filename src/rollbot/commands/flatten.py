@@ -53,11 +53,15 @@ class PlannedOrder(BaseModel):
     quantity: Decimal
     type: OrderType
     limit_note: str = ""
+    # the limit it would carry if sent now; the real one is set from the live mark when sent
+    limit_now: Decimal | None = None
 
     def describe(self) -> str:
         note = f" ({self.limit_note})" if self.limit_note else ""
+        price = f" {self.limit_now} now" if self.limit_now is not None else ""
         return (
-            f"{self.venue}: {self.side.value} {self.quantity} {self.symbol} {self.type.value}{note}"
+            f"{self.venue}: {self.side.value} {self.quantity} {self.symbol} {self.type.value}"
+            f"{price}{note}"
         )
 
 
@@ -123,6 +127,9 @@ def plan_venue(book: VenueBook, cfg: FlattenConfig, symbols: set[str] | None = N
             quantity=abs(p.quantity),
             type=order_type,
             limit_note=note,
+            limit_now=(
+                aggressive_limit(p, cfg.limit_offset_bps) if order_type is OrderType.LIMIT else None
+            ),
         )
         for p in positions
     ]

@@ -83,6 +83,29 @@ class Outbox:
             (iso(self.clock.now()), dumps(result or {}), message_id),
         )
 
+    def set_aside(self, message_id: int, error: str) -> None:
+        """Slack refused it for good for now (e.g. not_in_channel): out of the way of the rest,
+        kept to be tried again once the cause is fixed (`set_aside_list`)."""
+        self.delivered(message_id, {"error": error, "set_aside": True})
+
+    def set_aside_list(self, limit: int = 100) -> list[OutboxMessage]:
+        rows = self.db.query(
+            "SELECT * FROM outbox WHERE delivered_at IS NOT NULL"
+            " AND json_extract(result, '$.set_aside') = 1 ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [
+            OutboxMessage(**{**r, "at": parse_iso(r["at"]), "payload": loads(r["payload"]) or {}})
+            for r in rows
+        ]
+
+    def count_set_aside(self) -> int:
+        row = self.db.one(
+            "SELECT COUNT(*) AS n FROM outbox WHERE delivered_at IS NOT NULL"
+            " AND json_extract(result, '$.set_aside') = 1"
+        )
+        return int(row["n"]) if row else 0
+
     def failed(self, message_id: int, error: str) -> None:
         self.db.execute(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from rollbot.clock import iso, parse_iso
 from rollbot.commands.context import Rollbot
+from rollbot.commands.mrkdwn import escape
 from rollbot.config import ROLES
 from rollbot.errors import BadInput, Refused
 from rollbot.storage.events import Actor
@@ -172,7 +173,7 @@ def record_rca(app: Rollbot, incident_id: str, fields: dict[str, Any], actor: Ac
             incident_id=incident.id,
             text=(
                 f"Root-cause analysis {'updated' if existed else 'recorded'} for {incident.id}"
-                f" by {actor.label}.\n*Root cause:* {rca.root_cause}"
+                f" by {actor.label}.\n*Root cause:* {escape(rca.root_cause)}"
             ),
         )
     found = get_rca(app, incident.id)

@@ -30,6 +30,7 @@ from rollbot.bot.slack.metrics import Metrics
 from rollbot.clock import iso
 from rollbot.commands import escalation
 from rollbot.commands.context import Rollbot
+from rollbot.commands.mrkdwn import escape
 from rollbot.commands.rollback import Engine
 from rollbot.errors import Refused, RollbotError
 from rollbot.storage.events import Actor
@@ -144,6 +145,7 @@ class SlackBot:
         channel = app.settings.slack.ops_channel
         self.courier = Courier(app, client, channel)
         self.metrics = Metrics(app)
+        self.courier.on_set_aside = lambda error: self.metrics.undeliverable.labels(error).inc()
         self.tasks: set[asyncio.Task[Any]] = set()
         from rollbot.bot.slack.listeners import actions, commands, events
 
@@ -160,7 +162,7 @@ class SlackBot:
                 return await coro
             except RollbotError as exc:
                 if req:
-                    await self._tell(req, str(exc))
+                    await self._tell(req, escape(str(exc)))
             except Exception:
                 ref = uuid.uuid4().hex[:8]
                 log.exception("background task failed (ref %s)", ref)
@@ -218,8 +220,7 @@ class SlackBot:
             self.refuse(
                 req,
                 "CHANNEL_NOT_ALLOWED",
-                f"{what} is not allowed in this channel; use "
-                + ", ".join(f"<#{c}>" for c in allowed),
+                f"{what} is not allowed in this channel; use channel " + ", ".join(allowed),
             )
         have = self.rb.settings.roles_of(req.user_id)
         if not have & set(roles):
@@ -287,10 +288,11 @@ class SlackBot:
                 await handler(self, req)
             except RollbotError as exc:
                 outcome = "refused" if isinstance(exc, Refused) else "bad_input"
+                # an error may quote what the user typed: plain text, escaped like any user text
                 if not req.acked:
-                    await req.ack_now(text=str(exc), response_type="ephemeral")
+                    await req.ack_now(text=escape(str(exc)), response_type="ephemeral")
                 else:
-                    await self._tell(req, str(exc))
+                    await self._tell(req, escape(str(exc)))
             except Exception:
                 outcome = "error"
                 ref = uuid.uuid4().hex[:8]

@@ -1,15 +1,19 @@
 """Delivers the outbox to Slack, in order, until Slack takes it.
 
 A transport failure (Slack unreachable, 5xx, rate limit after retries) stops the round and it is
-tried again with backoff: nothing is lost and the thread stays in order. A permanent refusal
-(e.g. channel_not_found) is retried a few times, then set aside with its error so one bad
-message never blocks an incident's thread.
+tried again with backoff: nothing is lost and the thread stays in order. A refusal (e.g.
+not_in_channel) is retried a few times, then set aside with its error so one bad message never
+blocks an incident's thread — but never dropped: while anything is set aside /healthz is
+unhealthy and says what to do, a metric counts it, and the set-aside messages are tried again,
+in order, every `retry_set_aside_s` until Slack takes them (someone invited the bot, …).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -19,7 +23,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from rollbot.bot.slack import views
 from rollbot.clock import iso
 from rollbot.commands.context import Rollbot
+from rollbot.commands.mrkdwn import escape
 from rollbot.commands.outbox import OutboxMessage
+from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
 
 log = logging.getLogger("rollbot.slack.courier")
@@ -31,6 +37,24 @@ TRANSIENT = {
     "request_timeout",
 }
 MAX_PERMANENT_ATTEMPTS = 3
+RETRY_SET_ASIDE_S = 30.0
+
+
+def fix_for(error: str, channel: str) -> str:
+    """What a person must do about a refusal, in the words of Slack's set-up screens."""
+    fixes = {
+        "not_in_channel": f"invite @rollbot to the ops channel {channel} (`/invite @rollbot` in"
+        " it), or add the chat:write.public scope (manifest.yml) and reinstall the app",
+        "channel_not_found": f"the ops channel {channel} does not exist or is private without"
+        " rollbot in it: check [slack] ops_channel (a channel ID, C…) and invite @rollbot",
+        "is_archived": f"the ops channel {channel} is archived: unarchive it or set another"
+        " [slack] ops_channel",
+        "missing_scope": "the bot token lacks a scope rollbot uses: paste manifest.yml into the"
+        " app's settings and reinstall it",
+    }
+    return fixes.get(
+        error, f"Slack refused rollbot's messages ({error}); see api.slack.com for that error"
+    )
 
 
 class SlackUnavailable(Exception):
@@ -45,6 +69,12 @@ class Courier:
         self.wake = asyncio.Event()
         self.backoff = 0.5
         self._lock = asyncio.Lock()
+        self.retry_set_aside_s = RETRY_SET_ASIDE_S
+        self._set_aside_tried = time.monotonic()
+        self.on_set_aside: Callable[[str], None] = lambda error: None
+        # why Slack would not take a message in the ops channel (the start-up probe or the
+        # last refusal); None once a message there went through
+        self.channel_problem: str | None = None
 
     def kick(self) -> None:
         self.wake.set()
@@ -55,6 +85,7 @@ class Courier:
         while not stop.is_set():
             try:
                 await self.drain()
+                await self.retry_set_aside()
                 delay = poll_s
             except SlackUnavailable as exc:
                 log.warning("Slack unreachable, will retry: %s", exc)
@@ -87,6 +118,53 @@ class Courier:
                     sent += 1
                 self.backoff = 0.5
 
+    async def probe(self) -> str | None:
+        """Prove at start that a message can be posted in the ops channel (posted, then
+        deleted). Returns what to do when it cannot; transport failures are not its business."""
+        try:
+            resp = await self.client.chat_postMessage(
+                channel=self.channel, text="rollbot is starting: checking it can post here."
+            )
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "")) if exc.response else str(exc)
+            self.channel_problem = f"{error}: {fix_for(error, self.channel)}"
+            return self.channel_problem
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("start-up post probe could not reach Slack: %s", exc)
+            return None  # the courier's backoff deals with Slack being away
+        self.channel_problem = None
+        try:  # the proof is made; a probe left standing is only a stray line in the channel
+            await self.client.chat_delete(channel=str(resp["channel"]), ts=str(resp["ts"]))
+        except (SlackApiError, aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("could not delete the start-up probe message: %s", exc)
+        return None
+
+    async def retry_set_aside(self, *, force: bool = False) -> int:
+        """Try the set-aside messages again, oldest first; stop at the first still refused."""
+        if not force and time.monotonic() - self._set_aside_tried < self.retry_set_aside_s:
+            return 0
+        self._set_aside_tried = time.monotonic()
+        sent = 0
+        async with self._lock:
+            for msg in self.app.outbox.set_aside_list():
+                try:
+                    result = await self._deliver(msg)
+                except SlackApiError as exc:
+                    error = str(exc.response.get("error", "")) if exc.response else str(exc)
+                    log.warning("set-aside outbox %s still refused: %s", msg.id, error)
+                    return sent
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    return sent
+                except Exception:  # one odd message must not stop the courier; next round
+                    log.exception("set-aside outbox %s cannot be retried", msg.id)
+                    return sent
+                self.app.outbox.delivered(msg.id, {**result, "after_set_aside": True})
+                self.channel_problem = None
+                sent += 1
+        if self.channel_problem and not sent:
+            await self.probe()  # a quiet channel: prove again, so a fix shows without traffic
+        return sent
+
     @staticmethod
     def _superseded(msg: OutboxMessage, batch: list[OutboxMessage]) -> bool:
         """A headline refresh followed by another for the same incident need not be sent."""
@@ -106,19 +184,33 @@ class Courier:
             if error in TRANSIENT or status >= 500 or status == 429:
                 raise SlackUnavailable(error or f"HTTP {status}") from None
             self.app.outbox.failed(msg.id, error)
+            if msg.kind != "dm":
+                self.channel_problem = f"{error}: {fix_for(error, self.channel)}"
             if msg.attempts + 1 >= MAX_PERMANENT_ATTEMPTS:
                 log.error(
-                    "outbox %s (%s) set aside after %s attempts: %s",
+                    "outbox %s (%s) set aside after %s attempts, to be retried: %s — %s",
                     msg.id,
                     msg.kind,
                     msg.attempts + 1,
                     error,
+                    fix_for(error, self.channel),
                 )
-                self.app.outbox.delivered(msg.id, {"error": error})
+                with self.app.db.write():
+                    self.app.outbox.set_aside(msg.id, error)
+                    self.app.events.append(
+                        "SLACK_UNDELIVERABLE",
+                        Actor(id="rollbot", source="system"),
+                        reason=f"{error}: {fix_for(error, self.channel)}",
+                        incident_id=msg.incident_id,
+                        data={"outbox_id": msg.id, "kind": msg.kind, "error": error},
+                    )
+                self.on_set_aside(error)
             return
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise SlackUnavailable(f"{exc.__class__.__name__}: {exc}") from None
         self.app.outbox.delivered(msg.id, result)
+        if msg.kind != "dm":
+            self.channel_problem = None
 
     # -- kinds ----------------------------------------------------------------------------------
     async def _deliver(self, msg: OutboxMessage) -> dict[str, Any]:
@@ -147,6 +239,16 @@ class Courier:
                 channel=msg.target or self.channel, text=text, blocks=blocks
             )
         self._remember_copy(msg, str(resp["channel"]), str(resp["ts"]))
+        if msg.payload.get("view") == "approval" and isinstance(msg.payload.get("data"), dict):
+            # a plan too long for one card goes on, whole, in messages right under it
+            under = str(resp.get("message", {}).get("thread_ts") or resp["ts"])
+            for more_text, more_blocks in views.approval_continuations(msg.payload["data"]):
+                await self.client.chat_postMessage(
+                    channel=str(resp["channel"]),
+                    thread_ts=under,
+                    text=more_text,
+                    blocks=more_blocks,
+                )
         return {"channel": resp["channel"], "ts": resp["ts"]}
 
     def _remember_copy(self, msg: OutboxMessage, channel: str, ts: str) -> None:
@@ -200,8 +302,13 @@ class Courier:
         data = incident.model_dump(mode="json")
         data["opened_at"] = iso(incident.opened_at)
         data["opened_by_label"] = (
-            f"<@{incident.opened_by}>" if incident.source == "slack" else incident.opened_by
+            f"<@{incident.opened_by}>" if incident.source == "slack" else escape(incident.opened_by)
         )
+        try:  # what trading is now on the incident's scope, as the guard would answer
+            scopes = ["global"] if incident.scope == "global" else ["global", incident.scope]
+            data["trading_state"] = self.app.killswitch.state_of(scopes).value
+        except Exception:  # the headline still goes out; it just does not claim a state
+            log.exception("trading state of %s cannot be read", incident.scope)
         return data
 
     def steps_data(self, incident_id: str) -> list[dict[str, Any]]:
@@ -212,7 +319,8 @@ class Courier:
         esc = self.app.db.one("SELECT * FROM escalations WHERE incident_id = ?", (incident.id,))
         if esc:
             if esc.get("acked_by"):
-                extra.append(f"*On it:* <@{esc['acked_by']}> since {esc.get('acked_at', '')}")
+                since = views.when(esc.get("acked_at"))
+                extra.append(f"*On it:* <@{esc['acked_by']}> since {since}")
             else:
                 extra.append(f"*Escalation:* tier {int(esc['tier']) + 1}, {esc['status']}")
         return extra

@@ -53,6 +53,12 @@ class _StateCollector(Collector):
                 "Escalations running",
             ),
             (
+                "rollbot_outbox_set_aside",
+                "SELECT COUNT(*) AS n FROM outbox WHERE delivered_at IS NOT NULL"
+                " AND json_extract(result, '$.set_aside') = 1",
+                "Messages Slack refused (e.g. not_in_channel), kept to be retried",
+            ),
+            (
                 "rollbot_outbox_pending",
                 "SELECT COUNT(*) AS n FROM outbox WHERE delivered_at IS NULL",
                 "Messages not yet delivered to Slack",
@@ -82,6 +88,12 @@ class Metrics:
             "rollbot_unverified_requests",
             "Slack requests refused for a bad or stale signature",
             ["code"],
+            registry=self.registry,
+        )
+        self.undeliverable = Counter(
+            "rollbot_slack_undeliverable",
+            "Messages set aside because Slack refused them, by Slack's error",
+            ["error"],
             registry=self.registry,
         )
         self.registry.register(_StateCollector(app))

@@ -38,12 +38,9 @@ def ops_channel_check(app: Rollbot) -> Check:
             "[slack] ops_channel is not set: incidents would have nowhere to go",
             "set [slack] ops_channel in rollbot.toml to the channel's ID",
         )
-    stuck = app.db.one(
-        "SELECT last_error FROM outbox WHERE delivered_at IS NULL AND last_error IS NOT NULL"
-        " ORDER BY id DESC LIMIT 1"
-    )
-    if stuck:
-        error = stuck["last_error"]
+    aside = app.outbox.set_aside_list(limit=1)  # what the courier could not deliver
+    if aside:
+        error = aside[0].last_error or "refused"
         action = (
             f"invite the bot: /invite @rollbot in {channel}"
             if "not_in_channel" in error

@@ -52,15 +52,39 @@ def check_tokens(secrets: Secrets, settings: Settings, http: bool) -> None:
         )
 
 
+STARTUP_TIMEOUT_S = 15.0  # every start-up check answers, or serve exits, well within 20 s
+
+
 async def authenticate(client: AsyncWebClient) -> dict[str, Any]:
     try:
-        resp = await client.auth_test()
+        resp = await asyncio.wait_for(client.auth_test(), STARTUP_TIMEOUT_S)
     except SlackApiError as exc:
         error = exc.response.get("error", "") if exc.response else str(exc)
         raise ConfigError(f"SLACK_BOT_TOKEN was refused by Slack's auth.test: {error}") from None
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise ConfigError(f"cannot reach Slack at {client.base_url}: {exc}") from None
+        raise ConfigError(
+            f"cannot reach Slack at {client.base_url} (auth.test): {exc or 'no answer'}"
+        ) from None
     return dict(resp.data) if isinstance(resp.data, dict) else {}
+
+
+async def check_app_token(client: AsyncWebClient, app_token: str) -> None:
+    """The Socket Mode client retries a refused app token forever; ask once, and stop."""
+    app_client = AsyncWebClient(base_url=client.base_url, session=client.session)
+    try:
+        await asyncio.wait_for(
+            app_client.apps_connections_open(app_token=app_token), STARTUP_TIMEOUT_S
+        )
+    except SlackApiError as exc:
+        error = exc.response.get("error", "") if exc.response else str(exc)
+        raise ConfigError(
+            f"SLACK_APP_TOKEN was refused by Slack's apps.connections.open: {error} (it must be"
+            " an app-level token, xapp-…, with connections:write; or run with --http)"
+        ) from None
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise ConfigError(
+            f"cannot reach Slack at {client.base_url} (apps.connections.open): {exc or 'no answer'}"
+        ) from None
 
 
 UNVERIFIED = web.AppKey("unverified", UnverifiedRequests)
@@ -78,14 +102,25 @@ def web_app(bot: SlackBot, *, slack_routes: bool) -> web.Application:
         return await to_aiohttp_response(bolt_resp)
 
     async def healthz(_: web.Request) -> web.Response:
+        """503 while Slack refuses what rollbot posts: a message nobody sees is an outage."""
         pending = bot.rb.db.one("SELECT COUNT(*) AS n FROM outbox WHERE delivered_at IS NULL")
+        set_aside = bot.rb.outbox.count_set_aside()
+        problems = []
+        if bot.courier.channel_problem:
+            problems.append(bot.courier.channel_problem)
+        if set_aside:
+            problems.append(f"{set_aside} message(s) Slack refused, retried until it takes them")
+        # the armed status (commands/preflight.py): a kill path that cannot work is an outage
         failing = {c.name: c.reason for c in preflight.latest(bot.rb) if not c.ok}
+        problems += [f"armed status: {name} fails: {why}" for name, why in failing.items()]
         body = {
-            "ok": not failing,
+            "ok": not problems,
             "outbox_pending": pending["n"] if pending else 0,
+            "outbox_set_aside": set_aside,
+            "problems": problems,
             "armed_failing": failing,
         }
-        return web.json_response(body, status=503 if failing else 200)
+        return web.json_response(body, status=200 if not problems else 503)
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(
@@ -124,6 +159,7 @@ class Server:
         self.stop_event = asyncio.Event()
         self.bound_port: int | None = None
         self.identity: dict[str, Any] = {}
+        self.channel_problem: str | None = None
         self._runner: web.AppRunner | None = None
         self._handler: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -144,8 +180,11 @@ class Server:
         )
         try:
             self.identity = await authenticate(client)
+            if not self.http:
+                await check_app_token(client, self._app_token())
         except BaseException:
             await self._session.close()
+            self._session = None
             raise
         self.rb = rb = Rollbot.open(self.settings, clock=self.clock, secrets=self.secrets)
         signing = (
@@ -156,6 +195,10 @@ class Server:
         self.bot = bot = SlackBot(
             rb, client, identity=self.identity, signing_secret=signing, http_mode=self.http
         )
+        self.channel_problem = await bot.courier.probe()
+        if self.channel_problem:
+            # /kill still works from Slack and the terminal; what it posts waits for the fix
+            log.error("cannot post in the ops channel: %s", self.channel_problem)
         self._tasks.append(asyncio.create_task(bot.courier.run(self.stop_event)))
         self._tasks.append(asyncio.create_task(self._recover()))
         if self.start_clock:
@@ -170,13 +213,12 @@ class Server:
         if not self.http:
             from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-            app_token = (
-                self.secrets.slack_app_token.get_secret_value()
-                if self.secrets.slack_app_token
-                else ""
-            )
-            self._handler = AsyncSocketModeHandler(bot.bolt, app_token)
+            self._handler = AsyncSocketModeHandler(bot.bolt, self._app_token())
             await self._handler.connect_async()
+
+    def _app_token(self) -> str:
+        token = self.secrets.slack_app_token
+        return token.get_secret_value() if token else ""
 
     def _start_clockwork(self) -> None:
         """The escalation/monitor clock (bot/scheduler.py)."""
@@ -227,18 +269,36 @@ class Server:
             if not self.http and self.bound_port
             else ""
         )
-        return f"rollbot ready: {mode}{extra} as @{who} in {team}"
+        ready = f"rollbot ready: {mode}{extra} as @{who} in {team}"
+        if self.channel_problem:
+            ready += (
+                f"\nWARNING: rollbot cannot post in the ops channel"
+                f" {self.settings.slack.ops_channel}: {self.channel_problem}"
+            )
+        return ready
 
 
 async def serve(settings: Settings, *, http: bool, port: int | None, host: str) -> None:
+    """Until SIGTERM/SIGINT, which stop it cleanly at any point, start-up included."""
     server = Server(settings, Secrets(), http=http, port=port, host=host)
-    await server.start()
-    print(server.describe(), flush=True)
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, done.set)
-    await done.wait()
-    print("rollbot stopping…", file=sys.stderr, flush=True)
-    await server.stop()
+    starting = asyncio.create_task(server.start())
+    signalled = asyncio.create_task(done.wait())
+    try:
+        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a refused token: ConfigError, after the cleanup below
+            print(server.describe(), flush=True)
+            await done.wait()
+        else:
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+    finally:
+        signalled.cancel()
+        if done.is_set():
+            print("rollbot stopping…", file=sys.stderr, flush=True)
+        await server.stop()

@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 from rollbot.bot.slack.ids import Action
+from rollbot.clock import parse_iso
+from rollbot.commands.mrkdwn import escape
 from rollbot.commands.positions import VenueBook
+from rollbot.commands.report import RollbackLog
+from rollbot.commands.rollback import StepReport
 
 Blocks = list[dict[str, Any]]
 STATUS_EMOJI = {
@@ -18,14 +24,81 @@ STATUS_EMOJI = {
     None: "⏳",
 }
 STATE_EMOJI = {"ACTIVE": "🟢", "REDUCING": "🟡", "HALTED": "🔴"}
+# Block Kit limits (api.slack.com/reference/block-kit/blocks): 3000 characters per section
+# text, 50 blocks per message
+SECTION_MAX = 3000
+BLOCKS_MAX = 50
 
 
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:2990]}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[: SECTION_MAX - 10]}}
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:2990]}]}
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[: SECTION_MAX - 10]}]}
+
+
+def sections(lines: list[str], limit: int = SECTION_MAX - 100) -> Blocks:
+    """Lines packed into as many sections as they need, none cut (a longer line is split)."""
+    out: Blocks = []
+    buf = ""
+    for line in lines:
+        while len(line) > limit:
+            if buf:
+                out.append(_section(buf))
+                buf = ""
+            out.append(_section(line[:limit]))
+            line = line[limit:]
+        if buf and len(buf) + 1 + len(line) > limit:
+            out.append(_section(buf))
+            buf = ""
+        buf = f"{buf}\n{line}" if buf else line
+    if buf:
+        out.append(_section(buf))
+    return out
+
+
+def _text_len(block: dict[str, Any]) -> int:
+    text = (block.get("text") or {}).get("text", "")
+    fields = sum(len(f.get("text", "")) for f in block.get("fields") or [])
+    elements = sum(len(e.get("text", "")) for e in block.get("elements") or [] if "type" in e)
+    return len(text) + fields + elements
+
+
+def paginate(blocks: Blocks, budget: int = 0) -> list[Blocks]:
+    """Blocks split into messages Slack takes: at most 50 blocks and `budget` characters each."""
+    budget = budget or MESSAGE_TEXT_MAX
+    pages: list[Blocks] = [[]]
+    used = 0
+    for block in blocks:
+        size = _text_len(block)
+        if pages[-1] and (used + size > budget or len(pages[-1]) >= BLOCKS_MAX):
+            pages.append([])
+            used = 0
+        pages[-1].append(block)
+        used += size
+    return pages
+
+
+def _split(text: str) -> Blocks:
+    """A text in as many sections as it needs: nothing cut."""
+    return sections(text.splitlines())
+
+
+def when(value: Any) -> str:
+    """A time each reader sees in their own time zone (Slack's <!date^…> token); the fallback
+    after the | is UTC, for clients that cannot render it."""
+    if not value:
+        return ""
+    try:
+        moment = value if isinstance(value, datetime) else parse_iso(str(value))
+    except ValueError:
+        return escape(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time_secs}}|{fallback}>"
 
 
 def _button(text: str, action: Action, value: str, style: str | None = None) -> dict[str, Any]:
@@ -43,17 +116,25 @@ def _button(text: str, action: Action, value: str, style: str | None = None) -> 
 def headline(
     incident: dict[str, Any], steps: list[dict[str, Any]], extra: list[str]
 ) -> tuple[str, Blocks]:
+    """The title says what trading is now (the scope's state), never only how the run went:
+    a kill that succeeded leaves trading HALTED, and the headline says HALTED."""
     final = incident.get("final_status")
-    emoji = STATUS_EMOJI.get(final, "⏳") if incident.get("phase") == "DONE" else "🚨"
-    title = f"{emoji} *{incident['id']}* — {incident['kind'].upper()} — {incident['reason']}"
+    state = incident.get("trading_state")
+    emoji = STATE_EMOJI.get(state or "", "🚨")
+    reason = escape(incident["reason"])
+    title = f"{emoji} *{incident['id']}* — {incident['kind'].upper()} — {reason}"
+    run = f"{incident['phase']}" + (
+        f" — {STATUS_EMOJI.get(final, '')} steps {final}" if final else ""
+    )
     lines = [
         title,
-        f"*State:* {incident['status']} / {incident['phase']}" + (f" — *{final}*" if final else ""),
+        (f"*Trading:* {state} on `{incident['scope']}`   " if state else "")
+        + f"*Incident:* {incident['status']}   *Run:* {run}",
         f"*Scope:* `{incident['scope']}`   *Opened by:* {incident['opened_by_label']}"
-        f" via {incident['source']} at {incident['opened_at']}",
+        f" via {incident['source']} {when(incident['opened_at'])}",
     ]
     if incident.get("trigger"):
-        trig = f"*Trigger:* {incident['trigger']}"
+        trig = f"*Trigger:* {escape(incident['trigger'])}"
         if incident.get("trigger_value") is not None:
             trig += (
                 f" (value {incident['trigger_value']}, threshold {incident['trigger_threshold']})"
@@ -69,8 +150,8 @@ def headline(
     if pnl:
         lines.append(pnl)
     lines += extra
-    text = f"{incident['id']} {incident['kind']}: {incident['reason']}"
-    return text, [_section("\n".join(lines)), _context("Updates in the thread below.")]
+    text = f"{incident['id']} {incident['kind']}" + (f" — trading {state}" if state else "")
+    return text + f": {reason}", [*sections(lines), _context("Updates in the thread below.")]
 
 
 def _pnl_line(steps: list[dict[str, Any]]) -> str:
@@ -92,12 +173,12 @@ def step(data: dict[str, Any]) -> tuple[str, Blocks]:
         f"{data['elapsed_seconds']:.2f} s vs seed {data['cumulative_target_seconds']:.0f} s "
         + ("(on target)" if on_target else "(*OVER TARGET*)")
     )
-    body = "\n".join(f"• {a}" for a in data.get("actions", []))
+    body = [f"• {escape(a)}" for a in data.get("actions", [])] or ["—"]
     if data.get("by"):
-        body += f"\n_by {data['by']}_"
+        body.append(f"_by {data['by']}_")
     return f"Step {data['step']} {data['name']}: {data['status']}", [
         _section(head),
-        _section(body or "—"),
+        *sections(body),
     ]
 
 
@@ -110,18 +191,18 @@ def outcome(data: dict[str, Any]) -> tuple[str, Blocks]:
     for venue, n in (data.get("open_orders") or {}).items():
         lines.append(f"Open orders at *{venue}*: {n}")
     if data.get("unreachable"):
-        lines.append("Unverified (unreachable): " + ", ".join(data["unreachable"]))
+        lines.append("Unverified (unreachable): " + escape(", ".join(data["unreachable"])))
     if final == "SUCCESS" and inc["kind"] != "kill":
         lines.append("All flat, no open orders, trading HALTED, shadow/dry-run active.")
     lines.append(f"Report: `/rollback-report {inc['id']}`")
-    return f"{inc['id']}: {final}", [_section("\n".join(lines))]
+    return f"{inc['id']}: {final}", sections(lines)
 
 
 def positions(books: list[VenueBook]) -> tuple[str, Blocks]:
     blocks: Blocks = []
     for b in books:
         if b.error:
-            blocks.append(_section(f"❌ *{b.venue}*: unreachable — {b.error}"))
+            blocks.append(_section(f"❌ *{b.venue}*: unreachable — {escape(b.error)}"))
             continue
         nav = f"NAV {b.account.nav:,.2f} {b.account.currency}" if b.account else ""
         rows = [
@@ -145,65 +226,191 @@ def positions(books: list[VenueBook]) -> tuple[str, Blocks]:
         )
         if len(b.orders) > 15:
             rows.append(f"… and {len(b.orders) - 15} more")
-        blocks.append(_section("\n".join(rows)))
+        blocks.extend(sections(rows))
     total = sum(len(b.positions) for b in books)
     return f"Positions: {total} open across {len(books)} venue(s)", blocks
 
 
-def plan_lines(orders: list[dict[str, Any]] | list[str]) -> str:
-    if not orders:
-        return "_nothing to close_"
-    out = []
-    for o in orders:
-        out.append(
-            f"• {o}"
-            if isinstance(o, str)
-            else f"• {o['venue']}: {o['side']} {o['quantity']} {o['symbol']} {o['type']}"
+def positions_pages(books: list[VenueBook], max_pages: int) -> list[tuple[str, Blocks]]:
+    """/positions as messages Slack takes; past `max_pages`, the last one says where the rest is."""
+    text, blocks = positions(books)
+    pages = paginate(blocks)
+    shown = pages[:max_pages]
+    if len(pages) > max_pages:
+        left = sum(len(p) for p in pages[max_pages:])
+        shown[-1].append(
+            _context(
+                f"… {left} more section(s) of positions not shown here: `rollbot positions` at"
+                " the terminal lists every one."
+            )
         )
-    return "\n".join(out)
+    if len(shown) == 1:
+        return [(text, shown[0])]
+    return [(f"{text} (part {i} of {len(shown)})", p) for i, p in enumerate(shown, start=1)]
+
+
+def plan_lines(orders: list[dict[str, Any]] | list[str]) -> list[str]:
+    """One line per order (numbered, with its limit rule) or per plan line; all escaped."""
+    if not orders:
+        return ["_nothing to close_"]
+    out, n = [], 0
+    for o in orders:
+        if isinstance(o, str):
+            out.append(f"• {escape(o)}")
+            continue
+        n += 1
+        note = f" ({escape(o['note'])}, set from the live mark when sent)" if o.get("note") else ""
+        price = f" {escape(o['limit_now'])} now" if o.get("limit_now") else ""
+        out.append(
+            f"{n}. {escape(o['venue'])}: {escape(o['side'])} {escape(o['quantity'])}"
+            f" {escape(o['symbol'])} {escape(o['type'])}{price}{note}"
+        )
+    return out
+
+
+def plan_size(plan: Any) -> str:
+    """What the button's card says about the plan's size: "300 orders", "4 plan lines"."""
+    if not isinstance(plan, list):
+        return "1 plan line"
+    orders = sum(1 for o in plan if isinstance(o, dict))
+    if orders:
+        return f"{orders} order{'s' if orders != 1 else ''}"
+    return f"{len(plan)} plan line{'s' if len(plan) != 1 else ''}"
+
+
+# Slack refuses a message whose blocks hold more than ~13k characters in all
+# (msg_blocks_too_long, github.com/slackapi/bolt-js/issues/2509), whatever the per-block limits
+MESSAGE_TEXT_MAX = 12_000
+_CARD_PLAN_MAX = 7_000  # the rest of the card: head, hash, reason (cut), note, buttons
+_REASON_MAX = 1_500
+
+
+def _take(lines: list[str], budget: int) -> tuple[list[str], list[str]]:
+    """As many whole lines as fit in `budget` characters (at least one), and the rest."""
+    used, n = 0, 0
+    for line in lines:
+        if n and used + len(line) + 1 > budget:
+            break
+        used += len(line) + 1
+        n += 1
+    return lines[:n], lines[n:]
+
+
+def _plan_parts(data: dict[str, Any]) -> list[list[str]]:
+    """The plan's lines: what the card shows, then each continuation message's share."""
+    plan = data.get("plan_lines") or data.get("plan") or []
+    lines = plan_lines(plan if isinstance(plan, list) else [str(plan)])
+    first, rest = _take(lines, _CARD_PLAN_MAX)
+    parts = [first]
+    while rest:
+        part, rest = _take(rest, MESSAGE_TEXT_MAX - 500)
+        parts.append(part)
+    return parts
+
+
+def approval_continuations(data: dict[str, Any]) -> list[tuple[str, Blocks]]:
+    """The plan's lines that do not fit in the card, as messages posted under it in order."""
+    parts = _plan_parts(data)
+    ident = escape(data.get("id", ""))
+    out = []
+    for i, part in enumerate(parts[1:], start=2):
+        head = (
+            f"🔐 *{ident} plan, part {i} of {len(parts)}* (hash"
+            f" `{escape(data.get('plan_hash', ''))}`):"
+        )
+        out.append((f"{ident} plan, part {i} of {len(parts)}", sections([head, *part])))
+    return out
+
+
+def _cut(text: str, limit: int) -> str:
+    """User text escaped, then cut at `limit` characters without splitting an entity."""
+    out, used = [], 0
+    for ch in text:
+        piece = escape(ch)
+        if used + len(piece) > limit:
+            return "".join(out) + f" … _(cut: {len(text):,} characters in all)_"
+        out.append(piece)
+        used += len(piece)
+    return "".join(out)
 
 
 def approval(data: dict[str, Any]) -> tuple[str, Blocks]:
-    """A two-person request; buttons only while it is pending."""
+    """A two-person request; buttons only while it is pending. The plan comes first and whole
+    (every order, over as many sections as it needs, continued in messages under the card when
+    one message cannot hold it), then its hash; the requester's own words come after it,
+    quoted and escaped, so they can never pose as plan."""
     status = data.get("status", "PENDING")
-    who = data.get("requester_label") or data.get("requested_by", "?")
-    head = (
-        f"🔐 *{data.get('action', 'action')}* requested by {who}"
-        f" — *{status}*  (`{data.get('id', '')}`)"
-    )
-    lines = [head]
-    if data.get("reason"):
-        lines.append(f"Reason: {data['reason']}")
+    who = data.get("requester_label") or escape(data.get("requested_by", "?"))
     plan = data.get("plan_lines") or data.get("plan") or []
-    if isinstance(plan, list):
-        lines.append("*Exactly what will run:*\n" + plan_lines(plan))
-    elif plan:
-        lines.append(f"*Exactly what will run:* {plan}")
-    if data.get("action") == "flatten":
-        lines.append(
+    if not isinstance(plan, list):
+        plan = [str(plan)]
+    size = plan_size(plan)
+    head = (
+        f"🔐 *{escape(data.get('action', 'action'))}* requested by {who}"
+        f" — *{status}*  (`{escape(data.get('id', ''))}`) — *{size}*"
+    )
+    blocks: Blocks = [_section(head)]
+    parts = _plan_parts(data)
+    blocks += sections(["*Exactly what will run:*", *parts[0]])
+    if len(parts) > 1:
+        blocks.append(
+            _section(
+                f"⚠️ *The plan continues below this card: parts 2 to {len(parts)}, same hash."
+                f" All {size} run if approved: read every part first.*"
+            )
+        )
+    tail = []
+    if "flatten" in (data.get("action_id"), data.get("action")):
+        tail.append(
             "_Working orders on these symbols are cancelled first, so none can re-open a position._"
         )
     if data.get("plan_hash"):
-        lines.append(f"Plan hash `{str(data['plan_hash'])[:12]}`")
+        tail.append(f"Plan hash `{escape(data['plan_hash'])}`")
+    blocks += sections(tail) if tail else []
+    if data.get("reason"):
+        blocks += sections(
+            ["*Reason given by the requester* (their words, not part of the plan):"]
+            + [f"> {line}" for line in _cut(str(data["reason"]), _REASON_MAX).splitlines() or [""]]
+        )
+    lines = []
     if data.get("decided_by"):
-        lines.append(f"{status} by {data['decided_by']} at {data.get('decided_at', '')}")
+        lines.append(f"{status} by {data['decided_by']} at {when(data.get('decided_at'))}")
     if data.get("expires_at") and status == "PENDING":
-        lines.append(f"Expires at {data['expires_at']}")
+        lines.append(f"Expires {when(data['expires_at'])} unless approved.")
     if data.get("note"):
-        lines.append(data["note"])
-    blocks: Blocks = [_section("\n".join(lines))]
+        lines.append(escape(data["note"]))
+    if lines:
+        blocks += sections(lines)
     if status == "PENDING":
         value = str(data.get("id", ""))
+        approve = _button("Approve", Action.APPROVE, value, "primary")
+        approve["confirm"] = {
+            "title": {"type": "plain_text", "text": "Approve and run it now?"},
+            "text": {  # plain text: nothing in it is markup, so nothing needs escaping
+                "type": "plain_text",
+                "text": (
+                    f"This runs {data.get('action', 'the action')} {value} at once:"
+                    f" {size}, plan hash {str(data.get('plan_hash', ''))[:12]}."
+                )[:300],
+            },
+            "confirm": {"type": "plain_text", "text": "Approve"},
+            "deny": {"type": "plain_text", "text": "Cancel"},
+            "style": "danger",
+        }
         blocks.append(
             {
                 "type": "actions",
-                "elements": [
-                    _button("Approve", Action.APPROVE, value, "primary"),
-                    _button("Deny", Action.DENY, value, "danger"),
-                ],
+                "elements": [approve, _button("Deny", Action.DENY, value, "danger")],
             }
         )
     return head.replace("*", ""), blocks
+
+
+def contact_line(c: dict[str, Any]) -> str:
+    """Name — role — phone — email, leaving out what is not configured (no dangling dashes)."""
+    role = str(c.get("role") or "").replace("_", " ")
+    parts = [str(p).strip() for p in (c.get("name"), role, c.get("phone"), c.get("email"))]
+    return "• " + escape(" — ".join(p for p in parts if p) or "(unnamed contact)")
 
 
 def escalation_ping(data: dict[str, Any]) -> tuple[str, Blocks]:
@@ -211,16 +418,12 @@ def escalation_ping(data: dict[str, Any]) -> tuple[str, Blocks]:
     if isinstance(who, list):
         who = " ".join(f"<@{u}>" for u in who if u)
     elif isinstance(who, dict):
-        who = f"{who.get('name', '')} ({who.get('role', '')})"
+        who = escape(f"{who.get('name', '')} ({who.get('role', '')})")
     contacts = data.get("contacts") or []
-    details = "\n".join(
-        f"• {c.get('name', '')} — {c.get('role', '')} — {c.get('phone', '')} {c.get('email', '')}"
-        for c in contacts
-        if isinstance(c, dict)
-    )
+    details = "\n".join(contact_line(c) for c in contacts if isinstance(c, dict))
     text = (
         f"📟 Escalation tier {data.get('tier', '?')} for *{data.get('incident_id', '')}*: {who}"
-        + (f" — {data['note']}" if data.get("note") else "")
+        + (f" — {escape(data['note'])}" if data.get("note") else "")
     )
     blocks: Blocks = [_section(text)]
     if details:
@@ -246,7 +449,7 @@ def checklist(data: dict[str, Any]) -> tuple[str, Blocks]:
     items = data.get("items", [])
     options, initial = [], []
     for it in items:
-        label = it.get("label", it.get("item", ""))
+        label = escape(it.get("label", it.get("item", "")))
         due = it.get("due_at", "")
         opt = {
             "text": {"type": "mrkdwn", "text": f"{label}"[:75]},
@@ -303,9 +506,17 @@ def risk_alert(data: dict[str, Any]) -> tuple[str, Blocks]:
     ]
 
 
+ISO_TIME = re.compile(r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})")
+
+
+def local_times(text: str) -> str:
+    """The UTC ISO times commands write ("acknowledged at 2026-…Z") as date tokens."""
+    return ISO_TIME.sub(lambda m: when(m.group(0)), text)
+
+
 def generic(payload: dict[str, Any]) -> tuple[str, Blocks]:
     text = payload.get("text") or "(no text)"
-    return text, [_section(text)]
+    return text, sections(local_times(text).splitlines())
 
 
 RENDERERS = {
@@ -335,14 +546,16 @@ def app_home(
     risk: list[str],
 ) -> dict[str, Any]:
     blocks: Blocks = [{"type": "header", "text": {"type": "plain_text", "text": "rollbot"}}]
-    blocks.append(
-        _section(
+    blocks.extend(
+        _split(
             "*Trading state*\n"
             + "\n".join(
                 f"{STATE_EMOJI[s['state']]} `{s['scope']}` {s['state']}"
                 + (
                     f" — {len(s['holds'])} hold(s): "
-                    + "; ".join(f"{h['source']} by {h['actor']}: {h['reason']}" for h in s["holds"])
+                    + "; ".join(
+                        escape(f"{h['source']} by {h['actor']}: {h['reason']}") for h in s["holds"]
+                    )
                     if s["holds"]
                     else ""
                 )
@@ -350,39 +563,40 @@ def app_home(
             )
         )
     )
-    blocks.append(
-        _section(
+    blocks.extend(
+        _split(
             "*Open incidents*\n"
             + (
                 "\n".join(
                     f"• {i['id']} {i['kind']} — {i['phase']} {i.get('final_status') or ''}"
-                    f" — {i['reason']}"
+                    f" — {escape(i['reason'])}"
                     for i in incidents
                 )
                 or "none"
             )
         )
     )
-    blocks.append(
-        _section(
+    blocks.extend(
+        _split(
             "*Pending approvals*\n"
             + (
                 "\n".join(
-                    f"• `{a['id']}` {a['action']} by {a['requested_by']}"
-                    f" (expires {a['expires_at']})"
+                    f"• `{a['id']}` {a['action']} by {escape(a['requested_by'])}"
+                    f" (expires {when(a['expires_at'])})"
                     for a in approvals
                 )
                 or "none"
             )
         )
     )
-    blocks.append(
-        _section(
-            "*Live gates*\n" + "\n".join(("✅ " if ok else "❌ ") + line for ok, line in gates)
+    blocks.extend(
+        _split(
+            "*Live gates*\n"
+            + "\n".join(("✅ " if ok else "❌ ") + escape(line) for ok, line in gates)
         )
     )
     if risk:
-        blocks.append(_section("*Risk monitors*\n" + "\n".join(risk)))
+        blocks.extend(_split("*Risk monitors*\n" + "\n".join(escape(r) for r in risk)))
     return {"type": "home", "blocks": blocks}
 
 
@@ -432,3 +646,82 @@ HELP = {
     "resume": "`/resume INCIDENT reason…` — back to live trading: needs 24 h in shadow, a recorded "
     "root-cause analysis and a passed drill, then a risk officer's approval.",
 }
+
+
+def _field(label: str, value: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": f"*{label}*\n{value or '—'}"[:2000]}
+
+
+def step_table(steps: list[StepReport]) -> str:
+    """The steps as aligned plain text (a code block in Slack, where tables do not render)."""
+    rows = [("#", "Step", "Status", "Duration", "Elapsed / seed target")]
+    for s in steps:
+        mark = "" if s.on_target else "  OVER"
+        rows.append(
+            (
+                str(s.step),
+                s.name,
+                s.status.value,
+                f"{s.duration_seconds:.2f} s",
+                f"{s.elapsed_seconds:.1f} s / {s.cumulative_target_seconds:.0f} s{mark}",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [
+        "  ".join(
+            cell.rjust(widths[i]) if i in (0, 3) else cell.ljust(widths[i])
+            for i, cell in enumerate(r)
+        ).rstrip()
+        for r in rows
+    ]
+    return "\n".join(lines)
+
+
+def report(
+    incident: dict[str, Any], steps: list[StepReport], log: RollbackLog
+) -> tuple[str, Blocks]:
+    """/rollback-report in Block Kit: header, the facts as fields, the steps as an aligned
+    table, what was closed and what was verified. The Markdown, JSON and PNG go as files."""
+    v = next((s.verification for s in log.steps if s.verification), None)
+    final_pnl = f"{log.final_pnl:,.2f}" if log.final_pnl is not None else "not measured"
+    trigger = escape(log.trigger)
+    if log.trigger_value is not None:
+        trigger += f" (value {log.trigger_value}, threshold {log.trigger_threshold})"
+    fields = [
+        _field("Final status", f"{STATUS_EMOJI.get(log.final_status, '')} {log.final_status}"),
+        _field("Trading now", incident.get("trading_state") or "unknown"),
+        _field("Trigger", trigger),
+        _field("Reason", escape(incident.get("reason") or "")),
+        _field("Started by", f"{incident['opened_by_label']} via {incident['source']}"),
+        _field("Opened", when(incident.get("opened_at"))),
+        _field("Total duration", f"{log.total_duration_seconds:.1f} s (seed target 180 s)"),
+        _field("PnL over the rollback", final_pnl),
+    ]
+    blocks: Blocks = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": f"Rollback report {incident['id']}"[:150]},
+        },
+        {"type": "section", "fields": fields},  # at most 10 fields in a section
+        _section("*Steps*\n```\n" + step_table(steps)[: SECTION_MAX - 40] + "\n```"),
+    ]
+    closed = [o for s in log.steps for o in (s.orders or [])]
+    if closed:
+        filled = sum(1 for o in closed if o.filled)
+        blocks.append(
+            _section(
+                f"*Closing orders:* {len(closed)} sent, {filled} filled, {len(closed) - filled}"
+                " not filled (each one is in the attached report)."
+            )
+        )
+    if v is not None:
+        checks = [
+            ("all positions flat", v.all_positions_flat),
+            ("no open orders", v.no_open_orders),
+        ]
+        line = ", ".join(("✅ " if ok else "❌ ") + name for name, ok in checks)
+        if v.unreachable:
+            line += "; unverified (unreachable): " + escape(", ".join(v.unreachable))
+        blocks.append(_section(f"*Verified:* {line}"))
+    blocks.append(_context("Markdown, JSON and PNG of this report are attached below."))
+    return f"Rollback report {incident['id']}: {log.final_status}", blocks

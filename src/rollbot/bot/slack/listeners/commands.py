@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from slack_sdk.errors import SlackApiError
+
 from rollbot.bot.slack import parsing, views
+from rollbot.bot.slack.courier import fix_for
 from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.listeners import requests
 from rollbot.commands.escalation import close_incident
+from rollbot.commands.mrkdwn import escape
 from rollbot.commands.positions import read_books
-from rollbot.commands.report import build_markdown, render
-from rollbot.commands.rollback import KILL_STEPS, Engine
-from rollbot.errors import BadInput
+from rollbot.commands.report import build_log, build_markdown, render
+from rollbot.commands.rollback import KILL_STEPS, Engine, ended_steps
+from rollbot.errors import BadInput, Refused
+from rollbot.storage.incidents import Incident
 
 if TYPE_CHECKING:
     from rollbot.bot.slack.app import Req, SlackBot
@@ -48,8 +53,9 @@ async def positions(bot: SlackBot, req: Req) -> None:
     bot.require_view(req, "/positions")
     venue, public = parsing.parse_positions(req.text, bot.rb.venue_names)
     books = await read_books(bot.rb.select(venue))
-    text, blocks = views.positions(books)
-    await req.reply(text, blocks, public=public)
+    # a response_url takes 5 posts: 4 messages of the book at most, then where the rest is
+    for text, blocks in views.positions_pages(books, max_pages=4):
+        await req.reply(text, blocks, public=public)
 
 
 async def flatten(bot: SlackBot, req: Req) -> None:
@@ -84,15 +90,38 @@ async def report(bot: SlackBot, req: Req) -> None:
             raise BadInput("there is no incident yet")
         incident = latest
     channel = incident.slack_channel or bot.rb.settings.slack.ops_channel
-    md = build_markdown(bot.rb, incident)
-    for chunk in _chunks(md, 2900):
-        await bot.client.chat_postMessage(
-            channel=channel, thread_ts=incident.slack_ts, text=chunk, mrkdwn=True
-        )
+    try:
+        await _post_report(bot, incident, channel)
+    except SlackApiError as exc:  # said to the asker with the fix, and counted, never lost
+        error = str(exc.response.get("error", "")) if exc.response else str(exc)
+        bot.metrics.undeliverable.labels(error).inc()
+        raise Refused(
+            f"Slack refused the report for {incident.id} ({error}): {fix_for(error, channel)}",
+            code="SLACK_REFUSED",
+        ) from None
+    await req.reply(f"Report for {incident.id} posted in its thread.")
+
+
+async def _post_report(bot: SlackBot, incident: Incident, channel: str) -> None:
+    text, blocks = views.report(
+        bot.courier.headline_data(incident),
+        ended_steps(bot.rb, incident.id),
+        build_log(bot.rb, incident),
+    )
+    await bot.client.chat_postMessage(
+        channel=channel, thread_ts=incident.slack_ts, text=text, blocks=blocks
+    )
+    # the full report as files: Slack's two-step upload (files.getUploadURLExternal, then
+    # files.completeUploadExternal), which files_upload_v2 makes
     await bot.client.files_upload_v2(
         channel=channel,
         thread_ts=incident.slack_ts,
         file_uploads=[
+            {
+                "content": build_markdown(bot.rb, incident),
+                "filename": f"{incident.id}.md",
+                "title": f"{incident.id} rollback report (Markdown)",
+            },
             {
                 "content": render(bot.rb, incident.id, "json"),
                 "filename": f"{incident.id}.json",
@@ -105,17 +134,6 @@ async def report(bot: SlackBot, req: Req) -> None:
             },
         ],
     )
-    await req.reply(f"Report for {incident.id} posted in its thread.")
-
-
-def _chunks(text: str, size: int) -> list[str]:
-    out, buf = [], ""
-    for line in text.splitlines(keepends=True):
-        if len(buf) + len(line) > size and buf:
-            out.append(buf)
-            buf = ""
-        buf += line
-    return [*out, buf] if buf else out
 
 
 async def incident(bot: SlackBot, req: Req) -> None:
@@ -130,7 +148,8 @@ async def incident(bot: SlackBot, req: Req) -> None:
         rows = rb.incidents.list(open_only=True)
         text = (
             "\n".join(
-                f"• *{i.id}* {i.kind} — {i.phase} {i.final_status or ''} — {i.reason}" for i in rows
+                f"• *{i.id}* {i.kind} — {i.phase} {i.final_status or ''} — {escape(i.reason)}"
+                for i in rows
             )
             or "No open incidents."
         )
@@ -155,7 +174,9 @@ async def incident(bot: SlackBot, req: Req) -> None:
         )
         close_incident(rb, target.id, req.actor, rest)
         rb.outbox.put(
-            "thread", incident_id=target.id, text=f"Incident closed by <@{req.user_id}>: {rest}"
+            "thread",
+            incident_id=target.id,
+            text=f"Incident closed by <@{req.user_id}>: {escape(rest)}",
         )
         rb.outbox.put("headline", incident_id=target.id)
         await req.reply(f"{target.id} closed.")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rollbot.bot.slack import parsing
+from rollbot.bot.slack import parsing, views
 from rollbot.commands import escalation
+from rollbot.commands.approval_records import APPROVED_STATES, label
 from rollbot.commands.approvals import ApprovalRequest, Approvals
+from rollbot.commands.mrkdwn import escape
 from rollbot.commands.resume import resume_blockers
 from rollbot.commands.rollback import ROLLBACK_STEPS, Engine
 from rollbot.errors import BadInput, Refused
@@ -20,8 +22,22 @@ if TYPE_CHECKING:
 def _posted(request: ApprovalRequest) -> str:
     return (
         f"Request `{request.id}` ({request.action}) posted in the ops channel: it runs when "
-        "a second person with the right role approves it."
+        "a second person with the right role approves it. It expires"
+        f" {views.when(request.expires_at)} unless approved."
     )
+
+
+def _too_late(request: ApprovalRequest, user_id: str) -> str:
+    """A losing click: who decided it, when, and what it is doing now."""
+    decided = "approved" if request.status in APPROVED_STATES else request.status.value.lower()
+    deciders = request.approvers if request.status in APPROVED_STATES else []
+    deciders = deciders or [request.decided_by or ""]
+    at = f" {views.when(request.decided_at)}" if request.decided_at else ""
+    state = f"; it is {request.status.value} now" if request.status in APPROVED_STATES else ""
+    if user_id in deciders:
+        return f"Not counted: you already {decided} `{request.id}`{at}{state}."
+    who = ", ".join(label(d) for d in deciders if d) or "someone else"
+    return f"Not counted: {who} {decided} `{request.id}` first{at}{state}."
 
 
 async def flatten(bot: SlackBot, req: Req, venue: str | None) -> None:
@@ -67,7 +83,7 @@ async def resume(bot: SlackBot, req: Req) -> None:
     blockers = resume_blockers(bot.rb, incident_id)
     if blockers:
         await req.reply(
-            f"Resume from {incident_id} refused:\n" + "\n".join(f"• {b}" for b in blockers)
+            f"Resume from {incident_id} refused:\n" + "\n".join(f"• {escape(b)}" for b in blockers)
         )
         return
     request = await Approvals(bot.rb).request(
@@ -81,8 +97,10 @@ async def vote(bot: SlackBot, req: Req, approval_id: str, decision: str) -> None
     """The winning vote waits for the action; the click is acked before this runs."""
     result = await Approvals(bot.rb).vote(approval_id, req.actor, decision)  # type: ignore[arg-type]
     bot.courier.kick()
-    if result.refused:
-        await req.reply(f"Not counted: {result.message}")
+    if result.refused and result.code == "ALREADY_DECIDED":
+        await req.reply(_too_late(result.approval, req.user_id))
+    elif result.refused:
+        await req.reply(f"Not counted: {escape(result.message)}")
     elif result.superseded_by:
         await req.reply(
             f"The plan changed since it was requested; nothing ran. A fresh request "
