@@ -549,6 +549,26 @@ def guard_check(
     raise typer.Exit(guarded(go))
 
 
+@guard_app.command("release")
+def guard_release(
+    order_id: Annotated[str, typer.Option("--order-id", help="The id sent with the check.")],
+    venue: Annotated[str | None, typer.Option("--venue", "-v")] = None,
+    reason: Annotated[str, typer.Option("--reason", "-r")] = "done (filled or cancelled)",
+) -> None:
+    """The order is done: give what the guard reserved for it back. Exit 0 released, 1 none."""
+
+    def go() -> int:
+        rb = Rollbot.open(settings(), create=False)
+        try:
+            released = rb.killswitch.guard.release(order_id, reason, venue)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        out.print(f"released {released} reservation(s) of order {escape(order_id)}")
+        return 0 if released else 1
+
+    raise typer.Exit(guarded(go))
+
+
 # -- drill, reports, paper venue ----------------------------------------------------------------
 @app.command()
 def drill(
