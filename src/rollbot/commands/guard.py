@@ -60,6 +60,13 @@ def refuse(code: str, reason: str, state: TradingState = TradingState.HALTED) ->
 
 CANCEL = Decision(allowed=True, code="CANCEL_ALWAYS_ALLOWED", state=TradingState.ACTIVE)
 ALLOWED = Decision(allowed=True, code="OK", state=TradingState.ACTIVE)
+HALTED = refuse("HALTED", "trading is halted; only cancels pass")
+_SIDES: dict[Any, Side] = {s: s for s in Side} | {s.value: s for s in Side}
+
+
+def _number(value: Any) -> Any:
+    """int and Decimal go to Decimal as they are; anything else as its text (a float's too)."""
+    return value if type(value) is int else str(value)
 
 
 class StateCache:
@@ -67,6 +74,7 @@ class StateCache:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._path = os.fspath(db.path)
         self._key: tuple[int, int] | None = None
         self.states: dict[str, TradingState] = {}
         self.folded: dict[str, str] = {}  # casefolded scope -> the held scope
@@ -74,7 +82,7 @@ class StateCache:
     def current(self) -> dict[str, TradingState]:
         db = self.db
         try:
-            if db.inode is not None and os.stat(db.path).st_ino != db.inode:
+            if db.inode is not None and os.stat(self._path).st_ino != db.inode:
                 raise StateUnavailable(f"database {db.path} was moved away or replaced")
         except FileNotFoundError:
             raise StateUnavailable(f"database {db.path} no longer exists") from None
@@ -97,20 +105,21 @@ class GateCache:
 
     def __init__(self, gates: Gates | None) -> None:
         self.gates = gates
+        self._paths = (os.fspath(gates.live_path), os.fspath(gates.shadow_path)) if gates else ()
         self._key: Any = None
         self._open = False
 
     def live_allowed(self) -> bool:
         if self.gates is None:
             return True
-        key = (_stat(self.gates.live_path), _stat(self.gates.shadow_path))
+        key = (_stat(self._paths[0]), _stat(self._paths[1]))
         if key != self._key:
             self._open = self.gates.read().live_allowed
             self._key = key
         return self._open
 
 
-def _stat(path: os.PathLike[str]) -> tuple[int, int, int, int] | None:
+def _stat(path: str) -> tuple[int, int, int, int] | None:
     try:
         st = os.stat(path)
     except OSError:
@@ -187,13 +196,14 @@ class Guard:
         cancel: bool = False,
         order_id: str | None = None,
     ) -> Decision | _NeedsPosition:
+        # the hot path: every order of a trading system passes here (bench/guard_latency.py)
         if cancel:
             return CANCEL
         try:
-            side = Side(str(side).upper())
-            qty = Decimal(str(quantity))
-            pos = Decimal(str(position))
-        except (ValueError, ArithmeticError):
+            side = _SIDES.get(side) or Side(str(side).upper())
+            qty = quantity if type(quantity) is Decimal else Decimal(_number(quantity))
+            pos = position if type(position) is Decimal else Decimal(_number(position))
+        except (ValueError, ArithmeticError, TypeError):
             return refuse("BAD_ORDER", "side must be BUY or SELL and quantities numeric")
         if not (qty.is_finite() and pos.is_finite()):  # NaN/Infinity: compare would raise
             return refuse("BAD_ORDER", "quantity and position must be finite numbers")
@@ -204,30 +214,32 @@ class Guard:
                 "UNKNOWN_VENUE",
                 f"unknown venue {venue!r} (configured: {', '.join(self.venue_names)})",
             )
-        if not isinstance(symbol, str) or not symbol or symbol != symbol.strip():
+        if type(symbol) is not str or not symbol or symbol != symbol.strip():
             return refuse("BAD_ORDER", f"symbol {symbol!r} must be a name without spaces")
-        for what, name in (("account", account), ("strategy", strategy)):
-            if name is not None and not NAME.match(name):
-                return refuse(
-                    "BAD_NAME",
-                    f"{what} {name!r} is not a name (letters, digits and ._@- only)",
-                )
+        if account is not None and not NAME.match(account):
+            return refuse("BAD_NAME", f"account {account!r}: letters, digits and ._@- only")
+        if strategy is not None and not NAME.match(strategy):
+            return refuse("BAD_NAME", f"strategy {strategy!r}: letters, digits and ._@- only")
         if order_id is not None and (not order_id or order_id != order_id.strip()):
             return refuse("BAD_ORDER", f"order_id {order_id!r} must be a non-empty id")
+        cache = self.state_cache
         try:
-            states = self.state_cache.current()
+            states = cache.current()
             gates_open = self.gate_cache.live_allowed()
         except Exception as exc:  # any failure to read state must refuse
             return refuse("STATE_UNAVAILABLE", f"trading state cannot be read: {exc}")
-        scopes = scopes_over(venue, account, strategy)
-        held = [states[s] for s in scopes if s in states]
-        for s in scopes:  # "MA" when "strategy:ma" is held is not a different strategy
-            twin = self.state_cache.folded.get(s.casefold())
-            if twin is not None and twin != s:
-                return refuse("UNKNOWN_NAME", f"{s!r} is not held but {twin!r} is: names are exact")
-        state = strictest(held)
+        state = TradingState.ACTIVE
+        if states:
+            scopes = scopes_over(venue, account, strategy)
+            state = strictest([states[s] for s in scopes if s in states])
+            for s in scopes:  # "MA" when "strategy:ma" is held is not a different strategy
+                twin = cache.folded.get(s.casefold())
+                if twin is not None and twin != s:
+                    return refuse(
+                        "UNKNOWN_NAME", f"{s!r} is not held but {twin!r} is: names are exact"
+                    )
         if state is TradingState.HALTED:
-            return refuse("HALTED", "trading is halted; only cancels pass", state)
+            return HALTED
         if state is TradingState.ACTIVE and gates_open:
             return ALLOWED
         return _NeedsPosition(venue, symbol, side, qty, order_id, state, gates_open)
