@@ -569,6 +569,19 @@ def guard_release(
     raise typer.Exit(guarded(go))
 
 
+@guard_app.command("serve")
+def guard_serve(
+    port: Annotated[int | None, typer.Option(help="HTTP port for POST /guard.")] = None,
+    socket: Annotated[Path | None, typer.Option(help="Unix socket path for POST /guard.")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """The guard service alone: POST /guard, POST /guard/release, GET /guard/events (SSE).
+    Needs ROLLBOT_GUARD_TOKEN in the environment."""
+    from rollbot.bot.guard_service import run_alone
+
+    guarded(lambda: asyncio.run(run_alone(settings(), host=host, port=port, socket=socket)))
+
+
 # -- drill, reports, paper venue ----------------------------------------------------------------
 @app.command()
 def drill(

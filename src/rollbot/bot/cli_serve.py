@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,12 +16,20 @@ def serve(
         int | None, typer.Option(help="HTTP port (also /healthz and /metrics).")
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    guard_port: Annotated[
+        int | None, typer.Option(help="Also serve POST /guard on this HTTP port.")
+    ] = None,
+    guard_socket: Annotated[
+        Path | None, typer.Option(help="Also serve POST /guard on this Unix socket.")
+    ] = None,
 ) -> None:
-    """Run the Slack bot, the outbox courier and the clock in one asyncio loop."""
+    """Run the Slack bot, the outbox courier and the clock in one asyncio loop (and the guard
+    service with --guard-port/--guard-socket; ROLLBOT_GUARD_TOKEN in the environment)."""
     from rollbot.bot.cli import guarded, settings
     from rollbot.bot.slack.server import serve as run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if http and port is None:
         port = 3000
-    guarded(lambda: asyncio.run(run(settings(), http=http, port=port, host=host)))
+    guard = {"guard_port": guard_port, "guard_socket": guard_socket}
+    guarded(lambda: asyncio.run(run(settings(), http=http, port=port, host=host, **guard)))
