@@ -31,6 +31,7 @@ from bench import (  # noqa: E402
     flatten_pacing,
     footprint,
     full_rollback,
+    guard_latency,
     kill_latency,
 )
 from bench.common import Figure, Sizes, machine  # noqa: E402
@@ -46,6 +47,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "rollback": ("4. Full rollback", full_rollback.run),
     "footprint": ("6. Footprint", footprint.run),
     "timers": ("5. Escalation timers", escalation_timers.run),
+    "guard": ("7. The pre-trade guard", guard_latency.run),
 }
 
 

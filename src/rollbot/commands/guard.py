@@ -170,6 +170,18 @@ class Guard:
                 return _unreadable(first, exc)
         return self._reserve(first)
 
+    def check_now(
+        self, venue: str, symbol: str, side: Any, quantity: Any, **kw: Any
+    ) -> Decision | None:
+        """The decision without awaiting anything, or None when the venue must be read first
+        (then `check_async`): the guard service's fast path."""
+        first = self._decide(venue, symbol, side, quantity, **kw)
+        if not isinstance(first, _NeedsPosition):
+            return first
+        if self._stale(venue):
+            return None
+        return self._reserve(first)
+
     async def check_async(
         self, venue: str, symbol: str, side: Any, quantity: Any, **kw: Any
     ) -> Decision:
