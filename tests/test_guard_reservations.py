@@ -98,13 +98,13 @@ def test_a_venue_read_releases_what_was_never_sent_and_keeps_what_rests(
     )
     assert ks.check_order("paper", "AAPL", "SELL", 1).code == "REDUCING_RESERVED"
 
-    clock.advance(10)  # past the 2 s bound and the 5 s send grace: the venue is read again
+    clock.advance(61)  # past the 2 s bound and the 60 s send grace: the venue is read again
     d = ks.check_order("paper", "AAPL", "SELL", 150, order_id="B1")
     assert d.allowed, d.reason  # the never-sent 150 is released; the resting 250 still counts
     assert ks.check_order("paper", "AAPL", "SELL", 1).code == "REDUCING_RESERVED"
 
     asyncio.run(venue.cancel_order(rest.order_id))
-    clock.advance(10)
+    clock.advance(61)
     d = ks.check_order("paper", "AAPL", "SELL", 250)
     assert d.allowed, d.reason  # cancelled: its 250 is back; B1 (150) not seen yet, so held
     rb.db.close()
@@ -125,7 +125,7 @@ def test_a_fill_seen_at_the_venue_shrinks_the_position_the_guard_allows(
             )
         )
     )
-    clock.advance(10)
+    clock.advance(61)
     assert ks.check_order("paper", "AAPL", "SELL", 301).code == "REDUCING_FLIPS"  # 300 left
     d = ks.check_order("paper", "AAPL", "SELL", 300)
     assert d.allowed and d.position == "300"

@@ -25,7 +25,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rollbot.clock import iso
 from rollbot.commands.context import Rollbot
-from rollbot.commands.guard import ALLOWED, CANCEL, HALTED, Decision, GateCache, StateCache
+from rollbot.commands.guard import (
+    ALLOWED,
+    CANCEL,
+    HALTED,
+    Decision,
+    GateCache,
+    StateCache,
+    refuse,
+)
 from rollbot.config import Settings
 from rollbot.errors import ConfigError
 from rollbot.storage.events import Actor
@@ -342,7 +350,12 @@ class GuardService:
         elif route[0] != req.method:
             conn.reply(405, {"error": f"{req.path} takes {route[0]}"}, keep=req.keep)
         else:
-            route[1](self, conn, req, body)
+            try:
+                route[1](self, conn, req, body)
+            except Exception as exc:  # fail closed, in the decision's own shape
+                log.exception("guard request failed")
+                refused = refuse("STATE_UNAVAILABLE", f"the guard could not decide: {exc}")
+                conn.reply(200, refused.model_dump_json().encode(), keep=req.keep)
 
     def check(self, conn: _Connection, req: _Request, body: bytes) -> None:
         try:

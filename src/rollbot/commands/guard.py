@@ -40,7 +40,7 @@ from rollbot.storage.reservations import Reservations
 
 log = logging.getLogger(__name__)
 POSITION_MAX_AGE = timedelta(seconds=2)  # a venue read older than this is read again first
-SEND_GRACE_S = 5.0  # a read this soon after a check may not show the order yet: keep it
+SEND_GRACE_S = 60.0  # a read this soon after a check may not show the order yet: keep it
 VENUE_READ_TIMEOUT_S = 5.0
 
 
@@ -307,7 +307,11 @@ class Guard:
 
     # -- the venue's position ---------------------------------------------------------------
     def _stale(self, venue: str) -> bool:
-        read = self.reservations.read_at(venue)
+        """True also when the last read cannot be looked up: then reading again decides."""
+        try:
+            read = self.reservations.read_at(venue)
+        except Exception:  # the venue read that follows fails closed if need be
+            return True
         return read is None or self.clock.now() - read > POSITION_MAX_AGE
 
     def _venue(self, name: str, *, fresh: bool) -> Venue:

@@ -79,6 +79,8 @@ class Database:
         except OSError as exc:
             raise StorageError(f"database {self.path} cannot be created: {exc}") from None
         self.conn = conn
+        if self.inode is None:  # a reader (the guard) refuses once the file is moved away
+            self.inode = _inode(self.path)
         self._depth = 0
         self._lock = threading.RLock()
         self._migrate()
@@ -178,6 +180,13 @@ class Database:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
 
 
 def _existing_inode(path: Path) -> int:
