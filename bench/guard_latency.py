@@ -43,6 +43,19 @@ def _inprocess(rb: Rollbot, calls: int) -> list[float]:
     return out
 
 
+def _cpu_per_call(rb: Rollbot, calls: int) -> list[float]:
+    """The guard's own CPU per call (this thread's clock): what it costs whatever else the
+    machine runs, beside the wall-clock figure that a loaded machine's scheduling inflates."""
+    check = rb.killswitch.check_order
+    clock = time.thread_time_ns
+    out = []
+    for _ in range(calls):
+        t0 = clock()
+        check("paper1", "AAPL", Side.BUY, 10)
+        out.append((clock() - t0) / 1000)
+    return out
+
+
 def _after_change(rb: Rollbot, other: Rollbot, runs: int) -> list[float]:
     """Another connection commits (a hold set, then cleared); the next check must see it."""
     out = []
@@ -161,6 +174,7 @@ async def run(sizes: Sizes, workdir: Path) -> list[Figure]:
         rb.gates.arm(BENCH, "bench: live, so ACTIVE answers OK")
         rb.killswitch.trigger("strategy:elsewhere", "bench: one unrelated hold", BENCH)
         active = _inprocess(rb, calls)
+        cpu = _cpu_per_call(rb, calls)
         after = _after_change(rb, other, 2000 if full else 20)
         floor = _floor(rb, calls)
         other.killswitch.trigger("venue:paper1", "bench: halted", BENCH)
@@ -188,6 +202,13 @@ async def run(sizes: Sizes, workdir: Path) -> list[Figure]:
             target_text="p99 <= 20 us",
             bound=floor_p99,
             note=f"floor: one PRAGMA data_version, p99 {floor_p99:.1f} us; load {load:.1f}",
+        ),
+        Figure(
+            key="guard_inprocess_cpu",
+            title="Guard in-process check_order, CPU time per call (ACTIVE)",
+            unit="us",
+            samples=cpu,
+            note="thread CPU clock: the cost without the machine's other load",
         ),
         Figure(
             key="guard_inprocess_halted",

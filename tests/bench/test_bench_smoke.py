@@ -26,7 +26,13 @@ EXPECTED = {
     "rollback": {"rollback_total", *(f"rollback_step{n}" for n in range(1, 6))},
     "footprint": {"start_to_ready", "rss_idle", "rss_after_rollback", "serve_rollback"},
     "timers": {"timer_lag", "restart_overdue", "restart_overdue_clockwork"},
-    "guard": {"guard_inprocess", "guard_inprocess_halted", "guard_after_change", "guard_service"},
+    "guard": {
+        "guard_inprocess",
+        "guard_inprocess_cpu",
+        "guard_inprocess_halted",
+        "guard_after_change",
+        "guard_service",
+    },
 }
 
 
