@@ -153,3 +153,19 @@ def test_guard_release_at_the_terminal_gives_the_position_back(
     assert released.returncode == 0 and "released 1 reservation" in released.stdout
     again = rollbot(*SELL_400, "-q", "400")
     assert again.returncode == 0 and "ALLOWED OK_REDUCES" in again.stdout, again.stdout
+
+
+async def test_inside_a_running_event_loop_a_stale_read_is_not_waited_for(
+    settings: Settings,
+) -> None:
+    """A trading system's own loop is never blocked on a venue: refused now, read meanwhile."""
+    rb = reducing(settings)
+    d = rb.killswitch.check_order("paper", "AAPL", "SELL", 100)
+    assert (d.allowed, d.code) == (False, "POSITION_UNAVAILABLE")
+    for _ in range(50):  # the read scheduled on this loop
+        await asyncio.sleep(0.02)
+        if rb.killswitch.guard.reservations.read_at("paper") is not None:
+            break
+    d = rb.killswitch.check_order("paper", "AAPL", "SELL", 100)
+    assert (d.allowed, d.code, d.position) == (True, "OK_REDUCES", "400")
+    await rb.aclose()
