@@ -31,6 +31,7 @@ from bench import (  # noqa: E402
     flatten_pacing,
     footprint,
     full_rollback,
+    guard_latency,
     kill_ibkr,
     kill_latency,
 )
@@ -48,6 +49,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "footprint": ("6. Footprint", footprint.run),
     "timers": ("5. Escalation timers", escalation_timers.run),
     "kill_ibkr": ("Kill on IBKR under 50 msg/s pacing", kill_ibkr.run),
+    "guard": ("7. The pre-trade guard", guard_latency.run),
 }
 
 

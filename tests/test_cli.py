@@ -175,9 +175,11 @@ def test_a_corrupt_database_exits_2_and_is_left_alone(settings: Settings, rollbo
     settings.database.path.write_bytes(garbage)
     killed = rollbot("kill", "trigger", "--reason", "X")
     guard = rollbot(*GUARD_SELL_REDUCING)
-    for result in (killed, guard):
-        assert result.returncode == 2, result.stdout + result.stderr
-        assert f"database {settings.database.path} is corrupt" in flat(result.stderr)
+    assert killed.returncode == 2, killed.stdout + killed.stderr
+    assert f"database {settings.database.path} is corrupt" in flat(killed.stderr)
+    assert guard.returncode == 1, guard.stdout + guard.stderr  # the guard refuses: fail closed
+    assert "REFUSED STATE_UNAVAILABLE" in guard.stdout
+    assert f"database {settings.database.path} is corrupt" in flat(guard.stdout)
     assert settings.database.path.read_bytes() == garbage
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from decimal import Decimal
 
 import pytest
 
+from rollbot.brokers.paper.scenario import Scenario, ScenarioAccount, ScenarioPosition
 from rollbot.clock import ManualClock
 from rollbot.commands.context import Rollbot
 from rollbot.commands.killswitch import Decision
@@ -21,13 +23,26 @@ HALTED, REDUCING = TradingState.HALTED, TradingState.REDUCING
 
 @pytest.fixture
 def live(app: Rollbot) -> Rollbot:
-    """Gates armed: only the kill switch stands between an order and the venue."""
+    """Gates armed: only the kill switch stands between an order and the venue. The paper
+    venue holds AAPL long 100 and MSFT short 50; GOOG is flat (a mark only)."""
     app.gates.arm(ALICE, "test starts live")
+    app.venue("paper").seed(  # type: ignore[attr-defined]
+        Scenario(
+            account=ScenarioAccount(cash=Decimal(100000)),
+            positions=[
+                ScenarioPosition(symbol="AAPL", quantity=Decimal(100), avg_price=Decimal(100)),
+                ScenarioPosition(symbol="MSFT", quantity=Decimal(-50), avg_price=Decimal(300)),
+            ],
+            marks={"GOOG": Decimal(150)},
+        )
+    )
     return app
 
 
-def check(app: Rollbot, side: str, qty: str, position: str = "0", **kw: str) -> Decision:
-    return app.killswitch.check_order("paper", "AAPL", side, qty, position=position, **kw)
+def check(
+    app: Rollbot, side: str, qty: str, position: str = "0", symbol: str = "AAPL", **kw: str
+) -> Decision:
+    return app.killswitch.check_order("paper", symbol, side, qty, position=position, **kw)
 
 
 def active_holds(app: Rollbot) -> list[tuple[str, str, str]]:
@@ -40,19 +55,21 @@ def test_with_no_hold_and_live_gates_an_order_passes(live: Rollbot) -> None:
 
 
 def test_reducing_allows_only_orders_that_shrink_a_position(live: Rollbot) -> None:
+    """Measured against the venue's position (AAPL +100, MSFT -50, GOOG flat), never the
+    caller's claim, and counting what was already allowed."""
     live.killswitch.trigger("global", "de-risk", ALICE, state=REDUCING)
     # long 100
-    assert check(live, "SELL", "40", "100").code == "OK_REDUCES"
-    assert check(live, "SELL", "100", "100").allowed  # exactly flat is still a reduction
-    assert check(live, "BUY", "1", "100").code == "REDUCING_INCREASES"
-    assert check(live, "SELL", "101", "100").code == "REDUCING_FLIPS"
+    assert check(live, "SELL", "40").code == "OK_REDUCES"
+    assert check(live, "SELL", "60").allowed  # exactly flat, with the 40 before, still reduces
+    assert check(live, "SELL", "1").code == "REDUCING_RESERVED"
+    assert check(live, "BUY", "1").code == "REDUCING_INCREASES"
     # short 50
-    assert check(live, "BUY", "50", "-50").allowed
-    assert check(live, "SELL", "1", "-50").code == "REDUCING_INCREASES"
-    assert check(live, "BUY", "51", "-50").code == "REDUCING_FLIPS"
-    # flat: anything would open a position
-    assert check(live, "BUY", "1", "0").code == "REDUCING_NO_POSITION"
-    refused = check(live, "BUY", "1", "100")
+    assert check(live, "BUY", "51", symbol="MSFT").code == "REDUCING_FLIPS"
+    assert check(live, "SELL", "1", symbol="MSFT").code == "REDUCING_INCREASES"
+    assert check(live, "BUY", "50", symbol="MSFT").allowed
+    # flat: anything would open a position, whatever the caller says it holds
+    assert check(live, "SELL", "1", "100", symbol="GOOG").code == "REDUCING_NO_POSITION"
+    refused = check(live, "BUY", "1")
     assert not refused.allowed and refused.state is REDUCING
     assert "never flip" in refused.reason
     # cancels always pass
@@ -65,8 +82,8 @@ def test_halted_refuses_every_order_but_cancels(live: Rollbot) -> None:
         d = check(live, side, qty, pos)
         assert (d.allowed, d.code, d.state) == (False, "HALTED", HALTED)
     assert live.killswitch.check_order("paper", "AAPL", "SELL", "10", cancel=True).allowed
-    # another venue is not held
-    assert live.killswitch.check_order("other", "AAPL", "BUY", "1").allowed
+    # a venue that is not configured is refused, never taken as "not held"
+    assert live.killswitch.check_order("other", "AAPL", "BUY", "1").code == "UNKNOWN_VENUE"
 
 
 def test_holds_stack_by_source_and_each_is_cleared_explicitly(live: Rollbot) -> None:
@@ -93,16 +110,16 @@ def test_the_strictest_hold_over_a_scope_wins(live: Rollbot) -> None:
     ks.trigger("venue:paper", "only reduce here", ALICE, state=REDUCING)
     ks.trigger("global", "stop everything", ALICE)
     assert ks.state_of(["global", "venue:paper"]) is HALTED
-    assert check(live, "SELL", "10", "100").code == "HALTED"  # global HALTED beats REDUCING
+    assert check(live, "SELL", "10").code == "HALTED"  # global HALTED beats REDUCING
     ks.clear("global", "global ok", ALICE)
-    assert check(live, "SELL", "10", "100").code == "OK_REDUCES"  # the venue hold remains
-    assert check(live, "BUY", "10", "100").code == "REDUCING_INCREASES"
+    assert check(live, "SELL", "10").code == "OK_REDUCES"  # the venue hold remains
+    assert check(live, "BUY", "10").code == "REDUCING_INCREASES"
 
     ks.trigger("strategy:ma_crossover", "bad signals", ALICE)
-    assert check(live, "SELL", "10", "100", strategy="ma_crossover").code == "HALTED"
-    assert check(live, "SELL", "10", "100", strategy="other").allowed
+    assert check(live, "SELL", "10", strategy="ma_crossover").code == "HALTED"
+    assert check(live, "SELL", "10", strategy="other").allowed
     ks.trigger("account:paper/DU1", "account issue", ALICE)
-    assert check(live, "SELL", "10", "100", account="DU1").code == "HALTED"
+    assert check(live, "SELL", "10", account="DU1").code == "HALTED"
 
     by_scope = {s.scope: s.state for s in ks.status(["paper", "other"])}
     assert by_scope == {

@@ -23,6 +23,12 @@ class StorageError(BadInput):
     """The database is locked, corrupt or unwritable; nothing was written."""
 
 
+class StateUnavailable(RollbotError):
+    """The trading state cannot be read (no database, an empty or foreign one): refuse."""
+
+    code = "STATE_UNAVAILABLE"
+
+
 class Refused(RollbotError):
     """Understood, but not allowed now (a role, a hold, a rule). `code` is machine-readable."""
 

@@ -27,6 +27,13 @@ EXPECTED = {
     "footprint": {"start_to_ready", "rss_idle", "rss_after_rollback", "serve_rollback"},
     "timers": {"timer_lag", "restart_overdue", "restart_overdue_clockwork"},
     "kill_ibkr": {"kill_ibkr", "kill_ibkr_messages"},
+    "guard": {
+        "guard_inprocess",
+        "guard_inprocess_cpu",
+        "guard_inprocess_halted",
+        "guard_after_change",
+        "guard_service",
+    },
 }
 
 

@@ -22,7 +22,7 @@ from rollbot.commands.context import Rollbot
 from rollbot.commands.gates import gate_lines
 from rollbot.commands.rollback import Outcome, Step, StepReport, StepStatus
 from rollbot.config import Settings, load_settings
-from rollbot.errors import BadInput, RollbotError
+from rollbot.errors import BadInput, RollbotError, StateUnavailable
 from rollbot.storage.events import Actor, IdentityRefused
 
 T = TypeVar("T")
@@ -196,7 +196,7 @@ def kill_status(as_json: JsonOpt = False) -> None:
     """The trading state of every scope and the holds behind it."""
 
     def go() -> None:
-        rb = Rollbot.open(settings())
+        rb = Rollbot.open(settings(), create=False)  # a reader never creates the database
         rows = rb.killswitch.status(rb.venue_names)
         if as_json:
             out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
@@ -478,7 +478,7 @@ def shadow_verify() -> None:
     """Shadow on, live off, dry-run on, kill switch held (Live -> Shadow seed, step 5)."""
 
     def go() -> int:
-        rb = Rollbot.open(settings())
+        rb = Rollbot.open(settings(), create=False)
         g = rb.gates.read()
         held = rb.killswitch.state_of(["global"])
         lines = [
@@ -524,29 +524,82 @@ def guard_check(
     symbol: Annotated[str, typer.Option("--symbol", "-s")],
     side: Annotated[str, typer.Option("--side")],
     quantity: Annotated[str, typer.Option("--quantity", "-q")],
-    position: Annotated[str, typer.Option("--position", help="Current signed position.")] = "0",
+    position: Annotated[
+        str, typer.Option("--position", help="Ignored under REDUCING: the venue's read counts.")
+    ] = "0",
+    account: Annotated[str | None, typer.Option("--account")] = None,
     strategy: Annotated[str | None, typer.Option("--strategy")] = None,
+    order_id: Annotated[
+        str | None, typer.Option("--order-id", help="Releases its reservation when done.")
+    ] = None,
 ) -> None:
     """Would this order pass the kill switch? Exit 0 allowed, 1 refused, 2 bad input."""
 
     def go() -> int:
-        rb = Rollbot.open(settings())
-        if venue not in rb.venue_names:
-            raise BadInput(f"unknown venue {venue!r} (configured: {', '.join(rb.venue_names)})")
+        cfg = settings()
+        names = [v.name for v in cfg.venues]
+        if venue not in names:
+            raise BadInput(f"unknown venue {venue!r} (configured: {', '.join(names)})")
         if side.upper() not in ("BUY", "SELL"):
             raise BadInput(f"--side must be BUY or SELL, got {side!r}")
         qty = _decimal(quantity, "--quantity", positive=True)
         pos = _decimal(position, "--position")
+        require(symbol, "--symbol")
+        try:
+            rb = Rollbot.open(cfg, create=False)
+        except StateUnavailable as exc:
+            out.print(f"REFUSED STATE_UNAVAILABLE (state HALTED): {escape(str(exc))}")
+            return 1
         d = rb.killswitch.check_order(
-            venue, require(symbol, "--symbol"), side, qty, position=pos, strategy=strategy
+            venue,
+            symbol,
+            side,
+            qty,
+            position=pos,
+            account=account,
+            strategy=strategy,
+            order_id=order_id,
         )
         out.print(
             f"{'ALLOWED' if d.allowed else 'REFUSED'} {d.code} (state {d.state.value})"
-            + (f": {d.reason}" if d.reason else "")
+            + (f": {escape(d.reason)}" if d.reason else "")
         )
         return 0 if d.allowed else 1
 
     raise typer.Exit(guarded(go))
+
+
+@guard_app.command("release")
+def guard_release(
+    order_id: Annotated[str, typer.Option("--order-id", help="The id sent with the check.")],
+    venue: Annotated[str | None, typer.Option("--venue", "-v")] = None,
+    reason: Annotated[str, typer.Option("--reason", "-r")] = "done (filled or cancelled)",
+) -> None:
+    """The order is done: give what the guard reserved for it back. Exit 0 released, 1 none."""
+
+    def go() -> int:
+        rb = Rollbot.open(settings(), create=False)
+        try:
+            released = rb.killswitch.guard.release(order_id, reason, venue)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        out.print(f"released {released} reservation(s) of order {escape(order_id)}")
+        return 0 if released else 1
+
+    raise typer.Exit(guarded(go))
+
+
+@guard_app.command("serve")
+def guard_serve(
+    port: Annotated[int | None, typer.Option(help="HTTP port for POST /guard.")] = None,
+    socket: Annotated[Path | None, typer.Option(help="Unix socket path for POST /guard.")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """The guard service alone: POST /guard, POST /guard/release, GET /guard/events (SSE).
+    Needs ROLLBOT_GUARD_TOKEN in the environment."""
+    from rollbot.bot.guard_service import run_alone
+
+    guarded(lambda: asyncio.run(run_alone(settings(), host=host, port=port, socket=socket)))
 
 
 # -- drill, reports, paper venue ----------------------------------------------------------------

@@ -44,7 +44,7 @@ def status(
     from rollbot.commands.monitors import risk_status
 
     def go() -> None:
-        rb = Rollbot.open(settings())
+        rb = Rollbot.open(settings(), create=False)  # a reader never creates the database
         try:
             rows = risk_status(rb)
         finally:

@@ -6,8 +6,10 @@ import contextlib
 from dataclasses import dataclass, field
 
 from rollbot.brokers.base import Venue, VenueEvent
+from rollbot.brokers.registry import build_venue
 from rollbot.clock import Clock, SystemClock
 from rollbot.commands.gates import Gates
+from rollbot.commands.guard import Guard
 from rollbot.commands.killswitch import KillSwitch
 from rollbot.commands.outbox import Outbox
 from rollbot.config import Secrets, Settings
@@ -39,23 +41,37 @@ class Rollbot:
         clock: Clock | None = None,
         secrets: Secrets | None = None,
         venues: dict[str, Venue] | None = None,
+        create: bool = True,
     ) -> Rollbot:
+        """`create=False` for readers of state: no database, an empty or a foreign one is
+        StateUnavailable, never a fresh one answering ACTIVE."""
         clock = clock or SystemClock()
-        db = Database(settings.database.path, settings.database.busy_timeout_ms)
+        secrets = secrets or Secrets()
+        db = Database(settings.database.path, settings.database.busy_timeout_ms, create=create)
         events = EventLog(db, clock)
         gates = Gates(settings.paths.live_environment, settings.paths.shadow_config, events)
+        holder: list[Rollbot] = []
+        guard = Guard(
+            db,
+            clock,
+            gates,
+            [v.name for v in settings.venues],
+            fresh_venue=lambda name: build_venue(settings.venue(name), secrets, clock),
+            live_venue=lambda name: holder[0].venue(name),
+        )
         app = cls(
             settings=settings,
             db=db,
             clock=clock,
-            secrets=secrets or Secrets(),
+            secrets=secrets,
             events=events,
             incidents=Incidents(db, events, clock),
             gates=gates,
-            killswitch=KillSwitch(db, events, clock, gates),
+            killswitch=KillSwitch(db, events, clock, gates, guard),
             outbox=Outbox(db, clock),
             _venues=venues,
         )
+        holder.append(app)
         for venue in (venues or {}).values():  # venues handed in are watched like built ones
             venue.subscribe(app.seen)
         return app

@@ -13,25 +13,14 @@ from pydantic import BaseModel
 from rollbot.brokers.base import Side
 from rollbot.clock import Clock
 from rollbot.commands.gates import Gates
-from rollbot.commands.trading_state import (
-    TradingState,
-    is_reducing,
-    scopes_over,
-    strictest,
-)
+from rollbot.commands.guard import Decision, Guard
+from rollbot.commands.trading_state import TradingState, strictest
 from rollbot.errors import BadInput, Refused
 from rollbot.storage.db import Database
 from rollbot.storage.events import Actor, EventLog
 from rollbot.storage.holds import Hold, Holds
 
 PERSON = "person"
-
-
-class Decision(BaseModel):
-    allowed: bool
-    code: str
-    state: TradingState
-    reason: str = ""
 
 
 class ScopeStatus(BaseModel):
@@ -41,12 +30,20 @@ class ScopeStatus(BaseModel):
 
 
 class KillSwitch:
-    def __init__(self, db: Database, events: EventLog, clock: Clock, gates: Gates | None = None):
+    def __init__(
+        self,
+        db: Database,
+        events: EventLog,
+        clock: Clock,
+        gates: Gates | None = None,
+        guard: Guard | None = None,
+    ):
         self.db = db
         self.events = events
         self.clock = clock
         self.holds = Holds(db)
         self.gates = gates
+        self.guard = guard or Guard(db, clock, gates)
 
     def trigger(
         self,
@@ -188,65 +185,18 @@ class KillSwitch:
         account: str | None = None,
         strategy: str | None = None,
         cancel: bool = False,
+        order_id: str | None = None,
     ) -> Decision:
-        """The pre-trade guard a trading system calls before sending. Fails closed."""
-        if cancel:
-            return Decision(allowed=True, code="CANCEL_ALWAYS_ALLOWED", state=TradingState.ACTIVE)
-        try:
-            side = Side(str(side).upper())
-            qty = Decimal(str(quantity))
-            pos = Decimal(str(position))
-        except (ValueError, ArithmeticError):
-            return Decision(
-                allowed=False,
-                code="BAD_ORDER",
-                state=TradingState.HALTED,
-                reason="side must be BUY or SELL and quantities numeric",
-            )
-        if not (qty.is_finite() and pos.is_finite()):  # NaN/Infinity: compare would raise
-            return Decision(
-                allowed=False,
-                code="BAD_ORDER",
-                state=TradingState.HALTED,
-                reason="quantity and position must be finite numbers",
-            )
-        if qty <= 0:
-            return Decision(
-                allowed=False,
-                code="BAD_ORDER",
-                state=TradingState.HALTED,
-                reason="quantity must be positive",
-            )
-        try:
-            state = self.state_of(scopes_over(venue, account, strategy))
-            gates_open = self.gates.live_allowed() if self.gates else True
-        except Exception as exc:  # any failure to read state must refuse
-            return Decision(
-                allowed=False,
-                code="STATE_UNAVAILABLE",
-                state=TradingState.HALTED,
-                reason=f"trading state cannot be read: {exc}",
-            )
-        if state is TradingState.HALTED:
-            return Decision(
-                allowed=False,
-                code="HALTED",
-                state=state,
-                reason="trading is halted; only cancels pass",
-            )
-        reduces, code = is_reducing(pos, side, qty)
-        if state is TradingState.REDUCING and not reduces:
-            return Decision(
-                allowed=False,
-                code=code,
-                state=state,
-                reason="only orders that shrink a position (never flip it) pass",
-            )
-        if not gates_open and not reduces:
-            return Decision(
-                allowed=False,
-                code="LIVE_GATES_DISABLED",
-                state=state,
-                reason="live trading gates are disabled (shadow/dry-run mode)",
-            )
-        return Decision(allowed=True, code=code if reduces else "OK", state=state)
+        """The pre-trade guard a trading system calls before sending (commands/guard.py).
+        Fails closed. `position` is not trusted: under REDUCING the venue's read counts."""
+        return self.guard.check(
+            venue,
+            symbol,
+            side,
+            quantity,
+            position=position,
+            account=account,
+            strategy=strategy,
+            cancel=cancel,
+            order_id=order_id,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from enum import StrEnum
 
@@ -24,6 +25,9 @@ def strictest(states: list[TradingState]) -> TradingState:
 
 
 SCOPE_KINDS = ("venue", "account", "strategy")
+# account ids and strategy names, in scopes and at the guard alike: what a hold can name, the
+# guard can be asked about, character for character
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
 def parse_scope(text: str | None, venues: list[str]) -> str:
@@ -40,8 +44,19 @@ def parse_scope(text: str | None, venues: list[str]) -> str:
         )
     if kind == "venue" and name not in venues:
         raise BadInput(f"unknown venue {name!r} in scope (configured: {', '.join(venues)})")
-    if kind == "account" and name.partition("/")[0] not in venues:
-        raise BadInput(f"unknown venue in account scope {text!r} (configured: {', '.join(venues)})")
+    if kind == "account":
+        venue, slash, account = name.partition("/")
+        if venue not in venues:
+            raise BadInput(
+                f"unknown venue in account scope {text!r} (configured: {', '.join(venues)})"
+            )
+        if not slash or not NAME.match(account):
+            raise BadInput(
+                f"account scope {text!r} needs an account id: account:{venue}/ID "
+                "(letters, digits and ._@- only)"
+            )
+    if kind == "strategy" and not NAME.match(name):
+        raise BadInput(f"strategy scope {text!r}: the name may hold letters, digits and ._@- only")
     return f"{kind}:{name}"
 
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rollbot.errors import StorageError
+from rollbot.errors import StateUnavailable, StorageError
 from rollbot.storage.migrations import MIGRATIONS
 
 
@@ -33,31 +33,54 @@ def _explain(path: Path, exc: sqlite3.Error) -> StorageError:
 
 
 class Database:
-    """A connection plus the transaction discipline. Not shared across threads."""
+    """A connection plus the transaction discipline. Not shared across threads.
+
+    `create=False` is for readers of state (the guard, `kill status`, the monitors): a missing,
+    empty or schema-less file is StateUnavailable, never a fresh empty database whose answer
+    would be "ACTIVE"."""
 
     def __init__(
-        self, path: str | Path, busy_timeout_ms: int = 5000, migrations: list[str] | None = None
+        self,
+        path: str | Path,
+        busy_timeout_ms: int = 5000,
+        migrations: list[str] | None = None,
+        *,
+        create: bool = True,
     ) -> None:
         self.path = Path(path)
         self._migrations = MIGRATIONS if migrations is None else migrations
+        self.inode: int | None = None
+        if not create:
+            self.inode = _existing_inode(self.path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                target: str | Path = self.path
+            else:  # mode=rw: SQLite itself must not create the file if it vanished meanwhile
+                target = self.path.resolve().as_uri() + "?mode=rw"
             conn = sqlite3.connect(
-                self.path,
+                target,
                 isolation_level=None,  # we issue BEGIN IMMEDIATE ourselves
                 timeout=busy_timeout_ms / 1000,
                 check_same_thread=False,
+                uri=not create,
             )
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            if not create:
+                _require_schema(conn, self.path)
             _enable_wal(conn, busy_timeout_ms)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as exc:
+            if not create:
+                raise StateUnavailable(str(_explain(self.path, exc))) from None
             raise _explain(self.path, exc) from None
         except OSError as exc:
             raise StorageError(f"database {self.path} cannot be created: {exc}") from None
         self.conn = conn
+        if self.inode is None:  # a reader (the guard) refuses once the file is moved away
+            self.inode = _inode(self.path)
         self._depth = 0
         self._lock = threading.RLock()
         self._migrate()
@@ -157,6 +180,37 @@ class Database:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
+
+
+def _existing_inode(path: Path) -> int:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise StateUnavailable(
+            f"database {path.resolve()} does not exist or cannot be read ({exc.strerror});"
+            " a reader never creates one"
+        ) from None
+    if st.st_size == 0:
+        raise StateUnavailable(f"database {path.resolve()} is empty (0 bytes)")
+    return st.st_ino
+
+
+def _require_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Before WAL is switched on (that would write to the file): a rollbot schema, or refuse."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    has_holds = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'holds'"
+    ).fetchone()
+    if not version or not has_holds:
+        conn.close()
+        raise StateUnavailable(f"database {path.resolve()} has no rollbot schema")
 
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:

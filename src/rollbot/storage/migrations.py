@@ -276,4 +276,38 @@ V_REQUIRED_ROLES = """
 ALTER TABLE approvals ADD COLUMN required_roles TEXT NOT NULL DEFAULT '[]';
 """
 
-MIGRATIONS: list[str] = [V1_CORE, V2_LEASES, V_ARMED_CHECKS, V_REQUIRED_ROLES]
+# the guard under REDUCING: the position as last read from the venue, and what it already allowed
+# (storage/reservations.py). IF NOT EXISTS, new tables only: its order among migrations is free.
+V3_GUARD_RESERVATIONS = """
+CREATE TABLE IF NOT EXISTS guard_position_reads (
+    venue TEXT PRIMARY KEY,
+    read_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS guard_positions (
+    venue TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    PRIMARY KEY (venue, symbol)
+);
+CREATE TABLE IF NOT EXISTS guard_reservations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    venue TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    order_id TEXT,
+    reserved_at TEXT NOT NULL,
+    released_at TEXT,
+    release_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS guard_reservations_open
+    ON guard_reservations (venue, symbol) WHERE released_at IS NULL;
+"""
+
+MIGRATIONS: list[str] = [
+    V1_CORE,
+    V2_LEASES,
+    V3_GUARD_RESERVATIONS,
+    V_ARMED_CHECKS,
+    V_REQUIRED_ROLES,
+]

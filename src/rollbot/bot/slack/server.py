@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -148,6 +149,8 @@ class Server:
         host: str = "127.0.0.1",
         clock: Clock | None = None,
         start_clock: bool = True,
+        guard_port: int | None = None,
+        guard_socket: Path | None = None,
     ) -> None:
         self.settings = settings
         self.secrets = secrets
@@ -167,9 +170,16 @@ class Server:
         self.rb: Rollbot | None = None
         self.bot: SlackBot | None = None
         self.clockwork: Any = None
+        self.guard_port, self.guard_socket = guard_port, guard_socket
+        self.guard: Any = None  # bot/guard_service.GuardService, when asked for
 
     async def start(self) -> None:
         check_tokens(self.secrets, self.settings, self.http)
+        guard_token = None
+        if self.guard_port is not None or self.guard_socket is not None:
+            from rollbot.bot.guard_service import guard_token as read_guard_token
+
+            guard_token = read_guard_token()  # missing: refuse to start, before anything runs
         token = (
             self.secrets.slack_bot_token.get_secret_value() if self.secrets.slack_bot_token else ""
         )
@@ -203,6 +213,11 @@ class Server:
         self._tasks.append(asyncio.create_task(self._recover()))
         if self.start_clock:
             self._start_clockwork()
+        if guard_token is not None:
+            from rollbot.bot.guard_service import GuardService
+
+            self.guard = GuardService(rb, guard_token)
+            await self.guard.start(host=self.host, port=self.guard_port, socket=self.guard_socket)
         if self.http or self.port is not None:
             self._runner = web.AppRunner(web_app(bot, slack_routes=self.http))
             await self._runner.setup()
@@ -241,6 +256,8 @@ class Server:
 
     async def stop(self) -> None:
         self.stop_event.set()
+        if self.guard is not None:
+            await self.guard.stop()
         if self._handler is not None:
             with contextlib.suppress(Exception):
                 await self._handler.close_async()
@@ -278,9 +295,25 @@ class Server:
         return ready
 
 
-async def serve(settings: Settings, *, http: bool, port: int | None, host: str) -> None:
+async def serve(
+    settings: Settings,
+    *,
+    http: bool,
+    port: int | None,
+    host: str,
+    guard_port: int | None = None,
+    guard_socket: Path | None = None,
+) -> None:
     """Until SIGTERM/SIGINT, which stop it cleanly at any point, start-up included."""
-    server = Server(settings, Secrets(), http=http, port=port, host=host)
+    server = Server(
+        settings,
+        Secrets(),
+        http=http,
+        port=port,
+        host=host,
+        guard_port=guard_port,
+        guard_socket=guard_socket,
+    )
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -293,6 +326,8 @@ async def serve(settings: Settings, *, http: bool, port: int | None, host: str) 
         if starting.done():
             starting.result()  # a refused token: ConfigError, after the cleanup below
             print(server.describe(), flush=True)
+            if server.guard is not None:
+                print(server.guard.describe(), flush=True)
             await done.wait()
         else:
             starting.cancel()

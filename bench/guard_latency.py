@@ -1,0 +1,238 @@
+"""Figure 7 — the pre-trade guard (issue 18.3).
+
+In-process: `check_order` per call, ACTIVE and HALTED (target p99 <= 20 us), and the first call
+after another connection stored a hold (the cache is re-read: what "state changes are seen at
+once" costs). Service: `rollbot guard serve --socket` as a real subprocess, driven open-loop at
+5,000 checks/s over its Unix socket by keep-alive connections; the time from each request's send
+to its answer (target p99 <= 1 ms). The floor printed beside it is one SQLite
+`PRAGMA data_version` read, what every check must pay to never answer from a stale cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench.common import Figure, Sizes, settings_for
+from bench.serve_process import config_toml
+from rollbot.brokers.base import Side
+from rollbot.commands.context import Rollbot
+from rollbot.config import PaperVenueConfig
+from rollbot.storage.events import Actor
+
+TOKEN = "bench-guard-token-0123456789abcdef"
+BENCH = Actor(id="bench", source="system")
+RATE = 5000  # checks per second over the service
+CONNECTIONS = 8
+
+
+def _inprocess(rb: Rollbot, calls: int) -> list[float]:
+    check = rb.killswitch.check_order
+    for _ in range(1000):  # warm: caches filled, code paths hot
+        check("paper1", "AAPL", Side.BUY, 10)
+    out = []
+    perf = time.perf_counter_ns
+    for _ in range(calls):
+        t0 = perf()
+        check("paper1", "AAPL", Side.BUY, 10)
+        out.append((perf() - t0) / 1000)
+    return out
+
+
+def _cpu_per_call(rb: Rollbot, calls: int) -> list[float]:
+    """The guard's own CPU per call (this thread's clock): what it costs whatever else the
+    machine runs, beside the wall-clock figure that a loaded machine's scheduling inflates."""
+    check = rb.killswitch.check_order
+    clock = time.thread_time_ns
+    out = []
+    for _ in range(calls):
+        t0 = clock()
+        check("paper1", "AAPL", Side.BUY, 10)
+        out.append((clock() - t0) / 1000)
+    return out
+
+
+def _after_change(rb: Rollbot, other: Rollbot, runs: int) -> list[float]:
+    """Another connection commits (a hold set, then cleared); the next check must see it."""
+    out = []
+    for i in range(runs):
+        scope = f"strategy:bench{i % 2}"
+        other.killswitch.trigger(scope, "bench", BENCH)
+        t0 = time.perf_counter_ns()
+        rb.killswitch.check_order("paper1", "AAPL", Side.BUY, 10)
+        out.append((time.perf_counter_ns() - t0) / 1000)
+        other.killswitch.clear(scope, "bench", BENCH)
+    return out
+
+
+def _floor(rb: Rollbot, calls: int) -> list[float]:
+    conn = rb.db.conn
+    out = []
+    for _ in range(calls):
+        t0 = time.perf_counter_ns()
+        conn.execute("PRAGMA data_version").fetchone()
+        out.append((time.perf_counter_ns() - t0) / 1000)
+    return out
+
+
+REQUEST = json.dumps({"venue": "paper1", "symbol": "AAPL", "side": "BUY", "quantity": 10}).encode()
+HTTP = (
+    b"POST /guard HTTP/1.1\r\nHost: guard\r\nContent-Type: application/json\r\n"
+    b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+    b"Content-Length: " + str(len(REQUEST)).encode() + b"\r\n\r\n" + REQUEST
+)
+
+
+async def _one_connection(socket: Path, times: list[float], deadline_s: float, every_s: float):
+    """One keep-alive connection sending at its share of the rate (open loop: a late answer
+    does not delay the schedule beyond the one request in flight)."""
+    reader, writer = await asyncio.open_unix_connection(str(socket))
+    start = time.perf_counter()
+    n = 0
+    try:
+        while True:
+            due = start + n * every_s
+            now = time.perf_counter()
+            if due - start > deadline_s:
+                return
+            if due > now:
+                await asyncio.sleep(due - now)
+            t0 = time.perf_counter()
+            writer.write(HTTP)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            body = await reader.readexactly(length)
+            times.append((time.perf_counter() - t0) * 1e6)
+            if b'"code":"OK"' not in body:
+                raise RuntimeError(f"unexpected answer {head!r} {body!r}")
+            n += 1
+    finally:
+        writer.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (what the server spent, whatever the load)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _service(root: Path, seconds: float) -> tuple[list[float], float, float]:
+    """(latencies in us, achieved checks/s, server CPU us per check) against
+    `rollbot guard serve` in its own process."""
+    socket = root / "guard.sock"
+    env = {**os.environ, "ROLLBOT_CONFIG": str(root / "rollbot.toml"), "ROLLBOT_GUARD_TOKEN": TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rollbot.bot.cli",
+        "guard",
+        "serve",
+        "--socket",
+        str(socket),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        if b"guard service on" not in line:
+            err = await proc.stderr.read() if proc.stderr else b""
+            raise RuntimeError(f"guard serve did not start: {line!r} {err[-500:]!r}")
+        warm: list[float] = []
+        await _one_connection(socket, warm, 0.3, 1 / 1000)
+        times: list[float] = []
+        cpu0 = _cpu_seconds(proc.pid)
+        started = time.perf_counter()
+        every = CONNECTIONS / RATE
+        await asyncio.gather(
+            *(_one_connection(socket, times, seconds, every) for _ in range(CONNECTIONS))
+        )
+        rate = len(times) / (time.perf_counter() - started)
+        cpu = (_cpu_seconds(proc.pid) - cpu0) / len(times) * 1e6
+        return times, rate, cpu
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def run(sizes: Sizes, workdir: Path) -> list[Figure]:
+    full = sizes == Sizes.full()
+    calls = 10_000 if full else 300
+    root = workdir
+    root.mkdir(parents=True, exist_ok=True)
+    venues = [PaperVenueConfig(name="paper1", book_path=root / "paper1.db")]
+    settings = settings_for(root, venues)
+    (root / "rollbot.toml").write_text(config_toml(root, venues), "utf-8")
+    rb = Rollbot.open(settings)
+    other = Rollbot.open(settings)
+    try:
+        rb.gates.arm(BENCH, "bench: live, so ACTIVE answers OK")
+        rb.killswitch.trigger("strategy:elsewhere", "bench: one unrelated hold", BENCH)
+        active = _inprocess(rb, calls)
+        cpu = _cpu_per_call(rb, calls)
+        after = _after_change(rb, other, 2000 if full else 20)
+        floor = _floor(rb, calls)
+        other.killswitch.trigger("venue:paper1", "bench: halted", BENCH)
+        assert rb.killswitch.check_order("paper1", "AAPL", Side.BUY, 1).code == "HALTED"
+        halted_check = rb.killswitch.check_order
+        halted = []
+        for _ in range(calls):
+            t0 = time.perf_counter_ns()
+            halted_check("paper1", "AAPL", Side.BUY, 10)
+            halted.append((time.perf_counter_ns() - t0) / 1000)
+        other.killswitch.clear("venue:paper1", "bench: live again", BENCH)
+    finally:
+        rb.db.close()
+        other.db.close()
+    service, achieved, cpu_per_check = await _service(root, 3.0 if full else 0.3)
+    floor_p99 = sorted(floor)[int(len(floor) * 0.99)]
+    load = os.getloadavg()[0]
+    return [
+        Figure(
+            key="guard_inprocess",
+            title="Guard in-process check_order (ACTIVE)",
+            unit="us",
+            samples=active,
+            target=20,
+            target_text="p99 <= 20 us",
+            bound=floor_p99,
+            note=f"floor: one PRAGMA data_version, p99 {floor_p99:.1f} us; load {load:.1f}",
+        ),
+        Figure(
+            key="guard_inprocess_cpu",
+            title="Guard in-process check_order, CPU time per call (ACTIVE)",
+            unit="us",
+            samples=cpu,
+            note="thread CPU clock: the cost without the machine's other load",
+        ),
+        Figure(
+            key="guard_inprocess_halted",
+            title="Guard in-process check_order (HALTED)",
+            unit="us",
+            samples=halted,
+            target=20,
+            target_text="p99 <= 20 us",
+        ),
+        Figure(
+            key="guard_after_change",
+            title="Guard: first check after another process stored a hold",
+            unit="us",
+            samples=after,
+            note="the cache is re-read; the answer is never stale",
+        ),
+        Figure(
+            key="guard_service",
+            title=f"Guard service POST /guard over its Unix socket at {RATE}/s",
+            unit="us",
+            samples=service,
+            target=1000,
+            target_text="p99 <= 1 ms",
+            note=f"achieved {achieved:,.0f} checks/s over {CONNECTIONS} keep-alive connections;"
+            f" server CPU {cpu_per_check:.0f} us per check; load {load:.1f}",
+        ),
+    ]
