@@ -12,7 +12,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rollbot.errors import ConfigError
@@ -72,17 +80,36 @@ class CryptoVenueConfig(_Section):
     kind: Literal["crypto"] = "crypto"
     name: str
     exchange: str  # a ccxt exchange id: bybit, binance, ...
-    market: Literal["derivatives", "spot"] = "derivatives"
+    # one market, a list of them, or "all": one account may hold spot and derivatives at once
+    market: Literal["derivatives", "spot", "all"] | list[Literal["derivatives", "spot"]] = (
+        "derivatives"
+    )
     sandbox: bool = True
     quote: str = "USDT"
     dust: Decimal = Decimal("1")  # holdings worth less than this (in quote) are ignored
     api_key_env: str = ""  # names of environment variables, never the secrets themselves
     secret_env: str = ""
+    password_env: str = ""  # the API passphrase (OKX, KuCoin, Bitget, ...)
+    uid_env: str = ""  # an account or user id some exchanges sign with
     urls: dict[str, str] = Field(default_factory=dict)  # override ccxt's api urls (tests)
     symbols: list[str] = Field(default_factory=list)  # where cancel-all needs a symbol
     timeout_s: float = Field(10, gt=0)
     limit_slippage_bps: Decimal = Decimal(50)
     rate_limit_ms: float | None = Field(None, gt=0)  # replaces ccxt's request spacing (tests)
+
+    @field_validator("market")
+    @classmethod
+    def _some_market(cls, value: object) -> object:
+        if isinstance(value, list) and not value:
+            raise ValueError('name at least one market: "spot", "derivatives" (or "all")')
+        return value
+
+    @property
+    def markets(self) -> tuple[str, ...]:
+        """The configured markets, "spot" and/or "derivatives", in that order."""
+        chosen = ["spot", "derivatives"] if self.market == "all" else self.market
+        chosen = [chosen] if isinstance(chosen, str) else chosen
+        return tuple(m for m in ("spot", "derivatives") if m in chosen)
 
 
 VenueConfig = Annotated[

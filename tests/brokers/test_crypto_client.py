@@ -78,11 +78,13 @@ def test_single_string_api_url() -> None:
     assert urls["api"] == f"{LOCAL}/v2"
 
 
-async def test_only_the_configured_market_type_is_loaded() -> None:
+async def test_only_the_configured_market_types_and_spot_are_loaded() -> None:
+    """Spot markets are loaded on a derivatives venue too: coins its balance shows there are
+    priced and reported as not checked (issue 15), never ignored as unknown symbols."""
     derivatives = build_exchange(cfg(), None, None)
     spot = build_exchange(cfg(market="spot"), None, None)
     try:
-        assert derivatives.options["fetchMarkets"]["types"] == ["linear"]
+        assert derivatives.options["fetchMarkets"]["types"] == ["spot", "linear"]
         assert derivatives.options["defaultSettle"] == "USDT"
         assert spot.options["fetchMarkets"]["types"] == ["spot"]
         assert derivatives.has["fetchCurrencies"] is False

@@ -54,7 +54,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-Kind = Literal["bybit", "binance"]
+Kind = Literal["bybit", "binance", "okx"]
 Num = Decimal | str | int
 
 DEFAULT_API_KEY = "fake-key"
@@ -175,6 +175,7 @@ class _Book:
         self.requests: list[RequestRecord] = []
         self.unknown: list[str] = []  # "METHOD /path" ccxt asked for and the fake lacks
         self.order_requests: list[dict[str, Any]] = []  # every create-order's params
+        self.malformed: dict[str, Any] = {}  # path -> a well-formed envelope around this data
         # knobs
         self.no_fill = False
         self._rate_limits: list[tuple[str | None, int]] = []  # (path substring, count)
@@ -1117,7 +1118,7 @@ class BinanceBook(_Book):
 # HTTP plumbing
 # =========================================================================================
 
-Book = BybitBook | BinanceBook
+Book = Any  # BybitBook | BinanceBook | OkxBook (tests/fakes/okx.py)
 
 
 def make_book(kind: Kind, **kwargs: Any) -> Book:
@@ -1125,6 +1126,10 @@ def make_book(kind: Kind, **kwargs: Any) -> Book:
         return BybitBook(**kwargs)
     if kind == "binance":
         return BinanceBook(**kwargs)
+    if kind == "okx":
+        from fakes.okx import OkxBook
+
+        return OkxBook(**kwargs)
     raise ValueError(f"unknown fake exchange kind {kind!r} (bybit or binance)")
 
 
@@ -1197,13 +1202,19 @@ class FakeExchange:
         }
         if self.kind == "binance":
             cfg["symbols"] = [f"{i.base}/{i.quote}" for i in self.book.instruments.values()]
+        if self.kind == "okx":
+            cfg["password_env"] = "ROLLBOT_FAKE_OKX_PASSPHRASE"
+            cfg["market"] = "all"
         cfg.update(overrides)
         return cfg
 
     def env(self, name: str | None = None, **overrides: Any) -> dict[str, str]:
         """Environment variables holding the credentials named by venue_config()."""
         cfg = self.venue_config(name, **overrides)
-        return {cfg["api_key_env"]: self.api_key, cfg["secret_env"]: self.secret}
+        env = {cfg["api_key_env"]: self.api_key, cfg["secret_env"]: self.secret}
+        if cfg.get("password_env"):
+            env[cfg["password_env"]] = self.book.passphrase
+        return env
 
     def venue_toml(self, name: str | None = None, **overrides: Any) -> str:
         """The same entry as TOML text, to append to a rollbot.toml."""
@@ -1247,6 +1258,8 @@ class FakeExchange:
         book = self.book
         if book._take_rate_limit(request.path):
             return book.rate_limited_answer()
+        if request.path in book.malformed:  # a venue bug: success, with data nobody expects
+            return book.ok(book.malformed[request.path])
         try:
             if book.is_private(request.path):
                 payload = body if request.method == "POST" else raw_query
@@ -1258,7 +1271,9 @@ class FakeExchange:
     def _params(self, request: web.Request, raw_query: str, body: str) -> dict[str, Any]:
         params: dict[str, Any] = dict(parse_qsl(raw_query, keep_blank_values=True))
         if body:
-            if request.content_type == "application/json" or body.lstrip().startswith("{"):
+            if body.lstrip().startswith("["):  # a batch (OKX cancel-algos, batch orders)
+                params["_list"] = json.loads(body)
+            elif request.content_type == "application/json" or body.lstrip().startswith("{"):
                 params.update(json.loads(body))
             else:
                 params.update(parse_qsl(body, keep_blank_values=True))
@@ -1360,6 +1375,7 @@ def fast_venue(
     exchange: str,
     pacing_ms: float,
     secret: str | None = None,
+    **overrides: Any,
 ) -> Any:
     """A real CryptoVenue on this fake, fast: ccxt's limiter on at `pacing_ms` (1/100 of the
     venue's real spacing), millisecond backoff, and no 250 ms drain on close (ccxt waits for TLS
@@ -1367,11 +1383,12 @@ def fast_venue(
     from rollbot.brokers.crypto.venue import CryptoVenue
     from rollbot.config import CryptoVenueConfig
 
-    cfg = CryptoVenueConfig(**fake.venue_config(exchange))
+    cfg = CryptoVenueConfig(**fake.venue_config(exchange, **overrides))
     venue = CryptoVenue(
         cfg,
         api_key=fake.api_key,
         secret=secret or fake.secret,
+        password=getattr(fake.book, "passphrase", None),
         backoff_s=FAST_BACKOFF,
         rate_limit_ms=pacing_ms,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from rollbot.bot.slack.ids import Action
-from rollbot.commands.positions import VenueBook
+from rollbot.commands.positions import VenueBook, coverage_line
 
 Blocks = list[dict[str, Any]]
 STATUS_EMOJI = {
@@ -145,6 +145,8 @@ def positions(books: list[VenueBook]) -> tuple[str, Blocks]:
         )
         if len(b.orders) > 15:
             rows.append(f"… and {len(b.orders) - 15} more")
+        if coverage_line(b):
+            rows.append(coverage_line(b))
         blocks.append(_section("\n".join(rows)))
     total = sum(len(b.positions) for b in books)
     return f"Positions: {total} open across {len(books)} venue(s)", blocks
