@@ -375,3 +375,44 @@ async def test_two_processes_racing_one_client_id_get_one_order(
     assert [o.client_id for o in fake.book.orders] == ["raced"]
     assert fake.book.position("BTCUSDT") == 0
     assert kinds(events, VenueEventKind.REJECT) == []
+
+
+# a position row whose numbers ccxt cannot parse: ccxt raises a plain ValueError, none of its own
+GARBLED_POSITIONS = {
+    "category": "linear",
+    "list": [
+        {
+            "symbol": "BTCUSDT",
+            "size": "0.5",
+            "side": "Buy",
+            "avgPrice": "60000",
+            "markPrice": "60000",
+            "positionValue": "x",
+            "positionIM": "x",
+            "unrealisedPnl": "0",
+            "positionIdx": 0,
+            "leverage": "10",
+            "tradeMode": 0,
+            "liqPrice": "",
+            "createdTime": "1700000000000",
+            "updatedTime": "1700000000000",
+        }
+    ],
+    "nextPageCursor": "",
+}
+
+
+async def test_an_error_the_library_does_not_know_is_a_venue_error_naming_the_venue(
+    fake: FakeExchange, venue: CryptoVenue, events: list[VenueEvent]
+) -> None:
+    from rollbot.commands.positions import read_book
+
+    fake.book.malformed["/v5/position/list"] = GARBLED_POSITIONS
+    for read in (venue.positions, venue.account):
+        with pytest.raises(VenueError) as failed:
+            await read()
+        assert str(failed.value).startswith("bybit: ")
+        assert "unexpected ValueError from bybit" in str(failed.value)
+    book = await read_book(venue)  # what `positions` and step 4/5 see: a named failure
+    assert book.error is not None and "unexpected ValueError" in book.error
+    assert [e.code for e in events if e.kind is VenueEventKind.ERROR][:1] == ["UNEXPECTED"]

@@ -389,7 +389,28 @@ class BybitBook(_Book):
         rows = []
         if category == "linear" and params.get("status") != "PreLaunch":
             rows = [self._instrument_row(i) for i in self.instruments.values()]
+        if category == "spot":  # the same pairs trade spot in the unified account
+            rows = [self._spot_row(i) for i in self.instruments.values()]
         return {"category": category, "list": rows, "nextPageCursor": ""}
+
+    def _spot_row(self, inst: Instrument) -> dict[str, Any]:
+        return {
+            "symbol": inst.symbol,
+            "baseCoin": inst.base,
+            "quoteCoin": inst.quote,
+            "innovation": "0",
+            "status": "Trading",
+            "marginTrading": "both",
+            "lotSizeFilter": {
+                "basePrecision": _s(inst.qty_step),
+                "quotePrecision": "0.00000001",
+                "minOrderQty": _s(inst.min_qty),
+                "maxOrderQty": "1000000",
+                "minOrderAmt": "1",
+                "maxOrderAmt": "2000000",
+            },
+            "priceFilter": {"tickSize": _s(inst.tick)},
+        }
 
     def _instrument_row(self, inst: Instrument) -> dict[str, Any]:
         return {
