@@ -1145,8 +1145,10 @@ Book = Any  # BybitBook | BinanceBook | OkxBook (tests/fakes/okx.py)
 def make_book(kind: Kind, **kwargs: Any) -> Book:
     if kind == "bybit":
         return BybitBook(**kwargs)
-    if kind == "binance":
-        return BinanceBook(**kwargs)
+    if kind == "binance":  # spot, and USDⓈ-M futures (fapi) beside it
+        from fakes.binance_usdm import BinanceUsdmBook
+
+        return BinanceUsdmBook(**kwargs)
     if kind == "okx":
         from fakes.okx import OkxBook
 

@@ -145,8 +145,11 @@ def tune_options(exchange: Any, cfg: CryptoVenueConfig) -> None:
     options = exchange.options
     options["defaultType"] = "spot" if spot else "swap"
     if not spot:
-        options["defaultSubType"] = "linear"
         options["defaultSettle"] = cfg.quote  # positions / open orders settled in the quote
+    if cfg.markets == ("derivatives",):
+        # with spot beside it, every derivatives request says so itself (market_params):
+        # binance reads a default sub-type as "futures" even for type=spot
+        options["defaultSubType"] = "linear"
     # spot markets are loaded even where spot is not configured: coins the balance shows
     # there are priced and named as not checked, never silently ignored
     wanted = _SPOT_TYPES + (_DERIVATIVE_TYPES if "derivatives" in cfg.markets else ())

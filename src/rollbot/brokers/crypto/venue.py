@@ -567,8 +567,22 @@ class CryptoVenue:
             return {}
         has = self.exchange.has
         if has.get("fetchTickers"):
-            tickers = await self._link.call("fetch_tickers", self.exchange.fetch_tickers, symbols)
-            return {s: ticker_price(tickers.get(s)) for s in symbols}
+            out: dict[str, Decimal] = {}
+            spot = [s for s in symbols if (self.exchange.markets.get(s) or {}).get("spot")]
+            if spot and self.exchange.options.get("defaultType") != "spot":
+                # ccxt's fetch_tickers turns BTC/USDT into BTC/USDT:USDT on a venue whose
+                # default type is swap (market_symbols): spot is priced one ticker at a time
+                fetch_one = self.exchange.fetch_ticker
+                for s in spot:
+                    out[s] = ticker_price(await self._link.call("fetch_ticker", fetch_one, s))
+            for group in (([] if out else spot), [s for s in symbols if s not in spot]):
+                if not group:
+                    continue
+                params = market_params("spot" if group is spot else "derivatives")
+                fetch = self.exchange.fetch_tickers
+                tickers = await self._link.call("fetch_tickers", fetch, group, params)
+                out |= {s: ticker_price(tickers.get(s)) for s in group}
+            return out
         if has.get("fetchTicker"):
             fetch = self.exchange.fetch_ticker
             return {
