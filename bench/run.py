@@ -27,6 +27,7 @@ if str(ROOT / "tests") not in sys.path:  # the loopback fakes (FakeSlack) live w
 
 from bench import (  # noqa: E402
     ack_latency,
+    crypto_kill,
     escalation_timers,
     flatten_pacing,
     footprint,
@@ -46,6 +47,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "rollback": ("4. Full rollback", full_rollback.run),
     "footprint": ("6. Footprint", footprint.run),
     "timers": ("5. Escalation timers", escalation_timers.run),
+    "crypto_kill": ("7. Kill on a per-symbol exchange (Binance spot)", crypto_kill.run),
 }
 
 

@@ -26,6 +26,7 @@ EXPECTED = {
     "rollback": {"rollback_total", *(f"rollback_step{n}" for n in range(1, 6))},
     "footprint": {"start_to_ready", "rss_idle", "rss_after_rollback", "serve_rollback"},
     "timers": {"timer_lag", "restart_overdue", "restart_overdue_clockwork"},
+    "crypto_kill": {"crypto_kill_cancel"},
 }
 
 
