@@ -416,3 +416,44 @@ async def test_an_error_the_library_does_not_know_is_a_venue_error_naming_the_ve
     book = await read_book(venue)  # what `positions` and step 4/5 see: a named failure
     assert book.error is not None and "unexpected ValueError" in book.error
     assert [e.code for e in events if e.kind is VenueEventKind.ERROR][:1] == ["UNEXPECTED"]
+
+
+async def test_linear_and_spot_in_one_unified_account() -> None:
+    """market = "all": perpetuals and coins of one unified wallet, spot orders (plain and
+    conditional) listed in their own market and cancelled, the coins sold at market, NAV the
+    wallet once plus unrealised PnL plus the coins."""
+    async with FakeExchange(
+        "bybit", positions={"BTCUSDT": "0.5"}, wallet={"USDT": "1000", "ETH": "2"}
+    ) as fake:
+        fake.book.set_position("BTCUSDT", "0.5", entry="58000")  # +1000 unrealised
+        fake.book.add_order("BTCUSDT", "SELL", "0.5", trigger_price="50000")
+        fake.book.add_spot_order("ETHUSDT", "SELL", "1", "4000")
+        fake.book.add_spot_order("ETHUSDT", "SELL", "1", trigger_price="2500")
+        venue = fast_venue(fake, "bybit", FAST_PACING_MS, market="all")
+        try:
+            held = {p.symbol: p.quantity for p in await venue.positions()}
+            assert held == {BTC: Decimal("0.5"), "ETH/USDT": Decimal(2)}
+            assert (await venue.account()).nav == 1000 + 1000 + 2 * 3000
+            listed = sorted((o.symbol, o.type.value) for o in await venue.open_orders())
+            assert listed == [(BTC, "STOP"), ("ETH/USDT", "LIMIT"), ("ETH/USDT", "STOP")]
+            assert venue.coverage().read[-4:] == [
+                "spot plain orders",
+                "spot trigger orders",
+                "derivatives plain orders",
+                "derivatives trigger orders",
+            ]
+            result = await venue.cancel_all()
+            assert (len(result.cancelled), result.remaining) == (3, [])
+            assert fake.book.open_orders() == []
+            sold = await venue.submit_close(
+                close_all_request("ETH/USDT", Side.SELL, Decimal(2), "rbspot")
+            )
+            assert sold.status is OrderStatus.FILLED
+        finally:
+            await venue.close()
+        assert fake.book.wallet["ETH"] == 0
+        spot = [r for r in fake.book.order_requests if r["category"] == "spot"]
+        assert [(r["symbol"], r["side"], r["qty"], r["orderType"]) for r in spot] == [
+            ("ETHUSDT", "Sell", "2", "Market")
+        ]
+        assert fake.book.unknown == []

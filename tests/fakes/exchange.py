@@ -101,6 +101,7 @@ class FakeOrder:
     avg_price: Decimal = Decimal(0)
     created_ms: int = field(default_factory=_now_ms)
     updated_ms: int = field(default_factory=_now_ms)
+    category: str = "linear"  # bybit: linear or spot
 
     @property
     def is_open(self) -> bool:
@@ -650,20 +651,32 @@ class BybitBook(_Book):
         settle = params.get("settleCoin")
         if settle and self.instruments[o.symbol].quote != settle:
             return False
+        if params.get("category", "linear") != o.category:
+            return False
         # strict: conditional orders only when asked for (see module docstring)
         wants_conditional = params.get("orderFilter") == "StopOrder"
         return o.is_conditional == wants_conditional
 
     def _linear_only(self, params: dict[str, Any]) -> None:
-        if params.get("category") != "linear":
+        """Orders: linear and spot (the unified account trades both); no inverse, no option."""
+        if params.get("category") not in ("linear", "spot"):
             raise _Refusal(10001, f"category {params.get('category')!r} not supported by fake")
+
+    def add_spot_order(
+        self, symbol: str, side: str, qty: Num, price: Num | None = None, **kwargs: Any
+    ) -> FakeOrder:
+        """A resting spot order (category spot); with trigger_price a spot conditional order."""
+        order = self.add_order(symbol, side, qty, price, **kwargs)
+        order.category = "spot"
+        return order
 
     def _realtime(self, params: dict[str, Any]) -> Any:
         self._linear_only(params)
-        if not (params.get("symbol") or params.get("settleCoin") or params.get("baseCoin")):
+        narrowed = params.get("symbol") or params.get("settleCoin") or params.get("baseCoin")
+        if not narrowed and params["category"] != "spot":  # spot lists without one
             raise _Refusal(10001, "symbol, settleCoin or baseCoin is required")
         rows = [self._row(o) for o in self.orders if o.is_open and self._matches(o, params)]
-        return {"category": "linear", "list": rows[::-1], "nextPageCursor": ""}
+        return {"category": params["category"], "list": rows[::-1], "nextPageCursor": ""}
 
     def _history(self, params: dict[str, Any]) -> Any:
         self._linear_only(params)
@@ -674,7 +687,7 @@ class BybitBook(_Book):
             if not o.is_open and self._matches(o, params) and (wanted is None or o.status == wanted)
         ]
         limit = int(params.get("limit", 20))
-        return {"category": "linear", "list": rows[::-1][:limit], "nextPageCursor": ""}
+        return {"category": params["category"], "list": rows[::-1][:limit], "nextPageCursor": ""}
 
     def _create(self, params: dict[str, Any]) -> Any:
         self.order_requests.append(dict(params))
@@ -693,6 +706,15 @@ class BybitBook(_Book):
         if link and any(o.client_id == link for o in self.orders):
             raise _Refusal(110072, "OrderLinkedID is duplicate")
         reduce_only = params.get("reduceOnly") in (True, "true")
+        spot = params["category"] == "spot"
+        if spot:
+            if reduce_only:
+                raise _Refusal(10001, "params error: reduceOnly is for derivatives")
+            if order_type == "MARKET" and side == "BUY" and params.get("marketUnit") != "baseCoin":
+                raise _Refusal(10001, "params error: market buy qty is in the quote coin")
+            base = self.instruments[symbol].base
+            if side == "SELL" and qty > self.wallet.get(base, Decimal(0)):
+                raise _Refusal(170131, "Insufficient balance.")
         held = self.position(symbol)
         if reduce_only:
             reduces = (held > 0 and side == "SELL") or (held < 0 and side == "BUY")
@@ -711,6 +733,7 @@ class BybitBook(_Book):
             trigger_price=_d(trigger) if trigger else None,
             reduce_only=reduce_only,
             status="UNTRIGGERED" if trigger else "NEW",
+            category=params["category"],
         )
         self.orders.append(order)
         self._maybe_fill(order)
@@ -725,6 +748,12 @@ class BybitBook(_Book):
             if not crosses:
                 return
         signed = o.qty if o.side == "BUY" else -o.qty
+        if o.category == "spot":  # coins change hands in the unified wallet
+            inst = self.instruments[o.symbol]
+            self.wallet[inst.base] = self.wallet.get(inst.base, Decimal(0)) + signed
+            self.wallet[inst.quote] = self.wallet.get(inst.quote, Decimal(0)) - signed * mark
+            o.filled, o.avg_price, o.status, o.updated_ms = o.qty, mark, "FILLED", _now_ms()
+            return
         pos = self.positions.get(o.symbol) or FakePosition(Decimal(0), mark)
         if pos.size == 0 or (pos.size > 0) == (signed > 0):
             # opening or adding: the entry becomes the size-weighted average
@@ -745,7 +774,7 @@ class BybitBook(_Book):
     def _cancel(self, params: dict[str, Any]) -> Any:
         self._linear_only(params)
         for o in self.orders:
-            if o.is_open and o.symbol == params.get("symbol"):
+            if o.is_open and o.symbol == params.get("symbol") and o.category == params["category"]:
                 hit = (params.get("orderId") and o.order_id == params["orderId"]) or (
                     params.get("orderLinkId") and o.client_id == params["orderLinkId"]
                 )
@@ -756,7 +785,8 @@ class BybitBook(_Book):
 
     def _cancel_all(self, params: dict[str, Any]) -> Any:
         self._linear_only(params)
-        if not (params.get("symbol") or params.get("settleCoin") or params.get("baseCoin")):
+        narrowed = params.get("symbol") or params.get("settleCoin") or params.get("baseCoin")
+        if not narrowed and params["category"] != "spot":
             raise _Refusal(10001, "symbol, settleCoin or baseCoin is required")
         done = []
         for o in self.orders:

@@ -645,6 +645,7 @@ class CryptoVenue:
                 continue
             read.append(label)
             for raw in rows:
+                self._in_market(raw, scope)
                 oid = str(raw["id"])
                 if oid not in result:
                     result[oid] = (raw, kind)
@@ -653,6 +654,19 @@ class CryptoVenue:
         if symbol is None and extra is None and triggers:
             self._covered["orders"] = (read, missing)
         return list(result.values())
+
+    def _in_market(self, raw: Raw, scope: Raw) -> None:
+        """ccxt names an order from a market-scoped list by the default type's market when the
+        row does not say its category (bybit: ETHUSDT from the spot list came back as
+        ETH/USDT:USDT): put it back in the market that was listed."""
+        wanted = scope.get("type")
+        market = self.exchange.markets.get(raw.get("symbol")) or {}
+        if not wanted or not market or bool(market.get("spot")) is (wanted == "spot"):
+            return
+        base, quote = market.get("base"), market.get("quote")
+        twin = f"{base}/{quote}" if wanted == "spot" else f"{base}/{quote}:{quote}"
+        if twin in self.exchange.markets:
+            raw["symbol"] = twin
 
     def _listing_of(self, raw: Raw) -> str | None:
         return self._label_of.get(str(raw["id"]))
