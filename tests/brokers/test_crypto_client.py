@@ -182,3 +182,15 @@ def test_floats_become_the_decimals_the_venue_sent() -> None:
         },
     )
     assert order.remaining == Decimal("0.2") and order.status.value == "PARTIALLY_FILLED"
+
+
+def test_an_exchange_outside_the_matrix_starts_with_a_warning_naming_what_is_unverified(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="rollbot.brokers.crypto.venue"):
+        venue = CryptoVenue(cfg(exchange="gemini", sandbox=False))
+    (warning,) = [r.getMessage() for r in caplog.records if "support matrix" in r.getMessage()]
+    assert warning.startswith("x: gemini is not in rollbot's tested support matrix")
+    for unverified in ("order kinds", "NAV", "hedge-mode"):
+        assert unverified in warning
+    assert venue.unverified() and CryptoVenue(cfg(market="spot")).unverified() == []

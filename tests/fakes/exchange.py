@@ -54,7 +54,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-Kind = Literal["bybit", "binance", "okx"]
+Kind = Literal["bybit", "binance", "okx", "kraken"]
 Num = Decimal | str | int
 
 DEFAULT_API_KEY = "fake-key"
@@ -1183,6 +1183,10 @@ def make_book(kind: Kind, **kwargs: Any) -> Book:
         from fakes.okx import OkxBook
 
         return OkxBook(**kwargs)
+    if kind == "kraken":
+        from fakes.kraken import KrakenBook
+
+        return KrakenBook(**kwargs)
     raise ValueError(f"unknown fake exchange kind {kind!r} (bybit or binance)")
 
 
@@ -1258,6 +1262,8 @@ class FakeExchange:
         if self.kind == "okx":
             cfg["password_env"] = "ROLLBOT_FAKE_OKX_PASSPHRASE"
             cfg["market"] = "all"
+        if self.kind == "kraken":  # spot only, and no testnet in ccxt
+            cfg["market"], cfg["sandbox"] = "spot", False
         cfg.update(overrides)
         return cfg
 

@@ -75,17 +75,18 @@ PROFILES: dict[str, Profile] = {
         nav_field="spot: free + locked; USDⓈ-M: assets[].marginBalance (wallet + unrealised)",
         hedge_close="POSITIONSIDE",
     ),
-    "binanceusdm": Profile(
-        fetch_order_by_client_id=True,
-        total_includes_upl=True,
-        nav_field="assets[].marginBalance (wallet + unrealised)",
-        hedge_close="POSITIONSIDE",
-    ),
     "bybit": Profile(
         client_id_param="orderLinkId",
         total_includes_upl=False,
         nav_field="coin[].walletBalance + positions' unrealisedPnl",
         one_wallet=True,
+    ),
+    "kraken": Profile(
+        # OpenOrders holds every kind (limit, stop-loss, take-profit, trailing-stop) and
+        # CancelAll cancels them all
+        order_kinds=(OrderKind("every kind (limit, stop-loss, take-profit, trailing-stop)"),),
+        total_includes_upl=True,  # spot only: nothing unrealised beside the balance
+        nav_field="Balance (BalanceEx balance) + coins at the last trade",
     ),
     "okx": Profile(
         order_kinds=_OKX_KINDS,

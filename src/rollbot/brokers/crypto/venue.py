@@ -70,7 +70,7 @@ DEFAULT_BACKOFF_S: tuple[float, ...] = (0.5, 1.0, 2.0)  # one retry per entry
 Raw = dict[str, Any]
 Listing = tuple[str, Raw, OrderKind]  # (label, market params, kind listed)
 # exchanges the README's support matrix tests against a fake written from their documentation
-_VERIFIED = frozenset({"okx", "binance", "binanceusdm", "bybit", "kraken", "bitget"})
+_VERIFIED = frozenset({"okx", "binance", "bybit", "kraken"})
 _CANCEL_BATCH = 10  # OKX: cancel-algos takes 10 ids a request, cancel-batch-orders 20
 P = ParamSpec("P")
 R = TypeVar("R")
