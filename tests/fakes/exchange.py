@@ -54,7 +54,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-Kind = Literal["bybit", "binance", "okx", "kraken"]
+Kind = Literal["bybit", "binance", "okx", "kraken", "gate"]
 Num = Decimal | str | int
 
 DEFAULT_API_KEY = "fake-key"
@@ -1187,6 +1187,10 @@ def make_book(kind: Kind, **kwargs: Any) -> Book:
         from fakes.kraken import KrakenBook
 
         return KrakenBook(**kwargs)
+    if kind == "gate":
+        from fakes.gate import GateBook
+
+        return GateBook(**kwargs)
     raise ValueError(f"unknown fake exchange kind {kind!r} (bybit or binance)")
 
 
@@ -1262,8 +1266,8 @@ class FakeExchange:
         if self.kind == "okx":
             cfg["password_env"] = "ROLLBOT_FAKE_OKX_PASSPHRASE"
             cfg["market"] = "all"
-        if self.kind == "kraken":  # spot only, and no testnet in ccxt
-            cfg["market"], cfg["sandbox"] = "spot", False
+        if self.kind in ("kraken", "gate"):  # spot here; kraken has no testnet in ccxt
+            cfg["market"], cfg["sandbox"] = "spot", self.kind == "gate"
         cfg.update(overrides)
         return cfg
 
@@ -1298,6 +1302,9 @@ class FakeExchange:
             record = RequestRecord(request.method, request.path, params)
             book.requests.append(record)
             handler = self._routes.get(key)
+            dynamic = getattr(book, "dynamic", None)  # paths with an id in them (gate)
+            if handler is None and dynamic is not None:
+                handler = dynamic(request.method, request.path)
             if handler is None:
                 book.unknown.append(f"{request.method} {request.path}")
                 answer = _Answer(404, {"error": "no such route in the fake", "path": request.path})

@@ -66,6 +66,8 @@ class Profile:
     one_wallet: bool = False
     # params that close a hedge-mode position of side "long"/"short"
     hedge_close: str = "hedged"  # "hedged" (ccxt picks the index), "posSide", "POSITIONSIDE"
+    # what ccxt puts before our client order id (gate's "t-"), taken off when reading back
+    client_id_prefix: str = ""
 
 
 PROFILES: dict[str, Profile] = {
@@ -80,6 +82,12 @@ PROFILES: dict[str, Profile] = {
         total_includes_upl=False,
         nav_field="coin[].walletBalance + positions' unrealisedPnl",
         one_wallet=True,
+    ),
+    "gate": Profile(
+        # spot/open_orders and spot/price_orders: ccxt's plain and {"trigger": True} lists
+        client_id_prefix="t-",
+        total_includes_upl=True,  # spot here: nothing unrealised beside the balance
+        nav_field="spot/accounts available + locked, coins at the last trade",
     ),
     "kraken": Profile(
         # OpenOrders holds every kind (limit, stop-loss, take-profit, trailing-stop) and

@@ -70,7 +70,7 @@ DEFAULT_BACKOFF_S: tuple[float, ...] = (0.5, 1.0, 2.0)  # one retry per entry
 Raw = dict[str, Any]
 Listing = tuple[str, Raw, OrderKind]  # (label, market params, kind listed)
 # exchanges the README's support matrix tests against a fake written from their documentation
-_VERIFIED = frozenset({"okx", "binance", "bybit", "kraken"})
+_VERIFIED = frozenset({"okx", "binance", "bybit", "kraken", "gate"})
 _CANCEL_BATCH = 10  # OKX: cancel-algos takes 10 ids a request, cancel-batch-orders 20
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -387,6 +387,7 @@ class CryptoVenue:
             self._link.emit(VenueEventKind.REJECT, code=exc.code, message=exc.detail, order=refused)
             raise
         self._client_symbol[request.client_order_id] = symbol
+        raw = {**raw, "clientOrderId": self._client_id(raw)}
         order = order_from_ccxt(self.name, raw, fallback=sent, contract_size=contract_size)
         if order.order_id:
             self._where[order.order_id] = (symbol, PLAIN)
@@ -742,10 +743,10 @@ class CryptoVenue:
         extra = {param: client_id} if param else {}
         # closes are never trigger orders: the plain book and the history are enough
         for raw, kind in await self._open_raw(symbol, extra, triggers=False):
-            if raw.get("clientOrderId") == client_id:
+            if self._client_id(raw) == client_id:
                 return self._order(raw, kind)
         for raw in await self._history(symbol, extra):
-            if raw.get("clientOrderId") == client_id:
+            if self._client_id(raw) == client_id:
                 return self._order(raw, PLAIN)
         return None
 
@@ -767,7 +768,16 @@ class CryptoVenue:
             )
         return rows
 
+    def _client_id(self, raw: Raw) -> str | None:
+        """Our client order id as we sent it: gate hands it back with the "t-" it requires."""
+        cid = raw.get("clientOrderId")
+        prefix = self._profile.client_id_prefix
+        if isinstance(cid, str) and prefix and cid.startswith(prefix):
+            return cid[len(prefix) :]
+        return cid
+
     def _order(self, raw: Raw, kind: OrderKind) -> Order:
+        raw = {**raw, "clientOrderId": self._client_id(raw)}
         market = self.exchange.markets.get(raw.get("symbol")) or {}
         return order_from_ccxt(
             self.name, raw, contract_size=self._contract_size(market), trigger=kind.conditional
