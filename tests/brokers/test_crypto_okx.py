@@ -211,3 +211,18 @@ async def test_a_market_the_exchange_lacks_is_refused_before_any_request() -> No
 def CryptoVenue_for(exchange: str, **overrides: str) -> object:
     cfg = CryptoVenueConfig(kind="crypto", name="k", exchange=exchange, **overrides)  # type: ignore[arg-type]
     return build_venue(cfg, Secrets())
+
+
+async def test_a_market_missing_in_the_quote_refuses_to_connect_naming_it(
+    okx: FakeExchange,
+) -> None:
+    venue = fast_venue(okx, "okx", 1, quote="USDC", market="derivatives")
+    try:
+        with pytest.raises(VenueError) as refused:
+            await venue.connect()
+    finally:
+        await venue.close()
+    assert refused.value.code == "BAD_MARKET"
+    assert str(refused.value).startswith(
+        "okx: market 'derivatives': okx lists no derivatives market in USDC"
+    )
