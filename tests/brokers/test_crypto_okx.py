@@ -226,3 +226,18 @@ async def test_a_market_missing_in_the_quote_refuses_to_connect_naming_it(
     assert str(refused.value).startswith(
         "okx: market 'derivatives': okx lists no derivatives market in USDC"
     )
+
+
+async def test_one_algo_order_is_cancelled_by_its_id_through_cancel_algos(
+    okx: FakeExchange,
+) -> None:
+    """What flatten does to a resting stop on a symbol it closes."""
+    stop = book(okx).add("BTC-USDT-SWAP", "sell", "50", "conditional", trigger_px="55000")
+    venue = fast_venue(okx, "okx", 1)
+    try:
+        await venue.cancel_order(stop.ord_id)
+    finally:
+        await venue.close()
+    assert stop.state == "canceled"
+    (sent,) = book(okx).requests_to("/api/v5/trade/cancel-algos")
+    assert sent.params["_list"] == [{"algoId": stop.ord_id, "instId": "BTC-USDT-SWAP"}]
