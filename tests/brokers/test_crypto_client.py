@@ -194,3 +194,20 @@ def test_an_exchange_outside_the_matrix_starts_with_a_warning_naming_what_is_unv
     for unverified in ("order kinds", "NAV", "hedge-mode"):
         assert unverified in warning
     assert venue.unverified() and CryptoVenue(cfg(market="spot")).unverified() == []
+
+
+def test_passphrase_and_uid_come_from_the_variables_the_venue_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rollbot.brokers.registry import build_venue
+    from rollbot.config import Secrets
+
+    venue_cfg = cfg(
+        exchange="okx", password_env="T_OKX_PASS", uid_env="T_OKX_UID", market="derivatives"
+    )
+    monkeypatch.setenv("T_OKX_PASS", "pass-phrase")
+    with pytest.raises(ConfigError, match=r"^venue 'x': environment variable T_OKX_UID \(uid\)"):
+        build_venue(venue_cfg, Secrets())
+    monkeypatch.setenv("T_OKX_UID", "12345")
+    venue = build_venue(venue_cfg, Secrets())
+    assert (venue.exchange.password, venue.exchange.uid) == ("pass-phrase", "12345")  # type: ignore[attr-defined]
