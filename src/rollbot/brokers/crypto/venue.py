@@ -341,7 +341,16 @@ class CryptoVenue:
             )
             self._client_symbol[request.client_order_id] = symbol
             return existing
-        amount, params = await self._close_size(request, market)
+        try:
+            amount, params = await self._close_size(request, market)
+        except OrderRejected:
+            # nothing left to close: another process may have sent this very close since we
+            # looked, and filled it; then that order is ours
+            twin = await self._read_back(request.client_order_id, symbol, None)
+            if twin is None:
+                raise
+            self._client_symbol[request.client_order_id] = symbol
+            return twin
         kind, price = await self._close_price(request, market)
         params["clientOrderId"] = request.client_order_id
         contract_size = self._contract_size(market)
