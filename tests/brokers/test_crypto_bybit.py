@@ -457,3 +457,20 @@ async def test_linear_and_spot_in_one_unified_account() -> None:
             ("ETHUSDT", "Sell", "2", "Market")
         ]
         assert fake.book.unknown == []
+
+
+async def test_hedge_mode_closes_each_leg_by_its_position_index() -> None:
+    async with FakeExchange("bybit", positions={}) as fake:
+        fake.book.set_hedge_position("BTCUSDT", 1, "0.5")  # the long leg
+        fake.book.set_hedge_position("BTCUSDT", 2, "0.2")  # the short leg
+        venue = fast_venue(fake, "bybit", FAST_PACING_MS)
+        try:
+            held = sorted(p.quantity for p in await venue.positions())
+            assert held == [Decimal("-0.2"), Decimal("0.5")]
+            await venue.submit_close(close_all_request(BTC, Side.SELL, Decimal("0.5"), "rbl"))
+            await venue.submit_close(close_all_request(BTC, Side.BUY, Decimal("0.2"), "rbs"))
+            assert await venue.positions() == []
+        finally:
+            await venue.close()
+        sent = [(r["side"], r["positionIdx"], "reduceOnly" in r) for r in fake.book.order_requests]
+        assert sent == [("Sell", 1, False), ("Buy", 2, False)]

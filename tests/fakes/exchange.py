@@ -308,6 +308,13 @@ class BybitBook(_Book):
         }
         for symbol, size in (positions or {}).items():
             self.set_position(symbol, size)
+        # hedge mode: (symbol, positionIdx 1 = buy side / 2 = sell side) -> size >= 0
+        self.hedge: dict[tuple[str, int], FakePosition] = {}
+
+    def set_hedge_position(self, symbol: str, idx: int, size: Num) -> None:
+        """Switches the symbol to hedge mode (Bybit: positionIdx 1 long leg, 2 short leg)."""
+        with self.lock:
+            self.hedge[(symbol, idx)] = FakePosition(_d(size), self.prices[symbol])
 
     def set_position(self, symbol: str, size: Num, entry: Num | None = None) -> None:
         with self.lock:
@@ -549,17 +556,20 @@ class BybitBook(_Book):
         if symbol is None and params.get("settleCoin") is None and params.get("baseCoin") is None:
             raise _Refusal(10001, "symbol or settleCoin is required")
         rows = []
-        for sym, pos in self.positions.items():
+        legs = [(sym, 0, pos) for sym, pos in self.positions.items()]
+        legs += [(sym, idx, pos) for (sym, idx), pos in self.hedge.items()]
+        for sym, idx, pos in legs:
             if pos.size == 0 or (symbol is not None and sym != symbol):
                 continue
             mark = self.prices[sym]
+            sell_side = pos.size < 0 if idx == 0 else idx == 2
             rows.append(
                 {
-                    "positionIdx": 0,
+                    "positionIdx": idx,
                     "riskId": 1,
                     "riskLimitValue": "2000000",
                     "symbol": sym,
-                    "side": "Buy" if pos.size > 0 else "Sell",
+                    "side": "Sell" if sell_side else "Buy",
                     "size": _s(abs(pos.size)),
                     "avgPrice": _s(pos.entry),
                     "positionValue": _s(abs(pos.size) * pos.entry),
@@ -715,6 +725,27 @@ class BybitBook(_Book):
             base = self.instruments[symbol].base
             if side == "SELL" and qty > self.wallet.get(base, Decimal(0)):
                 raise _Refusal(170131, "Insufficient balance.")
+        idx = int(params.get("positionIdx", 0))
+        hedged = any(key[0] == symbol for key in self.hedge) and not spot
+        if hedged != (idx in (1, 2)):
+            raise _Refusal(10001, "position idx not match position mode")
+        if hedged:
+            leg = self.hedge.get((symbol, idx)) or FakePosition(Decimal(0), self.prices[symbol])
+            closing = (idx == 1) == (side == "SELL")
+            if closing and qty > leg.size:
+                raise _Refusal(110017, "Reduce-only rule not satisfied")
+            self._check_order_failure()
+            if not self.no_fill and order_type == "MARKET":
+                leg.size += -qty if closing else qty
+                self.hedge[(symbol, idx)] = leg
+            order = FakeOrder(
+                order_id=self._new_id(), client_id=link, symbol=symbol, side=side,
+                type=order_type, qty=qty, status="FILLED" if order_type == "MARKET" else "NEW",
+                filled=qty if order_type == "MARKET" else Decimal(0),
+                avg_price=self.prices[symbol],
+            )  # fmt: skip
+            self.orders.append(order)
+            return {"orderId": order.order_id, "orderLinkId": order.client_id}
         held = self.position(symbol)
         if reduce_only:
             reduces = (held > 0 and side == "SELL") or (held < 0 and side == "BUY")
