@@ -12,15 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rollbot.errors import ConfigError
@@ -97,12 +89,11 @@ class CryptoVenueConfig(_Section):
     limit_slippage_bps: Decimal = Decimal(50)
     rate_limit_ms: float | None = Field(None, gt=0)  # replaces ccxt's request spacing (tests)
 
-    @field_validator("market")
-    @classmethod
-    def _some_market(cls, value: object) -> object:
-        if isinstance(value, list) and not value:
-            raise ValueError('name at least one market: "spot", "derivatives" (or "all")')
-        return value
+    @model_validator(mode="after")
+    def _some_market(self) -> CryptoVenueConfig:
+        if isinstance(self.market, list) and not self.market:
+            raise ValueError('market: name at least one: "spot", "derivatives" (or "all")')
+        return self
 
     @property
     def markets(self) -> tuple[str, ...]:
