@@ -43,7 +43,9 @@ def build_exchange(
 
     exchange_class = getattr(ccxt_async, cfg.exchange, None)
     if cfg.exchange not in ccxt_async.exchanges or exchange_class is None:
-        raise ConfigError(f"venue {cfg.name!r}: {cfg.exchange!r} is not a ccxt exchange id")
+        raise ConfigError(
+            f"venue {cfg.name!r}: exchange: {cfg.exchange!r} is not a ccxt exchange id"
+        )
     params: dict[str, Any] = {
         "enableRateLimit": True,
         "timeout": int(cfg.timeout_s * 1000),
