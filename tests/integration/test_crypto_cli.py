@@ -190,3 +190,25 @@ def test_crypto_venue_config_errors_exit_2_and_positions_names_what_it_did_not_c
         refused.stderr
     )
     assert "Traceback" not in refused.stderr
+
+
+def test_cancel_all_on_okx_cancels_the_algo_stops_it_used_to_leave(
+    integration: Callable[..., Settings], cli: Callable[[Settings], Run]
+) -> None:
+    """Issue 15: "2 of 2 cancelled; 0 remain" while a stop-loss stayed live. Now every algo
+    kind is counted, cancelled and read back, by the CLI in its own process."""
+    with start_fake_exchange("okx", balances={"USDT": "10000"}) as okx:
+        okx.book.set_position("BTC-USDT-SWAP", "50")
+        okx.book.add("BTC-USDT-SWAP", "sell", "10", "limit", px="70000")
+        okx.book.add("BTC-USDT-SWAP", "buy", "10", "limit", px="50000")
+        okx.book.add("BTC-USDT-SWAP", "sell", "50", "conditional", trigger_px="55000")
+        okx.book.add("BTC-USDT-SWAP", "sell", "50", "oco", trigger_px="54000")
+        okx.book.add("BTC-USDT-SWAP", "sell", "50", "move_order_stop", trigger_px="58000")
+        run = cli(integration(venues=[CryptoVenueConfig(**okx.venue_config("okx", **FAST))]))
+
+        done = run("cancel-all", env=okx.env("okx"))
+
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "okx: 5 of 5 cancelled; 0 remain" in done.stdout
+        assert okx.book.live() == []
+        assert okx.book.unknown == []
