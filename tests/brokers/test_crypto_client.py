@@ -94,7 +94,7 @@ async def test_only_the_configured_market_types_and_spot_are_loaded() -> None:
 
 
 def test_unknown_exchange_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="^venue 'x': exchange: 'nosuchexchange' is not a ccxt"):
+    with pytest.raises(ConfigError, match=r"^venue 'x': exchange: 'nosuchexchange' is not a ccxt"):
         CryptoVenue(cfg(exchange="nosuchexchange"))
 
 
