@@ -52,10 +52,16 @@ from rollbot.brokers.crypto.convert import (
     position_from_ccxt,
     ticker_price,
 )
-from rollbot.brokers.crypto.errors import ArgumentsMissing, OrderNotFound, map_ccxt_error
+from rollbot.brokers.crypto.errors import (
+    ArgumentsMissing,
+    OrderNotFound,
+    map_ccxt_error,
+    redact,
+)
 from rollbot.brokers.crypto.link import Link
 from rollbot.brokers.crypto.profiles import (
     PLAIN,
+    PROFILES,
     TRIGGER,
     OrderKind,
     hedge_close_params,
@@ -69,8 +75,6 @@ log = logging.getLogger(__name__)
 DEFAULT_BACKOFF_S: tuple[float, ...] = (0.5, 1.0, 2.0)  # one retry per entry
 Raw = dict[str, Any]
 Listing = tuple[str, Raw, OrderKind]  # (label, market params, kind listed)
-# exchanges the README's support matrix tests against a fake written from their documentation
-_VERIFIED = frozenset({"okx", "binance", "bybit", "kraken", "gate"})
 _CANCEL_BATCH = 10  # OKX: cancel-algos takes 10 ids a request, cancel-batch-orders 20
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -132,7 +136,7 @@ class CryptoVenue:
 
     def unverified(self) -> list[str]:
         """What rollbot has not verified for this exchange (outside the support matrix)."""
-        if self.cfg.exchange in _VERIFIED:
+        if self.cfg.exchange in PROFILES:  # the support matrix: each tested against a fake
             return []
         return [
             f"{self.cfg.exchange} is not in rollbot's tested support matrix: order kinds beyond"
@@ -150,8 +154,6 @@ class CryptoVenue:
         return Coverage(read=read, not_checked=missing)
 
     def unexpected(self, what: str, exc: BaseException) -> VenueError:
-        from rollbot.brokers.crypto.errors import redact
-
         detail = redact(str(exc), self._secrets)
         log.warning(
             "%s: %s failed unexpectedly: %s: %s", self.name, what, type(exc).__name__, detail
