@@ -54,7 +54,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-Kind = Literal["bybit", "binance", "okx", "kraken", "gate"]
+Kind = Literal["bybit", "binance", "okx", "kraken", "gate", "bitget"]
 Num = Decimal | str | int
 
 DEFAULT_API_KEY = "fake-key"
@@ -1222,6 +1222,10 @@ def make_book(kind: Kind, **kwargs: Any) -> Book:
         from fakes.gate import GateBook
 
         return GateBook(**kwargs)
+    if kind == "bitget":
+        from fakes.bitget import BitgetBook
+
+        return BitgetBook(**kwargs)
     raise ValueError(f"unknown fake exchange kind {kind!r} (bybit or binance)")
 
 
@@ -1294,6 +1298,9 @@ class FakeExchange:
         }
         if self.kind == "binance":
             cfg["symbols"] = [f"{i.base}/{i.quote}" for i in self.book.instruments.values()]
+        if self.kind == "bitget":  # ccxt's bitget sandbox is demo trading: other products
+            cfg["password_env"], cfg["sandbox"] = "ROLLBOT_FAKE_BITGET_PASSPHRASE", False
+            cfg["market"] = "derivatives"
         if self.kind == "okx":
             cfg["password_env"] = "ROLLBOT_FAKE_OKX_PASSPHRASE"
             cfg["market"] = "all"

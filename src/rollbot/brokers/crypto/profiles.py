@@ -47,6 +47,25 @@ _OKX_KINDS = (
 )
 
 
+# Bitget v2 USDT-M: orders-plan-pending takes one planType per request and ccxt's
+# {"trigger": True} asks for normal_plan only: take-profit/stop-loss (profit_loss) and trailing
+# stops (track_plan) are lists of their own; cancel-plan-order cancels each by its planType.
+_BITGET_DERIVATIVE_KINDS = (
+    PLAIN,
+    OrderKind(
+        "trigger (normal_plan)", {"trigger": True}, {"trigger": True, "planType": "normal_plan"}
+    ),
+    OrderKind(
+        "take-profit/stop-loss (profit_loss)",
+        {"planType": "profit_loss"},
+        {"trigger": True, "planType": "profit_loss"},
+    ),
+    OrderKind(
+        "trailing (track_plan)", {"trailing": True}, {"trigger": True, "planType": "track_plan"}
+    ),
+)
+
+
 @dataclass(frozen=True)
 class Profile:
     # fetch_order(id, symbol, {"clientOrderId": ...}) finds an order open or done by client id
@@ -56,6 +75,8 @@ class Profile:
     client_id_param: str | None = None
     # the resting-order lists, when ccxt's features (plain + trigger) do not tell them all
     order_kinds: tuple[OrderKind, ...] | None = None
+    # the same for derivatives only, where spot keeps ccxt's lists
+    derivative_kinds: tuple[OrderKind, ...] | None = None
     # one open-orders / positions request covers spot and derivatives (no type parameter)
     lists_all_markets: bool = False
     # ccxt's balance total for the quote already holds unrealised PnL (equity); None: unknown
@@ -76,6 +97,11 @@ PROFILES: dict[str, Profile] = {
         total_includes_upl=True,
         nav_field="spot: free + locked; USDⓈ-M: assets[].marginBalance (wallet + unrealised)",
         hedge_close="POSITIONSIDE",
+    ),
+    "bitget": Profile(
+        derivative_kinds=_BITGET_DERIVATIVE_KINDS,
+        total_includes_upl=True,
+        nav_field="USDT-FUTURES accounts[].accountEquity (includes unrealizedPL)",
     ),
     "bybit": Profile(
         client_id_param="orderLinkId",

@@ -620,6 +620,8 @@ class CryptoVenue:
         its trigger list where ccxt's features say trigger orders are listed apart."""
         if self._profile.order_kinds is not None:
             return self._profile.order_kinds
+        if market == "derivatives" and self._profile.derivative_kinds is not None:
+            return self._profile.derivative_kinds
         separate = feature(self.exchange, market == "spot", "fetchOpenOrders", "trigger")
         return (PLAIN, TRIGGER) if separate else (PLAIN,)
 
