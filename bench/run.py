@@ -27,6 +27,7 @@ if str(ROOT / "tests") not in sys.path:  # the loopback fakes (FakeSlack) live w
 
 from bench import (  # noqa: E402
     ack_latency,
+    crypto_kill,
     escalation_timers,
     flatten_pacing,
     footprint,
@@ -48,8 +49,9 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "rollback": ("4. Full rollback", full_rollback.run),
     "footprint": ("6. Footprint", footprint.run),
     "timers": ("5. Escalation timers", escalation_timers.run),
-    "kill_ibkr": ("Kill on IBKR under 50 msg/s pacing", kill_ibkr.run),
     "guard": ("7. The pre-trade guard", guard_latency.run),
+    "kill_ibkr": ("8. Kill on IBKR under 50 msg/s pacing", kill_ibkr.run),
+    "crypto_kill": ("9. Kill on a per-symbol exchange (Binance spot)", crypto_kill.run),
 }
 
 

@@ -131,18 +131,36 @@ class CryptoVenueConfig(_Section):
     kind: Literal["crypto"] = "crypto"
     name: Text
     exchange: Text  # a ccxt exchange id: bybit, binance, ...
-    market: Literal["derivatives", "spot"] = "derivatives"
+    # one market, a list of them, or "all": one account may hold spot and derivatives at once
+    market: Literal["derivatives", "spot", "all"] | list[Literal["derivatives", "spot"]] = (
+        "derivatives"
+    )
     sandbox: bool = True
     quote: Text = "USDT"
     # holdings worth less than this (in quote) are ignored
     dust: Decimal = Field(Decimal("1"), ge=0)
     api_key_env: str = ""  # names of environment variables, never the secrets themselves
     secret_env: str = ""
+    password_env: str = ""  # the API passphrase (OKX, KuCoin, Bitget, ...)
+    uid_env: str = ""  # an account or user id some exchanges sign with
     urls: dict[str, str] = Field(default_factory=dict)  # override ccxt's api urls (tests)
     symbols: list[str] = Field(default_factory=list)  # where cancel-all needs a symbol
     timeout_s: float = Field(10, gt=0)
     limit_slippage_bps: OffsetBps = Decimal(50)
     rate_limit_ms: float | None = Field(None, gt=0)  # replaces ccxt's request spacing (tests)
+
+    @model_validator(mode="after")
+    def _some_market(self) -> CryptoVenueConfig:
+        if isinstance(self.market, list) and not self.market:
+            raise ValueError('market: name at least one: "spot", "derivatives" (or "all")')
+        return self
+
+    @property
+    def markets(self) -> tuple[str, ...]:
+        """The configured markets, "spot" and/or "derivatives", in that order."""
+        chosen = ["spot", "derivatives"] if self.market == "all" else self.market
+        chosen = [chosen] if isinstance(chosen, str) else chosen
+        return tuple(m for m in ("spot", "derivatives") if m in chosen)
 
 
 VenueConfig = Annotated[

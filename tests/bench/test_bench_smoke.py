@@ -34,6 +34,7 @@ EXPECTED = {
         "guard_after_change",
         "guard_service",
     },
+    "crypto_kill": {"crypto_kill_cancel"},
 }
 
 

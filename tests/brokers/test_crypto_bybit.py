@@ -375,3 +375,102 @@ async def test_two_processes_racing_one_client_id_get_one_order(
     assert [o.client_id for o in fake.book.orders] == ["raced"]
     assert fake.book.position("BTCUSDT") == 0
     assert kinds(events, VenueEventKind.REJECT) == []
+
+
+# a position row whose numbers ccxt cannot parse: ccxt raises a plain ValueError, none of its own
+GARBLED_POSITIONS = {
+    "category": "linear",
+    "list": [
+        {
+            "symbol": "BTCUSDT",
+            "size": "0.5",
+            "side": "Buy",
+            "avgPrice": "60000",
+            "markPrice": "60000",
+            "positionValue": "x",
+            "positionIM": "x",
+            "unrealisedPnl": "0",
+            "positionIdx": 0,
+            "leverage": "10",
+            "tradeMode": 0,
+            "liqPrice": "",
+            "createdTime": "1700000000000",
+            "updatedTime": "1700000000000",
+        }
+    ],
+    "nextPageCursor": "",
+}
+
+
+async def test_an_error_the_library_does_not_know_is_a_venue_error_naming_the_venue(
+    fake: FakeExchange, venue: CryptoVenue, events: list[VenueEvent]
+) -> None:
+    from rollbot.commands.positions import read_book
+
+    fake.book.malformed["/v5/position/list"] = GARBLED_POSITIONS
+    for read in (venue.positions, venue.account):
+        with pytest.raises(VenueError) as failed:
+            await read()
+        assert str(failed.value).startswith("bybit: ")
+        assert "unexpected ValueError from bybit" in str(failed.value)
+    book = await read_book(venue)  # what `positions` and step 4/5 see: a named failure
+    assert book.error is not None and "unexpected ValueError" in book.error
+    assert [e.code for e in events if e.kind is VenueEventKind.ERROR][:1] == ["UNEXPECTED"]
+
+
+async def test_linear_and_spot_in_one_unified_account() -> None:
+    """market = "all": perpetuals and coins of one unified wallet, spot orders (plain and
+    conditional) listed in their own market and cancelled, the coins sold at market, NAV the
+    wallet once plus unrealised PnL plus the coins."""
+    async with FakeExchange(
+        "bybit", positions={"BTCUSDT": "0.5"}, wallet={"USDT": "1000", "ETH": "2"}
+    ) as fake:
+        fake.book.set_position("BTCUSDT", "0.5", entry="58000")  # +1000 unrealised
+        fake.book.add_order("BTCUSDT", "SELL", "0.5", trigger_price="50000")
+        fake.book.add_spot_order("ETHUSDT", "SELL", "1", "4000")
+        fake.book.add_spot_order("ETHUSDT", "SELL", "1", trigger_price="2500")
+        venue = fast_venue(fake, "bybit", FAST_PACING_MS, market="all")
+        try:
+            held = {p.symbol: p.quantity for p in await venue.positions()}
+            assert held == {BTC: Decimal("0.5"), "ETH/USDT": Decimal(2)}
+            assert (await venue.account()).nav == 1000 + 1000 + 2 * 3000
+            listed = sorted((o.symbol, o.type.value) for o in await venue.open_orders())
+            assert listed == [(BTC, "STOP"), ("ETH/USDT", "LIMIT"), ("ETH/USDT", "STOP")]
+            assert venue.coverage().read[-4:] == [
+                "spot plain orders",
+                "spot trigger orders",
+                "derivatives plain orders",
+                "derivatives trigger orders",
+            ]
+            result = await venue.cancel_all()
+            assert (len(result.cancelled), result.remaining) == (3, [])
+            assert fake.book.open_orders() == []
+            sold = await venue.submit_close(
+                close_all_request("ETH/USDT", Side.SELL, Decimal(2), "rbspot")
+            )
+            assert sold.status is OrderStatus.FILLED
+        finally:
+            await venue.close()
+        assert fake.book.wallet["ETH"] == 0
+        spot = [r for r in fake.book.order_requests if r["category"] == "spot"]
+        assert [(r["symbol"], r["side"], r["qty"], r["orderType"]) for r in spot] == [
+            ("ETHUSDT", "Sell", "2", "Market")
+        ]
+        assert fake.book.unknown == []
+
+
+async def test_hedge_mode_closes_each_leg_by_its_position_index() -> None:
+    async with FakeExchange("bybit", positions={}) as fake:
+        fake.book.set_hedge_position("BTCUSDT", 1, "0.5")  # the long leg
+        fake.book.set_hedge_position("BTCUSDT", 2, "0.2")  # the short leg
+        venue = fast_venue(fake, "bybit", FAST_PACING_MS)
+        try:
+            held = sorted(p.quantity for p in await venue.positions())
+            assert held == [Decimal("-0.2"), Decimal("0.5")]
+            await venue.submit_close(close_all_request(BTC, Side.SELL, Decimal("0.5"), "rbl"))
+            await venue.submit_close(close_all_request(BTC, Side.BUY, Decimal("0.2"), "rbs"))
+            assert await venue.positions() == []
+        finally:
+            await venue.close()
+        sent = [(r["side"], r["positionIdx"], "reduceOnly" in r) for r in fake.book.order_requests]
+        assert sent == [("Sell", 1, False), ("Buy", 2, False)]

@@ -78,11 +78,13 @@ def test_single_string_api_url() -> None:
     assert urls["api"] == f"{LOCAL}/v2"
 
 
-async def test_only_the_configured_market_type_is_loaded() -> None:
+async def test_only_the_configured_market_types_and_spot_are_loaded() -> None:
+    """Spot markets are loaded on a derivatives venue too: coins its balance shows there are
+    priced and reported as not checked (issue 15), never ignored as unknown symbols."""
     derivatives = build_exchange(cfg(), None, None)
     spot = build_exchange(cfg(market="spot"), None, None)
     try:
-        assert derivatives.options["fetchMarkets"]["types"] == ["linear"]
+        assert derivatives.options["fetchMarkets"]["types"] == ["spot", "linear"]
         assert derivatives.options["defaultSettle"] == "USDT"
         assert spot.options["fetchMarkets"]["types"] == ["spot"]
         assert derivatives.has["fetchCurrencies"] is False
@@ -92,7 +94,7 @@ async def test_only_the_configured_market_type_is_loaded() -> None:
 
 
 def test_unknown_exchange_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="not a ccxt exchange id"):
+    with pytest.raises(ConfigError, match=r"^venue 'x': exchange: 'nosuchexchange' is not a ccxt"):
         CryptoVenue(cfg(exchange="nosuchexchange"))
 
 
@@ -180,3 +182,32 @@ def test_floats_become_the_decimals_the_venue_sent() -> None:
         },
     )
     assert order.remaining == Decimal("0.2") and order.status.value == "PARTIALLY_FILLED"
+
+
+def test_an_exchange_outside_the_matrix_starts_with_a_warning_naming_what_is_unverified(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("WARNING", logger="rollbot.brokers.crypto.venue"):
+        venue = CryptoVenue(cfg(exchange="gemini", sandbox=False))
+    (warning,) = [r.getMessage() for r in caplog.records if "support matrix" in r.getMessage()]
+    assert warning.startswith("x: gemini is not in rollbot's tested support matrix")
+    for unverified in ("order kinds", "NAV", "hedge-mode"):
+        assert unverified in warning
+    assert venue.unverified() and CryptoVenue(cfg(market="spot")).unverified() == []
+
+
+def test_passphrase_and_uid_come_from_the_variables_the_venue_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rollbot.brokers.registry import build_venue
+    from rollbot.config import Secrets
+
+    venue_cfg = cfg(
+        exchange="okx", password_env="T_OKX_PASS", uid_env="T_OKX_UID", market="derivatives"
+    )
+    monkeypatch.setenv("T_OKX_PASS", "pass-phrase")
+    with pytest.raises(ConfigError, match=r"^venue 'x': environment variable T_OKX_UID \(uid\)"):
+        build_venue(venue_cfg, Secrets())
+    monkeypatch.setenv("T_OKX_UID", "12345")
+    venue = build_venue(venue_cfg, Secrets())
+    assert (venue.exchange.password, venue.exchange.uid) == ("pass-phrase", "12345")  # type: ignore[attr-defined]

@@ -54,7 +54,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-Kind = Literal["bybit", "binance"]
+Kind = Literal["bybit", "binance", "okx", "kraken", "gate", "bitget"]
 Num = Decimal | str | int
 
 DEFAULT_API_KEY = "fake-key"
@@ -101,6 +101,7 @@ class FakeOrder:
     avg_price: Decimal = Decimal(0)
     created_ms: int = field(default_factory=_now_ms)
     updated_ms: int = field(default_factory=_now_ms)
+    category: str = "linear"  # bybit: linear or spot
 
     @property
     def is_open(self) -> bool:
@@ -175,6 +176,7 @@ class _Book:
         self.requests: list[RequestRecord] = []
         self.unknown: list[str] = []  # "METHOD /path" ccxt asked for and the fake lacks
         self.order_requests: list[dict[str, Any]] = []  # every create-order's params
+        self.malformed: dict[str, Any] = {}  # path -> a well-formed envelope around this data
         # knobs
         self.no_fill = False
         self._rate_limits: list[tuple[str | None, int]] = []  # (path substring, count)
@@ -306,6 +308,13 @@ class BybitBook(_Book):
         }
         for symbol, size in (positions or {}).items():
             self.set_position(symbol, size)
+        # hedge mode: (symbol, positionIdx 1 = buy side / 2 = sell side) -> size >= 0
+        self.hedge: dict[tuple[str, int], FakePosition] = {}
+
+    def set_hedge_position(self, symbol: str, idx: int, size: Num) -> None:
+        """Switches the symbol to hedge mode (Bybit: positionIdx 1 long leg, 2 short leg)."""
+        with self.lock:
+            self.hedge[(symbol, idx)] = FakePosition(_d(size), self.prices[symbol])
 
     def set_position(self, symbol: str, size: Num, entry: Num | None = None) -> None:
         with self.lock:
@@ -388,7 +397,28 @@ class BybitBook(_Book):
         rows = []
         if category == "linear" and params.get("status") != "PreLaunch":
             rows = [self._instrument_row(i) for i in self.instruments.values()]
+        if category == "spot":  # the same pairs trade spot in the unified account
+            rows = [self._spot_row(i) for i in self.instruments.values()]
         return {"category": category, "list": rows, "nextPageCursor": ""}
+
+    def _spot_row(self, inst: Instrument) -> dict[str, Any]:
+        return {
+            "symbol": inst.symbol,
+            "baseCoin": inst.base,
+            "quoteCoin": inst.quote,
+            "innovation": "0",
+            "status": "Trading",
+            "marginTrading": "both",
+            "lotSizeFilter": {
+                "basePrecision": _s(inst.qty_step),
+                "quotePrecision": "0.00000001",
+                "minOrderQty": _s(inst.min_qty),
+                "maxOrderQty": "1000000",
+                "minOrderAmt": "1",
+                "maxOrderAmt": "2000000",
+            },
+            "priceFilter": {"tickSize": _s(inst.tick)},
+        }
 
     def _instrument_row(self, inst: Instrument) -> dict[str, Any]:
         return {
@@ -526,17 +556,20 @@ class BybitBook(_Book):
         if symbol is None and params.get("settleCoin") is None and params.get("baseCoin") is None:
             raise _Refusal(10001, "symbol or settleCoin is required")
         rows = []
-        for sym, pos in self.positions.items():
+        legs = [(sym, 0, pos) for sym, pos in self.positions.items()]
+        legs += [(sym, idx, pos) for (sym, idx), pos in self.hedge.items()]
+        for sym, idx, pos in legs:
             if pos.size == 0 or (symbol is not None and sym != symbol):
                 continue
             mark = self.prices[sym]
+            sell_side = pos.size < 0 if idx == 0 else idx == 2
             rows.append(
                 {
-                    "positionIdx": 0,
+                    "positionIdx": idx,
                     "riskId": 1,
                     "riskLimitValue": "2000000",
                     "symbol": sym,
-                    "side": "Buy" if pos.size > 0 else "Sell",
+                    "side": "Sell" if sell_side else "Buy",
                     "size": _s(abs(pos.size)),
                     "avgPrice": _s(pos.entry),
                     "positionValue": _s(abs(pos.size) * pos.entry),
@@ -628,20 +661,32 @@ class BybitBook(_Book):
         settle = params.get("settleCoin")
         if settle and self.instruments[o.symbol].quote != settle:
             return False
+        if params.get("category", "linear") != o.category:
+            return False
         # strict: conditional orders only when asked for (see module docstring)
         wants_conditional = params.get("orderFilter") == "StopOrder"
         return o.is_conditional == wants_conditional
 
     def _linear_only(self, params: dict[str, Any]) -> None:
-        if params.get("category") != "linear":
+        """Orders: linear and spot (the unified account trades both); no inverse, no option."""
+        if params.get("category") not in ("linear", "spot"):
             raise _Refusal(10001, f"category {params.get('category')!r} not supported by fake")
+
+    def add_spot_order(
+        self, symbol: str, side: str, qty: Num, price: Num | None = None, **kwargs: Any
+    ) -> FakeOrder:
+        """A resting spot order (category spot); with trigger_price a spot conditional order."""
+        order = self.add_order(symbol, side, qty, price, **kwargs)
+        order.category = "spot"
+        return order
 
     def _realtime(self, params: dict[str, Any]) -> Any:
         self._linear_only(params)
-        if not (params.get("symbol") or params.get("settleCoin") or params.get("baseCoin")):
+        narrowed = params.get("symbol") or params.get("settleCoin") or params.get("baseCoin")
+        if not narrowed and params["category"] != "spot":  # spot lists without one
             raise _Refusal(10001, "symbol, settleCoin or baseCoin is required")
         rows = [self._row(o) for o in self.orders if o.is_open and self._matches(o, params)]
-        return {"category": "linear", "list": rows[::-1], "nextPageCursor": ""}
+        return {"category": params["category"], "list": rows[::-1], "nextPageCursor": ""}
 
     def _history(self, params: dict[str, Any]) -> Any:
         self._linear_only(params)
@@ -652,7 +697,7 @@ class BybitBook(_Book):
             if not o.is_open and self._matches(o, params) and (wanted is None or o.status == wanted)
         ]
         limit = int(params.get("limit", 20))
-        return {"category": "linear", "list": rows[::-1][:limit], "nextPageCursor": ""}
+        return {"category": params["category"], "list": rows[::-1][:limit], "nextPageCursor": ""}
 
     def _create(self, params: dict[str, Any]) -> Any:
         self.order_requests.append(dict(params))
@@ -671,6 +716,36 @@ class BybitBook(_Book):
         if link and any(o.client_id == link for o in self.orders):
             raise _Refusal(110072, "OrderLinkedID is duplicate")
         reduce_only = params.get("reduceOnly") in (True, "true")
+        spot = params["category"] == "spot"
+        if spot:
+            if reduce_only:
+                raise _Refusal(10001, "params error: reduceOnly is for derivatives")
+            if order_type == "MARKET" and side == "BUY" and params.get("marketUnit") != "baseCoin":
+                raise _Refusal(10001, "params error: market buy qty is in the quote coin")
+            base = self.instruments[symbol].base
+            if side == "SELL" and qty > self.wallet.get(base, Decimal(0)):
+                raise _Refusal(170131, "Insufficient balance.")
+        idx = int(params.get("positionIdx", 0))
+        hedged = any(key[0] == symbol for key in self.hedge) and not spot
+        if hedged != (idx in (1, 2)):
+            raise _Refusal(10001, "position idx not match position mode")
+        if hedged:
+            leg = self.hedge.get((symbol, idx)) or FakePosition(Decimal(0), self.prices[symbol])
+            closing = (idx == 1) == (side == "SELL")
+            if closing and qty > leg.size:
+                raise _Refusal(110017, "Reduce-only rule not satisfied")
+            self._check_order_failure()
+            if not self.no_fill and order_type == "MARKET":
+                leg.size += -qty if closing else qty
+                self.hedge[(symbol, idx)] = leg
+            order = FakeOrder(
+                order_id=self._new_id(), client_id=link, symbol=symbol, side=side,
+                type=order_type, qty=qty, status="FILLED" if order_type == "MARKET" else "NEW",
+                filled=qty if order_type == "MARKET" else Decimal(0),
+                avg_price=self.prices[symbol],
+            )  # fmt: skip
+            self.orders.append(order)
+            return {"orderId": order.order_id, "orderLinkId": order.client_id}
         held = self.position(symbol)
         if reduce_only:
             reduces = (held > 0 and side == "SELL") or (held < 0 and side == "BUY")
@@ -689,6 +764,7 @@ class BybitBook(_Book):
             trigger_price=_d(trigger) if trigger else None,
             reduce_only=reduce_only,
             status="UNTRIGGERED" if trigger else "NEW",
+            category=params["category"],
         )
         self.orders.append(order)
         self._maybe_fill(order)
@@ -703,6 +779,12 @@ class BybitBook(_Book):
             if not crosses:
                 return
         signed = o.qty if o.side == "BUY" else -o.qty
+        if o.category == "spot":  # coins change hands in the unified wallet
+            inst = self.instruments[o.symbol]
+            self.wallet[inst.base] = self.wallet.get(inst.base, Decimal(0)) + signed
+            self.wallet[inst.quote] = self.wallet.get(inst.quote, Decimal(0)) - signed * mark
+            o.filled, o.avg_price, o.status, o.updated_ms = o.qty, mark, "FILLED", _now_ms()
+            return
         pos = self.positions.get(o.symbol) or FakePosition(Decimal(0), mark)
         if pos.size == 0 or (pos.size > 0) == (signed > 0):
             # opening or adding: the entry becomes the size-weighted average
@@ -723,7 +805,7 @@ class BybitBook(_Book):
     def _cancel(self, params: dict[str, Any]) -> Any:
         self._linear_only(params)
         for o in self.orders:
-            if o.is_open and o.symbol == params.get("symbol"):
+            if o.is_open and o.symbol == params.get("symbol") and o.category == params["category"]:
                 hit = (params.get("orderId") and o.order_id == params["orderId"]) or (
                     params.get("orderLinkId") and o.client_id == params["orderLinkId"]
                 )
@@ -734,7 +816,8 @@ class BybitBook(_Book):
 
     def _cancel_all(self, params: dict[str, Any]) -> Any:
         self._linear_only(params)
-        if not (params.get("symbol") or params.get("settleCoin") or params.get("baseCoin")):
+        narrowed = params.get("symbol") or params.get("settleCoin") or params.get("baseCoin")
+        if not narrowed and params["category"] != "spot":
             raise _Refusal(10001, "symbol, settleCoin or baseCoin is required")
         done = []
         for o in self.orders:
@@ -1117,14 +1200,32 @@ class BinanceBook(_Book):
 # HTTP plumbing
 # =========================================================================================
 
-Book = BybitBook | BinanceBook
+Book = Any  # BybitBook | BinanceBook | OkxBook (tests/fakes/okx.py)
 
 
 def make_book(kind: Kind, **kwargs: Any) -> Book:
     if kind == "bybit":
         return BybitBook(**kwargs)
-    if kind == "binance":
-        return BinanceBook(**kwargs)
+    if kind == "binance":  # spot, and USDⓈ-M futures (fapi) beside it
+        from fakes.binance_usdm import BinanceUsdmBook
+
+        return BinanceUsdmBook(**kwargs)
+    if kind == "okx":
+        from fakes.okx import OkxBook
+
+        return OkxBook(**kwargs)
+    if kind == "kraken":
+        from fakes.kraken import KrakenBook
+
+        return KrakenBook(**kwargs)
+    if kind == "gate":
+        from fakes.gate import GateBook
+
+        return GateBook(**kwargs)
+    if kind == "bitget":
+        from fakes.bitget import BitgetBook
+
+        return BitgetBook(**kwargs)
     raise ValueError(f"unknown fake exchange kind {kind!r} (bybit or binance)")
 
 
@@ -1197,13 +1298,24 @@ class FakeExchange:
         }
         if self.kind == "binance":
             cfg["symbols"] = [f"{i.base}/{i.quote}" for i in self.book.instruments.values()]
+        if self.kind == "bitget":  # ccxt's bitget sandbox is demo trading: other products
+            cfg["password_env"], cfg["sandbox"] = "ROLLBOT_FAKE_BITGET_PASSPHRASE", False
+            cfg["market"] = "derivatives"
+        if self.kind == "okx":
+            cfg["password_env"] = "ROLLBOT_FAKE_OKX_PASSPHRASE"
+            cfg["market"] = "all"
+        if self.kind in ("kraken", "gate"):  # spot here; kraken has no testnet in ccxt
+            cfg["market"], cfg["sandbox"] = "spot", self.kind == "gate"
         cfg.update(overrides)
         return cfg
 
     def env(self, name: str | None = None, **overrides: Any) -> dict[str, str]:
         """Environment variables holding the credentials named by venue_config()."""
         cfg = self.venue_config(name, **overrides)
-        return {cfg["api_key_env"]: self.api_key, cfg["secret_env"]: self.secret}
+        env = {cfg["api_key_env"]: self.api_key, cfg["secret_env"]: self.secret}
+        if cfg.get("password_env"):
+            env[cfg["password_env"]] = self.book.passphrase
+        return env
 
     def venue_toml(self, name: str | None = None, **overrides: Any) -> str:
         """The same entry as TOML text, to append to a rollbot.toml."""
@@ -1228,6 +1340,9 @@ class FakeExchange:
             record = RequestRecord(request.method, request.path, params)
             book.requests.append(record)
             handler = self._routes.get(key)
+            dynamic = getattr(book, "dynamic", None)  # paths with an id in them (gate)
+            if handler is None and dynamic is not None:
+                handler = dynamic(request.method, request.path)
             if handler is None:
                 book.unknown.append(f"{request.method} {request.path}")
                 answer = _Answer(404, {"error": "no such route in the fake", "path": request.path})
@@ -1247,6 +1362,8 @@ class FakeExchange:
         book = self.book
         if book._take_rate_limit(request.path):
             return book.rate_limited_answer()
+        if request.path in book.malformed:  # a venue bug: success, with data nobody expects
+            return book.ok(book.malformed[request.path])
         try:
             if book.is_private(request.path):
                 payload = body if request.method == "POST" else raw_query
@@ -1258,7 +1375,9 @@ class FakeExchange:
     def _params(self, request: web.Request, raw_query: str, body: str) -> dict[str, Any]:
         params: dict[str, Any] = dict(parse_qsl(raw_query, keep_blank_values=True))
         if body:
-            if request.content_type == "application/json" or body.lstrip().startswith("{"):
+            if body.lstrip().startswith("["):  # a batch (OKX cancel-algos, batch orders)
+                params["_list"] = json.loads(body)
+            elif request.content_type == "application/json" or body.lstrip().startswith("{"):
                 params.update(json.loads(body))
             else:
                 params.update(parse_qsl(body, keep_blank_values=True))
@@ -1360,6 +1479,7 @@ def fast_venue(
     exchange: str,
     pacing_ms: float,
     secret: str | None = None,
+    **overrides: Any,
 ) -> Any:
     """A real CryptoVenue on this fake, fast: ccxt's limiter on at `pacing_ms` (1/100 of the
     venue's real spacing), millisecond backoff, and no 250 ms drain on close (ccxt waits for TLS
@@ -1367,11 +1487,12 @@ def fast_venue(
     from rollbot.brokers.crypto.venue import CryptoVenue
     from rollbot.config import CryptoVenueConfig
 
-    cfg = CryptoVenueConfig(**fake.venue_config(exchange))
+    cfg = CryptoVenueConfig(**fake.venue_config(exchange, **overrides))
     venue = CryptoVenue(
         cfg,
         api_key=fake.api_key,
         secret=secret or fake.secret,
+        password=getattr(fake.book, "passphrase", None),
         backoff_s=FAST_BACKOFF,
         rate_limit_ms=pacing_ms,
     )

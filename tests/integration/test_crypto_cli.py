@@ -153,3 +153,62 @@ def test_positions_then_rollback_closes_perpetuals_reduce_only_and_sells_spot_to
         assert not any(s in data for s in secrets), f"a secret was written to {path}"
     for done in outputs:
         assert not any(s.decode() in done.stdout + done.stderr for s in secrets)
+
+
+def test_crypto_venue_config_errors_exit_2_and_positions_names_what_it_did_not_check(
+    integration: Callable[..., Settings], cli: Callable[[Settings], Run]
+) -> None:
+    """A missing passphrase variable and a market the exchange lacks: exit 2 naming venue,
+    key and problem, before any venue is touched. Then OKX read for derivatives only while
+    its balance holds coins: `positions` names them NOT CHECKED and exits 1."""
+    with start_fake_exchange("okx", balances={"USDT": "100", "BTC": "0.5"}) as okx:
+        wrong = CryptoVenueConfig(**okx.venue_config("okx", market="derivatives", **FAST))
+        run = cli(integration(venues=[wrong]))
+        env = okx.env("okx")
+
+        unset = run("positions", env={k: v for k, v in env.items() if "PASSPHRASE" not in k})
+        assert unset.returncode == 2, unset.stdout + unset.stderr
+        assert (
+            "venue 'okx': environment variable ROLLBOT_FAKE_OKX_PASSPHRASE (password) is not set"
+            in unset.stderr
+        )
+        assert okx.book.requests == []
+
+        shown = run("positions", env=env)
+        assert shown.returncode == 1, shown.stdout + shown.stderr
+        out = " ".join(shown.stdout.split())
+        assert "okx: no positions" in out
+        assert 'NOT CHECKED: spot holdings (market "spot" not configured; the balance shows' in out
+        assert "BTC/USDT 0.5" in out
+
+    kraken = CryptoVenueConfig(
+        kind="crypto", name="k", exchange="kraken", market="derivatives", sandbox=False
+    )
+    refused = cli(integration(venues=[kraken]))("positions")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "venue 'k': market: kraken has no derivatives market in ccxt (it offers: spot)" in (
+        refused.stderr
+    )
+    assert "Traceback" not in refused.stderr
+
+
+def test_cancel_all_on_okx_cancels_the_algo_stops_it_used_to_leave(
+    integration: Callable[..., Settings], cli: Callable[[Settings], Run]
+) -> None:
+    """Issue 15: "2 of 2 cancelled; 0 remain" while a stop-loss stayed live. Now every algo
+    kind is counted, cancelled and read back, by the CLI in its own process."""
+    with start_fake_exchange("okx", balances={"USDT": "10000"}) as okx:
+        okx.book.set_position("BTC-USDT-SWAP", "50")
+        okx.book.add("BTC-USDT-SWAP", "sell", "10", "limit", px="70000")
+        okx.book.add("BTC-USDT-SWAP", "buy", "10", "limit", px="50000")
+        okx.book.add("BTC-USDT-SWAP", "sell", "50", "conditional", trigger_px="55000")
+        okx.book.add("BTC-USDT-SWAP", "sell", "50", "oco", trigger_px="54000")
+        okx.book.add("BTC-USDT-SWAP", "sell", "50", "move_order_stop", trigger_px="58000")
+        run = cli(integration(venues=[CryptoVenueConfig(**okx.venue_config("okx", **FAST))]))
+
+        done = run("cancel-all", env=okx.env("okx"))
+
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "okx: 5 of 5 cancelled; 0 remain" in done.stdout
+        assert okx.book.live() == []
+        assert okx.book.unknown == []

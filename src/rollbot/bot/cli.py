@@ -243,7 +243,7 @@ def positions(venue: VenueOpt = None, as_json: JsonOpt = False) -> None:
     """Positions, open orders, exposure and PnL per venue."""
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.positions import read_books
+        from rollbot.commands.positions import coverage_line, read_books
 
         books = await read_books(rb.select(venue))
         if as_json:
@@ -277,13 +277,15 @@ def positions(venue: VenueOpt = None, as_json: JsonOpt = False) -> None:
                     )
                 out.print(table if b.positions else f"{b.venue}: no positions — {nav}")
                 out.print(f"{b.venue}: {len(b.orders)} open orders")
+                if coverage_line(b):
+                    out.print(f"{b.venue}: {coverage_line(b)}", markup=False)
                 for o in b.orders:
                     px = o.limit_price or o.stop_price or ""
                     out.print(
                         f"    {o.order_id} {o.side.value} {o.remaining} {o.symbol}"
                         f" {o.type.value} {px}"
                     )
-        return 1 if any(b.error for b in books) else 0
+        return 1 if any(b.error or b.not_checked for b in books) else 0
 
     raise typer.Exit(run_async(go))
 

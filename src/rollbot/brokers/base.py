@@ -150,6 +150,22 @@ class VenueEvent(_Record):
 VenueListener = Callable[[VenueEvent], None]
 
 
+class Coverage(_Record):
+    """What a venue's last reads covered, so that a verify never calls "flat" what it did not
+    read. `read` names each market and order kind that was listed; `not_checked` names each
+    place that could hold risk and was not (an order kind the venue cannot list, a market not
+    configured where the account shows holdings). A venue without `coverage()` says nothing."""
+
+    read: list[str] = Field(default_factory=list)
+    not_checked: list[str] = Field(default_factory=list)
+
+
+def venue_coverage(venue: object) -> Coverage | None:
+    """The venue's coverage when it reports one (an optional part of the protocol)."""
+    report = getattr(venue, "coverage", None)
+    return report() if callable(report) else None
+
+
 class VenueError(Exception):
     """A venue refused or failed a request; `code` is the venue's own code when it gave one."""
 
@@ -220,3 +236,7 @@ class Venue(Protocol):
     def subscribe(self, listener: VenueListener) -> None:
         """Receive order, fill, error, pacing, latency and disconnect events."""
         ...
+
+    # Optional: `def coverage(self) -> Coverage`, what the last positions / open_orders reads
+    # covered (see venue_coverage). Not part of the runtime check, so venues without it still
+    # satisfy the protocol.

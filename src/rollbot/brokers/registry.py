@@ -32,17 +32,26 @@ def build_venue(
         from rollbot.brokers.crypto.venue import CryptoVenue
 
         secrets = secrets or Secrets()
-        key = secrets.venue_secret(cfg.api_key_env)
-        secret = secrets.venue_secret(cfg.secret_env)
-        if cfg.api_key_env and not key:
-            raise ConfigError(
-                f"venue {cfg.name!r}: environment variable {cfg.api_key_env} (api key) is not set"
-            )
-        if cfg.secret_env and not secret:
-            raise ConfigError(
-                f"venue {cfg.name!r}: environment variable {cfg.secret_env} (secret) is not set"
-            )
-        return CryptoVenue(cfg, api_key=key, secret=secret, rate_limit_ms=cfg.rate_limit_ms)
+        found: dict[str, str | None] = {}
+        for what, env_name in (
+            ("api key", cfg.api_key_env),
+            ("secret", cfg.secret_env),
+            ("password", cfg.password_env),
+            ("uid", cfg.uid_env),
+        ):
+            found[what] = secrets.venue_secret(env_name)
+            if env_name and not found[what]:
+                raise ConfigError(
+                    f"venue {cfg.name!r}: environment variable {env_name} ({what}) is not set"
+                )
+        return CryptoVenue(
+            cfg,
+            api_key=found["api key"],
+            secret=found["secret"],
+            password=found["password"],
+            uid=found["uid"],
+            rate_limit_ms=cfg.rate_limit_ms,
+        )
     raise ConfigError(f"unknown venue kind {cfg!r}")
 
 

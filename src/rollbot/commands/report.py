@@ -98,6 +98,7 @@ class LogVerification(_Strict):
     last_known_residual: dict[str, dict[str, float]] | None = None  # where it was unreachable
     open_orders: dict[str, int] | None = None
     unreachable: list[str] | None = None
+    not_checked: dict[str, list[str]] | None = None  # venue -> what could hold risk, unread
     start_nav: float | None = None
     final_nav: float | None = None
     nav_change: float | None = None
@@ -394,7 +395,8 @@ def build_markdown(app: Rollbot, incident: Incident) -> str:
                 )
             ),
             f"- {tick[bool(v['no_open_orders'])]} No open orders"
-            + ("" if v["no_open_orders"] else f": {json.dumps(v['open_orders'])}"),
+            + ("" if v["no_open_orders"] else f": {json.dumps(v['open_orders'])}")
+            + (f"; NOT CHECKED {json.dumps(v['not_checked'])}" if v.get("not_checked") else ""),
             f"- {tick[v['trading_state'] == 'HALTED']} Kill switch: {v['trading_state']}",
             f"- {tick[bool(v['shadow_mode_active'])]} Shadow mode: "
             + ("ENABLED" if v["shadow_mode_active"] else "NOT enabled"),

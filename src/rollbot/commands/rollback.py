@@ -22,7 +22,7 @@ from rollbot.commands.context import Rollbot
 from rollbot.commands.flatten import VenueCloser, VenueFlatten, choose_strategy
 from rollbot.commands.hooks import run_strategy_stop
 from rollbot.commands.liveness import ME, live_elsewhere
-from rollbot.commands.positions import VenueBook, read_book
+from rollbot.commands.positions import VenueBook, coverage_line, read_book
 from rollbot.commands.trading_state import TradingState, parse_scope
 from rollbot.commands.venue_timeouts import bounded
 from rollbot.errors import BadInput, Refused
@@ -698,6 +698,7 @@ class Engine:
         residual: dict[str, dict[str, str]] = {}
         last_known: dict[str, dict[str, str]] = {}  # unreachable venues: step 4's last knowledge
         open_orders: dict[str, int] = {}
+        not_checked: dict[str, list[str]] = {}
         unreachable: list[str] = []
         actions, per = [], {}
         nav_start = nav_end = D0
@@ -727,6 +728,11 @@ class Engine:
                 if not b.positions and not b.orders
                 else f"{len(b.positions)} positions and {len(b.orders)} orders remain"
             )
+            if b.not_checked:  # never "flat" about what was not read
+                not_checked[b.venue] = b.not_checked
+                per[b.venue] = per[b.venue].replace("flat, no open orders", "nothing seen")
+            if coverage_line(b):
+                per[b.venue] += f" ({coverage_line(b)})"
             actions.append(f"{b.venue}: {per[b.venue]}")
         change = (nav_end - nav_start) / nav_start if nav_start else D0
         threshold = Decimal(str(self.app.settings.nav_change_threshold))
@@ -748,8 +754,9 @@ class Engine:
             + ("active" if gates.shadow_active else "NOT active")
         )
         verification = {
-            "all_positions_flat": not residual and not unreachable,
-            "no_open_orders": not open_orders and not unreachable,
+            "all_positions_flat": not residual and not unreachable and not not_checked,
+            "no_open_orders": not open_orders and not unreachable and not not_checked,
+            "not_checked": not_checked,
             "residual": residual,
             "last_known_residual": last_known,
             "open_orders": open_orders,

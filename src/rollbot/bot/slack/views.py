@@ -10,7 +10,7 @@ from typing import Any
 from rollbot.bot.slack.ids import Action
 from rollbot.clock import parse_iso
 from rollbot.commands.mrkdwn import escape
-from rollbot.commands.positions import VenueBook
+from rollbot.commands.positions import VenueBook, coverage_line
 from rollbot.commands.report import RollbackLog
 from rollbot.commands.rollback import StepReport
 
@@ -226,6 +226,8 @@ def positions(books: list[VenueBook]) -> tuple[str, Blocks]:
         )
         if len(b.orders) > 15:
             rows.append(f"… and {len(b.orders) - 15} more")
+        if coverage_line(b):
+            rows.append(coverage_line(b))
         blocks.extend(sections(rows))
     total = sum(len(b.positions) for b in books)
     return f"Positions: {total} open across {len(books)} venue(s)", blocks

@@ -31,6 +31,8 @@ def build_exchange(
     api_key: str | None,
     secret: str | None,
     rate_limit_ms: float | None = None,
+    password: str | None = None,
+    uid: str | None = None,
 ) -> Any:
     """A ccxt.async_support exchange: credentials, ccxt's rate limiter on, timeout, sandbox
     (before the URL overrides, since sandbox mode swaps the whole url table), then overrides.
@@ -41,7 +43,9 @@ def build_exchange(
 
     exchange_class = getattr(ccxt_async, cfg.exchange, None)
     if cfg.exchange not in ccxt_async.exchanges or exchange_class is None:
-        raise ConfigError(f"venue {cfg.name!r}: {cfg.exchange!r} is not a ccxt exchange id")
+        raise ConfigError(
+            f"venue {cfg.name!r}: exchange: {cfg.exchange!r} is not a ccxt exchange id"
+        )
     params: dict[str, Any] = {
         "enableRateLimit": True,
         "timeout": int(cfg.timeout_s * 1000),
@@ -53,7 +57,12 @@ def build_exchange(
         params["apiKey"] = api_key
     if secret:
         params["secret"] = secret
+    if password:
+        params["password"] = password
+    if uid:
+        params["uid"] = uid
     exchange = exchange_class(params)
+    check_markets(exchange, cfg)
     if cfg.sandbox:
         try:
             exchange.set_sandbox_mode(True)
@@ -109,15 +118,43 @@ def _rebase(url: str, base: str) -> str:
     return urlunsplit((new.scheme, new.netloc, path, old.query, old.fragment))
 
 
+# ccxt's `has` flag that says an exchange offers each configurable market at all
+_MARKET_FLAGS = {"spot": ("spot",), "derivatives": ("swap", "future")}
+
+
+def check_markets(exchange: Any, cfg: CryptoVenueConfig) -> None:
+    """Refuse, before any request, a market this exchange does not have (kraken has no
+    derivatives in ccxt: they are krakenfutures); the rest is checked on the loaded markets."""
+    for market in cfg.markets:
+        if not any(exchange.has.get(flag) for flag in _MARKET_FLAGS[market]):
+            offered = [
+                m for m, flags in _MARKET_FLAGS.items() if any(exchange.has.get(f) for f in flags)
+            ]
+            raise ConfigError(
+                f"venue {cfg.name!r}: market: {cfg.exchange} has no {market} market in ccxt"
+                f" (it offers: {', '.join(offered) or 'nothing rollbot trades'})"
+            )
+
+
+def market_params(market: str) -> dict[str, Any]:
+    """ccxt's unified type parameters that point one request at one market."""
+    return {"type": "spot"} if market == "spot" else {"type": "swap", "subType": "linear"}
+
+
 def tune_options(exchange: Any, cfg: CryptoVenueConfig) -> None:
     """Options that are right in production as well as against the loopback fake."""
-    spot = cfg.market == "spot"
+    spot = "derivatives" not in cfg.markets
     options = exchange.options
     options["defaultType"] = "spot" if spot else "swap"
     if not spot:
-        options["defaultSubType"] = "linear"
         options["defaultSettle"] = cfg.quote  # positions / open orders settled in the quote
-    wanted = _SPOT_TYPES if spot else _DERIVATIVE_TYPES
+    if cfg.markets == ("derivatives",):
+        # with spot beside it, every derivatives request says so itself (market_params):
+        # binance reads a default sub-type as "futures" even for type=spot
+        options["defaultSubType"] = "linear"
+    # spot markets are loaded even where spot is not configured: coins the balance shows
+    # there are priced and named as not checked, never silently ignored
+    wanted = _SPOT_TYPES + (_DERIVATIVE_TYPES if "derivatives" in cfg.markets else ())
     fetch_markets = options.get("fetchMarkets")
     if isinstance(fetch_markets, dict) and isinstance(fetch_markets.get("types"), list):
         kept = [t for t in fetch_markets["types"] if t in wanted]

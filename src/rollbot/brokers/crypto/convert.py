@@ -72,9 +72,19 @@ def order_status(raw: Mapping[str, Any]) -> OrderStatus:
     return status
 
 
+def _trigger_price(raw: Mapping[str, Any]) -> Decimal | None:
+    """The price that fires a conditional order: its trigger, or (OKX conditional and OCO
+    algo orders) its stop-loss, else its take-profit trigger."""
+    for key in ("triggerPrice", "stopPrice", "stopLossPrice", "takeProfitPrice"):
+        price = dec_or_none(raw.get(key))
+        if price is not None:
+            return price
+    return None
+
+
 def order_type(raw: Mapping[str, Any], trigger: bool = False) -> OrderType:
     kind = str(raw.get("type") or "").lower()
-    has_trigger = trigger or dec_or_none(raw.get("triggerPrice") or raw.get("stopPrice"))
+    has_trigger = trigger or _trigger_price(raw)
     is_limit = "limit" in kind or (kind != "market" and dec_or_none(raw.get("price")) is not None)
     if has_trigger:
         return OrderType.STOP_LIMIT if is_limit else OrderType.STOP
@@ -110,7 +120,7 @@ def order_from_ccxt(
         quantity=_scaled(dec(merged.get("amount")), contract_size),
         filled_quantity=_scaled(dec(merged.get("filled")), contract_size),
         limit_price=limit,
-        stop_price=dec_or_none(merged.get("triggerPrice") or merged.get("stopPrice")),
+        stop_price=_trigger_price(merged),
         status=order_status(merged),
         reduce_only=bool(merged.get("reduceOnly")),
     )

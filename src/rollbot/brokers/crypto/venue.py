@@ -5,6 +5,11 @@ linear contracts settled in the configured quote; closes are reduce-only and cap
 position read from the venue just before sending, so a close can shrink a position but
 never flip it. Spot (market = "spot") treats every non-quote balance that trades against
 the quote as a position worth its ticker price; holdings worth less than `dust` are left.
+One venue may read both (market = ["spot", "derivatives"] or "all").
+
+Every resting-order list the exchange keeps is read (plain, trigger, and the algo lists of
+profiles.py), and `coverage()` names what was read and what could not be: a verify never
+says "flat" about a list or a market it did not read.
 
 Every ccxt request goes through `Link.call` (link.py): latency, pacing retries, error
 mapping and link-state events.
@@ -14,16 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from rollbot.brokers.base import (
     AccountSnapshot,
     CancelAllResult,
     CloseRequest,
+    Coverage,
     Order,
     OrderRejected,
     OrderStatus,
@@ -36,7 +43,7 @@ from rollbot.brokers.base import (
     VenueListener,
     VenueUnavailable,
 )
-from rollbot.brokers.crypto.client import build_exchange, feature
+from rollbot.brokers.crypto.client import build_exchange, feature, market_params
 from rollbot.brokers.crypto.convert import (
     D0,
     dec,
@@ -45,9 +52,21 @@ from rollbot.brokers.crypto.convert import (
     position_from_ccxt,
     ticker_price,
 )
-from rollbot.brokers.crypto.errors import ArgumentsMissing, OrderNotFound, map_ccxt_error
+from rollbot.brokers.crypto.errors import (
+    ArgumentsMissing,
+    OrderNotFound,
+    map_ccxt_error,
+    redact,
+)
 from rollbot.brokers.crypto.link import Link
-from rollbot.brokers.crypto.profiles import profile_for
+from rollbot.brokers.crypto.profiles import (
+    PLAIN,
+    PROFILES,
+    TRIGGER,
+    OrderKind,
+    hedge_close_params,
+    profile_for,
+)
 from rollbot.clock import Clock, SystemClock
 from rollbot.config import CryptoVenueConfig
 
@@ -55,6 +74,30 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BACKOFF_S: tuple[float, ...] = (0.5, 1.0, 2.0)  # one retry per entry
 Raw = dict[str, Any]
+Listing = tuple[str, Raw, OrderKind]  # (label, market params, kind listed)
+_CANCEL_BATCH = 10  # OKX: cancel-algos takes 10 ids a request, cancel-batch-orders 20
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _contained(
+    method: Callable[P, Awaitable[R]],
+) -> Callable[P, Awaitable[R]]:
+    """Any exception from the exchange library or its answers that is not a VenueError
+    becomes one naming the venue: a kill reports it per venue and carries on elsewhere."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except VenueError:
+            raise
+        except Exception as exc:
+            venue = args[0]
+            assert isinstance(venue, CryptoVenue)
+            raise venue.unexpected(method.__name__, exc) from None
+
+    return wrapper
 
 
 class CryptoVenue:
@@ -64,15 +107,18 @@ class CryptoVenue:
         api_key: str | None = None,
         secret: str | None = None,
         *,
+        password: str | None = None,
+        uid: str | None = None,
         clock: Clock | None = None,
         backoff_s: Sequence[float] = DEFAULT_BACKOFF_S,
         rate_limit_ms: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.name = cfg.name
-        self.spot = cfg.market == "spot"
-        self.exchange: Any = build_exchange(cfg, api_key, secret, rate_limit_ms)
-        self._secrets = tuple(s for s in (api_key, secret) if s)  # for redaction only
+        self.markets = cfg.markets
+        self.exchange: Any = build_exchange(cfg, api_key, secret, rate_limit_ms, password, uid)
+        # for redaction only
+        self._secrets = tuple(s for s in (api_key, secret, password, uid) if s)
         self._clock = clock or SystemClock()
         self._link = Link(self.name, self.exchange, self._clock, backoff_s, self._secrets)
         self._link.on_reopen.append(self._fresh_locks)
@@ -80,8 +126,44 @@ class CryptoVenue:
         self._markets_lock = asyncio.Lock()
         self._locks: dict[str, asyncio.Lock] = {}
         self._read_only = False
-        self._where: dict[str, tuple[str, bool]] = {}  # order id -> (symbol, is trigger)
+        self._where: dict[str, tuple[str, OrderKind]] = {}  # order id -> (symbol, kind)
         self._client_symbol: dict[str, str] = {}  # client order id -> symbol, ours only
+        self._label_of: dict[str, str] = {}  # order id -> the listing it was read in
+        # what the last reads covered: "positions" and "orders" -> (read, not checked)
+        self._covered: dict[str, tuple[list[str], list[str]]] = {}
+        for unverified in self.unverified():
+            log.warning("%s: %s", self.name, unverified)
+
+    def unverified(self) -> list[str]:
+        """What rollbot has not verified for this exchange (outside the support matrix)."""
+        if self.cfg.exchange in PROFILES:  # the support matrix: each tested against a fake
+            return []
+        return [
+            f"{self.cfg.exchange} is not in rollbot's tested support matrix: order kinds beyond"
+            " ccxt's plain and trigger lists, the NAV field (taken as ccxt's balance total plus"
+            " unrealised PnL) and hedge-mode closes are unverified"
+        ]
+
+    def coverage(self) -> Coverage:
+        read: list[str] = []
+        missing: list[str] = []
+        for part in ("positions", "orders"):
+            got, lacking = self._covered.get(part, ([], []))
+            read += got
+            missing += lacking
+        return Coverage(read=read, not_checked=missing)
+
+    def unexpected(self, what: str, exc: BaseException) -> VenueError:
+        detail = redact(str(exc), self._secrets)
+        log.warning(
+            "%s: %s failed unexpectedly: %s: %s", self.name, what, type(exc).__name__, detail
+        )
+        self._link.emit(VenueEventKind.ERROR, code="UNEXPECTED", message=f"{what}: {detail}")
+        return VenueError(
+            self.name,
+            f"{what}: unexpected {type(exc).__name__} from {self.cfg.exchange}: {detail}",
+            "UNEXPECTED",
+        )
 
     # ---- lifecycle ---------------------------------------------------------------------
     @property
@@ -89,6 +171,7 @@ class CryptoVenue:
         """requests, pacing, disconnect, error, orders_sent, rejects: for metrics and tests."""
         return self._link.counts
 
+    @_contained
     async def connect(self, read_only: bool = False) -> None:
         self._read_only = read_only
         self._link.connected_by_request()
@@ -109,35 +192,68 @@ class CryptoVenue:
         self._locks.clear()
 
     # ---- reads -------------------------------------------------------------------------
+    @_contained
     async def account(self) -> AccountSnapshot:
+        """NAV: account equity in the quote with unrealised PnL counted once (ccxt's total
+        already holds it on some exchanges: profiles.py), plus spot holdings at market."""
         self._require("fetchBalance")
         await self._markets()
-        balance = await self._link.call("fetch_balance", self.exchange.fetch_balance)
-        nav = dec((balance.get("total") or {}).get(self.cfg.quote))
-        if self.spot:
-            holdings = await self._holdings(balance, priced=True)
-            nav += sum((h.market_value for h in holdings), D0)
-        elif self.exchange.has.get("fetchPositions"):
-            positions = await self._derivative_positions()
-            nav += sum((p.unrealized_pnl for p in positions if p.currency == self.cfg.quote), D0)
+        nav = D0
+        for market, balance in (await self._balances()).items():
+            nav += dec((balance.get("total") or {}).get(self.cfg.quote))
+            if market == "spot":
+                holdings = await self._holdings(balance, priced=True)
+                nav += sum((h.market_value for h in holdings), D0)
+            elif not self._profile.total_includes_upl and self.exchange.has.get("fetchPositions"):
+                positions = await self._derivative_positions()
+                nav += sum(
+                    (p.unrealized_pnl for p in positions if p.currency == self.cfg.quote), D0
+                )
         return AccountSnapshot(
             venue=self.name, nav=nav, currency=self.cfg.quote, at=self._clock.now()
         )
 
+    @_contained
     async def positions(self) -> list[Position]:
-        self._require("fetchBalance" if self.spot else "fetchPositions")
+        for market in self.markets:
+            self._require("fetchBalance" if market == "spot" else "fetchPositions")
         await self._markets()
-        if not self.spot:
-            return await self._derivative_positions()
-        holdings = await self._holdings(None, priced=True)
-        # an unpriced holding is not known to be dust: show it rather than hide it
-        return [h for h in holdings if h.market_price == 0 or h.exposure >= self.cfg.dust]
+        found: list[Position] = []
+        read: list[str] = []
+        missing: list[str] = []
+        if "derivatives" in self.markets:
+            found += await self._derivative_positions()
+            read.append(f"{self.cfg.quote}-settled derivatives positions")
+        balance: Raw | None = None
+        if "spot" in self.markets:
+            holdings = await self._holdings(None, priced=True)
+            # an unpriced holding is not known to be dust: show it rather than hide it
+            found += [h for h in holdings if h.market_price == 0 or h.exposure >= self.cfg.dust]
+            read.append("spot balances")
+        elif self.exchange.has.get("fetchBalance"):
+            # spot is not configured: the balance still shows coins an account holds there
+            balance = (await self._balances()).get("derivatives")
+            held = [
+                f"{h.symbol} {h.quantity}"
+                for h in await self._holdings(balance, priced=True)
+                if h.market_price == 0 or h.exposure >= self.cfg.dust
+            ]
+            if held:
+                missing.append(
+                    'spot holdings (market "spot" not configured; the balance shows '
+                    + ", ".join(held)
+                    + ")"
+                )
+        self._covered["positions"] = (read, missing)
+        return found
 
+    @_contained
     async def open_orders(self) -> list[Order]:
         self._require("fetchOpenOrders")
         await self._markets()
-        return [self._order(raw, trigger) for raw, trigger in await self._open_raw()]
+        return [self._order(raw, kind) for raw, kind in await self._open_raw()]
 
+    @_contained
     async def order_by_client_id(self, client_order_id: str) -> Order | None:
         await self._markets()
         known = self._client_symbol.get(client_order_id)
@@ -154,20 +270,21 @@ class CryptoVenue:
         return None
 
     # ---- writes ------------------------------------------------------------------------
+    @_contained
     async def cancel_all(self) -> CancelAllResult:
         self._check_writable()
         self._require("fetchOpenOrders")
         await self._markets()
         before = await self._open_raw()
-        if self.exchange.has.get("cancelAllOrders"):
-            for trigger in self._trigger_variants():
+        if self.exchange.has.get("cancelAllOrders") or self.exchange.has.get("cancelOrders"):
+            for label, params, kind in self._listings():
                 # only the books that hold something: a cancel-all costs a second of bybit's
                 # pacing, and whatever appears meanwhile is caught by the read-back below
-                symbols = {str(raw["symbol"]) for raw, listed in before if listed is trigger}
-                if not symbols:
+                mine = [raw for raw, listed in before if self._listing_of(raw) == label]
+                if not mine:
                     continue
                 try:
-                    await self._bulk_cancel({"trigger": True} if trigger else {}, symbols)
+                    await self._bulk_cancel(params, kind, mine)
                 except (OrderNotFound, ArgumentsMissing, UnsupportedOperation) as exc:
                     log.info("%s: bulk cancel skipped: %s", self.name, exc)
                 except VenueUnavailable:
@@ -177,38 +294,40 @@ class CryptoVenue:
         after = await self._open_raw()
         if after:
             # whatever the bulk cancel missed (or an exchange without one): one by one
-            for raw, trigger in after:
-                await self._cancel_quietly(str(raw["id"]), str(raw["symbol"]), trigger)
+            for raw, kind in after:
+                await self._cancel_quietly(str(raw["id"]), str(raw["symbol"]), kind)
             after = await self._open_raw()
         left = {str(raw["id"]) for raw, _ in after}
         return CancelAllResult(
             venue=self.name,
             requested=len(before),
             cancelled=[str(raw["id"]) for raw, _ in before if str(raw["id"]) not in left],
-            remaining=[self._order(raw, trigger) for raw, trigger in after],
+            remaining=[self._order(raw, kind) for raw, kind in after],
         )
 
+    @_contained
     async def cancel_order(self, order_id: str) -> None:
         self._check_writable()
         self._require("cancelOrder")
         await self._markets()
         where = self._where.get(order_id)
         if where is None:
-            for raw, trigger in await self._open_raw():
+            for raw, kind in await self._open_raw():
                 if str(raw["id"]) == order_id:
-                    where = (str(raw["symbol"]), trigger)
+                    where = (str(raw["symbol"]), kind)
         if where is None:
             raise OrderNotFound(self.name, f"order {order_id} is not open", "ORDER_NOT_FOUND")
-        symbol, trigger = where
-        params = {"trigger": True} if trigger else {}
-        await self._link.call("cancel_order", self.exchange.cancel_order, order_id, symbol, params)
+        symbol, kind = where
+        cancel = self.exchange.cancel_order
+        await self._link.call("cancel_order", cancel, order_id, symbol, dict(kind.cancel_params))
 
+    @_contained
     async def submit_close(self, request: CloseRequest) -> Order:
         self._check_writable()
         self._require("createOrder")
-        self._require("fetchBalance" if self.spot else "fetchPositions")  # to cap the size
         await self._markets()
         market = self._market(request.symbol)
+        self._require("fetchBalance" if market.get("spot") else "fetchPositions")  # to cap it
         symbol = str(market["symbol"])
         # flatten closes symbols concurrently: one close per symbol (and per client id) at a
         # time, so the cap reads a position no other close of ours is still changing and a
@@ -224,7 +343,16 @@ class CryptoVenue:
             )
             self._client_symbol[request.client_order_id] = symbol
             return existing
-        amount, params = await self._close_size(request, market)
+        try:
+            amount, params = await self._close_size(request, market)
+        except OrderRejected:
+            # nothing left to close: another process may have sent this very close since we
+            # looked, and filled it; then that order is ours
+            twin = await self._read_back(request.client_order_id, symbol, None)
+            if twin is None:
+                raise
+            self._client_symbol[request.client_order_id] = symbol
+            return twin
         kind, price = await self._close_price(request, market)
         params["clientOrderId"] = request.client_order_id
         contract_size = self._contract_size(market)
@@ -270,9 +398,10 @@ class CryptoVenue:
             self._link.emit(VenueEventKind.REJECT, code=exc.code, message=exc.detail, order=refused)
             raise
         self._client_symbol[request.client_order_id] = symbol
+        raw = {**raw, "clientOrderId": self._client_id(raw)}
         order = order_from_ccxt(self.name, raw, fallback=sent, contract_size=contract_size)
         if order.order_id:
-            self._where[order.order_id] = (symbol, False)
+            self._where[order.order_id] = (symbol, PLAIN)
         if raw.get("status") is None:
             order = await self._read_back(request.client_order_id, symbol, order) or order
         self._link.emit(VenueEventKind.ORDER, message=f"{order.status}", order=order)
@@ -282,7 +411,7 @@ class CryptoVenue:
     async def _close_size(self, request: CloseRequest, market: Raw) -> tuple[Decimal, Raw]:
         """Exchange amount (contracts for derivatives) and params, capped at what is held."""
         symbol = str(market["symbol"])
-        if self.spot:
+        if market.get("spot"):
             cap = await self._spot_cap(request, symbol)
             params: Raw = {}
         else:
@@ -299,7 +428,8 @@ class CryptoVenue:
             cap = abs(target.quantity)
             params = {"reduceOnly": True}
             if target.instrument.get("hedged") == "true":
-                params["hedged"] = True  # ccxt then picks the hedge-mode position index
+                # hedge mode: the order names the leg it closes (positionSide / posSide)
+                params = hedge_close_params(self._profile, target.instrument.get("side", ""))
         if request.quantity > cap:
             log.info("%s: close of %s %s capped at %s", self.name, request.quantity, symbol, cap)
         qty = min(request.quantity, cap) / self._contract_size(market)
@@ -371,12 +501,41 @@ class CryptoVenue:
         return found or fallback
 
     # ---- positions and holdings ----------------------------------------------------------
+    async def _balances(self) -> dict[str, Raw]:
+        """The balance each configured market reads, by market: one request where spot and
+        derivatives share a wallet (or only one market is configured), else one each."""
+        fetch = self.exchange.fetch_balance
+        if len(self.markets) == 1 or self._profile.one_wallet:
+            balance = await self._link.call("fetch_balance", fetch)
+            first = self.markets[0] if len(self.markets) == 1 else "derivatives"
+            # one wallet: the quote is counted once, under derivatives; spot adds its coins
+            out = {first: balance}
+            if len(self.markets) > 1:
+                out["spot"] = {
+                    **balance,
+                    "total": {
+                        k: v for k, v in (balance.get("total") or {}).items() if k != self.cfg.quote
+                    },
+                }
+            return out
+        return {
+            m: await self._link.call("fetch_balance", fetch, market_params(m)) for m in self.markets
+        }
+
     async def _derivative_positions(self) -> list[Position]:
         self._require("fetchPositions")
-        rows = await self._link.call("fetch_positions", self.exchange.fetch_positions)
+        fetch = self.exchange.fetch_positions
+        if len(self.markets) > 1 and not self._profile.lists_all_markets:
+            rows = await self._link.call(
+                "fetch_positions", fetch, None, market_params("derivatives")
+            )
+        else:
+            rows = await self._link.call("fetch_positions", fetch)
         out = []
         for raw in rows:
             market = self.exchange.markets.get(raw.get("symbol")) or {}
+            if not market.get("contract"):
+                continue  # OKX lists spot margin here too: spot is read from the balance
             position = position_from_ccxt(self.name, raw, market, self.cfg.quote)
             if position is not None:
                 out.append(position)
@@ -386,7 +545,8 @@ class CryptoVenue:
         """Every non-quote balance (net of debt) that trades against the quote."""
         if balance is None:
             self._require("fetchBalance")
-            balance = await self._link.call("fetch_balance", self.exchange.fetch_balance)
+            balances = await self._balances()
+            balance = balances.get("spot") or balances[self.markets[0]]
         totals = balance.get("total") or {}
         free = balance.get("free") or {}
         debt = balance.get("debt") or {}
@@ -419,8 +579,22 @@ class CryptoVenue:
             return {}
         has = self.exchange.has
         if has.get("fetchTickers"):
-            tickers = await self._link.call("fetch_tickers", self.exchange.fetch_tickers, symbols)
-            return {s: ticker_price(tickers.get(s)) for s in symbols}
+            out: dict[str, Decimal] = {}
+            spot = [s for s in symbols if (self.exchange.markets.get(s) or {}).get("spot")]
+            if spot and self.exchange.options.get("defaultType") != "spot":
+                # ccxt's fetch_tickers turns BTC/USDT into BTC/USDT:USDT on a venue whose
+                # default type is swap (market_symbols): spot is priced one ticker at a time
+                fetch_one = self.exchange.fetch_ticker
+                for s in spot:
+                    out[s] = ticker_price(await self._link.call("fetch_ticker", fetch_one, s))
+            for group in (([] if out else spot), [s for s in symbols if s not in spot]):
+                if not group:
+                    continue
+                params = market_params("spot" if group is spot else "derivatives")
+                fetch = self.exchange.fetch_tickers
+                tickers = await self._link.call("fetch_tickers", fetch, group, params)
+                out |= {s: ticker_price(tickers.get(s)) for s in group}
+            return out
         if has.get("fetchTicker"):
             fetch = self.exchange.fetch_ticker
             return {
@@ -434,39 +608,89 @@ class CryptoVenue:
         symbols = {s for s in self.cfg.symbols if s in self.exchange.markets}
         for unknown in sorted(set(self.cfg.symbols) - symbols):
             log.warning("%s: configured symbol %s is not a market here", self.name, unknown)
-        if self.spot:
+        if "spot" in self.markets:
             symbols |= {h.symbol for h in await self._holdings(None, priced=False)}
-        else:
+        if "derivatives" in self.markets:
             symbols |= {p.symbol for p in await self._derivative_positions()}
         return sorted(symbols)
 
     # ---- orders ------------------------------------------------------------------------
-    def _trigger_variants(self) -> list[bool]:
-        """[False, True] where trigger/stop orders are listed (and cancelled) apart."""
-        separate = feature(self.exchange, self.spot, "fetchOpenOrders", "trigger")
-        return [False, True] if separate else [False]
+    def _kinds(self, market: str) -> tuple[OrderKind, ...]:
+        """The resting-order lists of one market: the profile's, else ccxt's plain list plus
+        its trigger list where ccxt's features say trigger orders are listed apart."""
+        if self._profile.order_kinds is not None:
+            return self._profile.order_kinds
+        if market == "derivatives" and self._profile.derivative_kinds is not None:
+            return self._profile.derivative_kinds
+        separate = feature(self.exchange, market == "spot", "fetchOpenOrders", "trigger")
+        return (PLAIN, TRIGGER) if separate else (PLAIN,)
+
+    def _listings(self) -> list[Listing]:
+        """(label, market params, kind) for every list to read: one per order kind, per
+        market unless one request covers every market."""
+        if len(self.markets) == 1 or self._profile.lists_all_markets:
+            where = " & ".join(self.markets)
+            kinds: dict[str, OrderKind] = {}
+            for market in self.markets:
+                kinds |= {k.label: k for k in self._kinds(market)}
+            return [(f"{where} {k.label} orders", {}, k) for k in kinds.values()]
+        return [
+            (f"{m} {k.label} orders", market_params(m), k)
+            for m in self.markets
+            for k in self._kinds(m)
+        ]
 
     async def _open_raw(
         self, symbol: str | None = None, extra: Raw | None = None, *, triggers: bool = True
-    ) -> list[tuple[Raw, bool]]:
-        """Open orders, plain and trigger, deduplicated by id, each flagged when it came from
-        the trigger listing (it is then cancelled the same way)."""
-        result: dict[str, tuple[Raw, bool]] = {}
-        for trigger in self._trigger_variants() if triggers else [False]:
-            params = {"trigger": True} if trigger else {}
-            params.update(extra or {})
-            for raw in await self._list_open(params, symbol):
+    ) -> list[tuple[Raw, OrderKind]]:
+        """Open orders of every kind, deduplicated by id, each with the kind it was listed
+        as (it is cancelled that way). A list the exchange cannot give is "not checked"."""
+        result: dict[str, tuple[Raw, OrderKind]] = {}
+        read: list[str] = []
+        missing: list[str] = []
+        for label, scope, kind in self._listings():
+            if kind.conditional and not triggers:
+                continue
+            params = {**scope, **kind.list_params, **(extra or {})}
+            try:
+                rows = await self._list_open(params, symbol)
+            except UnsupportedOperation as exc:
+                missing.append(f"{label} ({exc.detail})")
+                continue
+            read.append(label)
+            for raw in rows:
+                self._in_market(raw, scope)
                 oid = str(raw["id"])
                 if oid not in result:
-                    result[oid] = (raw, trigger)
-                    self._where[oid] = (str(raw["symbol"]), trigger)
+                    result[oid] = (raw, kind)
+                    self._where[oid] = (str(raw["symbol"]), kind)
+                    self._label_of[oid] = label
+        if symbol is None and extra is None and triggers:
+            self._covered["orders"] = (read, missing)
         return list(result.values())
+
+    def _in_market(self, raw: Raw, scope: Raw) -> None:
+        """ccxt names an order from a market-scoped list by the default type's market when the
+        row does not say its category (bybit: ETHUSDT from the spot list came back as
+        ETH/USDT:USDT): put it back in the market that was listed."""
+        wanted = scope.get("type")
+        market = self.exchange.markets.get(raw.get("symbol")) or {}
+        if not wanted or not market or bool(market.get("spot")) is (wanted == "spot"):
+            return
+        base, quote = market.get("base"), market.get("quote")
+        twin = f"{base}/{quote}" if wanted == "spot" else f"{base}/{quote}:{quote}"
+        if twin in self.exchange.markets:
+            raw["symbol"] = twin
+
+    def _listing_of(self, raw: Raw) -> str | None:
+        return self._label_of.get(str(raw["id"]))
 
     async def _list_open(self, params: Raw, symbol: str | None) -> list[Raw]:
         fetch = self.exchange.fetch_open_orders
         if symbol is not None:
             return await self._link.call("fetch_open_orders", fetch, symbol, None, None, params)
-        if not feature(self.exchange, self.spot, "fetchOpenOrders", "symbolRequired"):
+        spot_only = self.markets == ("spot",)
+        if not feature(self.exchange, spot_only, "fetchOpenOrders", "symbolRequired"):
             try:
                 return await self._link.call("fetch_open_orders", fetch, None, None, None, params)
             except ArgumentsMissing:
@@ -476,23 +700,38 @@ class CryptoVenue:
             rows += await self._link.call("fetch_open_orders", fetch, each, None, None, params)
         return rows
 
-    async def _bulk_cancel(self, params: Raw, symbols: set[str]) -> None:
-        cancel = self.exchange.cancel_all_orders
-        try:
-            await self._link.call("cancel_all_orders", cancel, None, params)
+    async def _bulk_cancel(self, scope: Raw, kind: OrderKind, rows: list[Raw]) -> None:
+        params = {**scope, **kind.cancel_params}
+        symbols = {str(raw["symbol"]) for raw in rows}
+        if self.exchange.has.get("cancelAllOrders"):
+            cancel = self.exchange.cancel_all_orders
+            try:
+                await self._link.call("cancel_all_orders", cancel, None, params)
+                return
+            except ArgumentsMissing:
+                pass  # per symbol on this exchange
+            for symbol in sorted(symbols):
+                # binance answers "unknown order" when nothing was open there
+                with contextlib.suppress(OrderNotFound):
+                    await self._link.call("cancel_all_orders", cancel, symbol, params)
             return
-        except ArgumentsMissing:
-            pass  # per symbol on this exchange
+        # no cancel-all (OKX): the listed ids in batches, per symbol
+        batch = _CANCEL_BATCH
         for symbol in sorted(symbols):
-            # binance answers "unknown order" when nothing was open there
-            with contextlib.suppress(OrderNotFound):
-                await self._link.call("cancel_all_orders", cancel, symbol, params)
+            ids = [str(raw["id"]) for raw in rows if str(raw["symbol"]) == symbol]
+            for start in range(0, len(ids), batch):
+                chunk = ids[start : start + batch]
+                cancel_many = self.exchange.cancel_orders
+                await self._link.call("cancel_orders", cancel_many, chunk, symbol, dict(params))
 
-    async def _cancel_quietly(self, order_id: str, symbol: str, trigger: bool) -> None:
-        params = {"trigger": True} if trigger else {}
+    async def _cancel_quietly(self, order_id: str, symbol: str, kind: OrderKind) -> None:
         try:
             await self._link.call(
-                "cancel_order", self.exchange.cancel_order, order_id, symbol, params
+                "cancel_order",
+                self.exchange.cancel_order,
+                order_id,
+                symbol,
+                dict(kind.cancel_params),
             )
         except OrderNotFound:
             pass  # filled or cancelled meanwhile: the read-back tells
@@ -511,16 +750,17 @@ class CryptoVenue:
                 )
             except OrderNotFound:
                 return None
-            return self._order(raw, dec_or_none(raw.get("triggerPrice")) is not None)
+            trigger = dec_or_none(raw.get("triggerPrice")) is not None
+            return self._order(raw, TRIGGER if trigger else PLAIN)
         param = self._profile.client_id_param
         extra = {param: client_id} if param else {}
         # closes are never trigger orders: the plain book and the history are enough
-        for raw, trigger in await self._open_raw(symbol, extra, triggers=False):
-            if raw.get("clientOrderId") == client_id:
-                return self._order(raw, trigger)
+        for raw, kind in await self._open_raw(symbol, extra, triggers=False):
+            if self._client_id(raw) == client_id:
+                return self._order(raw, kind)
         for raw in await self._history(symbol, extra):
-            if raw.get("clientOrderId") == client_id:
-                return self._order(raw, False)
+            if self._client_id(raw) == client_id:
+                return self._order(raw, PLAIN)
         return None
 
     async def _history(self, symbol: str | None, extra: Raw) -> list[Raw]:
@@ -541,14 +781,23 @@ class CryptoVenue:
             )
         return rows
 
-    def _order(self, raw: Raw, trigger: bool) -> Order:
+    def _client_id(self, raw: Raw) -> str | None:
+        """Our client order id as we sent it: gate hands it back with the "t-" it requires."""
+        cid = raw.get("clientOrderId")
+        prefix = self._profile.client_id_prefix
+        if isinstance(cid, str) and prefix and cid.startswith(prefix):
+            return cid[len(prefix) :]
+        return cid
+
+    def _order(self, raw: Raw, kind: OrderKind) -> Order:
+        raw = {**raw, "clientOrderId": self._client_id(raw)}
         market = self.exchange.markets.get(raw.get("symbol")) or {}
         return order_from_ccxt(
-            self.name, raw, contract_size=self._contract_size(market), trigger=trigger
+            self.name, raw, contract_size=self._contract_size(market), trigger=kind.conditional
         )
 
     def _contract_size(self, market: Raw) -> Decimal:
-        if self.spot or not market.get("contract"):
+        if not market.get("contract"):
             return Decimal(1)
         return dec(market.get("contractSize"), Decimal(1))
 
@@ -569,6 +818,26 @@ class CryptoVenue:
         async with self._markets_lock:
             if not self.exchange.markets:
                 await self._link.call("load_markets", self.exchange.load_markets)
+                self._check_loaded_markets()
+
+    def _check_loaded_markets(self) -> None:
+        """A configured market with nothing to trade in the quote is a configuration error:
+        refuse rather than read an empty list as "flat"."""
+        loaded = list(self.exchange.markets.values())
+        for wanted in self.markets:
+            spot = wanted == "spot"
+            if not any(
+                bool(m.get("spot")) is spot
+                and (m.get("quote") == self.cfg.quote or m.get("settle") == self.cfg.quote)
+                and (spot or m.get("linear"))
+                for m in loaded
+            ):
+                raise VenueError(
+                    self.name,
+                    f"market {wanted!r}: {self.cfg.exchange} lists no {wanted} market in"
+                    f" {self.cfg.quote}; check the venue's market and quote",
+                    "BAD_MARKET",
+                )
 
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
