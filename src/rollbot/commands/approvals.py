@@ -10,7 +10,9 @@ Public API (what the faces call)
 ``await Approvals.request(action, params, requester, reason, incident_id=None) -> ApprovalRequest``
     action  "flatten"      params {"venue": str | None, "symbols": list[str] | None}
             "rollback"     params {}
-            "clear_hold"   params {"scope": str (default "global"), "source": str | None}
+            "clear_hold"   params {"scope": str (default "global"), "source": str | None,
+                           "hold_ids": list[int] (default: every active hold on the scope now)}
+                           it clears exactly those holds, never one set after it was filed
             "enable_gates" params {}
             "resume"       params {"incident_id": str} (or the incident_id argument)
     Computes the plan (for a flatten every order: venue, symbol, side, quantity, type), binds
@@ -71,6 +73,7 @@ from rollbot.commands.approval_plans import (
     Action,
     Plan,
     check_params,
+    clear_targets,
     compute_plan,
     plan_hash,
     plan_sync,
@@ -751,9 +754,8 @@ class Approvals:
                 }
             elif request.action == "clear_hold":
                 scope = request.params["scope"]
-                cleared = self.app.killswitch.clear(
-                    scope, why, voter, source=request.params.get("source")
-                )
+                named = clear_targets(self.app, request.params, request.created_at)
+                cleared = self.app.killswitch.clear_ids([h.id for h in named], why, voter)
                 result = {
                     "scope": scope,
                     "cleared": [h.id for h in cleared],

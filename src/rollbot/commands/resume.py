@@ -112,9 +112,9 @@ def execute_resume(app: Rollbot, incident_id: str, actor: Actor, reason: str) ->
     values = app.gates.arm(actor, reason, incident_id)
     cleared: list[int] = []
     with app.db.write():
-        for hold in incident_holds(app, incident_id):
-            for h in app.killswitch.clear(hold.scope, reason, actor, source=hold.source):
-                cleared.append(h.id)
+        own = [h.id for h in incident_holds(app, incident_id)]  # never another kill's hold
+        if own:
+            cleared = [h.id for h in app.killswitch.clear_ids(own, reason, actor)]
         app.incidents.set_phase(incident_id, "RESUMED", actor, holds_cleared=cleared)
         app.events.append(
             "TRADING_RESUMED",
