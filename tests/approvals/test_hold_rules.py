@@ -6,9 +6,18 @@ whose conditions hold for every incident since the last one."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from approvals.support import OPERATOR, RISK, make_settings, slack, write_config
 from approvals.test_cli import rollbot, small_desk
+from approvals.test_resume import RCA
+from rollbot.clock import ManualClock
+from rollbot.commands.approvals import Approvals
+from rollbot.commands.context import Rollbot
+from rollbot.commands.drill import run_drill
+from rollbot.commands.rca import record_rca
+from rollbot.commands.rollback import Engine
 
 
 def state(cfg: Path, scope: str = "global") -> dict:
@@ -43,3 +52,68 @@ async def test_a_later_kill_is_its_own_hold_and_an_older_clear_request_never_cle
     after = state(cfg)
     assert after["state"] == "HALTED"  # B's reason was never looked at: B still holds
     assert [h["reason"] for h in after["holds"]] == ["kill B: fat finger"]
+
+
+async def test_enable_gates_and_clear_hold_cannot_re_arm_live_trading_after_a_kill(
+    tmp_path: Path,
+):
+    cfg = small_desk(tmp_path)
+    killed = rollbot(cfg, "alice", "kill", "trigger", "-r", "runaway algo")
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    # no 24 h in shadow, no RCA, no drill: two requests a second person approves
+    assert rollbot(cfg, "alice", "request", "enable-gates", "-r", "go live").returncode == 0
+    assert rollbot(cfg, "alice", "request", "clear-hold", "-r", "all good").returncode == 0
+
+    gates = rollbot(cfg, "rita", "approve", "APR-0001")  # global is still HALTED: nothing armed
+    assert gates.returncode == 0, gates.stdout + gates.stderr
+    cleared = rollbot(cfg, "rita", "approve", "APR-0002")
+
+    assert cleared.returncode == 1
+    assert "RESUME_REQUIRED" in cleared.stderr
+    assert "would re-arm live trading" in cleared.stderr
+    assert "rollbot resume INC-0001" in cleared.stderr
+    assert state(cfg)["state"] == "HALTED"
+    assert "Live trading BLOCKED" not in rollbot(cfg, "alice", "gates", "verify").stdout
+
+
+async def test_a_hold_cleared_while_the_gates_are_off_leaves_enabling_them_to_resume(
+    tmp_path: Path,
+):
+    cfg2 = small_desk(tmp_path)
+    assert rollbot(cfg2, "alice", "kill", "trigger", "-r", "runaway algo").returncode == 0
+    assert rollbot(cfg2, "alice", "request", "clear-hold", "-r", "all good").returncode == 0
+    assert rollbot(cfg2, "rita", "approve", "APR-0001").returncode == 0
+    asked = rollbot(cfg2, "alice", "request", "enable-gates", "-r", "go live")
+    assert asked.returncode == 1, asked.stderr
+    assert "would re-arm live trading" in asked.stderr and "rollbot resume INC-0001" in asked.stderr
+    verify = rollbot(cfg2, "alice", "gates", "verify")
+    assert verify.returncode == 0 and "Live trading BLOCKED" in verify.stdout
+
+
+async def test_resume_of_an_incident_resumed_before_needs_every_newer_incident_ready(
+    tmp_path: Path,
+):
+    cfg = write_config(tmp_path)
+    now = datetime.now(UTC)
+    clock = ManualClock(now - timedelta(hours=25))
+    rb = Rollbot.open(make_settings(tmp_path), clock=clock)
+    try:
+        first = (await Engine(rb, slack(OPERATOR)).rollback("PnL kill switch -5.2%")).incident.id
+        record_rca(rb, first, RCA, slack(RISK))
+        clock.set(now - timedelta(minutes=30))
+        await run_drill(rb.settings, slack(OPERATOR), clock=clock, workdir=tmp_path / "drill")
+        req = await Approvals(rb).request("resume", {"incident_id": first}, slack(OPERATOR), "ok")
+        assert (await Approvals(rb).vote(req.id, slack(RISK), "approve")).code == "EXECUTED"
+    finally:
+        await rb.aclose()
+    assert rollbot(cfg, "alice", "kill", "trigger", "-r", "new runaway").returncode == 0
+
+    again = rollbot(cfg, "alice", "resume", first, "--reason", "resume it again")
+
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert f"resume of {first} refused" in again.stderr
+    assert "INC-0002 (opened since the last resume)" in again.stderr
+    assert "root-cause analysis: none recorded for INC-0002" in again.stderr
+    verify = rollbot(cfg, "alice", "gates", "verify")
+    assert verify.returncode == 0 and "Live trading BLOCKED" in verify.stdout
+    assert state(cfg)["state"] == "HALTED"

@@ -92,6 +92,7 @@ from rollbot.commands.approval_records import (
     summarize,
 )
 from rollbot.commands.context import Rollbot
+from rollbot.commands.rearm import check_rearm
 from rollbot.commands.resume import execute_resume, resume_blockers
 from rollbot.commands.risk_alerts import alert_rolled_back, rollback_request
 from rollbot.commands.rollback import Engine, Outcome, StartCallback, StepCallback
@@ -185,6 +186,16 @@ class Approvals:
             )
         return action in ACTIONS
 
+    def _check_rearm(
+        self, action: str, params: dict[str, Any], filed_at: datetime | None = None
+    ) -> None:
+        """Refused when this action would re-arm live trading outside a resume (rearm.py)."""
+        if action == "clear_hold":
+            named = [h.id for h in clear_targets(self.app, params, filed_at)]
+            check_rearm(self.app, "clear_hold", clear_ids=named)
+        elif action == "enable_gates":
+            check_rearm(self.app, "enable_gates", arm_gates=True)
+
     # -- requesting ---------------------------------------------------------------------------
     def _refuse_request(
         self, action: str, requester: Actor, code: str, message: str, incident_id: str | None
@@ -228,6 +239,10 @@ class Approvals:
             raise self._refuse_request(
                 action, requester, "NOTHING_TO_DO", plan.problem, incident_id
             )
+        try:
+            self._check_rearm(action, params)
+        except Refused as exc:
+            raise self._refuse_request(action, requester, exc.code, str(exc), incident_id) from None
         with self.app.db.write():
             approval_id = self._insert(action, params, plan, requester, reason.strip(), incident_id)
         return self.get(approval_id)
@@ -539,6 +554,10 @@ class Approvals:
                         "resume refused; missing: " + "; ".join(blockers),
                         blockers=blockers,
                     )
+            try:
+                self._check_rearm(request.action, request.params, request.created_at)
+            except Refused as exc:
+                return self._refuse(request, voter, decision, exc.code, str(exc))
             plan = fresh_plan or plan_sync(self.app, request.action, request.params)
             if plan.hash != request.plan_hash:
                 return self._supersede(request, voter, decision, plan)
@@ -754,15 +773,19 @@ class Approvals:
                 }
             elif request.action == "clear_hold":
                 scope = request.params["scope"]
-                named = clear_targets(self.app, request.params, request.created_at)
-                cleared = self.app.killswitch.clear_ids([h.id for h in named], why, voter)
+                with self.app.db.write():  # checked and cleared with no kill in between
+                    self._check_rearm(request.action, request.params, request.created_at)
+                    named = clear_targets(self.app, request.params, request.created_at)
+                    cleared = self.app.killswitch.clear_ids([h.id for h in named], why, voter)
                 result = {
                     "scope": scope,
                     "cleared": [h.id for h in cleared],
                     "state": self.app.killswitch.state_of(["global", scope]).value,
                 }
             elif request.action == "enable_gates":
-                values = self.app.gates.arm(voter, why, request.incident_id)
+                with self.app.db.write():  # no hold cleared between the check and the arming
+                    self._check_rearm(request.action, request.params)
+                    values = self.app.gates.arm(voter, why, request.incident_id)
                 result = {"live_allowed": values.live_allowed}
             else:
                 result = execute_resume(self.app, request.params["incident_id"], voter, why)
