@@ -105,21 +105,17 @@ class KillSwitch:
     def _get(self, hold_id: int) -> Hold:
         return next(h for h in self.holds.active() if h.id == hold_id)
 
-    def set_state_over(
-        self,
-        scopes: list[str],
-        state: TradingState,
-        actor: Actor,
-        reason: str,
-        incident_id: str | None = None,
+    def set_incident_state(
+        self, incident_id: str, state: TradingState, actor: Actor, reason: str
     ) -> list[Hold]:
-        """Move every active hold over these scopes to `state` (flatten: HALTED -> REDUCING
-        while closing, back to HALTED after). Holds stay; nothing is cleared."""
+        """Move this incident's own active holds to `state` (a flatten: HALTED -> REDUCING while
+        closing, back to HALTED after). Another kill's hold, global or not, is never touched:
+        a flatten only ever changes holds it created itself. Nothing is cleared."""
         now = self.clock.now()
         changed: list[Hold] = []
         with self.db.write():
-            for hold in self.holds.active(scopes):
-                if hold.state != state.value:
+            for hold in self.holds.active():
+                if hold.incident_id == incident_id and hold.state != state.value:
                     self.holds.set_state(hold.id, state.value, now)
                     self.events.append(
                         "HOLD_STATE",
