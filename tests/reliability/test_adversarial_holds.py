@@ -1,0 +1,330 @@
+"""Adversarial: for every hold a kill can set (global, a venue, an account, a strategy; HALTED
+and REDUCING), try every path that could clear, loosen, outrun or hide it — approvals filed
+before it or aimed next to it, enabling the gates, resume, an approved flatten, a flatten it
+lands in the middle of, a rollback by the clock, recover, the clock's sweeps and expiry, a
+drill, a double kill, the status a person reads — and assert the hold still governs: still
+active, in its state, shown, and the guard refuses an opening order under its scope.
+
+In-process on a real SQLite file and the paper venue per case (the paths are the same commands
+the CLI and Slack faces call; their faces are covered in tests/approvals/test_hold_rules.py and
+test_flatten_vs_kill.py). Prints "N paths tried, N held"."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from approvals.support import OPERATOR, OPERATOR2, RISK, make_settings, slack
+
+from reliability.figures import record
+from rollbot.bot.scheduler import Clockwork
+from rollbot.clock import ManualClock, iso
+from rollbot.commands.approvals import Approvals
+from rollbot.commands.context import Rollbot
+from rollbot.commands.drill import run_drill
+from rollbot.commands.rca import record_rca
+from rollbot.commands.rollback import Engine, resume_unfinished
+from rollbot.commands.trading_state import TradingState
+from rollbot.config import PaperVenueConfig
+from rollbot.errors import RollbotError
+from rollbot.storage.events import Actor
+
+SCOPES = ("global", "venue:paper", "account:paper/DU1", "strategy:alpha")
+STATES = (TradingState.HALTED, TradingState.REDUCING)
+KILLER = slack(OPERATOR2)
+RCA = {
+    "timeline": "t",
+    "root_cause": "r",
+    "contributing_factors": "c",
+    "lessons_learned": "l",
+    "recommended_actions": "a",
+}
+
+
+@dataclass
+class Case:
+    app: Rollbot
+    clock: ManualClock
+    root: Path
+    scope: str
+    state: TradingState
+    hold_id: int = 0
+    incident_id: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def kill(self, scope: str | None = None, state: TradingState | None = None) -> int:
+        """A person's kill: the incident and its hold in one transaction, as /kill stores it."""
+        engine = Engine(self.app, KILLER)
+        incident, _ = engine.open_held_incident(
+            kind="kill", reason=f"kill {scope or self.scope}", scope_text=scope or self.scope
+        )
+        hold = next(h for h in self.app.killswitch.holds.active() if h.incident_id == incident.id)
+        if (state or self.state) is TradingState.REDUCING:
+            self.app.killswitch.set_incident_state(
+                incident.id, TradingState.REDUCING, KILLER, "only reducing orders"
+            )
+        return hold.id
+
+    def set_target(self) -> None:
+        self.hold_id = self.kill()
+        hold = next(h for h in self.app.killswitch.holds.active() if h.id == self.hold_id)
+        self.incident_id = hold.incident_id or ""
+
+
+def governs(case: Case) -> str | None:
+    """What is wrong with the target hold now, or None when it still governs."""
+    app = case.app
+    hold = next((h for h in app.killswitch.holds.active() if h.id == case.hold_id), None)
+    if hold is None:
+        return "cleared"
+    if TradingState(hold.state).strictness < case.state.strictness:  # tighter still governs
+        return f"loosened to {hold.state}"
+    shown = [r for r in app.killswitch.status(app.venue_names) if r.scope == case.scope]
+    if not shown or case.hold_id not in {h.id for h in shown[0].holds}:
+        return "not shown in the status"
+    kind, _, name = case.scope.partition(":")
+    decision = app.killswitch.check_order(
+        "paper",
+        "AAPL",
+        "BUY",
+        1,
+        position=0,
+        account=name.partition("/")[2] if kind == "account" else None,
+        strategy=name if kind == "strategy" else None,
+    )
+    expected = "HALTED" if case.state is TradingState.HALTED else "REDUCING_NO_POSITION"
+    if decision.allowed or decision.code not in (expected, "HALTED"):
+        return f"the guard answered {decision.code}"
+    return None
+
+
+async def quietly(action: Awaitable[object]) -> None:
+    """A path may be refused: that is one way of holding. Say nothing more about it."""
+    with contextlib.suppress(RollbotError):
+        await action
+
+
+# -- the paths ----------------------------------------------------------------------------------
+async def older_clear_request(case: Case) -> None:
+    """A clear request on the scope filed before the kill, approved after it."""
+    case.kill()
+    req = await Approvals(case.app).request("clear_hold", {"scope": case.scope}, KILLER, "ok")
+    case.set_target()
+    await quietly(Approvals(case.app).vote(req.id, slack(RISK), "approve"))
+    fresh = Approvals(case.app).get(req.id).superseded_by
+    if fresh:  # the fresh request shows the kill stays: approving it clears only the older one
+        await quietly(Approvals(case.app).vote(fresh, slack(RISK), "approve"))
+
+
+async def clear_next_door(case: Case) -> None:
+    """A clear request of another scope's hold, or of every hold on the scope from a source."""
+    other = "venue:paper" if case.scope == "global" else "global"
+    case.kill(other, TradingState.HALTED)
+    case.set_target()
+    for params in ({"scope": other}, {"scope": case.scope, "source": "monitor:pnl"}):
+        try:
+            req = await Approvals(case.app).request("clear_hold", params, KILLER, "ok")
+        except RollbotError:
+            continue
+        await quietly(Approvals(case.app).vote(req.id, slack(RISK), "approve"))
+
+
+async def enable_gates(case: Case) -> None:
+    case.set_target()
+    await quietly(_request_and_approve(case, "enable_gates", {}))
+
+
+async def resume_own(case: Case) -> None:
+    case.set_target()
+    await quietly(_request_and_approve(case, "resume", {"incident_id": case.incident_id}))
+
+
+async def resume_older_ready(case: Case) -> None:
+    """An older incident meets every condition; the kill came after it."""
+    old = await Engine(case.app, KILLER).kill("older incident", "venue:paper")
+    record_rca(case.app, old.incident.id, RCA, slack(RISK))
+    case.clock.advance(hours=25)
+    case.app.db.execute(  # a passed drill, recorded as run_drill records it
+        "INSERT INTO drills (at, status, report_path) VALUES (?, 'SUCCESS', '')",
+        (iso(case.clock.now()),),
+    )
+    case.clock.advance(minutes=1)
+    case.set_target()
+    await quietly(_request_and_approve(case, "resume", {"incident_id": old.incident.id}))
+
+
+async def approved_flatten(case: Case) -> None:
+    case.set_target()
+    await quietly(_request_and_approve(case, "flatten", {"venue": "paper"}))
+
+
+async def kill_during_flatten(case: Case) -> None:
+    """The kill lands while a flatten of the venue (whose closes never fill) runs."""
+    app = case.app
+    sent_after: list[str] = []
+
+    async def kill_meanwhile() -> None:
+        while len(app.db.query("SELECT 1 FROM order_intents")) < 2:
+            await asyncio.sleep(0)
+        case.set_target()
+        mark = len(app.db.query("SELECT 1 FROM order_intents"))
+        while app.incidents.get("INC-0001").phase != "DONE":
+            await asyncio.sleep(0)
+        sent_after.extend(
+            r["client_order_id"]
+            for r in app.db.query("SELECT client_order_id FROM order_intents")[mark:]
+        )
+
+    watcher = asyncio.create_task(kill_meanwhile())
+    await Engine(app, slack(RISK)).flatten("close paper", venue="paper")
+    await watcher
+    stops = case.scope != "strategy:alpha" and case.state is TradingState.HALTED
+    if stops and sent_after:
+        case.notes.append(f"{len(sent_after)} closing orders after the kill")
+
+
+async def rollback_by_the_clock(case: Case) -> None:
+    case.set_target()
+    await Engine(case.app, Actor.clock("pnl")).rollback("PnL -5%", trigger="PnL")
+
+
+async def recover(case: Case) -> None:
+    """A rollback cut off before it ran (its process died) is finished by `recover`."""
+    Engine(case.app, KILLER).open_held_incident(kind="rollback", reason="cut off")
+    case.set_target()
+    case.clock.advance(minutes=2)
+    await resume_unfinished(case.app, slack(OPERATOR))
+
+
+async def the_clock(case: Case) -> None:
+    """The clock's start, its sweeps and the expiry of a pending clear request."""
+    case.set_target()
+    await quietly(Approvals(case.app).request("clear_hold", {"scope": case.scope}, KILLER, "x"))
+    case.clock.advance(hours=2)
+    clockwork = Clockwork(case.app)
+    try:
+        await clockwork.sweep()
+        await clockwork.halt_abandoned_flattens()
+        Approvals(case.app).expire_due()
+    finally:
+        clockwork.shutdown()
+
+
+async def drill(cases: list[Case]) -> None:
+    """A drill runs in its own sandbox (database, book, gates) and only records its result
+    here: one drill with every scope held at once (one per state) covers each of them."""
+    for case in cases:
+        case.set_target()
+    first = cases[0]
+    await run_drill(
+        first.app.settings, slack(OPERATOR), clock=first.clock, workdir=first.root / "drill"
+    )
+    if not first.app.db.query("SELECT 1 FROM drills"):
+        first.notes.append("the drill left no result")
+
+
+async def double_kill(case: Case) -> None:
+    """The same person kills twice; the second kill's hold is cleared: the first still holds."""
+    case.set_target()
+    second = case.kill()
+    params = {"scope": case.scope, "hold_ids": [second]}
+    await quietly(_request_and_approve(case, "clear_hold", params))
+
+
+async def _request_and_approve(case: Case, action: str, params: dict[str, object]) -> None:
+    req = await Approvals(case.app).request(action, params, KILLER, "adversary")
+    await Approvals(case.app).vote(req.id, slack(RISK), "approve")
+
+
+EVIDENCE = {
+    "APPROVAL_EXECUTED",
+    "APPROVAL_REFUSED",
+    "APPROVAL_REQUEST_REFUSED",
+    "APPROVAL_SUPERSEDED",
+    "APPROVAL_EXPIRED",
+    "FLATTEN_STOPPED",
+    "ORDER_SENT",
+    "GATES_WRITTEN",
+    "HOLD_CLEARED",
+    "STEP_ENDED",
+    "INCIDENT_RESUMED",
+    "DRILL",
+}
+
+PATHS: dict[str, Callable[[Case], Awaitable[None]]] = {
+    "clear request filed before the kill": older_clear_request,
+    "clear request next door": clear_next_door,
+    "enable gates": enable_gates,
+    "resume its own incident": resume_own,
+    "resume an older ready incident": resume_older_ready,
+    "approved flatten": approved_flatten,
+    "kill during a flatten": kill_during_flatten,
+    "rollback by the clock": rollback_by_the_clock,
+    "recover": recover,
+    "the clock": the_clock,
+    "double kill, one cleared": double_kill,
+}
+
+
+async def test_every_hold_a_kill_sets_survives_every_path(tmp_path: Path) -> None:
+    tried, held, broken = 0, 0, []
+    did: dict[str, set[str]] = {}
+    spent: dict[str, float] = {}
+    for path_name, path in PATHS.items():
+        for scope in SCOPES:
+            for state in STATES:
+                root = tmp_path / f"{len(PATHS)}-{tried}"
+                settings = make_settings(root)
+                if path is kill_during_flatten:
+                    settings.venues = [
+                        PaperVenueConfig(book_path=root / "paper.db", fill="none"),
+                    ]
+                    settings.flatten.timeout_s = 1
+                clock = ManualClock()
+                started = time.perf_counter()
+                app = Rollbot.open(settings, clock=clock)
+                case = Case(app=app, clock=clock, root=root, scope=scope, state=state)
+                try:
+                    await path(case)
+                    problem = governs(case) or "; ".join(case.notes) or None
+                    kinds = {r["kind"] for r in app.db.query("SELECT DISTINCT kind FROM events")}
+                    did.setdefault(path_name, set()).update(kinds & EVIDENCE)
+                finally:
+                    await app.aclose()
+                    spent[path_name] = spent.get(path_name, 0) + time.perf_counter() - started
+                tried += 1
+                if problem is None:
+                    held += 1
+                else:
+                    broken.append(f"{path_name} vs {state.value} {scope}: {problem}")
+    for state in STATES:  # paths run once with every scope held
+        root = tmp_path / f"drill-{state.value}"
+        clock = ManualClock()
+        app = Rollbot.open(make_settings(root), clock=clock)
+        cases = [Case(app=app, clock=clock, root=root, scope=s, state=state) for s in SCOPES]
+        try:
+            await drill(cases)
+            for case in cases:
+                tried += 1
+                problem = governs(case) or "; ".join(cases[0].notes) or None
+                if problem is None:
+                    held += 1
+                else:
+                    broken.append(f"drill vs {state.value} {case.scope}: {problem}")
+            did.setdefault("drill", set()).add("DRILL")
+        finally:
+            await app.aclose()
+    line = f"{tried} paths tried, {held} held"
+    print(line)
+    record("adversarial holds", line + (f"; broken: {broken}" if broken else ""))
+    assert broken == [], broken
+    # each path really ran (its own events are there), not only failed to start
+    for path_name, kinds in did.items():
+        took = f" ({spent[path_name]:.1f} s)" if path_name in spent else ""
+        print(f"  {path_name}{took}: {', '.join(sorted(kinds)) or '-'}")
+    assert all(did.values()), did
+    assert tried == (len(PATHS) + 1) * len(SCOPES) * len(STATES)
