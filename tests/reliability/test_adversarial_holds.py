@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from approvals.support import OPERATOR, OPERATOR2, RISK, make_settings, slack
+from fakes.rollbot_harness import OPERATOR as SLACK_OPERATOR
+from fakes.rollbot_harness import OPS, approval_buttons, bot_settings, running
+from fakes.slack import FakeSlack
 
 from reliability.figures import record
 from rollbot.bot.scheduler import Clockwork
@@ -35,6 +38,7 @@ from rollbot.storage.events import Actor
 
 SCOPES = ("global", "venue:paper", "account:paper/DU1", "strategy:alpha")
 STATES = (TradingState.HALTED, TradingState.REDUCING)
+HALTED = TradingState.HALTED
 KILLER = slack(OPERATOR2)
 RCA = {
     "timeline": "t",
@@ -328,3 +332,124 @@ async def test_every_hold_a_kill_sets_survives_every_path(tmp_path: Path) -> Non
         print(f"  {path_name}{took}: {', '.join(sorted(kinds)) or '-'}")
     assert all(did.values()), did
     assert tried == (len(PATHS) + 1) * len(SCOPES) * len(STATES)
+
+
+# -- the Slack face: its commands and buttons, through the loopback Slack -----------------------
+async def _slash(fake: FakeSlack, command: str, text: str, user: str) -> None:
+    delivered = await fake.deliver_slash_command(command, text, user_id=user, channel_id=OPS)
+    await fake.wait_for_ack(delivered.envelope_id)
+
+
+async def _settled(fake: FakeSlack, app: Rollbot) -> None:
+    await fake.wait_until(
+        lambda: (
+            app.outbox.pending() == []
+            and all(i.phase in ("DONE", "RESUMED") for i in app.incidents.list(open_only=False))
+            and not app.db.query("SELECT 1 FROM approvals WHERE status = 'EXECUTING'")
+        ),
+        timeout=20,
+    )
+
+
+async def test_no_slack_command_or_button_clears_loosens_or_hides_a_later_kill(
+    tmp_path: Path,
+) -> None:
+    """Per scope, a /kill lands after a clear request was filed; then the Approve buttons of
+    that request (and of its fresh copy), /resume, /flatten and /rollback approved by buttons,
+    and /incident close are tried in turn: after each, the /kill's hold still governs."""
+    tried, held, broken, seen = 0, 0, [], set()
+    for scope in SCOPES:
+        for name, problem, kinds in await _slack_paths(tmp_path, scope):
+            tried += 1
+            seen |= kinds
+            if problem is None:
+                held += 1
+            else:
+                broken.append(f"{name} vs HALTED {scope}: {problem}")
+    line = f"Slack: {tried} paths tried, {held} held"
+    print(line)
+    record("adversarial holds", line + (f"; broken: {broken}" if broken else ""))
+    assert broken == [], broken
+    assert tried == 6 * len(SCOPES)
+    # each path ran: the old request superseded, the fresh one cleared kill A only, the flatten
+    # and the rollback executed, /resume refused, the incident closed
+    assert {
+        "APPROVAL_SUPERSEDED",
+        "HOLD_CLEARED",
+        "APPROVAL_EXECUTED",
+        "FLATTEN",
+        "ROLLBACK",
+        "RESUME_REFUSED",
+        "INCIDENT_CLOSED",
+    } <= seen, seen
+
+
+async def _slack_paths(tmp_path: Path, scope: str) -> list[tuple[str, str | None, set[str]]]:
+    root = tmp_path / scope.replace(":", "-").replace("/", "-")
+    out: list[tuple[str, str | None, set[str]]] = []
+    async with FakeSlack() as fake, running(fake, bot_settings(root)) as server:
+        app = server.rb
+        await _slash(fake, "/kill", f"{scope} kill A", SLACK_OPERATOR)
+        await _settled(fake, app)
+        older = await Approvals(app).request(
+            "clear_hold", {"scope": scope}, slack(SLACK_OPERATOR), "A is fixed"
+        )
+        await _slash(fake, "/kill", f"{scope} kill B", SLACK_OPERATOR)
+        await _settled(fake, app)
+        target = Case(app=app, clock=ManualClock(), root=root, scope=scope, state=HALTED)
+        target.hold_id = max(h.id for h in app.killswitch.holds.active())
+        target.incident_id = app.incidents.latest().id  # type: ignore[union-attr]
+        attempts: list[tuple[str, Awaitable[None]]] = [
+            ("Approve on the older clear request", _approve(fake, app, older.id)),
+            ("Approve on its fresh copy", _approve_newest(fake, app)),
+            ("/resume", _slash(fake, "/resume", f"{target.incident_id} ok", RISK)),
+            ("/flatten + Approve", _asked_then_approved(fake, app, "/flatten", "")),
+            ("/rollback + Approve", _asked_then_approved(fake, app, "/rollback", "x")),
+            ("/incident close", _slash(fake, "/incident", f"close {target.incident_id} ok", RISK)),
+        ]
+        for name, attempt in attempts:
+            await attempt
+            await _settled(fake, app)
+            out.append((name, governs(target), set()))
+        kinds = {r["kind"] for r in app.db.query("SELECT DISTINCT kind FROM events")}
+        done = {a.action for a in Approvals(app).list() if a.status.value == "EXECUTED"}
+        kinds |= {action.upper() for action in done}
+        if any("refused" in e.text for e in fake.ephemeral_to(RISK)):
+            kinds.add("RESUME_REFUSED")
+        out[-1] = (out[-1][0], out[-1][1], kinds)
+    return out
+
+
+async def _approve(fake: FakeSlack, app: Rollbot, approval_id: str) -> None:
+    ts, _ = next(
+        b
+        for b in approval_buttons(fake, OPS)
+        if b[1]["action_id"] == "approval_approve" and b[1]["value"] == approval_id
+    )
+    await fake.deliver_block_action(
+        fake.block_action_payload(
+            "approval_approve", approval_id, user_id=RISK, channel_id=OPS, message_ts=ts
+        )
+    )
+    await fake.wait_until(
+        lambda: (
+            Approvals(app).get(approval_id).status.value != "PENDING"
+            or app.events.list(kinds=["APPROVAL_REFUSED"])
+        ),
+        timeout=10,
+    )
+
+
+async def _approve_newest(fake: FakeSlack, app: Rollbot) -> None:
+    pending = Approvals(app).list(pending_only=True)
+    if pending:
+        await _approve(fake, app, pending[0].id)
+
+
+async def _asked_then_approved(fake: FakeSlack, app: Rollbot, command: str, text: str) -> None:
+    before = {a.id for a in Approvals(app).list()}
+    await _slash(fake, command, text, SLACK_OPERATOR)
+    await fake.wait_until(lambda: {a.id for a in Approvals(app).list()} - before, timeout=10)
+    (new,) = {a.id for a in Approvals(app).list()} - before
+    await fake.wait_until(lambda: any(b[1]["value"] == new for b in approval_buttons(fake, OPS)))
+    await _approve(fake, app, new)
