@@ -5,20 +5,22 @@ lands in the middle of, a rollback by the clock, recover, the clock's sweeps and
 drill, a double kill, the status a person reads — and assert the hold still governs: still
 active, in its state, shown, and the guard refuses an opening order under its scope.
 
-In-process on a real SQLite file and the paper venue per case (the paths are the same commands
-the CLI and Slack faces call; their faces are covered in tests/approvals/test_hold_rules.py and
-test_flatten_vs_kill.py). Prints "N paths tried, N held"."""
+The command paths run in-process on a real SQLite file and the paper venue per case; the Slack
+face's commands and buttons run through the loopback Slack against the real server; the
+terminal's through real `rollbot` processes. Each part prints "N paths tried, N held"."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from approvals.support import OPERATOR, OPERATOR2, RISK, make_settings, slack
+from approvals.support import OPERATOR, OPERATOR2, RISK, make_settings, slack, write_config
+from approvals.test_cli import rollbot as cli_run
 from fakes.rollbot_harness import OPERATOR as SLACK_OPERATOR
 from fakes.rollbot_harness import OPS, approval_buttons, bot_settings, running
 from fakes.slack import FakeSlack
@@ -453,3 +455,70 @@ async def _asked_then_approved(fake: FakeSlack, app: Rollbot, command: str, text
     (new,) = {a.id for a in Approvals(app).list()} - before
     await fake.wait_until(lambda: any(b[1]["value"] == new for b in approval_buttons(fake, OPS)))
     await _approve(fake, app, new)
+
+
+# -- the terminal: the commands a person could try, as real processes ---------------------------
+async def test_no_terminal_command_clears_loosens_or_hides_a_hold(tmp_path: Path) -> None:
+    """Every hold at once on one desk (8: each scope HALTED and REDUCING); then `recover`, `kill
+    clear` of another scope approved, `request enable-gates` approved and `gates disable` at the
+    terminal: after each, every hold stays, as strict; at the end `kill status` lists each."""
+    cfg = write_config(tmp_path)
+    app = Rollbot.open(make_settings(tmp_path))
+    try:
+        cases = []
+        for scope in SCOPES:
+            for state in STATES:
+                case = Case(app=app, clock=ManualClock(), root=tmp_path, scope=scope, state=state)
+                case.set_target()
+                cases.append(case)
+        Engine(app, KILLER).open_held_incident(
+            kind="kill", reason="to clear", scope_text="account:paper/DU9"
+        )
+    finally:
+        await app.aclose()
+    commands = [
+        ("alice", "recover"),
+        ("alice", "kill", "clear", "-r", "other scope fixed", "--scope", "account:paper/DU9"),
+        ("rita", "approve", "APR-0001"),
+        ("alice", "request", "enable-gates", "-r", "go live"),
+        ("rita", "approve", "APR-0002"),
+        ("alice", "gates", "disable", "--confirm"),
+    ]
+    tried, held, broken = 0, 0, []
+    for who, *args in commands:
+        done = cli_run(cfg, who, *args)
+        assert "Traceback" not in done.stderr, done.stderr
+        app = Rollbot.open(make_settings(tmp_path))
+        try:
+            active = {h.id: h.state for h in app.killswitch.holds.active()}
+        finally:
+            await app.aclose()
+        for case in cases:
+            tried += 1
+            state = active.get(case.hold_id)
+            if state is None:
+                broken.append(f"{' '.join(args)} vs {case.state.value} {case.scope}: gone")
+            elif TradingState(state).strictness < case.state.strictness:
+                broken.append(f"{' '.join(args)} vs {case.state.value} {case.scope}: {state}")
+            else:
+                held += 1
+    app = Rollbot.open(make_settings(tmp_path))
+    try:  # the commands did act: the other scope's hold cleared, the gates armed then disabled
+        statuses = [a.status.value for a in Approvals(app).list()]
+        assert statuses == ["EXECUTED", "EXECUTED"], statuses
+        assert not app.gates.read().live_allowed
+    finally:
+        await app.aclose()
+    shown = json.loads(cli_run(cfg, "alice", "kill", "status", "--json").stdout)
+    listed = {h["id"] for row in shown for h in row["holds"]}
+    for case in cases:  # nothing hides a hold from the person reading the status
+        tried += 1
+        if case.hold_id in listed:
+            held += 1
+        else:
+            broken.append(f"kill status vs {case.state.value} {case.scope}: not listed")
+    line = f"terminal: {tried} paths tried, {held} held"
+    print(line)
+    record("adversarial holds", line + (f"; broken: {broken}" if broken else ""))
+    assert broken == [], broken
+    assert tried == (len(commands) + 1) * len(SCOPES) * len(STATES)
