@@ -54,6 +54,28 @@ async def test_a_later_kill_is_its_own_hold_and_an_older_clear_request_never_cle
     assert [h["reason"] for h in after["holds"]] == ["kill B: fat finger"]
 
 
+async def test_a_clear_request_may_name_one_kill_and_clears_only_that_one(tmp_path: Path):
+    cfg = small_desk(tmp_path)
+    assert rollbot(cfg, "alice", "kill", "trigger", "-r", "kill A: runaway algo").returncode == 0
+    assert rollbot(cfg, "bob", "kill", "trigger", "-r", "kill B: wrong button").returncode == 0
+    table = rollbot(cfg, "alice", "kill", "status").stdout
+    assert "#1 person" in table and "#2 person" in table
+
+    unknown = rollbot(cfg, "bob", "kill", "clear", "--hold", "9", "-r", "typo")
+    assert unknown.returncode == 2 and "no active hold #9 on global" in unknown.stderr
+    asked = rollbot(cfg, "bob", "kill", "clear", "--hold", "2", "-r", "B was a mistake")
+    assert asked.returncode == 0, asked.stderr
+    assert "clear HALTED hold #2 on global" in asked.stdout
+    assert "hold #1 on global stays HALTED" in asked.stdout
+    assert "global will then be HALTED" in asked.stdout
+
+    done = rollbot(cfg, "rita", "approve", "APR-0001")
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = state(cfg)
+    assert after["state"] == "HALTED"
+    assert [h["reason"] for h in after["holds"]] == ["kill A: runaway algo"]
+
+
 async def test_enable_gates_and_clear_hold_cannot_re_arm_live_trading_after_a_kill(
     tmp_path: Path,
 ):

@@ -29,7 +29,9 @@ on_step=None) -> VoteResult``
     expired -> EXPIRED; already decided -> ALREADY_DECIDED; the requester approving
     (by Slack ID, OS user or the identity mapped between them) -> SELF_APPROVAL; no allowed
     role -> ROLE_NOT_ALLOWED; a second vote by one person -> DUPLICATE_VOTE; resume
-    conditions no longer hold -> RESUME_BLOCKED; the plan recomputed at quorum differs ->
+    conditions no longer hold -> RESUME_BLOCKED; a clear_hold or enable_gates that would re-arm
+    live trading while an incident since the last resume exists -> RESUME_REQUIRED (also at
+    request time; commands/rearm.py); the plan recomputed at quorum differs ->
     PLAN_CHANGED (the request becomes SUPERSEDED, nothing runs, a fresh request is stored and
     posted: ``VoteResult.superseded_by``). Refusals return ``accepted=False`` with that code and
     are APPROVAL_REFUSED events. The vote that reaches quorum moves the request to EXECUTING in
