@@ -162,17 +162,23 @@ def test_a_hold_survives_reopening_the_database(settings: Settings, live: Rollbo
         reopened.db.close()
 
 
-def test_set_state_over_moves_holds_without_clearing_them(live: Rollbot) -> None:
+def test_a_flatten_moves_only_its_own_holds_without_clearing_them(live: Rollbot) -> None:
     ks = live.killswitch
-    ks.trigger("global", "kill", ALICE)
-    ks.trigger("venue:paper", "kill", MONITOR, source="monitor")
-    changed = ks.set_state_over(["global", "venue:paper"], REDUCING, ALICE, "flattening")
-    assert len(changed) == 2
-    assert check(live, "SELL", "10", "100").allowed
-    ks.set_state_over(["global", "venue:paper"], HALTED, ALICE, "flat again")
-    assert check(live, "SELL", "10", "100").code == "HALTED"
+    flatten, _ = live.incidents.open(
+        kind="flatten", reason="close", actor=ALICE, scope="venue:paper"
+    )
+    ks.trigger("global", "kill", ALICE)  # another kill's hold: never loosened by the flatten
+    ks.trigger("venue:paper", "close", ALICE, incident_id=flatten.id)
+    changed = ks.set_incident_state(flatten.id, REDUCING, ALICE, "flattening")
+    assert [h.scope for h in changed] == ["venue:paper"]
+    assert check(live, "SELL", "10", "100").code == "HALTED"  # the global kill still governs
+    assert {h.scope: h.state for h in ks.holds.active()} == {
+        "global": "HALTED",
+        "venue:paper": "REDUCING",
+    }
+    ks.set_incident_state(flatten.id, HALTED, ALICE, "flat again")
     assert len(ks.holds.active()) == 2
-    assert len(live.events.list(kinds=["HOLD_STATE"])) == 4
+    assert len(live.events.list(kinds=["HOLD_STATE"])) == 2
 
 
 @pytest.mark.parametrize("breakage", ["connection closed", "table gone"])

@@ -64,6 +64,10 @@ ByOpt = Annotated[
     str | None,
     typer.Option("--by", help="Only your own identity: who acts is your OS user, mapped."),
 ]
+HoldOpt = Annotated[
+    list[int] | None,
+    typer.Option("--hold", help="Only these holds (#id in `kill status`); default: all on scope."),
+]
 
 
 @app.callback()
@@ -201,11 +205,12 @@ def kill_status(as_json: JsonOpt = False) -> None:
         if as_json:
             out.print_json(json.dumps([r.model_dump(mode="json") for r in rows]))
             return
-        table = folding_table("Scope", "State", "Holds (source · by · since · reason)")
+        table = folding_table("Scope", "State", "Holds (#id source · by · since · reason)")
         for r in rows:
             holds = (
                 "\n".join(
-                    f"{h.source} · {h.actor} · {h.created_at:%Y-%m-%d %H:%M:%S} · {h.reason}"
+                    f"#{h.id} {h.source} · {h.actor} · {h.created_at:%Y-%m-%d %H:%M:%S}"
+                    f" · {h.reason}"
                     for h in r.holds
                 )
                 or "-"
@@ -222,6 +227,7 @@ def kill_clear(
     reason: Reason,
     scope: Annotated[str, typer.Option(help="The scope whose holds to clear.")] = "global",
     source: Annotated[str | None, typer.Option(help="Only the hold from this source.")] = None,
+    hold: HoldOpt = None,
     by: ByOpt = None,
 ) -> None:
     """Ask to clear the holds on a scope; a second person approves (`rollbot approve ID`)."""
@@ -229,7 +235,7 @@ def kill_clear(
     async def go(rb: Rollbot) -> int:
         from rollbot.bot.cli_approvals import request_at_terminal
 
-        params = {"scope": scope, "source": source}
+        params = {"scope": scope, "source": source, "hold_ids": hold or None}
         return await request_at_terminal(
             rb, actor(rb, by), "clear_hold", params, require(reason, "--reason")
         )

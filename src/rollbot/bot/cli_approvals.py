@@ -156,14 +156,17 @@ def request_clear_hold(
     reason: Reason,
     scope: Annotated[str, typer.Option(help="The scope whose holds to clear.")] = "global",
     source: Annotated[str | None, typer.Option(help="Only the hold from this source.")] = None,
+    hold: Annotated[
+        list[int] | None, typer.Option("--hold", help="Only these holds (#id in `kill status`).")
+    ] = None,
     incident: IncidentOpt = None,
     by: ByOpt = None,
 ) -> None:
-    """Clear kill-switch holds on a scope."""
+    """Clear kill-switch holds on a scope: exactly those active when asked (or named)."""
     cli = _cli()
 
     async def go(rb: Rollbot) -> int:
-        params = {"scope": scope, "source": source}
+        params = {"scope": scope, "source": source, "hold_ids": hold or None}
         return await request_at_terminal(
             rb, cli.actor(rb, by), "clear_hold", params, reason, incident
         )

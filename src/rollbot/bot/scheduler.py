@@ -33,7 +33,9 @@ from rollbot.commands.context import Rollbot
 from rollbot.commands.liveness import ME, holder_gone
 from rollbot.commands.monitors import MONITOR, Monitor, MonitorReport
 from rollbot.commands.risk_checks import record_venue_events
+from rollbot.commands.rollback import halt_abandoned_flattens
 from rollbot.commands.timers import Fired, Via, due, fire, fire_due, handlers
+from rollbot.storage.events import Actor
 from rollbot.storage.leases import Holder, Leases
 from rollbot.storage.timers import Timers
 
@@ -43,6 +45,7 @@ AUDIT_GRACE_S = 60.0  # the auditor fires deadlines overdue by more than this
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
 MONITOR_LEASE = "risk_monitor"
 LEASE_INTERVALS = 3  # a holder that missed this many ticks is taken over
+ABANDONED_FLATTEN_S = 5.0  # how soon a dead flatten's REDUCING holds are HALTED again
 
 
 class Clockwork:
@@ -74,6 +77,8 @@ class Clockwork:
         self.every("approval_expiry", 15, Approvals(app).sweep)
         # the armed status: is the kill path able to work now (commands/preflight.py)
         self.every("preflight", app.settings.preflight.interval_s, self.preflight)
+        # a flatten whose process died leaves its holds REDUCING: HALTED again within seconds
+        self.every("abandoned_flattens", ABANDONED_FLATTEN_S, self.halt_abandoned_flattens)
 
     # -- public ---------------------------------------------------------------------------------
     def every(self, name: str, seconds: float, coro_fn: Callable[[], Awaitable[Any]]) -> None:
@@ -199,7 +204,11 @@ class Clockwork:
         await self.sweep()
         return fired
 
+    async def halt_abandoned_flattens(self) -> None:
+        halt_abandoned_flattens(self.app, Actor.clock("abandoned_flattens"))
+
     async def sweep(self) -> None:
+        await self.halt_abandoned_flattens()
         escalation.sweep(self.app)
         checklist.open_finished_rollbacks(self.app)
 

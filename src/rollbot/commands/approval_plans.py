@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -18,14 +19,14 @@ from rollbot.commands.resume import gate_changes, resume_plan
 from rollbot.commands.risk_alerts import get_alert, rollback_request
 from rollbot.commands.trading_state import TradingState, parse_scope, strictest
 from rollbot.errors import BadInput
-from rollbot.storage.holds import Holds
+from rollbot.storage.holds import Hold, Holds
 
 ACTIONS = ("flatten", "rollback", "clear_hold", "enable_gates", "resume")
 Action = Literal["flatten", "rollback", "clear_hold", "enable_gates", "resume"]
 _PARAMS: dict[str, set[str]] = {
     "flatten": {"venue", "symbols"},
     "rollback": {"alert_id"},  # a risk alert's "Roll back now": its trigger rides along
-    "clear_hold": {"scope", "source"},
+    "clear_hold": {"scope", "source", "hold_ids"},
     "enable_gates": set(),
     "resume": {"incident_id"},
 }
@@ -74,9 +75,12 @@ def check_params(
         alert = params.get("alert_id")
         params = {"alert_id": get_alert(app, alert).alert_id} if alert else {}
     elif action == "clear_hold":
+        scope = parse_scope(params.get("scope") or "global", app.venue_names)
+        source = params.get("source") or None
         params = {
-            "scope": parse_scope(params.get("scope") or "global", app.venue_names),
-            "source": params.get("source") or None,
+            "scope": scope,
+            "source": source,
+            "hold_ids": _hold_ids(app, scope, source, params.get("hold_ids")),
         }
     elif action == "resume":
         target = params.get("incident_id") or incident_id
@@ -84,6 +88,41 @@ def check_params(
             raise BadInput("resume needs the incident it recovers from (incident_id)")
         params = {"incident_id": app.incidents.get(str(target)).id}
     return params
+
+
+def _hold_ids(app: Rollbot, scope: str, source: str | None, given: Any) -> list[int]:
+    """The exact holds a clear request clears, fixed when it is filed: every active hold on the
+    scope (from `source`), or the ones named, each of which must be such a hold."""
+    active = {h.id for h in Holds(app.db).active([scope]) if not source or h.source == source}
+    if given is None:
+        return sorted(active)
+    try:
+        ids = sorted({int(i) for i in (given if isinstance(given, list) else [given])})
+    except (TypeError, ValueError):
+        raise BadInput(f"hold ids are numbers, got {given!r}") from None
+    unknown = [i for i in ids if i not in active]
+    if unknown:
+        raise BadInput(
+            f"no active hold {', '.join(f'#{i}' for i in unknown)} on {scope}"
+            + (f" from {source}" if source else "")
+            + f" (active: {', '.join(f'#{i}' for i in sorted(active)) or 'none'})"
+        )
+    return ids
+
+
+def clear_targets(
+    app: Rollbot, params: dict[str, Any], filed_at: datetime | None = None
+) -> list[Hold]:
+    """The holds a clear request named that are still active (never one set after it). A
+    request filed before requests named their holds: the scope's holds set by `filed_at`."""
+    if "hold_ids" in params:
+        return [h for h in Holds(app.db).by_ids(list(params["hold_ids"])) if not h.cleared_at]
+    source = params.get("source")
+    return [
+        h
+        for h in Holds(app.db).active([params["scope"]])
+        if (not source or h.source == source) and (filed_at is None or h.created_at <= filed_at)
+    ]
 
 
 async def compute_plan(app: Rollbot, action: str, params: dict[str, Any]) -> Plan:
@@ -146,7 +185,7 @@ def plan_sync(app: Rollbot, action: str, params: dict[str, Any]) -> Plan:
             lines.insert(0, f"Trigger: {trig['reason']}")
     elif action == "clear_hold":
         scope, source = params["scope"], params.get("source")
-        holds = [h for h in Holds(app.db).active([scope]) if not source or h.source == source]
+        holds = clear_targets(app, params)
         lines = [
             f"clear {h.state} hold #{h.id} on {h.scope} from {h.source}"
             f" (set by {h.actor}: {h.reason})"
@@ -154,13 +193,14 @@ def plan_sync(app: Rollbot, action: str, params: dict[str, Any]) -> Plan:
         ]
         if holds:
             governing = ["global", scope] if scope != "global" else ["global"]
-            left = strictest(
-                [
-                    TradingState(h.state)
-                    for h in Holds(app.db).active(governing)
-                    if h.id not in {x.id for x in holds}
-                ]
-            )
+            named = {h.id for h in holds}
+            stay = [h for h in Holds(app.db).active(governing) if h.id not in named]
+            lines += [
+                f"hold #{h.id} on {h.scope} stays {h.state} (not named by this request;"
+                f" set by {h.actor}: {h.reason})"
+                for h in stay
+            ]
+            left = strictest([TradingState(h.state) for h in stay])
             lines.append(f"{scope} will then be {left.value}")
         else:
             problem = f"no active hold on {scope}" + (f" from {source}" if source else "")

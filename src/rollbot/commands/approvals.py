@@ -10,7 +10,9 @@ Public API (what the faces call)
 ``await Approvals.request(action, params, requester, reason, incident_id=None) -> ApprovalRequest``
     action  "flatten"      params {"venue": str | None, "symbols": list[str] | None}
             "rollback"     params {}
-            "clear_hold"   params {"scope": str (default "global"), "source": str | None}
+            "clear_hold"   params {"scope": str (default "global"), "source": str | None,
+                           "hold_ids": list[int] (default: every active hold on the scope now)}
+                           it clears exactly those holds, never one set after it was filed
             "enable_gates" params {}
             "resume"       params {"incident_id": str} (or the incident_id argument)
     Computes the plan (for a flatten every order: venue, symbol, side, quantity, type), binds
@@ -27,7 +29,9 @@ on_step=None) -> VoteResult``
     expired -> EXPIRED; already decided -> ALREADY_DECIDED; the requester approving
     (by Slack ID, OS user or the identity mapped between them) -> SELF_APPROVAL; no allowed
     role -> ROLE_NOT_ALLOWED; a second vote by one person -> DUPLICATE_VOTE; resume
-    conditions no longer hold -> RESUME_BLOCKED; the plan recomputed at quorum differs ->
+    conditions no longer hold -> RESUME_BLOCKED; a clear_hold or enable_gates that would re-arm
+    live trading while an incident since the last resume exists -> RESUME_REQUIRED (also at
+    request time; commands/rearm.py); the plan recomputed at quorum differs ->
     PLAN_CHANGED (the request becomes SUPERSEDED, nothing runs, a fresh request is stored and
     posted: ``VoteResult.superseded_by``). Refusals return ``accepted=False`` with that code and
     are APPROVAL_REFUSED events. The vote that reaches quorum moves the request to EXECUTING in
@@ -71,6 +75,7 @@ from rollbot.commands.approval_plans import (
     Action,
     Plan,
     check_params,
+    clear_targets,
     compute_plan,
     plan_hash,
     plan_sync,
@@ -89,6 +94,7 @@ from rollbot.commands.approval_records import (
     summarize,
 )
 from rollbot.commands.context import Rollbot
+from rollbot.commands.rearm import check_rearm
 from rollbot.commands.resume import execute_resume, resume_blockers
 from rollbot.commands.risk_alerts import alert_rolled_back, rollback_request
 from rollbot.commands.rollback import Engine, Outcome, StartCallback, StepCallback
@@ -185,6 +191,16 @@ class Approvals:
             )
         return action in ACTIONS
 
+    def _check_rearm(
+        self, action: str, params: dict[str, Any], filed_at: datetime | None = None
+    ) -> None:
+        """Refused when this action would re-arm live trading outside a resume (rearm.py)."""
+        if action == "clear_hold":
+            named = [h.id for h in clear_targets(self.app, params, filed_at)]
+            check_rearm(self.app, "clear_hold", clear_ids=named)
+        elif action == "enable_gates":
+            check_rearm(self.app, "enable_gates", arm_gates=True)
+
     # -- requesting ---------------------------------------------------------------------------
     def _refuse_request(
         self, action: str, requester: Actor, code: str, message: str, incident_id: str | None
@@ -228,6 +244,10 @@ class Approvals:
             raise self._refuse_request(
                 action, requester, "NOTHING_TO_DO", plan.problem, incident_id
             )
+        try:
+            self._check_rearm(action, params)
+        except Refused as exc:
+            raise self._refuse_request(action, requester, exc.code, str(exc), incident_id) from None
         with self.app.db.write():
             approval_id = self._insert(action, params, plan, requester, reason.strip(), incident_id)
         return self.get(approval_id)
@@ -543,6 +563,10 @@ class Approvals:
                         "resume refused; missing: " + "; ".join(blockers),
                         blockers=blockers,
                     )
+            try:
+                self._check_rearm(request.action, request.params, request.created_at)
+            except Refused as exc:
+                return self._refuse(request, voter, decision, exc.code, str(exc))
             plan = fresh_plan or plan_sync(self.app, request.action, request.params)
             if plan.hash != request.plan_hash:
                 return self._supersede(request, voter, decision, plan)
@@ -759,16 +783,19 @@ class Approvals:
                 }
             elif request.action == "clear_hold":
                 scope = request.params["scope"]
-                cleared = self.app.killswitch.clear(
-                    scope, why, voter, source=request.params.get("source")
-                )
+                with self.app.db.write():  # checked and cleared with no kill in between
+                    self._check_rearm(request.action, request.params, request.created_at)
+                    named = clear_targets(self.app, request.params, request.created_at)
+                    cleared = self.app.killswitch.clear_ids([h.id for h in named], why, voter)
                 result = {
                     "scope": scope,
                     "cleared": [h.id for h in cleared],
                     "state": self.app.killswitch.state_of(["global", scope]).value,
                 }
             elif request.action == "enable_gates":
-                values = self.app.gates.arm(voter, why, request.incident_id)
+                with self.app.db.write():  # no hold cleared between the check and the arming
+                    self._check_rearm(request.action, request.params)
+                    values = self.app.gates.arm(voter, why, request.incident_id)
                 result = {"live_allowed": values.live_allowed}
             else:
                 result = execute_resume(self.app, request.params["incident_id"], voter, why)

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
@@ -173,6 +174,7 @@ class VenueFlatten(BaseModel):
     known: bool = True  # False: the venue's positions were never read (residual unknown)
     # symbol -> the venue's words, for closes it refused for good: not re-sent, escalated
     refused: dict[str, str] = Field(default_factory=dict)
+    stopped_by: str | None = None  # a kill over its scope stopped it before its next order
 
     @property
     def flat(self) -> bool:
@@ -191,8 +193,12 @@ class VenueCloser:
         actor: Actor,
         symbols: set[str] | None = None,
         assessed: list[Position] | None = None,
+        halted: Callable[[], str | None] | None = None,
     ) -> None:
         self.app = app
+        # asked before every order: a kill set since the flatten started stops it (why, or None)
+        self.halted = halted
+        self.stopped_by: str | None = None
         self.venue = venue
         self.incident_id = incident_id
         self.strategy = strategy
@@ -210,6 +216,11 @@ class VenueCloser:
 
     def _wanted(self, p: Position) -> bool:
         return p.quantity != 0 and (not self.symbols or p.symbol in self.symbols)
+
+    def _stop_now(self) -> bool:
+        if self.stopped_by is None and self.halted is not None:
+            self.stopped_by = self.halted()
+        return self.stopped_by is not None
 
     def _note(self, message: str) -> None:
         if message not in self.errors:
@@ -234,12 +245,14 @@ class VenueCloser:
             if clock.now() >= deadline:
                 timed_out = True
                 break
+            if self._stop_now():
+                break
             acted = await self._advance_all(positions) if positions else False
             quiet = 0 if acted else quiet + 1
             # after acting, look again soon (market orders mostly fill at once); when nothing
             # moves, back off to the interval. The exponent is capped: 2**1024 overflows a float.
             await clock.sleep(min(self.cfg.recheck_interval_s, 0.05 * 2 ** min(quiet, 8)))
-        if timed_out:
+        if timed_out or self.stopped_by:
             verified = await self._stand_down()
         elif verified:
             await self._settle_ledger()
@@ -306,7 +319,9 @@ class VenueCloser:
                         "ORDER_CANCEL_REQUESTED",
                         intent.client_order_id,
                         order,
-                        reason=f"flatten gave up after {self.cfg.timeout_s:g} s",
+                        reason=f"flatten stopped: {self.stopped_by}"
+                        if self.stopped_by
+                        else f"flatten gave up after {self.cfg.timeout_s:g} s",
                     )
                     order = await self.venue.order_by_client_id(intent.client_order_id)
                 if order is not None:
@@ -346,7 +361,7 @@ class VenueCloser:
             self._note(f"{position.symbol}: reading order {intent.client_order_id} failed: {exc}")
             return False
         if order is None:
-            if intent.status == "PENDING":
+            if intent.status == "PENDING" and not self._stop_now():
                 # written but never accepted by the venue: send the same id again (idempotent)
                 return await self._submit(intent, position)
             return False
@@ -369,6 +384,8 @@ class VenueCloser:
         return False
 
     async def _send(self, position: Position, attempt: int, now: datetime) -> bool:
+        if self._stop_now():  # checked before every new order, not only once per pass
+            return False
         order_type = OrderType.MARKET if self.strategy == "MARKET_ORDERS" else OrderType.LIMIT
         limit = (
             aggressive_limit(position, self.cfg.limit_offset_bps)
@@ -588,4 +605,5 @@ class VenueCloser:
             timed_out=timed_out,
             known=self._known,
             refused={s: why for s, why in self._refused.items() if s in remaining},
+            stopped_by=self.stopped_by,
         )

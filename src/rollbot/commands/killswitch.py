@@ -1,4 +1,5 @@
-"""The kill switch: durable holds per scope, stacked by source, and the pre-trade guard.
+"""The kill switch: durable holds per scope, one per kill (scope, source, incident), and the
+pre-trade guard.
 
 Triggering writes one row and one event in a single transaction and touches nothing else:
 no venue, no Slack, no approval stands between `/kill` and the stored hold.
@@ -55,14 +56,15 @@ class KillSwitch:
         source: str = PERSON,
         incident_id: str | None = None,
     ) -> tuple[Hold, bool]:
-        """Hold `scope`. Idempotent per (scope, source): returns (hold, created)."""
+        """Hold `scope`. Idempotent per (scope, source, incident): returns (hold, created). Each
+        kill is its own incident, so a second person's kill is a second hold, never absorbed."""
         if not reason or not reason.strip():
             raise BadInput("a reason is required to trigger the kill switch")
         if state is TradingState.ACTIVE:
             raise BadInput("a hold is HALTED or REDUCING; clear it to return to ACTIVE")
         now = self.clock.now()
         with self.db.write():
-            existing = self.holds.find(scope, source)
+            existing = self.holds.find(scope, source, incident_id)
             if existing:
                 if TradingState(existing.state).strictness < state.strictness:
                     self.holds.set_state(existing.id, state.value, now)
@@ -100,21 +102,17 @@ class KillSwitch:
     def _get(self, hold_id: int) -> Hold:
         return next(h for h in self.holds.active() if h.id == hold_id)
 
-    def set_state_over(
-        self,
-        scopes: list[str],
-        state: TradingState,
-        actor: Actor,
-        reason: str,
-        incident_id: str | None = None,
+    def set_incident_state(
+        self, incident_id: str, state: TradingState, actor: Actor, reason: str
     ) -> list[Hold]:
-        """Move every active hold over these scopes to `state` (flatten: HALTED -> REDUCING
-        while closing, back to HALTED after). Holds stay; nothing is cleared."""
+        """Move this incident's own active holds to `state` (a flatten: HALTED -> REDUCING while
+        closing, back to HALTED after). Another kill's hold, global or not, is never touched:
+        a flatten only ever changes holds it created itself. Nothing is cleared."""
         now = self.clock.now()
         changed: list[Hold] = []
         with self.db.write():
-            for hold in self.holds.active(scopes):
-                if hold.state != state.value:
+            for hold in self.holds.active():
+                if hold.incident_id == incident_id and hold.state != state.value:
                     self.holds.set_state(hold.id, state.value, now)
                     self.events.append(
                         "HOLD_STATE",
@@ -138,21 +136,32 @@ class KillSwitch:
         """Clear the holds on exactly this scope (one source, or all). Explicit, with a reason."""
         if not reason or not reason.strip():
             raise BadInput("a reason is required to clear a hold")
+        holds = [h for h in self.holds.active([scope]) if source is None or h.source == source]
+        if not holds:
+            raise Refused(
+                f"no active hold on {scope}" + (f" from {source}" if source else ""),
+                code="NO_HOLD",
+            )
+        return self.clear_ids([h.id for h in holds], reason, actor)
+
+    def clear_ids(self, hold_ids: list[int], reason: str, actor: Actor) -> list[Hold]:
+        """Clear exactly these holds, those still active; never another one. A clear request
+        names its holds when it is filed, so a kill set after it is never cleared by it."""
+        if not reason or not reason.strip():
+            raise BadInput("a reason is required to clear a hold")
         now = self.clock.now()
         with self.db.write():
-            holds = [h for h in self.holds.active([scope]) if source is None or h.source == source]
+            holds = [h for h in self.holds.by_ids(hold_ids) if h.cleared_at is None]
             if not holds:
-                raise Refused(
-                    f"no active hold on {scope}" + (f" from {source}" if source else ""),
-                    code="NO_HOLD",
-                )
+                named = ", ".join(f"#{i}" for i in hold_ids) or "none"
+                raise Refused(f"no hold left to clear (named: {named})", code="NO_HOLD")
             for hold in holds:
                 self.holds.clear(hold.id, actor.id, reason, now)
                 self.events.append(
                     "HOLD_CLEARED",
                     actor,
                     reason=reason,
-                    scope=scope,
+                    scope=hold.scope,
                     incident_id=hold.incident_id,
                     data={"hold_id": hold.id, "source": hold.source, "state": hold.state},
                 )

@@ -6,9 +6,12 @@ seed, step 7). Three conditions must all hold before a risk officer may approve 
 2. a root-cause analysis is recorded for the incident (commands/rca.py);
 3. a drill has passed (drills.status = SUCCESS) since the incident opened.
 
+The conditions hold for every incident since the last resume, not only the one named: a resume
+(even of an incident resumed before) re-arms live trading after all of them.
 `resume_blockers` names each condition that does not hold; an empty list means resume may be
 requested. The approval itself (commands/approvals.py) checks again at approval time, then
-`execute_resume` re-arms the gates and clears the incident's holds.
+`execute_resume` re-arms the gates and clears the incident's holds. Every other path that would
+re-arm live trading is refused, naming /resume (commands/rearm.py).
 """
 
 from __future__ import annotations
@@ -44,9 +47,35 @@ def passed_drill_since(app: Rollbot, since: datetime) -> dict[str, str] | None:
     return None
 
 
+def incidents_since_resume(app: Rollbot) -> list[str]:
+    """Every incident opened since live trading was last resumed (all of them if never), in
+    order: each must meet the resume conditions before live trading is re-armed."""
+    last = app.db.one(
+        "SELECT COALESCE(MAX(id), 0) AS id FROM events WHERE kind = 'TRADING_RESUMED'"
+    )
+    rows = app.db.query(
+        "SELECT incident_id FROM events WHERE kind = 'INCIDENT_OPENED' AND id > ? ORDER BY id",
+        (int(last["id"]) if last else 0,),
+    )
+    return [r["incident_id"] for r in rows if r["incident_id"]]
+
+
 def resume_blockers(app: Rollbot, incident_id: str) -> list[str]:
-    """Each missing condition, in words a person can act on; [] when resume may go ahead."""
-    incident = app.incidents.get(incident_id)
+    """Each missing condition, in words a person can act on; [] when resume may go ahead: for
+    this incident and for every other one opened since the last resume (named in the text)."""
+    target = app.incidents.get(incident_id)
+    blockers = _conditions(app, target)
+    for other in incidents_since_resume(app):
+        if other != target.id:
+            blockers += [
+                f"{other} (opened since the last resume) — {b}"
+                for b in _conditions(app, app.incidents.get(other))
+            ]
+    return blockers
+
+
+def _conditions(app: Rollbot, incident: Incident) -> list[str]:
+    """The three resume conditions for one incident: each that does not hold."""
     now = app.clock.now()
     blockers: list[str] = []
     hours = app.settings.resume.min_shadow_hours
@@ -108,13 +137,17 @@ def resume_plan(app: Rollbot, incident_id: str) -> list[str]:
 
 
 def execute_resume(app: Rollbot, incident_id: str, actor: Actor, reason: str) -> dict[str, object]:
-    """Re-arm the gates and clear the incident's holds; other holds stay as they are."""
-    values = app.gates.arm(actor, reason, incident_id)
+    """Re-arm the gates and clear the incident's holds; other holds stay as they are. Refused
+    (RESUME_BLOCKED) unless the conditions hold for every incident since the last resume."""
+    from rollbot.commands.rearm import check_rearm  # rearm builds on this module
+
     cleared: list[int] = []
     with app.db.write():
-        for hold in incident_holds(app, incident_id):
-            for h in app.killswitch.clear(hold.scope, reason, actor, source=hold.source):
-                cleared.append(h.id)
+        check_rearm(app, "resume", arm_gates=True, resume_of=incident_id)
+        values = app.gates.arm(actor, reason, incident_id)
+        own = [h.id for h in incident_holds(app, incident_id)]  # never another kill's hold
+        if own:
+            cleared = [h.id for h in app.killswitch.clear_ids(own, reason, actor)]
         app.incidents.set_phase(incident_id, "RESUMED", actor, holds_cleared=cleared)
         app.events.append(
             "TRADING_RESUMED",

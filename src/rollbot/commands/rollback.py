@@ -28,6 +28,7 @@ from rollbot.commands.venue_timeouts import bounded
 from rollbot.errors import BadInput, Refused
 from rollbot.storage.db import dumps, loads
 from rollbot.storage.events import Actor
+from rollbot.storage.holds import Hold
 from rollbot.storage.incidents import Incident
 from rollbot.storage.nav import NavSamples
 
@@ -601,14 +602,11 @@ class Engine:
         by_name = {b.venue: b for b in books}
         symbols = self._symbols(incident.id)
         cfg = self.app.settings.flatten
-        scopes = ["global", *[f"venue:{v}" for v in venues], incident.scope]
-        self.app.killswitch.set_state_over(
-            scopes,
-            TradingState.REDUCING,
-            self.actor,
-            "flattening: only reducing orders pass",
-            incident.id,
+        # only this flatten's own holds are loosened: another kill's hold, global or not, stays
+        self.app.killswitch.set_incident_state(
+            incident.id, TradingState.REDUCING, self.actor, "flattening: only reducing orders pass"
         )
+        halted = kill_since(self.app, incident, set(venues))
         try:
             for name in self._read_only & set(venues):  # assessing left it read-only
                 with contextlib.suppress(VenueError):  # step 4 reports the venue if still down
@@ -624,23 +622,40 @@ class Engine:
                 strategy = choose_strategy(book.exposure if book else D0, cfg)
                 assessed = book.positions if book else None  # known until it reads for itself
                 return await VenueCloser(
-                    self.app, v, incident.id, strategy, self.actor, symbols, assessed
+                    self.app, v, incident.id, strategy, self.actor, symbols, assessed, halted
                 ).run()
 
             results = await asyncio.gather(*(close(v) for v in venues.values()))
         finally:
-            self.app.killswitch.set_state_over(
-                scopes,
-                TradingState.HALTED,
-                self.actor,
-                "flatten finished: halted again",
-                incident.id,
+            self.app.killswitch.set_incident_state(
+                incident.id, TradingState.HALTED, self.actor, "flatten finished: halted again"
             )
+        stopped = sorted({r.stopped_by for r in results if r.stopped_by})
+        if stopped:
+            with self.app.db.write():  # the event first, then what people see
+                self.app.events.append(
+                    "FLATTEN_STOPPED",
+                    self.actor,
+                    incident_id=incident.id,
+                    reason="; ".join(stopped),
+                    data={"venues": [r.venue for r in results if r.stopped_by]},
+                )
+                self.app.outbox.put(
+                    "thread",
+                    incident_id=incident.id,
+                    text=f"⛔ Flatten stopped before its next order: {'; '.join(stopped)}."
+                    " Closes still working were cancelled; no order is sent after a kill.",
+                )
         actions, per, orders, errors = [], {}, [], []
         for r in results:
             closed = [o for o in r.outcomes if o.remaining == 0]
             left = ", ".join(f"{p.symbol} {_qty(p.quantity)}" for p in r.residual) or "none"
-            if r.flat:
+            if r.stopped_by:
+                per[r.venue] = (
+                    f"STOPPED by {r.stopped_by}; no order sent after it; remaining: {left}"
+                    " (closes still working were cancelled)"
+                )
+            elif r.flat:
                 per[r.venue] = f"flat: {len(closed)} positions closed ({r.strategy})"
             elif r.refused and not r.timed_out:
                 refused = "; ".join(f"{sym}: {why}" for sym, why in r.refused.items())
@@ -786,6 +801,62 @@ class Engine:
         return fields, books
 
 
+def kill_since(app: Rollbot, incident: Incident, venues: set[str]) -> Callable[[], str | None]:
+    """What stops a flatten before its next order: a HALTED hold over its scope (global, one of
+    its venues or an account there, its own scope) set by another kill after the flatten's own
+    hold was stored. Holds that were there before (the kill the flatten follows) do not."""
+    row = app.db.one("SELECT MIN(id) AS id FROM holds WHERE incident_id = ?", (incident.id,))
+    since = int(row["id"]) if row and row["id"] is not None else 0
+
+    def covers(scope: str) -> bool:
+        kind, _, name = scope.partition(":")
+        return (
+            scope in ("global", incident.scope)
+            or (kind == "venue" and name in venues)
+            or (kind == "account" and name.partition("/")[0] in venues)
+        )
+
+    def check() -> str | None:
+        for hold in app.killswitch.holds.active():
+            if (
+                hold.id > since
+                and hold.state == TradingState.HALTED.value
+                and hold.incident_id != incident.id
+                and covers(hold.scope)
+            ):
+                who = hold.incident_id or hold.source
+                return f"kill {who} (hold #{hold.id} on {hold.scope}: {hold.reason})"
+        return None
+
+    return check
+
+
+def _running_here(app: Rollbot, incident_id: str) -> bool:
+    return any(key[1] == str(app.db.path) and key[2] == incident_id for key in _RUNS)
+
+
+def halt_abandoned_flattens(app: Rollbot, actor: Actor) -> list[Hold]:
+    """A flatten loosens its own holds to REDUCING while it runs; when its process is gone
+    (killed, crashed) they go back to HALTED at once — the clock and every start call this —
+    rather than wait for someone to run `recover`."""
+    restored: list[Hold] = []
+    for incident_id in sorted(
+        {h.incident_id for h in app.killswitch.holds.active() if h.state == "REDUCING"} - {None}
+    ):
+        assert incident_id is not None
+        if app.incidents.get(incident_id).kind == "kill":
+            continue  # a kill that asked for REDUCING itself: not a flatten's doing
+        if _running_here(app, incident_id) or running_elsewhere(app, incident_id):
+            continue
+        restored += app.killswitch.set_incident_state(
+            incident_id,
+            TradingState.HALTED,
+            actor,
+            f"the flatten of {incident_id} is not running (its process is gone): halted again",
+        )
+    return restored
+
+
 OPENED_GRACE = timedelta(seconds=60)
 _RUNS: dict[tuple[int, str, str], asyncio.Event] = {}  # runs in this process, per loop
 
@@ -811,6 +882,7 @@ async def resume_unfinished(app: Rollbot, actor: Actor, **kw: Any) -> list[Outco
     """At start: finish any incident whose run was cut off — a crash mid-run (RUNNING), or
     between storing the hold and starting the run (OPENED for over a minute: younger ones may
     be starting in another process right now)."""
+    halt_abandoned_flattens(app, actor)
     outcomes = []
     stale = app.clock.now() - OPENED_GRACE
     for incident in app.incidents.list(open_only=True, limit=20):

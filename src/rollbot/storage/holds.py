@@ -1,4 +1,5 @@
-"""Kill-switch holds: one row per (scope, source) while active; history kept after clearing."""
+"""Kill-switch holds: one row per (scope, source, incident) while active, so each kill is its own
+hold; history kept after clearing."""
 
 from __future__ import annotations
 
@@ -45,12 +46,22 @@ class Holds:
             params = tuple(scopes)
         return [_hold(r) for r in self.db.query(sql + " ORDER BY id", params)]
 
-    def find(self, scope: str, source: str) -> Hold | None:
+    def find(self, scope: str, source: str, incident_id: str | None = None) -> Hold | None:
         row = self.db.one(
-            "SELECT * FROM holds WHERE scope = ? AND source = ? AND cleared_at IS NULL",
-            (scope, source),
+            "SELECT * FROM holds WHERE scope = ? AND source = ? AND IFNULL(incident_id, '') = ?"
+            " AND cleared_at IS NULL",
+            (scope, source, incident_id or ""),
         )
         return _hold(row) if row else None
+
+    def by_ids(self, hold_ids: list[int]) -> list[Hold]:
+        """These holds, cleared or not, in id order."""
+        if not hold_ids:
+            return []
+        marks = ",".join("?" * len(hold_ids))
+        sql = f"SELECT * FROM holds WHERE id IN ({marks}) ORDER BY id"
+        rows = self.db.query(sql, tuple(hold_ids))
+        return [_hold(r) for r in rows]
 
     def insert(
         self,

@@ -304,9 +304,19 @@ CREATE INDEX IF NOT EXISTS guard_reservations_open
     ON guard_reservations (venue, symbol) WHERE released_at IS NULL;
 """
 
+
+# each kill is its own hold: two people's kills of one scope are two holds (one per incident),
+# so clearing one never clears the other; a hold without an incident stays one per source
+V3_HOLD_PER_KILL = """
+DROP INDEX IF EXISTS holds_active;
+CREATE UNIQUE INDEX IF NOT EXISTS holds_active_per_kill
+    ON holds (scope, source, IFNULL(incident_id, '')) WHERE cleared_at IS NULL;
+"""
+
 MIGRATIONS: list[str] = [
     V1_CORE,
     V2_LEASES,
+    V3_HOLD_PER_KILL,
     V3_GUARD_RESERVATIONS,
     V_ARMED_CHECKS,
     V_REQUIRED_ROLES,
