@@ -259,4 +259,15 @@ CREATE TABLE leases (
 );
 """
 
-MIGRATIONS: list[str] = [V1_CORE, V2_LEASES]
+# The clock's periodic work reads open state, never the whole history (issue 18): open incidents
+# by a partial index, recently closed ones by closed_at, step reports by a partial index on
+# STEP_ENDED, fired webhook deadlines by (kind, fired_at).
+V3_OPEN_WORK_INDEXES = """
+CREATE INDEX IF NOT EXISTS incidents_open ON incidents (seq, opened_at) WHERE status = 'OPEN';
+CREATE INDEX IF NOT EXISTS incidents_closed_at ON incidents (closed_at) WHERE closed_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_step_ended ON events (incident_id, id) WHERE kind = 'STEP_ENDED';
+CREATE INDEX IF NOT EXISTS timers_kind_fired ON timers (kind, fired_at);
+CREATE INDEX IF NOT EXISTS escalations_open ON escalations (status, critical);
+"""
+
+MIGRATIONS: list[str] = [V1_CORE, V2_LEASES, V3_OPEN_WORK_INDEXES]

@@ -16,6 +16,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from rollbot.bot.loop_lag import LoopLagProbe
 from rollbot.bot.slack.app import SlackBot
 from rollbot.bot.slack.unverified import UnverifiedRequests
 from rollbot.clock import Clock
@@ -124,6 +125,7 @@ class Server:
         self.rb: Rollbot | None = None
         self.bot: SlackBot | None = None
         self.clockwork: Any = None
+        self.loop_lag = LoopLagProbe()
 
     async def start(self) -> None:
         check_tokens(self.secrets, self.settings, self.http)
@@ -150,6 +152,8 @@ class Server:
             rb, client, identity=self.identity, signing_secret=signing, http_mode=self.http
         )
         self._tasks.append(asyncio.create_task(bot.courier.run(self.stop_event)))
+        self.loop_lag.register(bot.metrics.registry)  # issue 18: what holds the loop shows
+        self._tasks.append(asyncio.create_task(self.loop_lag.run(self.stop_event)))
         self._tasks.append(asyncio.create_task(self._recover()))
         if self.start_clock:
             self._start_clockwork()
