@@ -52,6 +52,13 @@ CREATE TABLE price_path (step INTEGER NOT NULL, symbol TEXT NOT NULL, price TEXT
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
+# Late fills waiting are looked for on every call: by index, not by a scan of the whole book.
+BOOK_INDEXES = """
+CREATE INDEX IF NOT EXISTS orders_late_fill ON orders (order_id) WHERE late_fill_pending = 1;
+"""
+WORKING = "status IN ('OPEN', 'PARTIALLY_FILLED')"
+CANCEL_CHUNK = 1000  # ~5 ms of SQLite per chunk: the loop is never held longer
+
 D0 = Decimal(0)
 
 
@@ -63,7 +70,7 @@ class PaperBook:
     """The venue's side of the wire: positions, orders, fills and marks in SQLite."""
 
     def __init__(self, path: Any, clock: Clock) -> None:
-        self.db = Database(path, migrations=[BOOK_SCHEMA])
+        self.db = Database(path, migrations=[BOOK_SCHEMA, BOOK_INDEXES])
         self.clock = clock
 
     @property
@@ -153,6 +160,11 @@ class PaperBook:
     # -- reads ------------------------------------------------------------------------------
     def marks(self) -> dict[str, Decimal]:
         return {r["symbol"]: _d(r["price"]) for r in self.db.query("SELECT * FROM marks")}
+
+    def mark(self, symbol: str) -> Decimal | None:
+        """One symbol's mark: a close reads its own, never the whole table."""
+        row = self.db.one("SELECT price FROM marks WHERE symbol = ?", (symbol,))
+        return _d(row["price"]) if row else None
 
     def position(self, symbol: str) -> Decimal:
         row = self.db.one("SELECT quantity FROM positions WHERE symbol = ?", (symbol,))
@@ -320,7 +332,6 @@ class PaperVenue:
         rows = self.book.order_rows("WHERE late_fill_pending = 1")
         if not rows:
             return
-        marks = self.book.marks()
         now = iso(self.clock.now())
         with self.book.db.write():
             # read again under the lock: another process sharing the book may have settled them
@@ -330,8 +341,9 @@ class PaperVenue:
                 self.book.db.execute(
                     "UPDATE orders SET late_fill_pending = 0 WHERE order_id = ?", (r["order_id"],)
                 )
-                if qty > 0:
-                    self.book.apply_fill(r, qty, marks[r["symbol"]], now)
+                mark = self.book.mark(r["symbol"])
+                if qty > 0 and mark is not None:
+                    self.book.apply_fill(r, qty, mark, now)
                     if r["status"] != OrderStatus.FILLED.value:  # the rest stays cancelled
                         r["status"] = OrderStatus.CANCELLED.value
                         self.book.db.execute(
@@ -396,7 +408,7 @@ class PaperVenue:
 
     async def open_orders(self) -> list[Order]:
         await self._call()
-        rows = self.book.order_rows("WHERE status IN ('OPEN', 'PARTIALLY_FILLED')")
+        rows = self.book.order_rows(f"WHERE {WORKING}")
         return [_to_order(self.name, r) for r in rows]
 
     async def order_by_client_id(self, client_order_id: str) -> Order | None:
@@ -429,14 +441,52 @@ class PaperVenue:
         return done
 
     async def cancel_all(self) -> CancelAllResult:
-        """One global-cancel message (like IB's reqGlobalCancel), then a read-back."""
+        """One global-cancel message (like IB's reqGlobalCancel), then a read-back.
+
+        The book cancels in chunks of CANCEL_CHUNK orders, one UPDATE each, and lets the event
+        loop run between them: a kill over 50,000 resting orders neither holds the bot's one
+        loop nor builds (and keeps) an event per order. One ORDER event says how many were
+        cancelled; a single cancel_order still reports its order."""
         await self._call(message=True)
-        rows = self.book.order_rows("WHERE status IN ('OPEN', 'PARTIALLY_FILLED')")
-        cancelled = self._cancel(rows)
+        cancelled: list[str] = []
+        end = self.book.db.one("SELECT MAX(rowid) AS n FROM orders")
+        after, end_rowid = 0, int(end["n"] or 0) if end else 0
+        while after < end_rowid:  # orders placed after the cancel arrived are not its business
+            batch, after = self._cancel_working(after, CANCEL_CHUNK)
+            cancelled += batch
+            if not after:
+                break
+            await asyncio.sleep(0)
+        cancelled.sort()
+        if cancelled:
+            self._emit(
+                VenueEventKind.ORDER,
+                value=float(len(cancelled)),
+                message=f"global cancel: {len(cancelled)} orders cancelled",
+            )
         remaining = await self.open_orders()
         return CancelAllResult(
-            venue=self.name, requested=len(rows), cancelled=cancelled, remaining=remaining
+            venue=self.name, requested=len(cancelled), cancelled=cancelled, remaining=remaining
         )
+
+    def _cancel_working(self, after: int, limit: int) -> tuple[list[str], int]:
+        """Cancel the working orders among the next `limit` rows by rowid; their ids and the
+        last rowid looked at (0 when the book holds no more)."""
+        late = ", late_fill_pending = reduce_only" if self.cfg.late_fill else ""
+        with self.book.db.write() as conn:
+            last = conn.execute(
+                "SELECT MAX(rowid) FROM (SELECT rowid FROM orders WHERE rowid > ?"
+                " ORDER BY rowid LIMIT ?)",
+                (after, limit),
+            ).fetchone()[0]
+            if last is None:
+                return [], 0
+            rows = conn.execute(
+                f"UPDATE orders SET status = 'CANCELLED', updated_at = ?{late}"
+                f" WHERE rowid > ? AND rowid <= ? AND {WORKING} RETURNING order_id",
+                (iso(self.clock.now()), after, last),
+            ).fetchall()
+        return sorted(r[0] for r in rows), int(last)
 
     async def submit_close(self, request: CloseRequest) -> Order:
         existing = self.book.order_rows("WHERE client_order_id = ?", (request.client_order_id,))
@@ -448,8 +498,8 @@ class PaperVenue:
                 self.name, "connected read-only: orders are refused", code="READ_ONLY"
             )
         await self._call(message=True)
-        marks = self.book.marks()
-        if request.symbol not in marks:
+        mark = self.book.mark(request.symbol)
+        if mark is None:
             raise OrderRejected(
                 self.name, f"unknown symbol {request.symbol!r}", code="UNKNOWN_SYMBOL"
             )
@@ -490,7 +540,7 @@ class PaperVenue:
                 )
                 row = {**row, "status": "REJECTED", "reason": "simulated reject"}
             else:
-                self._try_fill(row, marks[request.symbol], now)
+                self._try_fill(row, mark, now)
         order = _to_order(self.name, self.book.order_rows("WHERE order_id = ?", (order_id,))[0])
         if order.status is OrderStatus.REJECTED:
             self._emit(
