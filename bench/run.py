@@ -32,6 +32,7 @@ from bench import (  # noqa: E402
     footprint,
     full_rollback,
     kill_latency,
+    scale,
 )
 from bench.common import Figure, Sizes, machine  # noqa: E402
 from bench.report import markdown  # noqa: E402
@@ -46,6 +47,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "rollback": ("4. Full rollback", full_rollback.run),
     "footprint": ("6. Footprint", footprint.run),
     "timers": ("5. Escalation timers", escalation_timers.run),
+    "scale": ("7. Scale: empty and history database (issue 18)", scale.run),
 }
 
 

@@ -26,6 +26,20 @@ EXPECTED = {
     "rollback": {"rollback_total", *(f"rollback_step{n}" for n in range(1, 6))},
     "footprint": {"start_to_ready", "rss_idle", "rss_after_rollback", "serve_rollback"},
     "timers": {"timer_lag", "restart_overdue", "restart_overdue_clockwork"},
+    "scale": {
+        f"scale_{figure}_{db}"
+        for db in ("empty", "history")
+        for figure in (
+            "ack_periodic",
+            "ack_periodic_max",
+            "loop_lag",
+            "serve_start",
+            "kill",
+            "kill_loop_max",
+            "rollback",
+            "rollback_growth",
+        )
+    },
 }
 
 
