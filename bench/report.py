@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import before_after
 from bench.common import Figure
 
 ANALYSIS = """\
@@ -145,5 +146,6 @@ def markdown(results: dict[str, Any]) -> str:
             + ")"
         )
         lines.append("")
+    lines += before_after.section(results)
     lines.append(ANALYSIS)
     return "\n".join(lines)

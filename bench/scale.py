@@ -86,7 +86,8 @@ def prepare(root: Path, db: str, scale: ScaleSizes) -> None:
 
 
 def floor_note(value: float, floor: float, what: str) -> str:
-    return f"floor {floor * 1000:.1f} ms ({what}): {value / floor:.1f} x the floor"
+    shown = f"{floor * 1000:.1f} ms" if floor >= 0.001 else f"{floor * 1e6:.0f} µs"
+    return f"floor {shown} ({what}): {value / floor:.1f} x the floor"
 
 
 def bare_commit_s(root: Path, runs: int = 50) -> float:
@@ -151,7 +152,9 @@ async def serve_start(sizes: Sizes, root: Path, db: str, scale: ScaleSizes) -> f
         )
         if resp.status != 200:
             raise RuntimeError(f"/positions after start got HTTP {resp.status}")
-        return time.perf_counter() - bot.started
+        started = time.perf_counter() - bot.started
+        await slack.wait_until(lambda: bool(slack.responses()), timeout=30)  # its reply too
+        return started
 
 
 # -- the big kill ---------------------------------------------------------------------------------

@@ -52,12 +52,16 @@ CREATE TABLE price_path (step INTEGER NOT NULL, symbol TEXT NOT NULL, price TEXT
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-# Late fills waiting are looked for on every call: by index, not by a scan of the whole book.
+# The book's hot reads by index, so a call costs what it touches, not the book's size: working
+# orders (the global cancel and its read-back), late fills waiting (looked for on every call).
 BOOK_INDEXES = """
+CREATE INDEX IF NOT EXISTS orders_working ON orders (order_id)
+    WHERE status IN ('OPEN', 'PARTIALLY_FILLED');
 CREATE INDEX IF NOT EXISTS orders_late_fill ON orders (order_id) WHERE late_fill_pending = 1;
 """
 WORKING = "status IN ('OPEN', 'PARTIALLY_FILLED')"
-CANCEL_CHUNK = 1000  # ~5 ms of SQLite per chunk: the loop is never held longer
+
+BOOK_MIGRATIONS = [BOOK_SCHEMA, BOOK_INDEXES]
 
 D0 = Decimal(0)
 
@@ -70,7 +74,7 @@ class PaperBook:
     """The venue's side of the wire: positions, orders, fills and marks in SQLite."""
 
     def __init__(self, path: Any, clock: Clock) -> None:
-        self.db = Database(path, migrations=[BOOK_SCHEMA, BOOK_INDEXES])
+        self.db = Database(path, migrations=BOOK_MIGRATIONS)
         self.clock = clock
 
     @property
@@ -178,6 +182,22 @@ class PaperBook:
         return _d(row["start_nav"]) if row else D0
 
     # -- writes -----------------------------------------------------------------------------
+    def cancel_working(self, now: str, late_fill: bool) -> list[str]:
+        """Cancel every working order in one transaction; their ids. Opens its own connection,
+        so it may run in a worker thread while the venue's connection serves the loop."""
+        late = ", late_fill_pending = reduce_only" if late_fill else ""
+        db = Database(self.db.path, migrations=BOOK_MIGRATIONS)
+        try:
+            with db.write() as conn:
+                rows = conn.execute(
+                    f"UPDATE orders SET status = 'CANCELLED', updated_at = ?{late}"
+                    f" WHERE {WORKING} RETURNING order_id",
+                    (now,),
+                ).fetchall()
+        finally:
+            db.close()
+        return sorted(r[0] for r in rows)
+
     def apply_fill(self, order: dict[str, Any], qty: Decimal, price: Decimal, now: str) -> None:
         side = Side(order["side"])
         signed = qty if side is Side.BUY else -qty
@@ -443,21 +463,14 @@ class PaperVenue:
     async def cancel_all(self) -> CancelAllResult:
         """One global-cancel message (like IB's reqGlobalCancel), then a read-back.
 
-        The book cancels in chunks of CANCEL_CHUNK orders, one UPDATE each, and lets the event
-        loop run between them: a kill over 50,000 resting orders neither holds the bot's one
-        loop nor builds (and keeps) an event per order. One ORDER event says how many were
-        cancelled; a single cancel_order still reports its order."""
+        The book cancels every working order in one UPDATE, in a worker thread on its own
+        connection: a kill over 50,000 resting orders neither holds the bot's one event loop
+        (10 venues cancel side by side) nor builds and keeps an event per order. One ORDER
+        event says how many were cancelled; a single cancel_order still reports its order."""
         await self._call(message=True)
-        cancelled: list[str] = []
-        end = self.book.db.one("SELECT MAX(rowid) AS n FROM orders")
-        after, end_rowid = 0, int(end["n"] or 0) if end else 0
-        while after < end_rowid:  # orders placed after the cancel arrived are not its business
-            batch, after = self._cancel_working(after, CANCEL_CHUNK)
-            cancelled += batch
-            if not after:
-                break
-            await asyncio.sleep(0)
-        cancelled.sort()
+        cancelled = await asyncio.to_thread(
+            self.book.cancel_working, iso(self.clock.now()), self.cfg.late_fill
+        )
         if cancelled:
             self._emit(
                 VenueEventKind.ORDER,
@@ -468,25 +481,6 @@ class PaperVenue:
         return CancelAllResult(
             venue=self.name, requested=len(cancelled), cancelled=cancelled, remaining=remaining
         )
-
-    def _cancel_working(self, after: int, limit: int) -> tuple[list[str], int]:
-        """Cancel the working orders among the next `limit` rows by rowid; their ids and the
-        last rowid looked at (0 when the book holds no more)."""
-        late = ", late_fill_pending = reduce_only" if self.cfg.late_fill else ""
-        with self.book.db.write() as conn:
-            last = conn.execute(
-                "SELECT MAX(rowid) FROM (SELECT rowid FROM orders WHERE rowid > ?"
-                " ORDER BY rowid LIMIT ?)",
-                (after, limit),
-            ).fetchone()[0]
-            if last is None:
-                return [], 0
-            rows = conn.execute(
-                f"UPDATE orders SET status = 'CANCELLED', updated_at = ?{late}"
-                f" WHERE rowid > ? AND rowid <= ? AND {WORKING} RETURNING order_id",
-                (iso(self.clock.now()), after, last),
-            ).fetchall()
-        return sorted(r[0] for r in rows), int(last)
 
     async def submit_close(self, request: CloseRequest) -> Order:
         existing = self.book.order_rows("WHERE client_order_id = ?", (request.client_order_id,))
