@@ -51,6 +51,22 @@ Profiled with py-spy (the `rollbot serve` process) and pyinstrument (in-process 
 - **Footprint.** Start-to-ready is the interpreter start plus imports (slack-bolt, aiohttp,
   pydantic, sqlite-utils), the config, SQLite migrations and one auth.test; venue libraries
   (ccxt, ib_async) are imported only when configured, and the paper venue is built on first use.
+- **Scale (issue 18).** The history database holds 10,000 closed incidents and ~1,000,000
+  events (bench/history.py). Before the fix the clock's sweep, at start and every 30 s (every
+  1 s in the benchmark), re-read every acknowledged escalation's step reports, one write
+  transaction per past incident, and ran json_extract over every step report: 1.3 s per sweep
+  in process at load ~9, all of it on the event loop, so acks and the risk monitor's venue
+  reads waited behind it (the monitor reported the paper venues unreadable). It now reads the
+  open incidents only, through partial indexes named with INDEXED BY: ~0.2 ms on the same
+  database. The 50,000-order kill spent its time (pyinstrument) building an Order model and a
+  venue event per cancelled order, kept in memory until the monitor drained them (RSS 216 MiB),
+  and one UPDATE per order, all on the loop. Each venue's global cancel is now one
+  UPDATE ... RETURNING in a worker thread on its own connection: ~0.44 s of CPU in all for
+  the bot's side of the kill; on two shared cores at load 7-9 the wall time (0.7-1.0 s) is
+  mostly waiting for a core, and the loop stalls seen are scheduling. What remains above the
+  floor of two round trips is that CPU. A close read every mark in the book (n^1.4-1.7 for a
+  rollback); it reads one now, and a 2,000-position rollback grows with exponent ~1: per
+  close the engine writes its intent, two events and three book transactions.
 
 ## Found while profiling (not changed by the benchmarks)
 

@@ -39,9 +39,10 @@ from bench.common import (
     settings_for,
 )
 from bench.loopback import settle
-from bench.serve_process import query_one, serve_process
+from bench.serve_process import serve_process
 from rollbot.bot.loop_lag import LoopLagProbe
 from rollbot.bot.slack.server import Server
+from rollbot.clock import iso
 from rollbot.config import Settings
 
 DBS = ("empty", "history")
@@ -174,6 +175,7 @@ async def big_kill(sizes: Sizes, root: Path, db: str, scale: ScaleSizes) -> dict
             url = f"http://127.0.0.1:{server.bound_port}/slack/events"
             books = BookWatcher(venues)
             lag_task = asyncio.create_task(probe.run(stop))
+            since = iso(server.rb.clock.now())
             started = time.perf_counter()
             request = asyncio.create_task(
                 slack.http_slash_command(
@@ -181,18 +183,31 @@ async def big_kill(sizes: Sizes, root: Path, db: str, scale: ScaleSizes) -> dict
                 )
             )
             done_at = None
+            # the watcher shares the bot's loop: a persistent connection, the new incident's
+            # step reports by index, and the books counted only once step 1 has ended
+            ledger = sqlite3.connect(root / "rollbot.db", timeout=5)
+            incident = None
             while done_at is None:
                 if time.perf_counter() - started > 60:
                     raise TimeoutError("kill: orders still open after 60 s")
-                step1 = query_one(
-                    root / "rollbot.db",
-                    "SELECT 1 FROM events WHERE kind = 'STEP_ENDED' AND id > ("
-                    "SELECT MAX(id) FROM events WHERE kind = 'INCIDENT_OPENED')"
-                    " AND json_extract(data, '$.step') = 1",
+                if incident is None:
+                    row = ledger.execute(
+                        "SELECT id FROM incidents WHERE opened_at >= ? ORDER BY seq DESC LIMIT 1",
+                        (since,),
+                    ).fetchone()
+                    incident = row[0] if row else None
+                step1 = (
+                    incident
+                    and ledger.execute(
+                        "SELECT 1 FROM events WHERE incident_id = ? AND kind = 'STEP_ENDED'"
+                        " AND json_extract(data, '$.step') = 1",
+                        (incident,),
+                    ).fetchone()
                 )
                 if step1 and books.open_orders() == 0:
                     done_at = time.perf_counter()
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.005)
+            ledger.close()
             stop.set()
             await lag_task
             books.close()
