@@ -189,14 +189,18 @@ class PaperBook:
         db = Database(self.db.path, migrations=BOOK_MIGRATIONS)
         try:
             with db.write() as conn:
-                rows = conn.execute(
-                    f"UPDATE orders SET status = 'CANCELLED', updated_at = ?{late}"
-                    f" WHERE {WORKING} RETURNING order_id",
+                # the ids as one string and the UPDATE as one step: a row at a time would take
+                # the GIL back from the event loop 5,000 times per venue
+                ids = conn.execute(
+                    f"SELECT group_concat(order_id, char(31)) FROM orders WHERE {WORKING}"
+                ).fetchone()[0]
+                conn.execute(
+                    f"UPDATE orders SET status = 'CANCELLED', updated_at = ?{late} WHERE {WORKING}",
                     (now,),
-                ).fetchall()
+                )
         finally:
             db.close()
-        return sorted(r[0] for r in rows)
+        return sorted(ids.split("\x1f")) if ids else []
 
     def apply_fill(self, order: dict[str, Any], qty: Decimal, price: Decimal, now: str) -> None:
         side = Side(order["side"])
