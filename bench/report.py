@@ -61,9 +61,11 @@ Profiled with py-spy (the `rollbot serve` process) and pyinstrument (in-process 
   database. The 50,000-order kill spent its time (pyinstrument) building an Order model and a
   venue event per cancelled order, kept in memory until the monitor drained them (RSS 216 MiB),
   and one UPDATE per order, all on the loop. Each venue's global cancel is now one
-  UPDATE ... RETURNING in a worker thread on its own connection: ~0.44 s of CPU in all for
-  the bot's side of the kill; on two shared cores at load 7-9 the wall time (0.7-1.0 s) is
-  mostly waiting for a core, and the loop stalls seen are scheduling. What remains above the
+  transaction in a worker thread on its own connection: the ids read as one string
+  (group_concat) and one UPDATE, so the thread holds the GIL twice, not once per order
+  (UPDATE ... RETURNING made the loop wait for the GIL 5,000 times per venue). About 0.2 s
+  of CPU in all for the bot's side of the kill, most of it SQLite rewriting 50,000 rows; on
+  two shared cores the wall time above that is waiting for a core. What remains above the
   floor of two round trips is that CPU. A close read every mark in the book (n^1.4-1.7 for a
   rollback); it reads one now, and a 2,000-position rollback grows with exponent ~1: per
   close the engine writes its intent, two events and three book transactions.
