@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import time
 from decimal import ROUND_DOWN, Decimal
+from functools import partial
 from typing import Any
 
 from rollbot.brokers.base import (
@@ -62,6 +63,7 @@ CREATE INDEX IF NOT EXISTS orders_late_fill ON orders (order_id) WHERE late_fill
 WORKING = "status IN ('OPEN', 'PARTIALLY_FILLED')"
 
 BOOK_MIGRATIONS = [BOOK_SCHEMA, BOOK_INDEXES]
+INLINE_CANCEL_MAX = 500  # working orders a global cancel handles on the event loop (~1 ms)
 
 D0 = Decimal(0)
 
@@ -182,11 +184,16 @@ class PaperBook:
         return _d(row["start_nav"]) if row else D0
 
     # -- writes -----------------------------------------------------------------------------
-    def cancel_working(self, now: str, late_fill: bool) -> list[str]:
-        """Cancel every working order in one transaction; their ids. Opens its own connection,
-        so it may run in a worker thread while the venue's connection serves the loop."""
+    def working_count(self) -> int:
+        row = self.db.one(f"SELECT COUNT(*) AS n FROM orders WHERE {WORKING}")
+        return int(row["n"]) if row else 0
+
+    def cancel_working(self, now: str, late_fill: bool, *, own_connection: bool) -> list[str]:
+        """Cancel every working order in one transaction; their ids. With `own_connection` it
+        opens one of its own, so it may run in a worker thread while the venue's connection
+        serves the loop."""
         late = ", late_fill_pending = reduce_only" if late_fill else ""
-        db = Database(self.db.path, migrations=BOOK_MIGRATIONS)
+        db = Database(self.db.path, migrations=BOOK_MIGRATIONS) if own_connection else self.db
         try:
             with db.write() as conn:
                 # the ids as one string and the UPDATE as one step: a row at a time would take
@@ -199,7 +206,8 @@ class PaperBook:
                     (now,),
                 )
         finally:
-            db.close()
+            if own_connection:
+                db.close()
         return sorted(ids.split("\x1f")) if ids else []
 
     def apply_fill(self, order: dict[str, Any], qty: Decimal, price: Decimal, now: str) -> None:
@@ -467,14 +475,19 @@ class PaperVenue:
     async def cancel_all(self) -> CancelAllResult:
         """One global-cancel message (like IB's reqGlobalCancel), then a read-back.
 
-        The book cancels every working order in one UPDATE, in a worker thread on its own
-        connection: a kill over 50,000 resting orders neither holds the bot's one event loop
-        (10 venues cancel side by side) nor builds and keeps an event per order. One ORDER
-        event says how many were cancelled; a single cancel_order still reports its order."""
+        The book cancels every working order in one UPDATE; past INLINE_CANCEL_MAX of them, in
+        a worker thread on its own connection: a kill over 50,000 resting orders neither holds
+        the bot's one event loop (10 venues cancel side by side) nor builds and keeps an event
+        per order. One ORDER event says how many were cancelled; a single cancel_order still
+        reports its order."""
         await self._call(message=True)
-        cancelled = await asyncio.to_thread(
-            self.book.cancel_working, iso(self.clock.now()), self.cfg.late_fill
-        )
+        now, late = iso(self.clock.now()), self.cfg.late_fill
+        if self.book.working_count() > INLINE_CANCEL_MAX:
+            cancelled = await asyncio.to_thread(
+                partial(self.book.cancel_working, now, late, own_connection=True)
+            )
+        else:  # a thread and a connection would cost more than the cancel
+            cancelled = self.book.cancel_working(now, late, own_connection=False)
         if cancelled:
             self._emit(
                 VenueEventKind.ORDER,
