@@ -35,6 +35,7 @@ from bench import (  # noqa: E402
     guard_latency,
     kill_ibkr,
     kill_latency,
+    scale,
 )
 from bench.common import Figure, Sizes, machine  # noqa: E402
 from bench.report import markdown  # noqa: E402
@@ -52,6 +53,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "guard": ("7. The pre-trade guard", guard_latency.run),
     "kill_ibkr": ("8. Kill on IBKR under 50 msg/s pacing", kill_ibkr.run),
     "crypto_kill": ("9. Kill on a per-symbol exchange (Binance spot)", crypto_kill.run),
+    "scale": ("7. Scale: empty and history database (issue 18)", scale.run),
 }
 
 

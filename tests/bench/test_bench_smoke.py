@@ -35,6 +35,20 @@ EXPECTED = {
         "guard_service",
     },
     "crypto_kill": {"crypto_kill_cancel"},
+    "scale": {
+        f"scale_{figure}_{db}"
+        for db in ("empty", "history")
+        for figure in (
+            "ack_periodic",
+            "ack_periodic_max",
+            "loop_lag",
+            "serve_start",
+            "kill",
+            "kill_loop_max",
+            "rollback",
+            "rollback_growth",
+        )
+    },
 }
 
 

@@ -28,7 +28,7 @@ from reliability.support import (
     settings_for,
     write_book,
 )
-from rollbot.brokers.paper.venue import BOOK_SCHEMA
+from rollbot.brokers.paper.venue import PaperBook
 from rollbot.clock import SystemClock
 from rollbot.commands.context import Rollbot
 from rollbot.commands.gates import Gates
@@ -170,7 +170,7 @@ def audit_restart(s: Scenario, settings: Settings, incident: str = "INC-0001") -
     """The state after the restart: flat, each closing order once, each step ended once, no gap
     in the event log."""
     db = Database(settings.database.path)
-    book = Database(settings.venues[0].book_path, migrations=[BOOK_SCHEMA])  # type: ignore[union-attr]
+    book = PaperBook(settings.venues[0].book_path, SystemClock()).db  # type: ignore[union-attr]
     try:
         audit = audit_book(book, db, SMALL_START)
         s.check(audit.positions == {}, f"not flat after the restart: {audit.positions}")

@@ -31,7 +31,7 @@ from reliability.processes import (
     start,
 )
 from reliability.support import OPERATORS, SMALL_START, log_gaps, settings_for, write_book
-from rollbot.brokers.paper.venue import BOOK_SCHEMA
+from rollbot.brokers.paper.venue import PaperBook
 from rollbot.clock import SystemClock, parse_iso
 from rollbot.commands.approvals import Approvals
 from rollbot.commands.context import Rollbot
@@ -54,7 +54,7 @@ def rollback_killed(
     taken = (book_path, "SELECT 1 FROM orders WHERE client_order_id LIKE 'rb%'")
     kill_at(proc, db, sql, locked=taken if sent else None)
     if sent:  # the kill point: an order the venue holds whose intent still reads PENDING
-        book = Database(book_path, migrations=[BOOK_SCHEMA])
+        book = PaperBook(book_path, SystemClock()).db  # the book's own schema, not rollbot's
         ledger = Database(db)
         try:
             at_venue = {r["client_order_id"] for r in book.query("SELECT * FROM orders")}

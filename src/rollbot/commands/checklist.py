@@ -220,15 +220,31 @@ def on_reminder(app: Rollbot, timer: Timer, lag_s: float) -> None:
     return None
 
 
+# A rollback closed longer ago than the checklist's last window is history: a checklist opened
+# now would only be overdue (and an old database would get one for every past rollback at once).
+CLOSED_WINDOW = max(within for _, _, within in CHECKLIST)
+_FINISHED = (
+    "SELECT i.id, i.seq FROM incidents i INDEXED BY {index} WHERE {where} AND i.kind = 'rollback'"
+    " AND NOT EXISTS (SELECT 1 FROM checklist_items c WHERE c.incident_id = i.id)"
+    " AND EXISTS (SELECT 1 FROM events e INDEXED BY events_step_ended"
+    " WHERE e.incident_id = i.id AND e.kind = 'STEP_ENDED'"
+    " AND json_extract(e.data, '$.step') = 5)"
+)
+# open rollbacks (incidents_open) and those closed within the window (incidents_closed_at); the
+# step reports of only these, through the STEP_ENDED partial index
+FINISHED_ROLLBACKS_SQL = (
+    _FINISHED.format(index="incidents_open", where="i.status = 'OPEN'")
+    + " UNION "
+    + _FINISHED.format(index="incidents_closed_at", where="i.closed_at >= ?")
+)
+
+
 def open_finished_rollbacks(app: Rollbot) -> list[str]:
-    """The clock's sweep: a checklist for every rollback whose step 5 ended without one."""
-    rows = app.db.query(
-        "SELECT DISTINCT e.incident_id AS id FROM events e JOIN incidents i ON i.id = e.incident_id"
-        " WHERE e.kind = 'STEP_ENDED' AND json_extract(e.data, '$.step') = 5"
-        " AND i.kind = 'rollback'"
-        " AND NOT EXISTS (SELECT 1 FROM checklist_items c WHERE c.incident_id = e.incident_id)"
-    )
+    """The clock's sweep: a checklist for every rollback whose step 5 ended without one (open,
+    or closed within the checklist's last window)."""
+    since = iso(app.clock.now() - CLOSED_WINDOW)
     opened = []
+    rows = sorted(app.db.query(FINISHED_ROLLBACKS_SQL, (since,)), key=lambda r: r["seq"])
     for r in rows:
         open_checklist(app, r["id"])
         opened.append(r["id"])

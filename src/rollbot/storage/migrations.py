@@ -313,6 +313,23 @@ CREATE UNIQUE INDEX IF NOT EXISTS holds_active_per_kill
     ON holds (scope, source, IFNULL(incident_id, '')) WHERE cleared_at IS NULL;
 """
 
+# The clock's periodic work reads open state, never the whole history (issue 18): open incidents
+# by a partial index, recently closed ones by closed_at, step reports by a partial index on
+# STEP_ENDED, fired webhook deadlines by (kind, fired_at).
+V3_OPEN_WORK_INDEXES = """
+CREATE INDEX IF NOT EXISTS incidents_open ON incidents (seq, opened_at) WHERE status = 'OPEN';
+CREATE INDEX IF NOT EXISTS incidents_closed_at ON incidents (closed_at) WHERE closed_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_step_ended ON events (incident_id, id) WHERE kind = 'STEP_ENDED';
+CREATE INDEX IF NOT EXISTS timers_kind_fired ON timers (kind, fired_at);
+CREATE INDEX IF NOT EXISTS escalations_open ON escalations (status, critical);
+"""
+
+# messages Slack refused, kept aside (commands/outbox.py): counted on every /healthz and scrape
+V_OUTBOX_SET_ASIDE = """
+CREATE INDEX IF NOT EXISTS outbox_set_aside ON outbox (id)
+    WHERE json_extract(result, '$.set_aside') = 1;
+"""
+
 MIGRATIONS: list[str] = [
     V1_CORE,
     V2_LEASES,
@@ -320,4 +337,6 @@ MIGRATIONS: list[str] = [
     V3_GUARD_RESERVATIONS,
     V_ARMED_CHECKS,
     V_REQUIRED_ROLES,
+    V3_OPEN_WORK_INDEXES,
+    V_OUTBOX_SET_ASIDE,
 ]

@@ -17,6 +17,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from rollbot.bot.loop_lag import LoopLagProbe
 from rollbot.bot.slack.app import SlackBot
 from rollbot.bot.slack.unverified import UnverifiedRequests
 from rollbot.clock import Clock
@@ -172,6 +173,7 @@ class Server:
         self.clockwork: Any = None
         self.guard_port, self.guard_socket = guard_port, guard_socket
         self.guard: Any = None  # bot/guard_service.GuardService, when asked for
+        self.loop_lag = LoopLagProbe()
 
     async def start(self) -> None:
         check_tokens(self.secrets, self.settings, self.http)
@@ -210,6 +212,8 @@ class Server:
             # /kill still works from Slack and the terminal; what it posts waits for the fix
             log.error("cannot post in the ops channel: %s", self.channel_problem)
         self._tasks.append(asyncio.create_task(bot.courier.run(self.stop_event)))
+        self.loop_lag.register(bot.metrics.registry)  # issue 18: what holds the loop shows
+        self._tasks.append(asyncio.create_task(self.loop_lag.run(self.stop_event)))
         self._tasks.append(asyncio.create_task(self._recover()))
         if self.start_clock:
             self._start_clockwork()
