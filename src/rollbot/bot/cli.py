@@ -165,9 +165,12 @@ def kill_trigger(
 
         who = actor(rb, by)
         require(reason, "--reason")
-        break_glass(rb, who, "kill trigger", reason)  # recorded even if the kill then fails
         engine = Engine(rb, who, on_step=print_step)
-        outcome = await engine.kill(reason, scope)
+        engine.on_note = lambda text: out.print(f"[yellow]{escape(text)}[/]")
+        # BREAK_GLASS goes in the hold's own transaction: no write before it may wait on a lock
+        outcome = await engine.kill(
+            reason, scope, also=lambda: break_glass(rb, who, "kill trigger", reason)
+        )
         return print_outcome(outcome)
 
     raise typer.Exit(run_async(go))

@@ -85,6 +85,7 @@ class Order(_Record):
     status: OrderStatus = OrderStatus.OPEN
     reduce_only: bool = False
     reason: str | None = None  # why it was rejected, when it was
+    account: str | None = None  # the account it trades for, where the venue says (IB does)
 
     @property
     def remaining(self) -> Decimal:

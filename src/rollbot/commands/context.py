@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import cast
 
 from rollbot.brokers.base import Venue, VenueEvent
 from rollbot.clock import Clock, SystemClock
@@ -29,6 +30,7 @@ class Rollbot:
     killswitch: KillSwitch
     outbox: Outbox
     _venues: dict[str, Venue] | None = None
+    _unbuilt: dict[str, Exception] = field(default_factory=dict)  # why a venue was not built
     venue_events: list[VenueEvent] = field(default_factory=list)
 
     @classmethod
@@ -64,15 +66,36 @@ class Rollbot:
     def venue_names(self) -> list[str]:
         return [v.name for v in self.settings.venues]
 
-    def venues(self) -> dict[str, Venue]:
-        """Built on first use: the kill path stores its hold before any venue library loads."""
-        if self._venues is None:
-            from rollbot.brokers.registry import build_venues
+    def venues(self, *, contain: bool = False) -> dict[str, Venue]:
+        """Built on first use: the kill path stores its hold before any venue library loads.
 
-            self._venues = build_venues(self.settings, self.secrets, self.clock)
-            for venue in self._venues.values():
-                venue.subscribe(self.venue_events.append)
-        return self._venues
+        A venue that cannot be built (a credential variable unset) is bad input for every
+        command (ConfigError, exit 2, nothing touched) except those that must reach every
+        other venue whatever happens: with `contain`, it stands in as a BrokenVenue that fails
+        each call by name."""
+        if self._venues is None:
+            from rollbot.brokers.registry import build_venue
+
+            built: dict[str, Venue] = {}
+            for cfg in self.settings.venues:
+                try:
+                    built[cfg.name] = build_venue(cfg, self.secrets, self.clock)
+                except Exception as exc:  # one venue's setup never stops the others'
+                    self._unbuilt[cfg.name] = exc
+                    continue
+                built[cfg.name].subscribe(self.venue_events.append)
+            self._venues = built
+        if not contain:
+            for exc in self._unbuilt.values():
+                raise exc
+            return self._venues
+        from rollbot.commands.venue_timeouts import BrokenVenue
+
+        broken = {
+            n: cast(Venue, BrokenVenue(n, str(exc) or type(exc).__name__))
+            for n, exc in self._unbuilt.items()
+        }
+        return {**self._venues, **broken}
 
     def venue(self, name: str) -> Venue:
         if name not in self.venue_names:

@@ -177,6 +177,7 @@ def to_order(venue: str, trade: Trade, *, reduce_only: bool = False, symbol: str
         status=status,
         reduce_only=reduce_only,
         reason=reason,
+        account=o.account or None,
     )
 
 
