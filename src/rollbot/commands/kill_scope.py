@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rollbot.brokers.base import Order, Venue
+from rollbot.brokers.base import Order, Venue, VenueError
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,9 @@ class AccountCancel:
         mine = len(self.cancelled) + len(self.remaining)
         text = f"account {self.account}: {len(self.cancelled)} of {mine} orders cancelled"
         if self.remaining:
-            text += ", still open: " + ", ".join(o.order_id for o in self.remaining)
+            text += ", still open: " + ", ".join(
+                o.order_id + (f" ({o.reason})" if o.reason else "") for o in self.remaining
+            )
         else:
             text += ", none left"
         if self.others:
@@ -49,15 +51,20 @@ async def cancel_account(venue: Venue, account: str) -> AccountCancel:
     """Cancel this account's working orders one by one, then read them back."""
     working = await venue.open_orders()
     mine = [o for o in working if o.account == account]
+    refused: dict[str, str] = {}
     for order in mine:
-        await venue.cancel_order(order.order_id)
+        try:
+            await venue.cancel_order(order.order_id)
+        except VenueError as exc:  # one order the venue will not cancel stops no other
+            refused[order.order_id] = exc.detail
     ids = {o.order_id for o in mine}
     left = [o for o in await venue.open_orders() if o.order_id in ids] if mine else []
+    gone = {o.order_id for o in left}
     return AccountCancel(
         venue=venue.name,
         account=account,
-        cancelled=[o.order_id for o in mine if o.order_id not in {x.order_id for x in left}],
-        remaining=left,
+        cancelled=[o.order_id for o in mine if o.order_id not in gone],
+        remaining=[o.model_copy(update={"reason": refused.get(o.order_id)}) for o in left],
         untagged=sum(1 for o in working if o.account is None),
         others=sum(1 for o in working if o.account is not None and o.account != account),
     )

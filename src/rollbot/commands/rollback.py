@@ -600,9 +600,13 @@ class Engine:
             decision = self.app.killswitch.check_order(
                 probe.venue, "ANY", Side.BUY, 1, account=probe.account, strategy=probe.strategy
             )
-            if decision.allowed:
+            if decision.allowed or decision.state is not TradingState.HALTED:
+                # refused for another reason (gates off) is no proof that the hold governs
                 ok = False
-                actions.append(f"Guard still ALLOWS new orders{probe.label}: check the holds")
+                verdict = "ALLOWS" if decision.allowed else f"refuses ({decision.code}) but"
+                actions.append(
+                    f"Guard {verdict} new orders{probe.label} not HALTED: check the holds"
+                )
             else:
                 actions.append(f"Guard refuses new orders{probe.label} ({decision.code})")
         return {"status": StepStatus.SUCCESS if ok else StepStatus.FAILED, "actions": actions}
