@@ -224,9 +224,7 @@ class Engine:
         scope = parse_scope(kw.get("scope_text"), self.app.venue_names)
         started = time.monotonic()
         store = asyncio.ensure_future(asyncio.to_thread(self._store_until_stored, kw))
-        venues = {n: bounded(v, self.venue_timeout_s) for n, v in self._venues_in(scope).items()}
-        cancels = await self._per_venue(venues, lambda v: cancel_in_scope(v, scope))
-        done = {name: describe_cancel(c)[1] for name, c in cancels.items()}
+        done = await self.cancel_now(scope)
         if not store.done() and self.on_note is not None:
             self.on_note(
                 f"{locked}: cancels sent before the hold — "
@@ -243,15 +241,28 @@ class Engine:
                 f"the HALTED hold on {scope} was NOT stored: {exc}. Cancels sent: "
                 + ("; ".join(f"{n}: {t}" for n, t in done.items()) or "none (no venue in scope)")
             ) from None
+        self.record_early_cancels(incident.id, scope, done, time.monotonic() - started, locked)
+        return incident, new
+
+    async def cancel_now(self, scope: str) -> dict[str, str]:
+        """The scope's cancels on every venue at once, touching no database: what a kill does
+        while it cannot store its hold. Venue -> what happened there."""
+        venues = {n: bounded(v, self.venue_timeout_s) for n, v in self._venues_in(scope).items()}
+        cancels = await self._per_venue(venues, lambda v: cancel_in_scope(v, scope))
+        return {name: describe_cancel(c)[1] for name, c in cancels.items()}
+
+    def record_early_cancels(
+        self, incident_id: str, scope: str, done: dict[str, str], waited_s: float, why: str
+    ) -> None:
+        """What was cancelled before the hold was stored; step 1 reports it."""
         self.app.events.append(
             "CANCELLED_BEFORE_HOLD",
             self.actor,
-            reason=locked,
+            reason=why,
             scope=scope,
-            incident_id=incident.id,
-            data={"venues": done, "waited_s": round(time.monotonic() - started, 3)},
+            incident_id=incident_id,
+            data={"venues": done, "waited_s": round(waited_s, 3)},
         )
-        return incident, new
 
     def _store_until_stored(self, kw: dict[str, Any]) -> tuple[Incident, bool]:
         """In a thread: the hold write, again and again while another process holds the lock
