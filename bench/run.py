@@ -32,6 +32,7 @@ from bench import (  # noqa: E402
     footprint,
     full_rollback,
     kill_latency,
+    kill_startup,
 )
 from bench.common import Figure, Sizes, machine  # noqa: E402
 from bench.report import markdown  # noqa: E402
@@ -42,6 +43,7 @@ Bench = Callable[[Sizes, Path], Awaitable[list[Figure]]]
 BENCHES: dict[str, tuple[str, Bench]] = {
     "ack": ("1. Ack latency", ack_latency.run),
     "kill": ("2. Kill latency", kill_latency.run),
+    "kill_startup": ("2b. Kill start-up (break glass)", kill_startup.run),
     "flatten": ("3. Flatten under pacing", flatten_pacing.run),
     "rollback": ("4. Full rollback", full_rollback.run),
     "footprint": ("6. Footprint", footprint.run),

@@ -13,6 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
+from typing import Any
+
+import pytest
 
 from rollbot.commands.context import Rollbot
 from rollbot.config import CryptoVenueConfig, Settings
@@ -47,8 +50,9 @@ def stored(db: Path, sql: str) -> list[tuple[object, ...]]:
         return conn.execute(sql).fetchall()
 
 
+@pytest.mark.parametrize("script", [False, True], ids=["python-m-cli", "console-script"])
 def test_a_kill_cancels_at_once_while_another_process_holds_the_write_lock_then_stores_its_hold(
-    app: Rollbot, settings: Settings, rollbot: Run
+    app: Rollbot, settings: Settings, rollbot: Any, script: bool
 ) -> None:
     book = settings.venues[0].book_path  # type: ignore[union-attr]
     app.venue("paper")  # the seeded book: 24 working orders
@@ -61,7 +65,14 @@ def test_a_kill_cancels_at_once_while_another_process_holds_the_write_lock_then_
     )
     try:
         assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
-        kill = rollbot.popen("kill", "trigger", "--reason", "runaway algo")
+        kill = subprocess.Popen(
+            rollbot.argv(("kill", "trigger", "--reason", "runaway algo"), script),
+            cwd=rollbot.cwd,
+            env=rollbot.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         # the busy timeout is 5 s: the cancels must not wait it out, let alone the lock
         deadline = time.monotonic() + 30
         while working_orders(book) and kill.poll() is None and time.monotonic() < deadline:
@@ -141,3 +152,25 @@ def test_an_unexpected_venue_exception_is_that_venues_failure_and_the_kill_goes_
     assert killed.returncode == 0, text
     assert working_orders(book) == 0
     assert not app.gates.read().live_allowed
+
+
+def test_the_console_scripts_kill_stores_its_hold_before_the_rest_of_the_cli_is_imported(
+    app: Rollbot, rollbot: Any
+) -> None:
+    """Break-glass start-up (issue 18 item 4): typer, rich, pydantic-settings and asyncio load
+    only after the hold is stored (bot/breakglass.py); the timing is in bench/kill_startup.py."""
+    argv = rollbot.argv(("kill", "trigger", "--reason", "X"), script=True)
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv],
+        cwd=rollbot.cwd,
+        env=rollbot.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "INC-0001 kill: SUCCESS" in done.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line]
+    held = imported.index("rollbot.commands.held_incident")
+    for heavy in ("typer", "rich.console", "pydantic_settings", "asyncio", "rollbot.bot.cli"):
+        assert imported.index(heavy) > held, f"{heavy} is imported before the hold is stored"

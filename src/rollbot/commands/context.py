@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from rollbot.brokers.base import Venue, VenueEvent
 from rollbot.clock import Clock, SystemClock
 from rollbot.commands.gates import Gates
 from rollbot.commands.killswitch import KillSwitch
 from rollbot.commands.outbox import Outbox
-from rollbot.config import Secrets, Settings
+from rollbot.config import Settings
 from rollbot.errors import BadInput
 from rollbot.storage.db import Database
 from rollbot.storage.events import EventLog
 from rollbot.storage.incidents import Incidents
+
+if TYPE_CHECKING:
+    from rollbot.brokers.base import Venue, VenueEvent
+    from rollbot.secrets import Secrets
 
 
 @dataclass
@@ -23,7 +26,6 @@ class Rollbot:
     settings: Settings
     db: Database
     clock: Clock
-    secrets: Secrets
     events: EventLog
     incidents: Incidents
     gates: Gates
@@ -32,6 +34,16 @@ class Rollbot:
     _venues: dict[str, Venue] | None = None
     _unbuilt: dict[str, Exception] = field(default_factory=dict)  # why a venue was not built
     venue_events: list[VenueEvent] = field(default_factory=list)
+    _secrets: Secrets | None = None
+
+    @property
+    def secrets(self) -> Secrets:
+        """Read on first use: a kill stores its hold before pydantic-settings is imported."""
+        if self._secrets is None:
+            from rollbot.secrets import Secrets
+
+            self._secrets = Secrets()
+        return self._secrets
 
     @classmethod
     def open(
@@ -50,7 +62,7 @@ class Rollbot:
             settings=settings,
             db=db,
             clock=clock,
-            secrets=secrets or Secrets(),
+            _secrets=secrets,
             events=events,
             incidents=Incidents(db, events, clock),
             gates=gates,
@@ -92,7 +104,7 @@ class Rollbot:
         from rollbot.commands.venue_timeouts import BrokenVenue
 
         broken = {
-            n: cast(Venue, BrokenVenue(n, str(exc) or type(exc).__name__))
+            n: cast("Venue", BrokenVenue(n, str(exc) or type(exc).__name__))
             for n, exc in self._unbuilt.items()
         }
         return {**self._venues, **broken}

@@ -22,13 +22,14 @@ from pydantic import BaseModel, Field
 from rollbot.brokers.base import CancelAllResult, Side, Venue, VenueError
 from rollbot.commands.context import Rollbot
 from rollbot.commands.flatten import VenueCloser, VenueFlatten, choose_strategy
+from rollbot.commands.held_incident import HOLD_WAIT_MS, store_held_incident
 from rollbot.commands.hooks import run_strategy_stop
 from rollbot.commands.kill_scope import AccountCancel, cancel_account, guard_probes
 from rollbot.commands.liveness import ME, live_elsewhere
 from rollbot.commands.positions import VenueBook, read_book
 from rollbot.commands.trading_state import TradingState, parse_scope
 from rollbot.commands.venue_timeouts import bounded, contained
-from rollbot.errors import BadInput, DatabaseBusy, HoldNotStored, Refused, StorageError
+from rollbot.errors import DatabaseBusy, HoldNotStored, Refused, StorageError
 from rollbot.storage.db import dumps, loads
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
@@ -36,7 +37,7 @@ from rollbot.storage.nav import NavSamples
 
 D0 = Decimal(0)
 # a kill waits this long for another process's write transaction, then cancels without it
-HOLD_FIRST_WAIT_MS = 100
+HOLD_FIRST_WAIT_MS = HOLD_WAIT_MS
 
 
 class StepStatus(StrEnum):
@@ -185,28 +186,19 @@ class Engine:
     ) -> tuple[Incident, bool]:
         """Store the incident and its HALTED hold in one transaction, before any venue call
         (`also` writes in the same transaction: the terminal's BREAK_GLASS)."""
-        if not reason or not reason.strip():
-            raise BadInput("a reason is required")
-        scope = parse_scope(scope_text, self.app.venue_names)
-        with self.app.db.write():
-            incident, new = self.app.incidents.open(
-                kind=kind,
-                reason=reason.strip(),
-                actor=self.actor,
-                scope=scope,
-                trigger=trigger,
-                trigger_value=trigger_value,
-                trigger_threshold=trigger_threshold,
-                dedupe_key=dedupe_key,
-            )
-            if new:
-                self.app.killswitch.trigger(
-                    scope, reason.strip(), self.actor, source=hold_source, incident_id=incident.id
-                )
-                self.app.outbox.put("headline", incident_id=incident.id)
-            if also is not None:
-                also()
-        return incident, new
+        return store_held_incident(
+            self.app,
+            self.actor,
+            kind=kind,
+            reason=reason,
+            scope_text=scope_text,
+            trigger=trigger,
+            trigger_value=trigger_value,
+            trigger_threshold=trigger_threshold,
+            dedupe_key=dedupe_key,
+            hold_source=hold_source,
+            also=also,
+        )
 
     async def open_held(self, **kw: Any) -> tuple[Incident, bool]:
         """open_held_incident for a kill or a rollback, which never waits on the database.
