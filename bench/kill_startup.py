@@ -97,7 +97,6 @@ async def run(sizes: Sizes, root: Path) -> list[Figure]:
             unit="s",
             samples=got["script"],
             target=0.15,
-            judged_on="median",
             target_text="<= 150 ms",
             note=setup + "; imports only what storing the hold needs",
         ),
