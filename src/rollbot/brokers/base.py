@@ -40,7 +40,8 @@ class OrderStatus(StrEnum):
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # schemas built on first use: a terminal kill stores its hold before it needs any of them
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 def utcnow() -> datetime:
