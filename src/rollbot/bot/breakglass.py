@@ -16,11 +16,12 @@ if TYPE_CHECKING:
     from rollbot.commands.context import Rollbot
     from rollbot.storage.events import Actor
 
-OPTIONS = {"--reason": "reason", "-r": "reason", "--scope": "scope", "--by": "by"}
+# --by is left to the full CLI: whatever it checks about who acts is checked there alone
+OPTIONS = {"--reason": "reason", "-r": "reason", "--scope": "scope"}
 
 
 def kill_args(argv: list[str]) -> dict[str, str] | None:
-    """{config?, reason, scope?, by?} for `[--config X] kill trigger OPTIONS`, else None."""
+    """{config?, reason, scope?} for `[--config X] kill trigger OPTIONS`, else None."""
     out: dict[str, str] = {}
     rest = list(argv)
     if rest[:1] and rest[0] in ("--config", "-c") and len(rest) > 1:
@@ -60,7 +61,7 @@ def main() -> None:
 
     try:
         rb = Rollbot.open(load_settings(args.get("config")))
-        who = Actor.terminal(args.get("by"), rb.settings.identities)
+        who = Actor.terminal(None, rb.settings.identities)
         reason = args["reason"]
         with rb.db.patience(HOLD_WAIT_MS):
             incident, new = store_held_incident(
