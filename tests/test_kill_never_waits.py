@@ -22,14 +22,6 @@ from rollbot.config import CryptoVenueConfig, Settings
 from rollbot.storage.events import Actor
 
 Run = Callable[..., CompletedProcess[str]]
-LOCKER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()  # holds the write lock until the test closes stdin
-conn.execute("ROLLBACK")
-"""
 
 
 def flat(text: str) -> str:
@@ -52,19 +44,12 @@ def stored(db: Path, sql: str) -> list[tuple[object, ...]]:
 
 @pytest.mark.parametrize("script", [False, True], ids=["python-m-cli", "console-script"])
 def test_a_kill_cancels_at_once_while_another_process_holds_the_write_lock_then_stores_its_hold(
-    app: Rollbot, settings: Settings, rollbot: Any, script: bool
+    app: Rollbot, settings: Settings, rollbot: Any, script: bool, write_lock: Any
 ) -> None:
     book = settings.venues[0].book_path  # type: ignore[union-attr]
     app.venue("paper")  # the seeded book: 24 working orders
     assert working_orders(book) == 24
-    locker = subprocess.Popen(
-        [sys.executable, "-c", LOCKER, str(settings.database.path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
+    with write_lock(settings.database.path):
         kill = subprocess.Popen(
             rollbot.argv(("kill", "trigger", "--reason", "runaway algo"), script),
             cwd=rollbot.cwd,
@@ -80,8 +65,6 @@ def test_a_kill_cancels_at_once_while_another_process_holds_the_write_lock_then_
         assert working_orders(book) == 0, "the cancels waited for the database"
         assert kill.poll() is None, "the kill gave up instead of retrying its hold"
         assert stored(settings.database.path, "SELECT * FROM holds") == []  # still locked out
-    finally:
-        locker.communicate("")  # the other process commits nothing and lets go
     out, err = kill.communicate(timeout=60)
     assert kill.returncode == 0, out + err
     text = flat(out)

@@ -5,10 +5,9 @@ for the busy timeout (issue 14 item 7a)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.commands.context import Rollbot
@@ -17,18 +16,10 @@ from rollbot.commands.rollback import Engine
 from rollbot.storage.events import Actor
 
 MakeApp = Callable[..., Rollbot]
-LOCKER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-conn.execute("ROLLBACK")
-"""
 
 
 async def test_an_automatic_kill_under_a_lock_cancels_at_once_and_holds_once_it_can(
-    make_app: MakeApp, operator: Actor
+    make_app: MakeApp, operator: Actor, write_lock: Callable[..., Any]
 ) -> None:
     # one kill of a strategy (a hold only: the 24 paper orders stay) is the trigger's threshold
     app = make_app(kill_switches={"kills_per_day": {"threshold": 1, "action": "auto_rollback"}})
@@ -38,14 +29,7 @@ async def test_an_automatic_kill_under_a_lock_cancels_at_once_and_holds_once_it_
     assert len(await paper.open_orders()) == 24
     monitor = Monitor(app)
 
-    locker = subprocess.Popen(
-        [sys.executable, "-c", LOCKER, str(app.settings.database.path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
+    with write_lock(app.settings.database.path):
         started = time.monotonic()
         report = await monitor.tick()
         took = time.monotonic() - started
@@ -57,8 +41,6 @@ async def test_an_automatic_kill_under_a_lock_cancels_at_once_and_holds_once_it_
             await asyncio.sleep(0.02)
         assert await paper.open_orders() == []
         assert [h.scope for h in app.killswitch.holds.active()] == ["strategy:alpha"]
-    finally:
-        locker.communicate("")
     await monitor.settle()
 
     rollback = app.incidents.latest()

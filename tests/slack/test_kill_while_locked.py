@@ -3,27 +3,15 @@ out at once, and the hold is stored as soon as the lock is let go (issue 14 item
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running
 from fakes.slack import FakeSlack
 
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.commands.trading_state import TradingState
 
-LOCKER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None)
-conn.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.read()
-conn.execute("ROLLBACK")
-"""
-
 
 async def test_kill_while_the_database_is_locked_cancels_at_once_and_holds_once_it_can(
-    slack: FakeSlack, tmp_path
+    slack: FakeSlack, tmp_path, write_lock
 ) -> None:
     settings = bot_settings(tmp_path)
     async with running(slack, settings) as server:
@@ -31,14 +19,7 @@ async def test_kill_while_the_database_is_locked_cancels_at_once_and_holds_once_
         paper = rb.venue("paper")
         assert isinstance(paper, PaperVenue)
         assert len(await paper.open_orders()) == 24
-        locker = subprocess.Popen(
-            [sys.executable, "-c", LOCKER, str(settings.database.path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
+        with write_lock(settings.database.path):
             d = await slack.deliver_slash_command(
                 "/kill", "runaway algo", user_id=OPERATOR, channel_id=OPS
             )
@@ -51,8 +32,6 @@ async def test_kill_while_the_database_is_locked_cancels_at_once_and_holds_once_
                 timeout=4,
             )
             assert rb.db.query("SELECT * FROM holds") == []  # still locked out
-        finally:
-            locker.communicate("")
         await slack.wait_until(
             lambda: rb.incidents.latest() is not None and rb.incidents.latest().phase == "DONE",
             timeout=20,
