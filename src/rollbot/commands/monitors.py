@@ -336,6 +336,8 @@ class Monitor:
                     time.monotonic() - started,
                     "database locked by another process when the trigger fired",
                 )
+        except Exception:  # not an incident yet: nothing to post to; the next tick fires again
+            log.exception("automatic kill under a locked database failed (%s)", m.trigger)
         finally:
             self._storing.discard((m.trigger, m.venue or DESK))
 
