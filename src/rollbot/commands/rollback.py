@@ -215,7 +215,7 @@ class Engine:
             locked = str(busy)
         scope = parse_scope(kw.get("scope_text"), self.app.venue_names)
         started = time.monotonic()
-        store = asyncio.ensure_future(asyncio.to_thread(self._store_until_stored, kw))
+        store = self._store_in_thread(kw)
         done = await self.cancel_now(scope)
         if not store.done() and self.on_note is not None:
             self.on_note(
@@ -255,6 +255,32 @@ class Engine:
             incident_id=incident_id,
             data={"venues": done, "waited_s": round(waited_s, 3)},
         )
+
+    def _store_in_thread(self, kw: dict[str, Any]) -> asyncio.Future[tuple[Incident, bool]]:
+        """Its own thread, not the loop's shared executor: nothing else queued there (a slow
+        call, a leaked one) may delay the hold."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Incident, bool]] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        def work() -> None:
+            result, error = None, None
+            try:
+                result = self._store_until_stored(kw)
+            except BaseException as exc:  # handed to the awaiting kill, which reports it
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: the process is ending
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=work, name="rollbot-hold-write", daemon=True).start()
+        return future
 
     def _store_until_stored(self, kw: dict[str, Any]) -> tuple[Incident, bool]:
         """In a thread: the hold write, again and again while another process holds the lock
