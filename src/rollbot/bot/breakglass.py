@@ -59,6 +59,7 @@ def main() -> None:
     from rollbot.errors import RollbotError
     from rollbot.storage.events import Actor
 
+    rb: Rollbot | None = None
     try:
         rb = Rollbot.open(load_settings(args.get("config")))
         who = Actor.terminal(None, rb.settings.identities)
@@ -74,6 +75,8 @@ def main() -> None:
             )
     except RollbotError:  # DatabaseBusy included
         # nothing stored: the full CLI says why, or (a lock) cancels first and retries the hold
+        if rb is not None:
+            rb.db.close()
         from rollbot.bot.cli import main as cli
 
         cli()
