@@ -283,11 +283,14 @@ class Engine:
         return future
 
     def _store_until_stored(self, kw: dict[str, Any]) -> tuple[Incident, bool]:
-        """In a thread: the hold write, again and again while another process holds the lock
-        (each try waits the configured busy timeout). Any other storage error is final."""
+        """In a thread: the hold write, again and again while another process holds the lock.
+        Each try holds the shared connection 100 ms at most, so the event loop's own reads
+        (and the cancels beside them) are never queued behind a long busy wait. Any other
+        storage error is final."""
         while True:
             try:
-                return self.open_held_incident(**kw)
+                with self.app.db.patience(HOLD_FIRST_WAIT_MS):
+                    return self.open_held_incident(**kw)
             except DatabaseBusy:
                 if self._stop_storing.wait(0.01):
                     raise
