@@ -35,6 +35,7 @@ from bench import (  # noqa: E402
     guard_latency,
     kill_ibkr,
     kill_latency,
+    kill_startup,
     scale,
 )
 from bench.common import Figure, Sizes, machine  # noqa: E402
@@ -46,6 +47,7 @@ Bench = Callable[[Sizes, Path], Awaitable[list[Figure]]]
 BENCHES: dict[str, tuple[str, Bench]] = {
     "ack": ("1. Ack latency", ack_latency.run),
     "kill": ("2. Kill latency", kill_latency.run),
+    "kill_startup": ("2b. Kill start-up (break glass)", kill_startup.run),
     "flatten": ("3. Flatten under pacing", flatten_pacing.run),
     "rollback": ("4. Full rollback", full_rollback.run),
     "footprint": ("6. Footprint", footprint.run),

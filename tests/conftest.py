@@ -17,6 +17,8 @@ Fixtures
                  that person's real uid (terminal_users.py: the test module then imports
                  its `tmp_path`, a directory other uids can reach). Each call costs a Python
                  start (~0.7 s): keep them few.
+    write_lock   `with write_lock(db_path):` another process holds SQLite's write lock (BEGIN
+                 IMMEDIATE) on that database for the block, then lets go having written nothing.
     make_paper   build a PaperVenue with faults: `make_paper(fill="partial", name="p2")`; its book
                  lives under tmp_path (one file per venue name) and is closed after the test.
 
@@ -31,6 +33,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +226,33 @@ def config_file(settings: Settings, write_config: Callable[..., Path]) -> Path:
 @pytest.fixture
 def rollbot(config_file: Path, tmp_path: Path) -> Cli:
     return Cli(config_file, tmp_path)
+
+
+# -- another process holding the database's write lock -------------------------------------------
+LOCKER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()  # until the test lets go
+conn.execute("ROLLBACK")
+"""
+
+
+@pytest.fixture
+def write_lock() -> Callable[[Path], AbstractContextManager[None]]:
+    @contextmanager
+    def hold(db: Path) -> Iterator[None]:
+        locker = subprocess.Popen(
+            [sys.executable, "-c", LOCKER, str(db)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
+            yield
+        finally:
+            locker.communicate("", timeout=30)
+
+    return hold

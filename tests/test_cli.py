@@ -145,9 +145,11 @@ def test_an_invalid_or_unreadable_config_exits_2_before_anything_runs(
     assert snapshot(app) == before
 
 
-def test_a_locked_database_exits_2_and_the_guard_still_answers(
+def test_a_locked_database_never_blocks_the_guard(
     app: Rollbot, settings: Settings, write_config: Callable[..., Path], rollbot: Run
 ) -> None:
+    """(A kill under the lock cancels at once and stores its hold when it can:
+    tests/test_kill_never_waits.py.)"""
     impatient = settings.model_copy(
         update={"database": DatabaseConfig(path=settings.database.path, busy_timeout_ms=100)}
     )
@@ -157,14 +159,10 @@ def test_a_locked_database_exits_2_and_the_guard_still_answers(
     locker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
     try:
         env = {"ROLLBOT_CONFIG": str(config)}
-        killed = rollbot("kill", "trigger", "--reason", "X", env=env)
         guard = rollbot(*GUARD_BUY, "--quantity", "1", env=env)
     finally:
         locker.execute("ROLLBACK")
         locker.close()
-    assert killed.returncode == 2, killed.stdout + killed.stderr
-    assert f"database {settings.database.path} is locked by another process" in flat(killed.stderr)
-    assert "nothing was written" in flat(killed.stderr)
     assert guard.returncode == 1, guard.stdout + guard.stderr  # reads never wait for a writer
     assert "REFUSED LIVE_GATES_DISABLED" in guard.stdout
     assert snapshot(app) == before

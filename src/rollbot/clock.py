@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -18,6 +17,8 @@ class SystemClock:
         return datetime.now(UTC)
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio  # here: a kill stores its hold before asyncio (and ssl) is imported
+
         await asyncio.sleep(seconds)
 
 
@@ -38,6 +39,8 @@ class ManualClock:
         self._now = when
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio
+
         await asyncio.sleep(0)
         self._now += timedelta(seconds=seconds)
 

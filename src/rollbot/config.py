@@ -11,21 +11,22 @@ import os
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rollbot.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rollbot.secrets import Secrets as Secrets
 
 ROLES = ("operator", "risk_officer", "trading_desk_manager", "cto", "devops")
 Role = Literal["operator", "risk_officer", "trading_desk_manager", "cto", "devops"]
@@ -386,20 +387,13 @@ class Settings(_Section):
         return {role for role, ids in self.roles.items() if user_id in ids}
 
 
-class Secrets(BaseSettings):
-    """Read from the environment (or .env); never logged, never stored."""
+def __getattr__(name: str) -> Any:
+    """Secrets on first use: pydantic-settings costs a kill ~0.1 s before its hold is stored."""
+    if name == "Secrets":
+        from rollbot.secrets import Secrets
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
-
-    slack_bot_token: SecretStr | None = None
-    slack_app_token: SecretStr | None = None
-    slack_signing_secret: SecretStr | None = None
-    slack_api_url: str | None = None
-
-    def venue_secret(self, env_name: str) -> str | None:
-        if not env_name:
-            return None
-        return os.environ.get(env_name)
+        return Secrets
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _config_path(explicit: str | Path | None) -> Path | None:

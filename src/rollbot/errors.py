@@ -29,6 +29,10 @@ class StateUnavailable(RollbotError):
     code = "STATE_UNAVAILABLE"
 
 
+class DatabaseBusy(StorageError):
+    """Another process holds the write lock and did not let go within the wait given."""
+
+
 class Refused(RollbotError):
     """Understood, but not allowed now (a role, a hold, a rule). `code` is machine-readable."""
 
@@ -39,3 +43,8 @@ class Refused(RollbotError):
 
 class NotFound(BadInput):
     """An id (incident, approval, venue) that does not exist."""
+
+
+class HoldNotStored(RollbotError):
+    """A kill's cancels went out but its hold could not be stored: something changed (exit 1),
+    and the message says exactly what."""

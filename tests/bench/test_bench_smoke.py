@@ -22,6 +22,7 @@ from bench.report import markdown  # noqa: E402
 EXPECTED = {
     "ack": {"ack_latency", "ack_latency_positions", "ack_latency_kill", "ack_bot_cpu"},
     "kill": {"kill_latency", "kill_guard", "kill_step1", "kill_step2"},
+    "kill_startup": {"kill_startup", "kill_startup_full_cli"},
     "flatten": {"flatten_paced", "flatten_paced_total"},
     "rollback": {"rollback_total", *(f"rollback_step{n}" for n in range(1, 6))},
     "footprint": {"start_to_ready", "rss_idle", "rss_after_rollback", "serve_rollback"},

@@ -164,9 +164,9 @@ def test_a_database_locked_past_the_busy_timeout_gives_a_clear_error_and_writes_
         ),
         encoding="utf-8",
     )
+    # a kill (and a rollback's step 1) never waits on the lock: it cancels at once and retries
+    # its hold until stored (tests/test_kill_never_waits.py); every other write refuses cleanly
     commands = {
-        "kill trigger": (["kill", "trigger", "--reason", "locked"], "alice"),
-        "rollback": (["rollback", "--reason", "locked", "--confirm"], "alice"),
         "request flatten": (["request", "flatten", "--reason", "locked"], "alice"),
         "approve": (["approve", asked.id], "bob"),
         "kill clear": (["kill", "clear", "--reason", "locked"], "alice"),

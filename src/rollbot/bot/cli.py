@@ -11,19 +11,24 @@ import sys
 from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from rollbot.bot.breakglass import break_glass
 from rollbot.commands.context import Rollbot
 from rollbot.commands.gates import gate_lines
 from rollbot.commands.rollback import Outcome, Step, StepReport, StepStatus
 from rollbot.config import Settings, load_settings
 from rollbot.errors import BadInput, RollbotError, StateUnavailable
 from rollbot.storage.events import Actor, IdentityRefused
+
+if TYPE_CHECKING:
+    from rollbot.commands.rollback import Engine
+    from rollbot.storage.incidents import Incident
 
 T = TypeVar("T")
 
@@ -116,10 +121,6 @@ def actor(rb: Rollbot, by: str | None = None) -> Actor:
         raise
 
 
-def break_glass(rb: Rollbot, who: Actor, command: str, reason: str | None = None) -> None:
-    rb.events.append("BREAK_GLASS", who, reason=reason, data={"command": command})
-
-
 def folding_table(*columns: str, **kw: Any) -> Table:
     """A table whose cells wrap at the output's width (80 columns when piped): never cut."""
     table = Table(**kw)
@@ -187,12 +188,46 @@ def kill_trigger(
 
         who = actor(rb, by)
         require(reason, "--reason")
-        break_glass(rb, who, "kill trigger", reason)  # recorded even if the kill then fails
-        engine = Engine(rb, who, on_step=print_step)
-        outcome = await engine.kill(reason, scope)
-        return print_outcome(outcome)
+        engine = Engine(rb, who)
+        engine.on_note = lambda text: out.print(f"[yellow]{escape(text)}[/]")
+        # BREAK_GLASS goes in the hold's own transaction: no write before it may wait on a lock
+        incident, new = await engine.open_held(
+            kind="kill",
+            reason=reason,
+            scope_text=scope,
+            also=lambda: break_glass(rb, who, "kill trigger", reason),
+        )
+        return await run_kill(engine, incident, new)
 
     raise typer.Exit(run_async(go))
+
+
+async def run_kill(engine: Engine, incident: Incident, new: bool) -> int:
+    """Steps 1-2 once the hold is stored. An error now exits 1, never 2: the hold changed
+    something (README: 2 only when nothing changed)."""
+    from rollbot.commands.rollback import KILL_STEPS
+
+    engine.on_step = print_step
+    try:
+        return print_outcome(await engine.run(incident, KILL_STEPS, new=new))
+    except RollbotError as exc:
+        err.print(
+            f"[bold red]error:[/] {escape(str(exc))} — the HALTED hold on {incident.scope}"
+            f" is stored ({incident.id})"
+        )
+        return 1
+
+
+def finish_kill(rb: Rollbot, engine: Engine, incident: Incident, new: bool) -> NoReturn:
+    """The console script's kill (bot/breakglass.py) after it stored the hold by itself."""
+
+    async def go() -> int:
+        try:
+            return await run_kill(engine, incident, new)
+        finally:
+            await rb.aclose()
+
+    sys.exit(asyncio.run(go()))
 
 
 @kill_app.command("status")

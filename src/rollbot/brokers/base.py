@@ -40,7 +40,8 @@ class OrderStatus(StrEnum):
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # schemas built on first use: a terminal kill stores its hold before it needs any of them
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 def utcnow() -> datetime:
@@ -89,6 +90,7 @@ class Order(_Record):
     reason: str | None = None  # why it was rejected, when it was
     # rejected for a reason that sending it again will not change (see RejectedForGood)
     rejected_for_good: bool = False
+    account: str | None = None  # the account it trades for, where the venue says (IB does)
 
     @property
     def remaining(self) -> Decimal:

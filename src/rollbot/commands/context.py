@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
-from rollbot.brokers.base import Venue, VenueEvent
-from rollbot.brokers.registry import build_venue
 from rollbot.clock import Clock, SystemClock
 from rollbot.commands.gates import Gates
 from rollbot.commands.guard import Guard
 from rollbot.commands.killswitch import KillSwitch
 from rollbot.commands.outbox import Outbox
-from rollbot.config import Secrets, Settings
+from rollbot.config import Settings
 from rollbot.errors import BadInput
 from rollbot.storage.db import Database
 from rollbot.storage.events import EventLog
 from rollbot.storage.incidents import Incidents
+
+if TYPE_CHECKING:
+    from rollbot.brokers.base import Venue, VenueEvent
+    from rollbot.secrets import Secrets
 
 
 @dataclass
@@ -24,14 +27,24 @@ class Rollbot:
     settings: Settings
     db: Database
     clock: Clock
-    secrets: Secrets
     events: EventLog
     incidents: Incidents
     gates: Gates
     killswitch: KillSwitch
     outbox: Outbox
     _venues: dict[str, Venue] | None = None
+    _unbuilt: dict[str, Exception] = field(default_factory=dict)  # why a venue was not built
     venue_events: list[VenueEvent] = field(default_factory=list)
+    _secrets: Secrets | None = None
+
+    @property
+    def secrets(self) -> Secrets:
+        """Read on first use: a kill stores its hold before pydantic-settings is imported."""
+        if self._secrets is None:
+            from rollbot.secrets import Secrets
+
+            self._secrets = Secrets()
+        return self._secrets
 
     @classmethod
     def open(
@@ -46,24 +59,29 @@ class Rollbot:
         """`create=False` for readers of state: no database, an empty or a foreign one is
         StateUnavailable, never a fresh one answering ACTIVE."""
         clock = clock or SystemClock()
-        secrets = secrets or Secrets()
         db = Database(settings.database.path, settings.database.busy_timeout_ms, create=create)
         events = EventLog(db, clock)
         gates = Gates(settings.paths.live_environment, settings.paths.shadow_config, events)
         holder: list[Rollbot] = []
+
+        def fresh_venue(name: str) -> Venue:
+            from rollbot.brokers.registry import build_venue  # venue libraries load on use
+
+            return build_venue(settings.venue(name), holder[0].secrets, clock)
+
         guard = Guard(
             db,
             clock,
             gates,
             [v.name for v in settings.venues],
-            fresh_venue=lambda name: build_venue(settings.venue(name), secrets, clock),
+            fresh_venue=fresh_venue,
             live_venue=lambda name: holder[0].venue(name),
         )
         app = cls(
             settings=settings,
             db=db,
             clock=clock,
-            secrets=secrets,
+            _secrets=secrets,
             events=events,
             incidents=Incidents(db, events, clock),
             gates=gates,
@@ -85,15 +103,36 @@ class Rollbot:
     def venue_names(self) -> list[str]:
         return [v.name for v in self.settings.venues]
 
-    def venues(self) -> dict[str, Venue]:
-        """Built on first use: the kill path stores its hold before any venue library loads."""
-        if self._venues is None:
-            from rollbot.brokers.registry import build_venues
+    def venues(self, *, contain: bool = False) -> dict[str, Venue]:
+        """Built on first use: the kill path stores its hold before any venue library loads.
 
-            self._venues = build_venues(self.settings, self.secrets, self.clock)
-            for venue in self._venues.values():
-                venue.subscribe(self.seen)
-        return self._venues
+        A venue that cannot be built (a credential variable unset) is bad input for every
+        command (ConfigError, exit 2, nothing touched) except those that must reach every
+        other venue whatever happens: with `contain`, it stands in as a BrokenVenue that fails
+        each call by name."""
+        if self._venues is None:
+            from rollbot.brokers.registry import build_venue
+
+            built: dict[str, Venue] = {}
+            for cfg in self.settings.venues:
+                try:
+                    built[cfg.name] = build_venue(cfg, self.secrets, self.clock)
+                except Exception as exc:  # one venue's setup never stops the others'
+                    self._unbuilt[cfg.name] = exc
+                    continue
+                built[cfg.name].subscribe(self.seen)
+            self._venues = built
+        if not contain:
+            for exc in self._unbuilt.values():
+                raise exc
+            return self._venues
+        from rollbot.commands.venue_timeouts import BrokenVenue
+
+        broken = {
+            n: cast("Venue", BrokenVenue(n, str(exc) or type(exc).__name__))
+            for n, exc in self._unbuilt.items()
+        }
+        return {**self._venues, **broken}
 
     def venue(self, name: str) -> Venue:
         if name not in self.venue_names:

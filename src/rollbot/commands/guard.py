@@ -13,14 +13,13 @@ guard already allowed and has not yet seen filled or cancelled (storage/reservat
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -37,6 +36,9 @@ from rollbot.commands.trading_state import (
 from rollbot.errors import StateUnavailable
 from rollbot.storage.db import Database
 from rollbot.storage.reservations import Reservations
+
+if TYPE_CHECKING:
+    import asyncio  # imported where used: a kill stores its hold before asyncio loads
 
 log = logging.getLogger(__name__)
 POSITION_MAX_AGE = timedelta(seconds=2)  # a venue read older than this is read again first
@@ -157,6 +159,8 @@ class Guard:
         if not isinstance(first, _NeedsPosition):
             return first
         if self._stale(venue):
+            import asyncio
+
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
@@ -323,6 +327,8 @@ class Guard:
     async def _read(self, venue: Venue) -> tuple[Any, ...]:
         """Orders before positions: an order gone from the first read filled (or was cancelled)
         before the second, so its fill is in the position read."""
+        import asyncio
+
         started = self.clock.now()
         async with asyncio.timeout(VENUE_READ_TIMEOUT_S):
             orders = await venue.open_orders()

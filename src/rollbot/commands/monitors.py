@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -40,8 +41,8 @@ from rollbot.commands.risk_checks import (
     status_lines,
     venue_metrics,
 )
-from rollbot.commands.rollback import ROLLBACK_STEPS, Engine
-from rollbot.errors import NotFound
+from rollbot.commands.rollback import HOLD_FIRST_WAIT_MS, ROLLBACK_STEPS, Engine
+from rollbot.errors import DatabaseBusy, NotFound
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
 from rollbot.storage.nav import NavSamples
@@ -101,6 +102,7 @@ class Monitor:
         self.failed_reads: dict[str, int] = {}
         self.running: dict[str, asyncio.Task[Any]] = {}  # incident id -> its rollback run
         self._busy = False
+        self._storing: set[tuple[str, str]] = set()  # firings waiting for the database
 
     async def settle(self) -> None:
         """Wait for the rollbacks this monitor started (tests; a clean shutdown)."""
@@ -135,10 +137,16 @@ class Monitor:
             return None
 
     async def _tick(self, now: datetime, report: MonitorReport) -> None:
-        self._guard(report, "record venue events", record_venue_events, self.app)
-        self._guard(
-            report, "prune venue events", RiskVenueEvents(self.app.db).prune, now - EVENT_RETENTION
-        )
+        # housekeeping: under another process's write lock it waits for the next tick, so an
+        # automatic kill below is not held up behind it
+        with self.app.db.patience(HOLD_FIRST_WAIT_MS):
+            self._guard(report, "record venue events", record_venue_events, self.app)
+            self._guard(
+                report,
+                "prune venue events",
+                RiskVenueEvents(self.app.db).prune,
+                now - EVENT_RETENTION,
+            )
         raised: dict[str, str] = {}
         try:
             venues = self.app.venues()
@@ -220,7 +228,11 @@ class Monitor:
             else:
                 try:
                     nav = Decimal(res.nav)
-                    navs.add(name, now, nav, res.currency)
+                    with self.app.db.patience(HOLD_FIRST_WAIT_MS):
+                        navs.add(name, now, nav, res.currency)
+                except DatabaseBusy:  # another process writes: this sample is lost, not fatal
+                    report.errors.append(f"{name}: NAV sample not stored (database locked)")
+                    continue
                 except Exception as exc:
                     raised[name] = f"sampling {name} raised {exc!r}"
                     continue
@@ -268,7 +280,19 @@ class Monitor:
                     + f", {f.status})"
                 )
                 return
-            fired = self._fire(m, now)
+            if (m.trigger, key) in self._storing:
+                report.suppressed.append(f"{m.trigger}@{key}: firing, waiting for the database")
+                return
+            try:
+                with self.app.db.patience(HOLD_FIRST_WAIT_MS):
+                    fired = self._fire(m, now)
+            except DatabaseBusy:
+                if m.action != "auto_rollback":
+                    raise
+                self._storing.add((m.trigger, key))
+                self._spawn(f"{m.trigger}@{key}", self._fire_while_locked(m, now))
+                report.suppressed.append(f"{m.trigger}@{key}: database locked; cancelling now")
+                return
             if fired:
                 report.fired.append(fired)
         elif active and self._settled(active[0]):
@@ -288,6 +312,34 @@ class Monitor:
             if inc.kind == "rollback" and inc.scope in scopes:
                 return inc
         return None
+
+    async def _fire_while_locked(self, m: MetricStatus, now: datetime) -> None:
+        """An automatic kill under another process's write lock: the cancels go out at once on
+        every venue, and the firing (its incident and HALTED hold) is retried until stored,
+        without holding the event loop for the busy timeout."""
+        started = time.monotonic()
+        try:
+            engine = Engine(self.app, self.actor)
+            done = await engine.cancel_now("global")
+            while True:
+                try:
+                    with self.app.db.patience(HOLD_FIRST_WAIT_MS):
+                        fired = self._fire(m, now)
+                    break
+                except DatabaseBusy:
+                    await asyncio.sleep(0.1)
+            if fired is not None and fired.incident_id and not fired.covered:
+                engine.record_early_cancels(
+                    fired.incident_id,
+                    "global",
+                    done,
+                    time.monotonic() - started,
+                    "database locked by another process when the trigger fired",
+                )
+        except Exception:  # not an incident yet: nothing to post to; the next tick fires again
+            log.exception("automatic kill under a locked database failed (%s)", m.trigger)
+        finally:
+            self._storing.discard((m.trigger, m.venue or DESK))
 
     def _fire(self, m: MetricStatus, now: datetime) -> FiredTrigger | None:
         key = m.venue or DESK

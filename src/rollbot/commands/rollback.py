@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -17,15 +19,17 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from rollbot.brokers.base import Side, Venue, VenueError
+from rollbot.brokers.base import CancelAllResult, Side, Venue, VenueError
 from rollbot.commands.context import Rollbot
 from rollbot.commands.flatten import VenueCloser, VenueFlatten, choose_strategy
+from rollbot.commands.held_incident import HOLD_WAIT_MS, store_held_incident
 from rollbot.commands.hooks import run_strategy_stop
+from rollbot.commands.kill_scope import AccountCancel, cancel_account, guard_probes
 from rollbot.commands.liveness import ME, live_elsewhere
 from rollbot.commands.positions import VenueBook, coverage_line, read_book
 from rollbot.commands.trading_state import TradingState, parse_scope
-from rollbot.commands.venue_timeouts import bounded
-from rollbot.errors import BadInput, Refused
+from rollbot.commands.venue_timeouts import bounded, contained
+from rollbot.errors import DatabaseBusy, HoldNotStored, Refused, StorageError
 from rollbot.storage.db import dumps, loads
 from rollbot.storage.events import Actor
 from rollbot.storage.holds import Hold
@@ -33,6 +37,8 @@ from rollbot.storage.incidents import Incident
 from rollbot.storage.nav import NavSamples
 
 D0 = Decimal(0)
+# a kill waits this long for another process's write transaction, then cancels without it
+HOLD_FIRST_WAIT_MS = HOLD_WAIT_MS
 
 
 class StepStatus(StrEnum):
@@ -124,6 +130,27 @@ def ended_steps(app: Rollbot, incident_id: str) -> list[StepReport]:
     ]
 
 
+async def cancel_in_scope(venue: Venue, scope: str) -> CancelAllResult | AccountCancel:
+    """What a kill of `scope` cancels at this venue: one account's orders, or all of them."""
+    if scope.startswith("account:"):
+        return await cancel_account(venue, scope.partition("/")[2])
+    return await venue.cancel_all()
+
+
+def describe_cancel(cancel: CancelAllResult | AccountCancel | Exception) -> tuple[bool, str]:
+    """(complete, what a person reads) for one venue's cancel."""
+    if isinstance(cancel, Exception):
+        return False, f"FAILED: {cancel}"
+    if isinstance(cancel, AccountCancel):
+        return cancel.complete, cancel.describe()
+    if cancel.complete:
+        return True, f"{len(cancel.cancelled)} of {cancel.requested} orders cancelled, none left"
+    left = ", ".join(
+        f"{o.symbol} {o.side.value} {_qty(o.remaining)} ({o.order_id})" for o in cancel.remaining
+    )
+    return False, f"{len(cancel.cancelled)} cancelled; still open: {left}"
+
+
 class Engine:
     def __init__(
         self,
@@ -139,6 +166,8 @@ class Engine:
         self.on_step = on_step
         self.on_start = on_start
         self.venue_timeout_s = venue_timeout_s
+        self.on_note: Callable[[str], None] | None = None  # what a person should know now
+        self._stop_storing = threading.Event()
         self._read_only: set[str] = set()
         self.navs = NavSamples(app.db)
 
@@ -154,28 +183,118 @@ class Engine:
         trigger_threshold: float | None = None,
         dedupe_key: str | None = None,
         hold_source: str = "person",
+        also: Callable[[], None] | None = None,
     ) -> tuple[Incident, bool]:
-        """Store the incident and its HALTED hold in one transaction, before any venue call."""
-        if not reason or not reason.strip():
-            raise BadInput("a reason is required")
-        scope = parse_scope(scope_text, self.app.venue_names)
-        with self.app.db.write():
-            incident, new = self.app.incidents.open(
-                kind=kind,
-                reason=reason.strip(),
-                actor=self.actor,
-                scope=scope,
-                trigger=trigger,
-                trigger_value=trigger_value,
-                trigger_threshold=trigger_threshold,
-                dedupe_key=dedupe_key,
+        """Store the incident and its HALTED hold in one transaction, before any venue call
+        (`also` writes in the same transaction: the terminal's BREAK_GLASS)."""
+        return store_held_incident(
+            self.app,
+            self.actor,
+            kind=kind,
+            reason=reason,
+            scope_text=scope_text,
+            trigger=trigger,
+            trigger_value=trigger_value,
+            trigger_threshold=trigger_threshold,
+            dedupe_key=dedupe_key,
+            hold_source=hold_source,
+            also=also,
+        )
+
+    async def open_held(self, **kw: Any) -> tuple[Incident, bool]:
+        """open_held_incident for a kill or a rollback, which never waits on the database.
+
+        When another process holds SQLite's write lock past HOLD_FIRST_WAIT_MS, the cancels of
+        the scope go out at once, on every venue, while a thread keeps retrying the hold write
+        until it is stored; then what was cancelled before the hold is recorded in the incident
+        (step 1 reports it). A write that fails for good (a full disk, a corrupt file) after
+        the cancels went out is HoldNotStored (exit 1: the cancels changed something)."""
+        try:
+            with self.app.db.patience(HOLD_FIRST_WAIT_MS):
+                return self.open_held_incident(**kw)
+        except DatabaseBusy as busy:
+            locked = str(busy)
+        scope = parse_scope(kw.get("scope_text"), self.app.venue_names)
+        started = time.monotonic()
+        store = self._store_in_thread(kw)
+        done = await self.cancel_now(scope)
+        if not store.done() and self.on_note is not None:
+            self.on_note(
+                f"{locked}: cancels sent before the hold — "
+                + ("; ".join(f"{n}: {t}" for n, t in done.items()) or "no venue in scope")
+                + ". The HALTED hold is retried until stored."
             )
-            if new:
-                self.app.killswitch.trigger(
-                    scope, reason.strip(), self.actor, source=hold_source, incident_id=incident.id
-                )
-                self.app.outbox.put("headline", incident_id=incident.id)
+        try:
+            incident, new = await asyncio.shield(store)
+        except asyncio.CancelledError:  # the process is stopping: the thread must not outlive it
+            self._stop_storing.set()
+            raise
+        except StorageError as exc:
+            raise HoldNotStored(
+                f"the HALTED hold on {scope} was NOT stored: {exc}. Cancels sent: "
+                + ("; ".join(f"{n}: {t}" for n, t in done.items()) or "none (no venue in scope)")
+            ) from None
+        self.record_early_cancels(incident.id, scope, done, time.monotonic() - started, locked)
         return incident, new
+
+    async def cancel_now(self, scope: str) -> dict[str, str]:
+        """The scope's cancels on every venue at once, touching no database: what a kill does
+        while it cannot store its hold. Venue -> what happened there."""
+        venues = {n: bounded(v, self.venue_timeout_s) for n, v in self._venues_in(scope).items()}
+        cancels = await self._per_venue(venues, lambda v: cancel_in_scope(v, scope))
+        return {name: describe_cancel(c)[1] for name, c in cancels.items()}
+
+    def record_early_cancels(
+        self, incident_id: str, scope: str, done: dict[str, str], waited_s: float, why: str
+    ) -> None:
+        """What was cancelled before the hold was stored; step 1 reports it."""
+        self.app.events.append(
+            "CANCELLED_BEFORE_HOLD",
+            self.actor,
+            reason=why,
+            scope=scope,
+            incident_id=incident_id,
+            data={"venues": done, "waited_s": round(waited_s, 3)},
+        )
+
+    def _store_in_thread(self, kw: dict[str, Any]) -> asyncio.Future[tuple[Incident, bool]]:
+        """Its own thread, not the loop's shared executor: nothing else queued there (a slow
+        call, a leaked one) may delay the hold."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[Incident, bool]] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        def work() -> None:
+            result, error = None, None
+            try:
+                result = self._store_until_stored(kw)
+            except BaseException as exc:  # handed to the awaiting kill, which reports it
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: the process is ending
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=work, name="rollbot-hold-write", daemon=True).start()
+        return future
+
+    def _store_until_stored(self, kw: dict[str, Any]) -> tuple[Incident, bool]:
+        """In a thread: the hold write, again and again while another process holds the lock.
+        Each try holds the shared connection 100 ms at most, so the event loop's own reads
+        (and the cancels beside them) are never queued behind a long busy wait. Any other
+        storage error is final."""
+        while True:
+            try:
+                with self.app.db.patience(HOLD_FIRST_WAIT_MS):
+                    return self.open_held_incident(**kw)
+            except DatabaseBusy:
+                if self._stop_storing.wait(0.01):
+                    raise
 
     async def kill(
         self,
@@ -183,13 +302,15 @@ class Engine:
         scope_text: str | None = None,
         dedupe_key: str | None = None,
         hold_source: str = "person",
+        also: Callable[[], None] | None = None,
     ) -> Outcome:
-        incident, new = self.open_held_incident(
+        incident, new = await self.open_held(
             kind="kill",
             reason=reason,
             scope_text=scope_text,
             dedupe_key=dedupe_key,
             hold_source=hold_source,
+            also=also,
         )
         return await self.run(incident, KILL_STEPS, new=new)
 
@@ -203,7 +324,7 @@ class Engine:
         dedupe_key: str | None = None,
         hold_source: str = "person",
     ) -> Outcome:
-        incident, new = self.open_held_incident(
+        incident, new = await self.open_held(
             kind="rollback",
             reason=reason,
             trigger=trigger or "Manual rollback",
@@ -246,14 +367,17 @@ class Engine:
         return {s.step: s for s in ended_steps(self.app, incident_id)}
 
     def _venues_in(self, scope: str) -> dict[str, Venue]:
+        """The venues a scope reaches. A venue that cannot even be built is in it as a venue
+        that fails every call by name: the others still get their cancels."""
+        venues = self.app.venues(contain=True)
         if scope.startswith("venue:"):
-            return {scope[6:]: self.app.venue(scope[6:])}
+            return {scope[6:]: venues[scope[6:]]}
         if scope.startswith("account:"):
             name = scope[8:].partition("/")[0]
-            return {name: self.app.venue(name)}
+            return {name: venues[name]}
         if scope.startswith("strategy:"):
             return {}  # a strategy's orders are not identifiable at the venue: hold only
-        return self.app.venues()
+        return venues
 
     async def run(self, incident: Incident, steps: tuple[int, ...], *, new: bool = True) -> Outcome:
         """Run (or finish) the incident. Once per incident at a time: a second run in this
@@ -430,8 +554,8 @@ class Engine:
                     return await fn(v)
             except TimeoutError:
                 return VenueError(v.name, f"no answer within {self.venue_timeout_s:g} s")
-            except VenueError as exc:
-                return exc
+            except Exception as exc:  # whatever a venue raises is that venue's failure alone
+                return contained(v.name, exc)
 
         results = await asyncio.gather(*(guarded(v) for v in venues.values()))
         return dict(zip(venues, results, strict=True))
@@ -449,35 +573,32 @@ class Engine:
         # the cancels go first and never wait on the NAV read beside them: a venue whose
         # account summary fails must still have its orders cancelled
         cancels, accounts = await asyncio.gather(
-            self._per_venue(venues, lambda v: v.cancel_all()),
+            self._per_venue(venues, lambda v: cancel_in_scope(v, incident.scope)),
             self._per_venue(venues, lambda v: v.account()),
         )
         hook = await hook_task
         if hook:
             actions.insert(1, hook)
+        early = self.app.events.list(incident_id=incident.id, kinds=["CANCELLED_BEFORE_HOLD"])
+        for before in early:
+            waited = before.data["waited_s"]
+            actions.append(
+                f"Before the hold was stored (the database was locked for {waited:.2f} s),"
+                " cancels went out at once:"
+            )
+            actions += [f"    {name}: {text}" for name, text in before.data["venues"].items()]
         ok, per = 0, {}
         navs = {}
         for name, cancel in cancels.items():
             nav = accounts[name]
-            if not isinstance(nav, Exception):
+            done, per[name] = describe_cancel(cancel)
+            ok += done
+            actions.append(f"{name}: {per[name]}")
+            if isinstance(nav, Exception):
+                actions.append(f"{name}: NAV not read: {nav}")
+            else:
                 navs[name] = str(nav.nav)
                 self.navs.add(name, nav.at, nav.nav, nav.currency)
-            if isinstance(cancel, Exception):
-                per[name] = f"FAILED: {cancel}"
-                actions.append(f"{name}: {per[name]}")
-                continue
-            if cancel.complete:
-                ok += 1
-                per[name] = (
-                    f"{len(cancel.cancelled)} of {cancel.requested} orders cancelled, none left"
-                )
-            else:
-                left = ", ".join(
-                    f"{o.symbol} {o.side.value} {_qty(o.remaining)} ({o.order_id})"
-                    for o in cancel.remaining
-                )
-                per[name] = f"{len(cancel.cancelled)} cancelled; still open: {left}"
-            actions.append(f"{name}: {per[name]}")
         if navs and not incident.start_nav:
             self.app.incidents.update(incident.id, start_nav=dumps(navs))
         status = _status(ok, len(venues)) if venues else StepStatus.SUCCESS
@@ -490,22 +611,37 @@ class Engine:
         actions = []
         ok = True
         if incident.scope == "global":
-            values = self.app.gates.disable(self.actor, incident.reason, incident.id)
-            actions.append(
-                "Live gates disabled: enable_live_trading=false, live_mode_armed=false,"
-                " live_dry_run_mode=true; shadow mode enabled"
-            )
-            ok = values.shadow_active
+            try:
+                values = self.app.gates.disable(self.actor, incident.reason, incident.id)
+            except Exception as exc:  # reported, and the venues below are still switched off
+                ok = False
+                actions.append(f"Live gates could NOT be disabled: {type(exc).__name__}: {exc}")
+            else:
+                actions.append(
+                    "Live gates disabled: enable_live_trading=false, live_mode_armed=false,"
+                    " live_dry_run_mode=true; shadow mode enabled"
+                )
+                ok = values.shadow_active
         for name, venue in venues.items():
-            venue.set_reconnect(False)
+            try:
+                venue.set_reconnect(False)
+            except VenueError as exc:  # contained: the other venues and the gates still count
+                actions.append(f"{name}: automatic reconnect could NOT be switched off: {exc}")
+                continue
             actions.append(f"{name}: automatic reconnect switched off (reads stay possible)")
-        probe = next(iter(venues), self.app.venue_names[0] if self.app.venue_names else "none")
-        decision = self.app.killswitch.check_order(probe, "ANY", Side.BUY, 1)
-        if decision.allowed:
-            ok = False
-            actions.append("Guard still ALLOWS new orders: check the holds")
-        else:
-            actions.append(f"Guard refuses new orders ({decision.code})")
+        for probe in guard_probes(incident.scope, self.app.venue_names):
+            decision = self.app.killswitch.check_order(
+                probe.venue, "ANY", Side.BUY, 1, account=probe.account, strategy=probe.strategy
+            )
+            if decision.allowed or decision.state is not TradingState.HALTED:
+                # refused for another reason (gates off) is no proof that the hold governs
+                ok = False
+                verdict = "ALLOWS" if decision.allowed else f"refuses ({decision.code}) but"
+                actions.append(
+                    f"Guard {verdict} new orders{probe.label} not HALTED: check the holds"
+                )
+            else:
+                actions.append(f"Guard refuses new orders{probe.label} ({decision.code})")
         return {"status": StepStatus.SUCCESS if ok else StepStatus.FAILED, "actions": actions}
 
     # -- step 3 -------------------------------------------------------------------------------

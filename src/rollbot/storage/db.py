@@ -12,14 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from rollbot.errors import StateUnavailable, StorageError
+from rollbot.errors import DatabaseBusy, StateUnavailable, StorageError
 from rollbot.storage.migrations import MIGRATIONS
 
 
 def _explain(path: Path, exc: sqlite3.Error) -> StorageError:
     text = str(exc)
     if "locked" in text or "busy" in text:
-        return StorageError(
+        return DatabaseBusy(
             f"database {path} is locked by another process (waited for the busy timeout); "
             "nothing was written"
         )
@@ -48,6 +48,7 @@ class Database:
         create: bool = True,
     ) -> None:
         self.path = Path(path)
+        self.busy_timeout_ms = int(busy_timeout_ms)
         self._migrations = MIGRATIONS if migrations is None else migrations
         self.inode: int | None = None
         if not create:
@@ -114,6 +115,17 @@ class Database:
     @property
     def schema_version(self) -> int:
         return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def patience(self, busy_timeout_ms: int) -> Iterator[None]:
+        """Wait at most this long for another writer inside the block (a kill must not wait
+        out the configured busy timeout before it cancels)."""
+        with self._lock:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            try:
+                yield
+            finally:
+                self.conn.execute(f"PRAGMA busy_timeout = {self.busy_timeout_ms}")
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

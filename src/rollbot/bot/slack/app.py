@@ -26,13 +26,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from rollbot.bot.slack.courier import Courier
+from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.metrics import Metrics
 from rollbot.clock import iso
 from rollbot.commands import escalation
 from rollbot.commands.context import Rollbot
 from rollbot.commands.mrkdwn import escape
-from rollbot.commands.rollback import Engine
-from rollbot.errors import Refused, RollbotError
+from rollbot.commands.rollback import HOLD_FIRST_WAIT_MS, Engine
+from rollbot.errors import DatabaseBusy, Refused, RollbotError
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
 
@@ -208,10 +209,17 @@ class SlackBot:
         )
         if not key:
             return False
-        cur = self.rb.db.execute(
-            "INSERT OR IGNORE INTO deliveries (key, at) VALUES (?, ?)",
-            (f"{req.kind}:{key}", iso(self.rb.clock.now())),
-        )
+        kill = req.kind == Command.KILL
+        try:
+            with self.rb.db.patience(HOLD_FIRST_WAIT_MS if kill else self.rb.db.busy_timeout_ms):
+                cur = self.rb.db.execute(
+                    "INSERT OR IGNORE INTO deliveries (key, at) VALUES (?, ?)",
+                    (f"{req.kind}:{key}", iso(self.rb.clock.now())),
+                )
+        except DatabaseBusy:
+            if not kill:
+                raise
+            return False  # a /kill never waits on the lock: its incident's dedupe key catches it
         return cur.rowcount == 0
 
     def require(self, req: Req, roles: list[str], what: str) -> None:

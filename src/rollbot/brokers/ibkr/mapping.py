@@ -190,6 +190,7 @@ def to_order(venue: str, trade: Trade, *, reduce_only: bool = False, symbol: str
         reduce_only=reduce_only,
         reason=reason,
         rejected_for_good=refused is not None and refused[0] in FINAL_REJECT_CODES,
+        account=o.account or None,
     )
 
 

@@ -10,12 +10,13 @@ from rollbot.bot.slack import parsing, views
 from rollbot.bot.slack.courier import fix_for
 from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.listeners import requests
+from rollbot.commands import escalation
 from rollbot.commands.escalation import close_incident
 from rollbot.commands.mrkdwn import escape
 from rollbot.commands.positions import read_books
 from rollbot.commands.report import build_log, build_markdown, render
-from rollbot.commands.rollback import KILL_STEPS, Engine, ended_steps
-from rollbot.errors import BadInput, Refused
+from rollbot.commands.rollback import HOLD_FIRST_WAIT_MS, KILL_STEPS, Engine, ended_steps
+from rollbot.errors import BadInput, DatabaseBusy, Refused
 from rollbot.storage.incidents import Incident
 
 if TYPE_CHECKING:
@@ -34,9 +35,19 @@ async def kill(bot: SlackBot, req: Req) -> None:
     bot.require(req, list(bot.rb.settings.slack.kill_roles), "/kill")
     scope, reason = parsing.parse_kill(req.text, bot.rb.venue_names)
     engine = Engine(bot.rb, req.actor)
-    incident, new = engine.open_held_incident(
-        kind="kill", reason=reason, scope_text=scope, dedupe_key=f"slack:{req.trigger_id}"
-    )
+    kw = {"kind": "kill", "reason": reason, "scope_text": scope}
+    kw["dedupe_key"] = f"slack:{req.trigger_id}"
+    try:
+        with bot.rb.db.patience(HOLD_FIRST_WAIT_MS):
+            incident, new = engine.open_held_incident(**kw)
+    except DatabaseBusy:  # another process writes: cancel now, store the hold when it can
+        await req.ack_now(
+            text=f"🔴 {scope}: the database is locked by another process. Cancelling every open"
+            " order now; the HALTED hold is retried until stored. Follow the ops channel.",
+            response_type="ephemeral",
+        )
+        bot.spawn(_kill_once_stored(bot, engine, req, kw), req=req)
+        return
     await req.ack_now(
         text=f"🔴 {scope} HALTED ({incident.id}). Cancelling every open order; follow the thread.",
         response_type="ephemeral",
@@ -44,6 +55,15 @@ async def kill(bot: SlackBot, req: Req) -> None:
     if new:
         bot.incident_opened(incident.id, req.actor)
         bot.run_incident(engine, incident, KILL_STEPS, req)
+
+
+async def _kill_once_stored(bot: SlackBot, engine: Engine, req: Req, kw: dict[str, str]) -> None:
+    """The cancels go out at once (Engine.open_held), then the hold, escalation and steps."""
+    incident, new = await engine.open_held(**kw)
+    if new:
+        bot.incident_opened(incident.id, req.actor)
+        engine.on_step = escalation.loss_watcher(bot.rb, incident.id, engine.actor)
+        await engine.run(incident, KILL_STEPS, new=new)
 
 
 async def positions(bot: SlackBot, req: Req) -> None:

@@ -64,7 +64,8 @@ async def rollback(bot: SlackBot, req: Req, reason: str) -> None:
 
 async def start_rollback(bot: SlackBot, req: Req, reason: str, dedupe_key: str) -> str:
     engine = Engine(bot.rb, req.actor)
-    incident, new = engine.open_held_incident(
+    # never waits on another process's write lock: the cancels go first (Engine.open_held)
+    incident, new = await engine.open_held(
         kind="rollback", reason=reason, trigger="Manual rollback", dedupe_key=dedupe_key
     )
     if new:

@@ -1,0 +1,58 @@
+"""Storing a kill's incident and its HALTED hold: the one write a kill makes before it touches
+a venue. Apart from the engine so the terminal's kill (bot/breakglass.py) stores its hold with
+no more imported than this needs: not asyncio, not the engine, not the venue protocol's
+records beyond what the hold itself uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rollbot.commands.context import Rollbot
+from rollbot.commands.trading_state import parse_scope
+from rollbot.errors import BadInput
+from rollbot.storage.events import Actor
+from rollbot.storage.incidents import Incident
+
+# a kill waits this long for another process's write transaction, then cancels without it
+HOLD_WAIT_MS = 100
+
+
+def store_held_incident(
+    app: Rollbot,
+    actor: Actor,
+    *,
+    kind: str,
+    reason: str,
+    scope_text: str | None = None,
+    trigger: str | None = None,
+    trigger_value: float | None = None,
+    trigger_threshold: float | None = None,
+    dedupe_key: str | None = None,
+    hold_source: str = "person",
+    also: Callable[[], None] | None = None,
+) -> tuple[Incident, bool]:
+    """Store the incident and its HALTED hold in one transaction, before any venue call
+    (`also` writes in the same transaction: the terminal's BREAK_GLASS)."""
+    if not reason or not reason.strip():
+        raise BadInput("a reason is required")
+    scope = parse_scope(scope_text, app.venue_names)
+    with app.db.write():
+        incident, new = app.incidents.open(
+            kind=kind,
+            reason=reason.strip(),
+            actor=actor,
+            scope=scope,
+            trigger=trigger,
+            trigger_value=trigger_value,
+            trigger_threshold=trigger_threshold,
+            dedupe_key=dedupe_key,
+        )
+        if new:
+            app.killswitch.trigger(
+                scope, reason.strip(), actor, source=hold_source, incident_id=incident.id
+            )
+            app.outbox.put("headline", incident_id=incident.id)
+        if also is not None:
+            also()
+    return incident, new

@@ -1,0 +1,44 @@
+"""/kill while another process holds SQLite's write lock: the ack comes at once, the cancels go
+out at once, and the hold is stored as soon as the lock is let go (issue 14 item 7a)."""
+
+from __future__ import annotations
+
+from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running
+from fakes.slack import FakeSlack
+
+from rollbot.brokers.paper.venue import PaperVenue
+from rollbot.commands.trading_state import TradingState
+
+
+async def test_kill_while_the_database_is_locked_cancels_at_once_and_holds_once_it_can(
+    slack: FakeSlack, tmp_path, write_lock
+) -> None:
+    settings = bot_settings(tmp_path)
+    async with running(slack, settings) as server:
+        rb = server.rb
+        paper = rb.venue("paper")
+        assert isinstance(paper, PaperVenue)
+        assert len(await paper.open_orders()) == 24
+        with write_lock(settings.database.path):
+            d = await slack.deliver_slash_command(
+                "/kill", "runaway algo", user_id=OPERATOR, channel_id=OPS
+            )
+            ack = await slack.wait_for_ack(d.envelope_id)
+            assert ack.latency < 3.0
+            assert "locked by another process" in ack.payload["text"]
+            # the busy timeout is 5 s: the cancels do not wait it out, nor the lock
+            await slack.wait_until(
+                lambda: not paper.book.order_rows("WHERE status IN ('OPEN', 'PARTIALLY_FILLED')"),
+                timeout=4,
+            )
+            assert rb.db.query("SELECT * FROM holds") == []  # still locked out
+        await slack.wait_until(
+            lambda: rb.incidents.latest() is not None and rb.incidents.latest().phase == "DONE",
+            timeout=20,
+        )
+        assert rb.killswitch.state_of(["global"]) is TradingState.HALTED
+        incident = rb.incidents.latest()
+        early = rb.events.list(incident_id=incident.id, kinds=["CANCELLED_BEFORE_HOLD"])
+        assert early and early[0].data["venues"] == {
+            "paper": "24 of 24 orders cancelled, none left"
+        }
