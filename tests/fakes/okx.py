@@ -18,6 +18,13 @@ What it holds to, from the documentation:
 * Positions: net mode (``posSide = net``, signed ``pos``) or long/short mode (one row per
   side, ``posSide`` long/short). ``reduceOnly`` is refused in long/short mode (51000 style
   parameter error), where the order's ``posSide`` names the leg it closes.
+* ``POST /api/v5/trade/cancel-all-after`` (the dead-man's switch): ``timeOut`` 0 (off) or
+  10-120 seconds, else 51000 parameter error; answers ``triggerTime`` and ``ts`` (Unix ms,
+  ``triggerTime`` "0" when turned off). Each call replaces the countdown; when it lapses
+  unrefreshed every pending order-book order of the account is cancelled (algo orders not yet
+  triggered are not in the book). ``countdown_scale`` shortens the fake's own timer (0.1: a
+  10 s countdown lapses after 1 s of wall time) so a test stays short; the answered
+  ``triggerTime`` is the exchange's, unscaled.
 * Errors: ``{"code": "1", "data": [{"sCode": "51400", ...}]}`` per order; 51603 order does
   not exist; 429 with 50011 when rate limited.
 """
@@ -27,6 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -121,6 +129,11 @@ class OkxBook(_Book):
         # (instId, posSide) -> (contracts signed in net mode / positive per side, entry)
         self.pos: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
         self.okx_orders: list[OkxOrder] = []
+        self.countdown_scale = 1.0
+        self.countdown: threading.Timer | None = None
+        self.countdown_calls: list[int] = []  # timeOut of each cancel-all-after, in order
+        self.countdown_lapsed = threading.Event()
+        self.refuse_countdown: _Refusal | None = None  # answer cancel-all-after with this
         for inst_id, size in (positions or {}).items():
             self.set_position(inst_id, size)
 
@@ -199,6 +212,7 @@ class OkxBook(_Book):
             ("POST", f"{v5}/trade/cancel-order"): self._cancel,
             ("POST", f"{v5}/trade/cancel-batch-orders"): self._cancel_batch,
             ("POST", f"{v5}/trade/cancel-algos"): self._cancel_algos,
+            ("POST", f"{v5}/trade/cancel-all-after"): self._cancel_all_after,
         }
 
     def is_private(self, path: str) -> bool:
@@ -645,3 +659,37 @@ class OkxBook(_Book):
                 }
             )
         return rows
+
+    # ---- the dead-man's switch -----------------------------------------------------------
+    def _cancel_all_after(self, params: dict[str, Any]) -> Any:
+        if self.refuse_countdown is not None:
+            raise self.refuse_countdown
+        try:
+            seconds = int(str(params.get("timeOut", "")))
+        except ValueError:
+            raise _Refusal(51000, "Parameter timeOut error") from None
+        if seconds != 0 and not 10 <= seconds <= 120:
+            raise _Refusal(51000, "Parameter timeOut error")
+        self.countdown_calls.append(seconds)
+        if self.countdown is not None:
+            self.countdown.cancel()
+            self.countdown = None
+        now = _now_ms()
+        if seconds == 0:
+            return [{"triggerTime": "0", "ts": str(now)}]
+        self.countdown = threading.Timer(seconds * self.countdown_scale, self._lapse)
+        self.countdown.daemon = True
+        self.countdown.start()
+        return [{"triggerTime": str(now + seconds * 1000), "ts": str(now)}]
+
+    def _lapse(self) -> None:
+        with self.lock:
+            for o in self.okx_orders:
+                if o.state == "live" and not o.algo:
+                    o.state = "canceled"
+            self.countdown = None
+        self.countdown_lapsed.set()
+
+    def countdown_armed(self) -> bool:
+        with self.lock:
+            return self.countdown is not None

@@ -304,10 +304,25 @@ CREATE INDEX IF NOT EXISTS guard_reservations_open
     ON guard_reservations (venue, symbol) WHERE released_at IS NULL;
 """
 
+# the exchanges' countdown cancel-all per venue, as last armed (commands/dead_mans_switch.py)
+V_DEAD_MANS_SWITCH = """
+CREATE TABLE IF NOT EXISTS dead_mans_switches (
+    venue TEXT PRIMARY KEY,
+    armed INTEGER NOT NULL,
+    seconds INTEGER NOT NULL,
+    trigger_at TEXT,
+    covers TEXT NOT NULL DEFAULT '',
+    failures INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '',
+    updated_at TEXT NOT NULL
+);
+"""
+
 MIGRATIONS: list[str] = [
     V1_CORE,
     V2_LEASES,
     V3_GUARD_RESERVATIONS,
     V_ARMED_CHECKS,
     V_REQUIRED_ROLES,
+    V_DEAD_MANS_SWITCH,
 ]

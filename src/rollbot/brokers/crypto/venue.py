@@ -43,6 +43,7 @@ from rollbot.brokers.base import (
     VenueListener,
     VenueUnavailable,
 )
+from rollbot.brokers.crypto import countdown
 from rollbot.brokers.crypto.client import build_exchange, feature, market_params
 from rollbot.brokers.crypto.convert import (
     D0,
@@ -52,6 +53,7 @@ from rollbot.brokers.crypto.convert import (
     position_from_ccxt,
     ticker_price,
 )
+from rollbot.brokers.crypto.countdown import Countdown
 from rollbot.brokers.crypto.errors import (
     ArgumentsMissing,
     OrderNotFound,
@@ -810,6 +812,24 @@ class CryptoVenue:
             raise OrderRejected(
                 self.name, f"{symbol} is not a market on {self.cfg.exchange}", "BAD_SYMBOL"
             ) from None
+
+    # ---- the exchange's dead-man's switch -------------------------------------------------
+    @_contained
+    async def arm_countdown(self, seconds: int) -> Countdown:
+        """Arm or refresh the exchange's countdown cancel-all (0 disarms): countdown.py.
+        Allowed on a read-only connection too: it sends no order and cancels nothing now, and
+        the preflight's read-only connect shares this venue with the clock's refresh."""
+        await self._markets()
+        return await countdown.arm(
+            self.name,
+            self.cfg.exchange,
+            self.markets,
+            self.cfg.symbols,
+            self.exchange,
+            self._link.call,
+            self._clock.now(),
+            seconds,
+        )
 
     # ---- plumbing ----------------------------------------------------------------------
     async def _markets(self) -> None:

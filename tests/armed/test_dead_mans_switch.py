@@ -1,0 +1,272 @@
+"""The exchange-armed dead-man's switch (issue 17 item 1) against the loopback OKX v5 fake
+(tests/fakes/okx.py: POST /api/v5/trade/cancel-all-after with OKX's signing, its 0 or 10-120 s
+range, and a countdown that cancels the account's book orders when it lapses).
+
+In process on a manual clock: armed at start, refreshed every third of the countdown, a refused
+refresh alerts once and recovers once, the armed-status check fails and recovers. As real
+`rollbot clock` processes: SIGKILL leaves the countdown to lapse and the fake cancels the
+orders; SIGTERM disarms and records it; a countdown outside OKX's range exits 2, nothing armed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from fakes.exchange import FakeExchange, RunningFakeExchange, _Refusal, start_fake_exchange
+from fakes.okx import OkxBook
+
+from rollbot.bot.scheduler import Clockwork
+from rollbot.clock import ManualClock
+from rollbot.commands import preflight
+from rollbot.commands.context import Rollbot
+from rollbot.config import CryptoVenueConfig, Settings
+
+SECONDS = 30  # OKX takes 0 or 10-120
+
+
+def channel_posts(rb: Rollbot) -> list[str]:
+    rows = rb.db.query("SELECT payload FROM outbox WHERE kind = 'channel' ORDER BY id")
+    return [json.loads(r["payload"]).get("text", "") for r in rows]
+
+
+def okx_book(fake: FakeExchange | RunningFakeExchange) -> OkxBook:
+    assert isinstance(fake.book, OkxBook)
+    return fake.book
+
+
+def with_okx(
+    settings: Settings, fake: FakeExchange | RunningFakeExchange, seconds: int
+) -> Settings:
+    venue = CryptoVenueConfig(
+        **fake.venue_config("okx", dead_mans_switch_s=seconds, rate_limit_ms=1)
+    )
+    return settings.model_copy(update={"venues": [*settings.venues, venue]})
+
+
+@pytest.fixture
+async def okx(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeExchange]:
+    async with FakeExchange("okx") as fake:
+        for key, value in fake.env("okx").items():
+            monkeypatch.setenv(key, value)
+        okx_book(fake).add("BTC-USDT-SWAP", "buy", "1", "limit", px="30000")
+        yield fake
+        assert fake.book.unknown == []
+
+
+@pytest.fixture
+async def work(settings: Settings, okx: FakeExchange) -> AsyncIterator[Clockwork]:
+    # the exchange answers its own (real) time: the manual clock starts there
+    rb = Rollbot.open(with_okx(settings, okx, SECONDS), clock=ManualClock(datetime.now(UTC)))
+    try:
+        yield Clockwork(rb)
+    finally:
+        countdown = okx_book(okx).countdown
+        if countdown is not None:
+            countdown.cancel()
+        await rb.aclose()
+
+
+def dms_check(checks: list[preflight.Check]) -> preflight.Check:
+    return next(c for c in checks if c.name == "dead_mans_switch:okx")
+
+
+async def test_armed_at_start_and_refreshed_every_third_of_the_countdown(
+    work: Clockwork, okx: FakeExchange
+) -> None:
+    rb, book = work.app, okx_book(okx)
+    assert work._intervals["dead_mans_switch"][0] == SECONDS / 3
+    before = dms_check(await preflight.run_checks(rb))
+    assert not before.ok and "never armed" in before.reason
+
+    await work.start()
+    try:
+        assert book.countdown_calls == [SECONDS] and book.countdown_armed()
+        assert any("okx: armed, 30 s countdown" in n for n in work.dead_mans_switch_notes)
+        armed = rb.events.list(kinds=["DEAD_MANS_SWITCH_ARMED"])
+        assert [e.data["venue"] for e in armed] == ["okx"]
+        check = dms_check(await preflight.run_checks(rb))
+        assert check.ok and "the exchange cancels at" in check.reason
+        for _ in range(3):  # the rhythm: each tick of the job re-arms the full countdown
+            await work.dead_mans_switch.refresh()
+        assert book.countdown_calls == [SECONDS] * 4
+        signed = book.requests_to("/api/v5/trade/cancel-all-after")
+        assert [r.status for r in signed] == [200] * 4  # OKX's signature checked on each
+        assert [o.state for o in book.live()] == ["live"]  # refreshed: nothing cancelled
+    finally:
+        work.shutdown()
+
+
+async def test_a_refused_refresh_alerts_once_and_once_when_it_recovers(
+    work: Clockwork, okx: FakeExchange
+) -> None:
+    rb, book = work.app, okx_book(okx)
+    clock = rb.clock
+    assert isinstance(clock, ManualClock)
+    await work._arm_dead_mans_switch()
+    await work.preflight()
+    book.refuse_countdown = _Refusal(50001, "Service temporarily unavailable", 503)
+    await work.dead_mans_switch.refresh()
+    assert not [p for p in channel_posts(rb) if "Dead-man's switch" in p]  # one miss: quiet
+    for _ in range(3):
+        await work.dead_mans_switch.refresh()
+    alerts = [p for p in channel_posts(rb) if "Dead-man's switch on okx" in p]
+    assert len(alerts) == 1 and "2 refreshes in a row failed" in alerts[0], alerts
+    assert "Service temporarily unavailable" in alerts[0]
+
+    # the countdown the exchange last answered has run out: the armed status fails, once
+    clock.advance(seconds=SECONDS + 1)
+    assert not dms_check(await work.preflight()).ok
+    await work.preflight()
+    failed = [p for p in channel_posts(rb) if "dead_mans_switch:okx FAILED" in p]
+    assert len(failed) == 1 and "countdown ran out" in failed[0]
+
+    book.refuse_countdown = None
+    clock.set(datetime.now(UTC))
+    await work.dead_mans_switch.refresh()
+    await work.dead_mans_switch.refresh()
+    recovered = [p for p in channel_posts(rb) if "Dead-man's switch on okx refreshed" in p]
+    assert len(recovered) == 1
+    assert dms_check(await work.preflight()).ok
+    assert sum("dead_mans_switch:okx passes again" in p for p in channel_posts(rb)) == 1
+    kinds = [e.kind for e in rb.events.list() if e.kind.startswith("DEAD_MANS_SWITCH")]
+    assert kinds == [
+        "DEAD_MANS_SWITCH_ARMED",
+        "DEAD_MANS_SWITCH_REFRESH_FAILED",
+        "DEAD_MANS_SWITCH_RECOVERED",
+    ]
+
+
+async def test_a_venue_whose_countdown_cannot_be_armed_says_so_at_start(
+    settings: Settings, okx: FakeExchange
+) -> None:
+    okx_book(okx).refuse_countdown = _Refusal(50120, "API key doesn't have trade permission")
+    rb = Rollbot.open(with_okx(settings, okx, SECONDS), clock=ManualClock(datetime.now(UTC)))
+    work = Clockwork(rb)
+    try:
+        await work._arm_dead_mans_switch()
+        [note] = work.dead_mans_switch_notes
+        assert note.startswith("dead-man's switch on okx: CANNOT be armed: ")
+        assert "API key doesn't have trade permission" in note and "retried every 10 s" in note
+        assert sum("CANNOT be armed" in p for p in channel_posts(rb)) == 1
+        check = dms_check(await preflight.run_checks(rb))
+        assert not check.ok and "cannot be armed" in check.reason
+        # the key gets its permission back: the next refresh arms it, the check passes
+        okx_book(okx).refuse_countdown = None
+        await work.dead_mans_switch.refresh()
+        assert dms_check(await preflight.run_checks(rb)).ok
+        assert okx_book(okx).countdown_calls == [SECONDS]
+    finally:
+        await rb.aclose()
+
+
+# -- as real processes ----------------------------------------------------------------------------
+@pytest.fixture
+def okx_thread() -> Iterator[RunningFakeExchange]:
+    fake = start_fake_exchange("okx")
+    okx_book(fake).add("BTC-USDT-SWAP", "buy", "1", "limit", px="30000")
+    okx_book(fake).add("BTC-USDT", "buy", "0.01", "limit", px="30000")
+    try:
+        yield fake
+    finally:
+        if okx_book(fake).countdown is not None:
+            okx_book(fake).countdown.cancel()  # type: ignore[union-attr]
+        fake.stop()
+
+
+@pytest.fixture
+def clock_cli(settings, okx_thread, write_config, rollbot, tmp_path):  # type: ignore[no-untyped-def]
+    """The CLI fixture pointed at a config with the OKX fake's venue at `seconds`."""
+
+    def make(seconds: int):  # type: ignore[no-untyped-def]
+        cfg = write_config(with_okx(settings, okx_thread, seconds), "okx.toml")
+        return type(rollbot)(cfg, tmp_path)
+
+    return make
+
+
+def wait_for(predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_sigkilled_clock_leaves_the_countdown_to_lapse_and_the_exchange_cancels(
+    settings: Settings, okx_thread: RunningFakeExchange, clock_cli
+) -> None:
+    # OKX's smallest countdown (10 s) on the fake's timer at half speed: it lapses 5 s after
+    # the last refresh, while the clock refreshes every 10/3 s of real time
+    book = okx_book(okx_thread)
+    book.countdown_scale = 0.5
+    cli = clock_cli(10)
+    proc = cli.popen("clock", env=okx_thread.env("okx"))
+    try:
+        wait_for(lambda: len(book.countdown_calls) >= 2, 12)  # armed, then refreshed
+        assert [o.state for o in book.live()] == ["live", "live"]  # kept alive by refreshes
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+        assert book.countdown_lapsed.wait(8), "the countdown did not lapse"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert book.countdown_calls == [10] * len(book.countdown_calls)  # never disarmed
+    assert book.live() == [] and all(o.state == "canceled" for o in book.okx_orders)
+
+
+def test_a_clean_stop_disarms_and_records_it(
+    settings: Settings, okx_thread: RunningFakeExchange, clock_cli
+) -> None:
+    book = okx_book(okx_thread)
+    cli = clock_cli(60)
+    proc = cli.popen("clock", env=okx_thread.env("okx"))
+    try:
+        wait_for(lambda: len(book.countdown_calls) >= 1, 12)
+        wait_for(lambda: proc.stdout is not None and "ready" in proc.stdout.readline(), 5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert book.countdown_calls == [60, 0] and not book.countdown_armed()
+    assert "dead-man's switch on okx: disarmed: rollbot clock stopped by a signal" in err
+    assert [o.state for o in book.live()] == ["live", "live"]
+    rb = Rollbot.open(with_okx(settings, okx_thread, 60))
+    try:
+        events = rb.events.list(kinds=["DEAD_MANS_SWITCH_DISARMED"])
+        assert [e.data["venue"] for e in events] == ["okx"]
+        check = dms_check(await_checks(rb))
+        assert not check.ok and "disarmed" in check.reason
+    finally:
+        asyncio.run(rb.aclose())
+
+
+def await_checks(rb: Rollbot) -> list[preflight.Check]:
+    return asyncio.run(preflight.run_checks(rb))
+
+
+def test_a_countdown_outside_okx_range_exits_2_naming_it_and_arms_nothing(
+    okx_thread: RunningFakeExchange, clock_cli
+) -> None:
+    for command, seconds in (("clock", 5), ("preflight", 121)):
+        cli = clock_cli(10)  # then written as a person would: the model refuses it
+        text = cli.config.read_text()
+        assert "dead_mans_switch_s = 10" in text
+        cli.config.write_text(
+            text.replace("dead_mans_switch_s = 10", f"dead_mans_switch_s = {seconds}")
+        )
+        done = cli(command, env=okx_thread.env("okx"), timeout=30)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert (
+            f"venue 'okx': dead_mans_switch_s = {seconds} is outside what okx allows:"
+            " 10 to 120 seconds"
+        ) in done.stderr
+        assert "Traceback" not in done.stderr
+    assert okx_book(okx_thread).countdown_calls == []
+    assert okx_book(okx_thread).requests == []  # nothing reached the exchange
