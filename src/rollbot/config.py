@@ -109,6 +109,7 @@ class IbkrVenueConfig(_Section):
         default_factory=lambda: [18, 19]
     )
     account: str = ""
+    paper: bool = False  # an IB paper account whose id does not start with "DU" (venue drill)
     timeout_s: float = Field(10, gt=0)
     max_msgs_per_sec: float = Field(45, gt=0, le=50)  # IB disconnects past 50 messages a second
     reconnect: bool = True

@@ -18,6 +18,8 @@ What it holds to, from the documentation:
 * Positions: net mode (``posSide = net``, signed ``pos``) or long/short mode (one row per
   side, ``posSide`` long/short). ``reduceOnly`` is refused in long/short mode (51000 style
   parameter error), where the order's ``posSide`` names the leg it closes.
+* Demo trading (``demo=True``, OKX's testnet): a demo key is refused (50101, "APIKey does not
+  match current environment") on any private call without ``x-simulated-trading: 1``.
 * ``POST /api/v5/trade/cancel-all-after`` (the dead-man's switch): ``timeOut`` 0 (off) or
   10-120 seconds, else 51000 parameter error; answers ``triggerTime`` and ``ts`` (Unix ms,
   ``triggerTime`` "0" when turned off). Each call replaces the countdown; when it lapses
@@ -116,12 +118,14 @@ class OkxBook(_Book):
         balances: Mapping[str, Num] | None = None,
         passphrase: str = DEFAULT_PASSPHRASE,
         long_short_mode: bool = False,
+        demo: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("prices", OKX_PRICES)
         super().__init__(**kwargs)
         self.passphrase = passphrase
         self.long_short_mode = long_short_mode
+        self.demo = demo  # demo trading (OKX's testnet): every private call needs the header
         self.okx_instruments = {i.inst_id: i for i in DEFAULT_OKX_INSTRUMENTS}
         self.cash: dict[str, Decimal] = {
             k: _d(v) for k, v in (balances if balances is not None else {"USDT": "10000"}).items()
@@ -247,6 +251,8 @@ class OkxBook(_Book):
             raise _Refusal(50111, "Invalid OK-ACCESS-KEY.", 401)
         if passphrase != self.passphrase:
             raise _Refusal(50105, "Invalid OK-ACCESS-PASSPHRASE.", 401)
+        if self.demo and request.headers.get("x-simulated-trading") != "1":
+            raise _Refusal(50101, "APIKey does not match current environment.", 401)
         body = payload if request.method == "POST" else ""
         prehash = stamp + request.method + request.raw_path + body
         digest = hmac.new(self.secret.encode(), prehash.encode(), hashlib.sha256).digest()
