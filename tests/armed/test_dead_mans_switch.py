@@ -270,3 +270,54 @@ def test_a_countdown_outside_okx_range_exits_2_naming_it_and_arms_nothing(
         assert "Traceback" not in done.stderr
     assert okx_book(okx_thread).countdown_calls == []
     assert okx_book(okx_thread).requests == []  # nothing reached the exchange
+
+
+# -- Binance USDⓈ-M: one countdown per symbol (tests/fakes/binance_usdm.py) -----------------------
+async def test_binance_usdm_arms_each_symbol_and_a_lapse_cancels_that_symbols_orders(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fakes.binance_usdm import BinanceUsdmBook
+
+    async with FakeExchange("binance") as fake:
+        book = fake.book
+        assert isinstance(book, BinanceUsdmBook)
+        for key, value in fake.env("binance").items():
+            monkeypatch.setenv(key, value)
+        btc = book.add_futures_order("BTCUSDT", "BUY", "0.01", price="30000")
+        eth = book.add_futures_order("ETHUSDT", "BUY", "0.1", price="1500")
+        venue = CryptoVenueConfig(
+            **fake.venue_config(
+                "binance",
+                market="derivatives",
+                symbols=["BTC/USDT:USDT"],  # the countdown covers the named symbols only
+                dead_mans_switch_s=30,
+                rate_limit_ms=1,
+            )
+        )
+        rb = Rollbot.open(
+            settings.model_copy(update={"venues": [venue]}), clock=ManualClock(datetime.now(UTC))
+        )
+        work = Clockwork(rb)
+        try:
+            await work._arm_dead_mans_switch()
+            await work.dead_mans_switch.refresh()
+            assert book.countdown_calls == [("BTCUSDT", 30000)] * 2
+            check = dms_check_of(await preflight.run_checks(rb), "binance")
+            assert check.ok, check.reason
+            # rollbot is gone: the fake's timer at 1/100 speed lapses 0.3 s after the refresh
+            book.countdown_scale = 0.01
+            await work.dead_mans_switch.refresh()
+            lapsed = book.countdown_lapsed["BTCUSDT"]
+            for _ in range(100):
+                if lapsed.is_set():
+                    break
+                await asyncio.sleep(0.02)
+            assert lapsed.is_set()
+            assert (btc.status, eth.status) == ("CANCELED", "NEW")  # its symbol only
+        finally:
+            book.stop_countdowns()
+            await rb.aclose()
+
+
+def dms_check_of(checks: list[preflight.Check], venue: str) -> preflight.Check:
+    return next(c for c in checks if c.name == f"dead_mans_switch:{venue}")

@@ -14,10 +14,15 @@ derivatives documentation (developers.binance.com/docs/derivatives/usds-margined
   account ``/fapi/v3/account`` whose ``assets[].marginBalance`` = walletBalance +
   unrealizedProfit. In hedge mode ``reduceOnly`` is refused (-1106) and ``positionSide`` is
   required (-4061).
+* ``POST /fapi/v1/countdownCancelAll`` (symbol and countdownTime in ms required, 0 stops it):
+  one countdown per symbol, answered ``{"symbol", "countdownTime"}``; each call replaces that
+  symbol's countdown, and when it lapses unrefreshed the symbol's open orders are cancelled.
+  ``countdown_scale`` shortens the fake's own timer (0.01: 30 s lapse after 0.3 s of wall time).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -65,6 +70,10 @@ class BinanceUsdmBook(BinanceBook):
         self.hedge_mode = hedge_mode
         self.fpos: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}  # (sym, side) -> amt, entry
         self.futures_orders: list[FuturesOrder] = []
+        self.countdown_scale = 1.0
+        self.countdowns: dict[str, threading.Timer] = {}  # symbol -> its running countdown
+        self.countdown_calls: list[tuple[str, int]] = []  # (symbol, countdownTime ms)
+        self.countdown_lapsed: dict[str, threading.Event] = {}
 
     # ---- book --------------------------------------------------------------------------
     def set_futures_position(
@@ -140,6 +149,7 @@ class BinanceUsdmBook(BinanceBook):
             ("DELETE", f"{f}/v1/order"): self._f_cancel,
             ("DELETE", f"{f}/v1/algoOrder"): self._f_cancel_algo,
             ("GET", f"{f}/v1/allOrders"): self._f_all_orders,
+            ("POST", f"{f}/v1/countdownCancelAll"): self._f_countdown,
         }
 
     def is_private(self, path: str) -> bool:
@@ -499,3 +509,46 @@ class BinanceUsdmBook(BinanceBook):
             self.fpos[(symbol, position_side)] = (amount, entry)
             order.status, order.filled, order.avg = "FILLED", qty, mark
         return self._f_row(order)
+
+    # ---- the dead-man's switch -----------------------------------------------------------
+    def _f_countdown(self, params: dict[str, Any]) -> Any:
+        symbol = self._need(params)
+        raw = params.get("countdownTime")
+        if raw in (None, ""):
+            raise _Refusal(
+                -1102,
+                "Mandatory parameter 'countdownTime' was not sent, was empty/null, or malformed.",
+            )
+        try:
+            ms = int(str(raw))
+        except ValueError:
+            raise _Refusal(
+                -1100, "Illegal characters found in parameter 'countdownTime'."
+            ) from None
+        if ms < 0:
+            raise _Refusal(-1100, "Illegal characters found in parameter 'countdownTime'.")
+        self.countdown_calls.append((symbol, ms))
+        running = self.countdowns.pop(symbol, None)
+        if running is not None:
+            running.cancel()
+        if ms:
+            timer = threading.Timer(ms / 1000 * self.countdown_scale, self._lapse, (symbol,))
+            timer.daemon = True
+            self.countdowns[symbol] = timer
+            self.countdown_lapsed.setdefault(symbol, threading.Event())
+            timer.start()
+        return {"symbol": symbol, "countdownTime": str(ms)}
+
+    def _lapse(self, symbol: str) -> None:
+        with self.lock:
+            for o in self.futures_orders:
+                if o.symbol == symbol and o.status == "NEW" and not o.algo:
+                    o.status = "CANCELED"
+            self.countdowns.pop(symbol, None)
+        self.countdown_lapsed[symbol].set()
+
+    def stop_countdowns(self) -> None:
+        with self.lock:
+            for timer in self.countdowns.values():
+                timer.cancel()
+            self.countdowns.clear()
