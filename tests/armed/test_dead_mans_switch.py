@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from fakes.exchange import FakeExchange, RunningFakeExchange, _Refusal, start_fake_exchange
@@ -321,3 +322,43 @@ async def test_binance_usdm_arms_each_symbol_and_a_lapse_cancels_that_symbols_or
 
 def dms_check_of(checks: list[preflight.Check], venue: str) -> preflight.Check:
     return next(c for c in checks if c.name == f"dead_mans_switch:{venue}")
+
+
+# -- Kraken and Gate spot: one countdown for the account (tests/fakes/kraken.py, gate.py) ---------
+@pytest.mark.parametrize("kind", ["kraken", "gate"])
+async def test_kraken_and_gate_arm_refresh_lapse_and_disarm(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    async with FakeExchange(kind) as fake:  # type: ignore[arg-type]
+        book: Any = fake.book
+        for key, value in fake.env(kind).items():
+            monkeypatch.setenv(key, value)
+        if kind == "kraken":
+            order = book.add("XBTUSDT", "buy", "0.01", "limit", price="30000")
+        else:
+            order = book.add("BTC_USDT", "buy", "0.01", "30000")
+        venue = CryptoVenueConfig(**fake.venue_config(kind, dead_mans_switch_s=30, rate_limit_ms=1))
+        rb = Rollbot.open(
+            settings.model_copy(update={"venues": [venue]}), clock=ManualClock(datetime.now(UTC))
+        )
+        work = Clockwork(rb)
+        try:
+            await work._arm_dead_mans_switch()
+            await work.dead_mans_switch.refresh()
+            assert book.countdown_calls == [30, 30]
+            check = dms_check_of(await preflight.run_checks(rb), kind)
+            assert check.ok, check.reason
+            book.countdown_scale = 0.01  # rollbot goes quiet: the lapse comes 0.3 s later
+            await work.dead_mans_switch.refresh()
+            for _ in range(100):
+                if book.countdown_lapsed.is_set():
+                    break
+                await asyncio.sleep(0.02)
+            assert book.countdown_lapsed.is_set() and order.status in ("canceled", "cancelled")
+            await work.disarm_dead_mans_switch("test stop")
+            assert book.countdown_calls == [30, 30, 30, 0] and book.countdown is None
+        finally:
+            if book.countdown is not None:
+                book.countdown.cancel()
+            await rb.aclose()
+        assert book.unknown == []

@@ -7,6 +7,12 @@ SHA256(nonce + POST data))), a nonce that must increase (EAPI:Invalid nonce). An
 Kraken keeps every resting order in one list (OpenOrders): limit orders and the conditional
 kinds (stop-loss, take-profit, trailing-stop and their -limit variants) alike; CancelAll
 cancels them all. Assets carry Kraken's names (XXBT, XETH; USDT as is).
+
+The dead-man's switch, ``POST /0/private/CancelAllOrdersAfter``: ``timeout`` in seconds, 0
+turns it off, at most 86400 (EGeneral:Invalid arguments beyond); answers ``currentTime`` and
+``triggerTime`` (RFC 3339). Each call resets the timer; when it expires every open order of the
+account is cancelled and the feature is off until the next call. ``countdown_scale`` shortens
+the fake's own timer.
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -57,6 +65,10 @@ class KrakenBook(_Book):
         }
         self.kraken_orders: list[KrakenOrder] = []
         self.last_nonce = 0
+        self.countdown_scale = 1.0
+        self.countdown: threading.Timer | None = None
+        self.countdown_calls: list[int] = []
+        self.countdown_lapsed = threading.Event()
 
     def add(
         self, pair: str, side: str, vol: Num, ordertype: str = "limit", price: Num = 0
@@ -91,6 +103,7 @@ class KrakenBook(_Book):
             ("POST", "/0/private/AddOrder"): self._add,
             ("POST", "/0/private/CancelOrder"): self._cancel,
             ("POST", "/0/private/CancelAll"): self._cancel_all,
+            ("POST", "/0/private/CancelAllOrdersAfter"): self._cancel_after,
         }
 
     def is_private(self, path: str) -> bool:
@@ -289,3 +302,31 @@ class KrakenBook(_Book):
         for o in live:
             o.status = "canceled"
         return {"count": len(live)}
+
+    def _cancel_after(self, params: dict[str, Any]) -> Any:
+        try:
+            seconds = int(str(params.get("timeout", "")))
+        except ValueError:
+            raise _Refusal(0, "EGeneral:Invalid arguments") from None
+        if not 0 <= seconds <= 86400:
+            raise _Refusal(0, "EGeneral:Invalid arguments")
+        self.countdown_calls.append(seconds)
+        if self.countdown is not None:
+            self.countdown.cancel()
+            self.countdown = None
+        now = datetime.now(UTC).replace(microsecond=0)
+        stamp = now.isoformat().replace("+00:00", "Z")
+        if not seconds:
+            return {"currentTime": stamp, "triggerTime": "0"}
+        self.countdown = threading.Timer(seconds * self.countdown_scale, self._lapse)
+        self.countdown.daemon = True
+        self.countdown.start()
+        trigger = (now + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+        return {"currentTime": stamp, "triggerTime": trigger}
+
+    def _lapse(self) -> None:
+        with self.lock:
+            for o in self.live():
+                o.status = "canceled"
+            self.countdown = None
+        self.countdown_lapsed.set()
