@@ -362,3 +362,66 @@ async def test_kraken_and_gate_arm_refresh_lapse_and_disarm(
                 book.countdown.cancel()
             await rb.aclose()
         assert book.unknown == []
+
+
+async def test_serve_arms_at_start_and_a_sigterm_disarms(
+    tmp_path, okx: FakeExchange, write_config, rollbot
+) -> None:  # type: ignore[no-untyped-def]
+    from fakes.rollbot_harness import bot_settings
+    from fakes.slack import FakeSlack
+
+    book = okx_book(okx)
+    config = write_config(with_okx(bot_settings(tmp_path), okx, 60), "serve.toml")
+    cli = type(rollbot)(config, tmp_path)
+    async with FakeSlack() as slack:
+        env = {
+            **okx.env("okx"),
+            "SLACK_API_URL": slack.api_url,
+            "SLACK_BOT_TOKEN": slack.bot_token,
+            "SLACK_APP_TOKEN": slack.app_token,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            *cli.argv(("serve",)),
+            cwd=tmp_path,
+            env=cli.env(env),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            await slack.wait_until(lambda: book.countdown_calls == [60], timeout=20)
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 20)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert book.countdown_calls == [60, 0] and not book.countdown_armed()
+    assert "dead-man's switch on okx: disarmed: rollbot serve stopped by a signal" in err.decode()
+
+
+async def test_an_exchange_without_a_countdown_says_so_at_start_and_is_not_retried(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FakeExchange("bybit") as fake:
+        for key, value in fake.env("bybit").items():
+            monkeypatch.setenv(key, value)
+        venue = CryptoVenueConfig(**fake.venue_config("bybit", dead_mans_switch_s=30))
+        rb = Rollbot.open(
+            settings.model_copy(update={"venues": [venue]}), clock=ManualClock(datetime.now(UTC))
+        )
+        work = Clockwork(rb)
+        try:
+            await work._arm_dead_mans_switch()
+            assert work.dead_mans_switch_notes == [
+                "dead-man's switch on bybit: CANNOT be armed: Bybit's countdown (DCP) fires when"
+                " its private websocket drops, and rollbot speaks REST only"
+            ]
+            await work.dead_mans_switch.refresh()
+            await work.dead_mans_switch.refresh()
+            assert not [p for p in channel_posts(rb) if "refreshes in a row failed" in p]
+            check = dms_check_of(await preflight.run_checks(rb), "bybit")
+            assert not check.ok and "DCP" in check.reason
+            assert fake.book.unknown == []
+        finally:
+            await rb.aclose()
