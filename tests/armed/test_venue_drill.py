@@ -131,3 +131,17 @@ def test_drill_venue_on_a_live_venue_exits_2_and_places_nothing(
     assert "venue 'okx' is not marked paper/testnet" in done.stderr
     assert "Nothing was placed" in done.stderr and "Traceback" not in done.stderr
     assert okx_demo.book.requests == [] and okx_demo.book.order_requests == []
+
+
+async def test_a_sentinel_not_confirmed_cancelled_fails_the_drill_and_keeps_the_hold(
+    app: Rollbot,
+) -> None:
+    venue = app.venue("paper")
+    venue.disconnect_in(2)  # type: ignore[attr-defined]  # the sentinel goes out, the kill's
+    venue.stay_down(True)  # type: ignore[attr-defined]  # cancel finds the gateway gone
+    result = await run_venue_drill(app, DRILLER, "paper", read_back_s=0.2)
+    assert not result.cancelled and result.kill_to_cancel_s is None and not result.hold_cleared
+    assert "left in place" in result.detail
+    assert [h.scope for h in app.killswitch.holds.active()] == ["venue:paper"]
+    assert app.events.list(kinds=["VENUE_DRILL_FAILED"])
+    assert not app.events.list(kinds=["HOLD_CLEARED"])

@@ -72,7 +72,9 @@ def refuse_unless_paper(app: Rollbot, name: str) -> str:
     return why
 
 
-async def run_venue_drill(app: Rollbot, actor: Actor, name: str) -> VenueDrillResult:
+async def run_venue_drill(
+    app: Rollbot, actor: Actor, name: str, *, read_back_s: float = READ_BACK_S
+) -> VenueDrillResult:
     marked = refuse_unless_paper(app, name)
     scope = f"venue:{name}"
     held = app.killswitch.holds.active([scope])
@@ -110,7 +112,7 @@ async def run_venue_drill(app: Rollbot, actor: Actor, name: str) -> VenueDrillRe
         f"venue drill on {name}: sentinel {sentinel.order_id} must be cancelled", scope
     )
     incident_id = outcome.incident.id
-    cancelled, detail = await _read_back(venue, client_id, sentinel.order_id)
+    cancelled, detail = await _read_back(venue, client_id, sentinel.order_id, read_back_s)
     elapsed = round(time.perf_counter() - started, 3) if cancelled else None
     venue.set_reconnect(True)  # the kill's step 2 switched it off for this process
     # fail closed: a sentinel not confirmed cancelled leaves the venue held
@@ -142,9 +144,11 @@ async def run_venue_drill(app: Rollbot, actor: Actor, name: str) -> VenueDrillRe
     return result
 
 
-async def _read_back(venue: object, client_id: str, order_id: str) -> tuple[bool, str]:
-    """Read the venue until the sentinel is no longer working (or READ_BACK_S passes)."""
-    deadline = time.monotonic() + READ_BACK_S
+async def _read_back(
+    venue: object, client_id: str, order_id: str, read_back_s: float
+) -> tuple[bool, str]:
+    """Read the venue until the sentinel is no longer working (or read_back_s passes)."""
+    deadline = time.monotonic() + read_back_s
     last = "not read"
     while True:
         try:
@@ -158,7 +162,7 @@ async def _read_back(venue: object, client_id: str, order_id: str) -> tuple[bool
                 return True, f"sentinel {order_id} read back {status}, not among open orders"
             last = f"sentinel {order_id} still {status}"
         if time.monotonic() >= deadline:
-            return False, f"{last} after {READ_BACK_S:g} s of reading back"
+            return False, f"{last} after {read_back_s:g} s of reading back"
         await asyncio.sleep(POLL_S)
 
 
