@@ -67,9 +67,7 @@ async def work(settings: Settings, okx: FakeExchange) -> AsyncIterator[Clockwork
     try:
         yield Clockwork(rb)
     finally:
-        countdown = okx_book(okx).countdown
-        if countdown is not None:
-            countdown.cancel()
+        okx_book(okx).countdown.stop()
         await rb.aclose()
 
 
@@ -87,7 +85,7 @@ async def test_armed_at_start_and_refreshed_every_third_of_the_countdown(
 
     await work.start()
     try:
-        assert book.countdown_calls == [SECONDS] and book.countdown_armed()
+        assert book.countdown.calls == [SECONDS] and book.countdown.armed
         assert any("okx: armed, 30 s countdown" in n for n in work.dead_mans_switch_notes)
         armed = rb.events.list(kinds=["DEAD_MANS_SWITCH_ARMED"])
         assert [e.data["venue"] for e in armed] == ["okx"]
@@ -95,7 +93,7 @@ async def test_armed_at_start_and_refreshed_every_third_of_the_countdown(
         assert check.ok and "the exchange cancels at" in check.reason
         for _ in range(3):  # the rhythm: each tick of the job re-arms the full countdown
             await work.dead_mans_switch.refresh()
-        assert book.countdown_calls == [SECONDS] * 4
+        assert book.countdown.calls == [SECONDS] * 4
         signed = book.requests_to("/api/v5/trade/cancel-all-after")
         assert [r.status for r in signed] == [200] * 4  # OKX's signature checked on each
         assert [o.state for o in book.live()] == ["live"]  # refreshed: nothing cancelled
@@ -161,7 +159,7 @@ async def test_a_venue_whose_countdown_cannot_be_armed_says_so_at_start(
         okx_book(okx).refuse_countdown = None
         await work.dead_mans_switch.refresh()
         assert dms_check(await preflight.run_checks(rb)).ok
-        assert okx_book(okx).countdown_calls == [SECONDS]
+        assert okx_book(okx).countdown.calls == [SECONDS]
     finally:
         await rb.aclose()
 
@@ -175,8 +173,7 @@ def okx_thread() -> Iterator[RunningFakeExchange]:
     try:
         yield fake
     finally:
-        if okx_book(fake).countdown is not None:
-            okx_book(fake).countdown.cancel()  # type: ignore[union-attr]
+        okx_book(fake).countdown.stop()
         fake.stop()
 
 
@@ -204,19 +201,19 @@ def test_sigkilled_clock_leaves_the_countdown_to_lapse_and_the_exchange_cancels(
     # OKX's smallest countdown (10 s) on the fake's timer at half speed: it lapses 5 s after
     # the last refresh, while the clock refreshes every 10/3 s of real time
     book = okx_book(okx_thread)
-    book.countdown_scale = 0.5
+    book.countdown.scale = 0.5
     cli = clock_cli(10)
     proc = cli.popen("clock", env=okx_thread.env("okx"))
     try:
-        wait_for(lambda: len(book.countdown_calls) >= 2, 12)  # armed, then refreshed
+        wait_for(lambda: len(book.countdown.calls) >= 2, 12)  # armed, then refreshed
         assert [o.state for o in book.live()] == ["live", "live"]  # kept alive by refreshes
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
-        assert book.countdown_lapsed.wait(8), "the countdown did not lapse"
+        assert book.countdown.lapsed.wait(8), "the countdown did not lapse"
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert book.countdown_calls == [10] * len(book.countdown_calls)  # never disarmed
+    assert book.countdown.calls == [10] * len(book.countdown.calls)  # never disarmed
     assert book.live() == [] and all(o.state == "canceled" for o in book.okx_orders)
 
 
@@ -227,7 +224,7 @@ def test_a_clean_stop_disarms_and_records_it(
     cli = clock_cli(60)
     proc = cli.popen("clock", env=okx_thread.env("okx"))
     try:
-        wait_for(lambda: len(book.countdown_calls) >= 1, 12)
+        wait_for(lambda: len(book.countdown.calls) >= 1, 12)
         wait_for(lambda: proc.stdout is not None and "ready" in proc.stdout.readline(), 5)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
@@ -235,7 +232,7 @@ def test_a_clean_stop_disarms_and_records_it(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert book.countdown_calls == [60, 0] and not book.countdown_armed()
+    assert book.countdown.calls == [60, 0] and not book.countdown.armed
     assert "dead-man's switch on okx: disarmed: rollbot clock stopped by a signal" in err
     assert [o.state for o in book.live()] == ["live", "live"]
     rb = Rollbot.open(with_okx(settings, okx_thread, 60))
@@ -269,7 +266,7 @@ def test_a_countdown_outside_okx_range_exits_2_naming_it_and_arms_nothing(
             " 10 to 120 seconds"
         ) in done.stderr
         assert "Traceback" not in done.stderr
-    assert okx_book(okx_thread).countdown_calls == []
+    assert okx_book(okx_thread).countdown.calls == []
     assert okx_book(okx_thread).requests == []  # nothing reached the exchange
 
 
@@ -308,7 +305,7 @@ async def test_binance_usdm_arms_each_symbol_and_a_lapse_cancels_that_symbols_or
             # rollbot is gone: the fake's timer at 1/100 speed lapses 0.3 s after the refresh
             book.countdown_scale = 0.01
             await work.dead_mans_switch.refresh()
-            lapsed = book.countdown_lapsed["BTCUSDT"]
+            lapsed = book.countdowns["BTCUSDT"].lapsed
             for _ in range(100):
                 if lapsed.is_set():
                     break
@@ -345,21 +342,20 @@ async def test_kraken_and_gate_arm_refresh_lapse_and_disarm(
         try:
             await work._arm_dead_mans_switch()
             await work.dead_mans_switch.refresh()
-            assert book.countdown_calls == [30, 30]
+            assert book.countdown.calls == [30, 30]
             check = dms_check_of(await preflight.run_checks(rb), kind)
             assert check.ok, check.reason
-            book.countdown_scale = 0.01  # rollbot goes quiet: the lapse comes 0.3 s later
+            book.countdown.scale = 0.01  # rollbot goes quiet: the lapse comes 0.3 s later
             await work.dead_mans_switch.refresh()
             for _ in range(100):
-                if book.countdown_lapsed.is_set():
+                if book.countdown.lapsed.is_set():
                     break
                 await asyncio.sleep(0.02)
-            assert book.countdown_lapsed.is_set() and order.status in ("canceled", "cancelled")
+            assert book.countdown.lapsed.is_set() and order.status in ("canceled", "cancelled")
             await work.disarm_dead_mans_switch("test stop")
-            assert book.countdown_calls == [30, 30, 30, 0] and book.countdown is None
+            assert book.countdown.calls == [30, 30, 30, 0] and not book.countdown.armed
         finally:
-            if book.countdown is not None:
-                book.countdown.cancel()
+            book.countdown.stop()
             await rb.aclose()
         assert book.unknown == []
 
@@ -388,7 +384,7 @@ async def test_serve_arms_at_start_and_a_sigterm_disarms(
             stderr=asyncio.subprocess.PIPE,
         )
         try:
-            await slack.wait_until(lambda: book.countdown_calls == [60], timeout=20)
+            await slack.wait_until(lambda: book.countdown.calls == [60], timeout=20)
             proc.send_signal(signal.SIGTERM)
             _, err = await asyncio.wait_for(proc.communicate(), 20)
         finally:
@@ -396,7 +392,7 @@ async def test_serve_arms_at_start_and_a_sigterm_disarms(
                 proc.kill()
                 await proc.wait()
     assert proc.returncode == 0, err.decode()
-    assert book.countdown_calls == [60, 0] and not book.countdown_armed()
+    assert book.countdown.calls == [60, 0] and not book.countdown.armed
     assert "dead-man's switch on okx: disarmed: rollbot serve stopped by a signal" in err.decode()
 
 

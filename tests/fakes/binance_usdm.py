@@ -17,18 +17,18 @@ derivatives documentation (developers.binance.com/docs/derivatives/usds-margined
 * ``POST /fapi/v1/countdownCancelAll`` (symbol and countdownTime in ms required, 0 stops it):
   one countdown per symbol, answered ``{"symbol", "countdownTime"}``; each call replaces that
   symbol's countdown, and when it lapses unrefreshed the symbol's open orders are cancelled.
-  ``countdown_scale`` shortens the fake's own timer (0.01: 30 s lapse after 0.3 s of wall time).
+  ``countdown_scale`` is handed to each symbol's FakeCountdown (0.01: a 30 s countdown lapses
+  after 0.3 s of wall time).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from fakes.exchange import BinanceBook, Num, _d, _now_ms, _Refusal, _s
+from fakes.exchange import BinanceBook, FakeCountdown, Num, _d, _now_ms, _Refusal, _s
 
 ALGO_TYPES = ("STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET")
 
@@ -70,10 +70,9 @@ class BinanceUsdmBook(BinanceBook):
         self.hedge_mode = hedge_mode
         self.fpos: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}  # (sym, side) -> amt, entry
         self.futures_orders: list[FuturesOrder] = []
-        self.countdown_scale = 1.0
-        self.countdowns: dict[str, threading.Timer] = {}  # symbol -> its running countdown
+        self.countdown_scale = 1.0  # for each symbol's countdown (FakeCountdown.scale)
+        self.countdowns: dict[str, FakeCountdown] = {}  # one per symbol
         self.countdown_calls: list[tuple[str, int]] = []  # (symbol, countdownTime ms)
-        self.countdown_lapsed: dict[str, threading.Event] = {}
 
     # ---- book --------------------------------------------------------------------------
     def set_futures_position(
@@ -528,27 +527,19 @@ class BinanceUsdmBook(BinanceBook):
         if ms < 0:
             raise _Refusal(-1100, "Illegal characters found in parameter 'countdownTime'.")
         self.countdown_calls.append((symbol, ms))
-        running = self.countdowns.pop(symbol, None)
-        if running is not None:
-            running.cancel()
-        if ms:
-            timer = threading.Timer(ms / 1000 * self.countdown_scale, self._lapse, (symbol,))
-            timer.daemon = True
-            self.countdowns[symbol] = timer
-            self.countdown_lapsed.setdefault(symbol, threading.Event())
-            timer.start()
+        countdown = self.countdowns.get(symbol)
+        if countdown is None:
+            countdown = FakeCountdown(self.lock, lambda: self._lapse(symbol))
+            self.countdowns[symbol] = countdown
+        countdown.scale = self.countdown_scale
+        countdown.arm(ms / 1000)
         return {"symbol": symbol, "countdownTime": str(ms)}
 
-    def _lapse(self, symbol: str) -> None:
-        with self.lock:
-            for o in self.futures_orders:
-                if o.symbol == symbol and o.status == "NEW" and not o.algo:
-                    o.status = "CANCELED"
-            self.countdowns.pop(symbol, None)
-        self.countdown_lapsed[symbol].set()
+    def _lapse(self, symbol: str) -> None:  # the symbol's open (non-algo) orders
+        for o in self.futures_orders:
+            if o.symbol == symbol and o.status == "NEW" and not o.algo:
+                o.status = "CANCELED"
 
     def stop_countdowns(self) -> None:
-        with self.lock:
-            for timer in self.countdowns.values():
-                timer.cancel()
-            self.countdowns.clear()
+        for countdown in self.countdowns.values():
+            countdown.stop()

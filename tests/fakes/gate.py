@@ -12,14 +12,13 @@ with ``t-``.
 The dead-man's switch, ``POST /spot/countdown_cancel_all``: ``timeout`` in seconds (0 turns it
 off, else at least 5: INVALID_PARAM_VALUE), ``currency_pair`` optional (one pair, else every
 pair); answers ``{"triggerTime": ms}``. When it lapses unrefreshed the open (book) orders it
-covers are cancelled. ``countdown_scale`` shortens the fake's own timer.
+covers are cancelled (``countdown``: a FakeCountdown, whose ``scale`` shortens the wait).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fakes.exchange import Num, _Answer, _Book, _d, _now_ms, _Refusal, _s
+from fakes.exchange import FakeCountdown, Num, _Answer, _Book, _d, _now_ms, _Refusal, _s
 
 GATE_PAIRS = {"BTC_USDT": ("BTC", "USDT"), "ETH_USDT": ("ETH", "USDT")}
 
@@ -59,10 +58,7 @@ class GateBook(_Book):
             k: _d(v) for k, v in (balances if balances is not None else {"USDT": "1000"}).items()
         }
         self.gate_orders: list[GateOrder] = []
-        self.countdown_scale = 1.0
-        self.countdown: threading.Timer | None = None
-        self.countdown_calls: list[int] = []
-        self.countdown_lapsed = threading.Event()
+        self.countdown = FakeCountdown(self.lock, lambda: self._lapse(None))
 
     def add(
         self,
@@ -405,21 +401,11 @@ class GateBook(_Book):
         if seconds != 0 and seconds < 5:
             raise _Refusal(0, "INVALID_PARAM_VALUE: timeout must be at least 5 seconds")
         pair = params.get("currency_pair") or None
-        self.countdown_calls.append(seconds)
-        if self.countdown is not None:
-            self.countdown.cancel()
-            self.countdown = None
-        if not seconds:
-            return {"triggerTime": 0}
-        self.countdown = threading.Timer(seconds * self.countdown_scale, self._lapse, (pair,))
-        self.countdown.daemon = True
-        self.countdown.start()
-        return {"triggerTime": _now_ms() + seconds * 1000}
+        self.countdown.on_lapse = lambda: self._lapse(pair)
+        self.countdown.arm(seconds)
+        return {"triggerTime": _now_ms() + seconds * 1000 if seconds else 0}
 
-    def _lapse(self, pair: str | None) -> None:
-        with self.lock:
-            for o in self.live(triggered=False):
-                if pair is None or o.pair == pair:
-                    o.status = "cancelled"
-            self.countdown = None
-        self.countdown_lapsed.set()
+    def _lapse(self, pair: str | None) -> None:  # the open book orders of one pair, or all
+        for o in self.live(triggered=False):
+            if pair is None or o.pair == pair:
+                o.status = "cancelled"

@@ -11,8 +11,8 @@ cancels them all. Assets carry Kraken's names (XXBT, XETH; USDT as is).
 The dead-man's switch, ``POST /0/private/CancelAllOrdersAfter``: ``timeout`` in seconds, 0
 turns it off, at most 86400 (EGeneral:Invalid arguments beyond); answers ``currentTime`` and
 ``triggerTime`` (RFC 3339). Each call resets the timer; when it expires every open order of the
-account is cancelled and the feature is off until the next call. ``countdown_scale`` shortens
-the fake's own timer.
+account is cancelled and the feature is off until the next call (``countdown``: a
+FakeCountdown, whose ``scale`` shortens the wait).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fakes.exchange import Num, _Answer, _Book, _d, _Refusal, _s
+from fakes.exchange import FakeCountdown, Num, _Answer, _Book, _d, _Refusal, _s
 
 DEFAULT_KRAKEN_SECRET = base64.b64encode(b"fake-kraken-secret-bytes").decode()
 PAIRS = {"XBTUSDT": ("XXBT", "BTC"), "ETHUSDT": ("XETH", "ETH")}  # pair -> (asset, coin)
@@ -65,10 +64,7 @@ class KrakenBook(_Book):
         }
         self.kraken_orders: list[KrakenOrder] = []
         self.last_nonce = 0
-        self.countdown_scale = 1.0
-        self.countdown: threading.Timer | None = None
-        self.countdown_calls: list[int] = []
-        self.countdown_lapsed = threading.Event()
+        self.countdown = FakeCountdown(self.lock, self._lapse)
 
     def add(
         self, pair: str, side: str, vol: Num, ordertype: str = "limit", price: Num = 0
@@ -310,23 +306,14 @@ class KrakenBook(_Book):
             raise _Refusal(0, "EGeneral:Invalid arguments") from None
         if not 0 <= seconds <= 86400:
             raise _Refusal(0, "EGeneral:Invalid arguments")
-        self.countdown_calls.append(seconds)
-        if self.countdown is not None:
-            self.countdown.cancel()
-            self.countdown = None
+        self.countdown.arm(seconds)
         now = datetime.now(UTC).replace(microsecond=0)
         stamp = now.isoformat().replace("+00:00", "Z")
         if not seconds:
             return {"currentTime": stamp, "triggerTime": "0"}
-        self.countdown = threading.Timer(seconds * self.countdown_scale, self._lapse)
-        self.countdown.daemon = True
-        self.countdown.start()
         trigger = (now + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
         return {"currentTime": stamp, "triggerTime": trigger}
 
-    def _lapse(self) -> None:
-        with self.lock:
-            for o in self.live():
-                o.status = "canceled"
-            self.countdown = None
-        self.countdown_lapsed.set()
+    def _lapse(self) -> None:  # every open order of the account
+        for o in self.live():
+            o.status = "canceled"

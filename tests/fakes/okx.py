@@ -24,9 +24,9 @@ What it holds to, from the documentation:
   10-120 seconds, else 51000 parameter error; answers ``triggerTime`` and ``ts`` (Unix ms,
   ``triggerTime`` "0" when turned off). Each call replaces the countdown; when it lapses
   unrefreshed every pending order-book order of the account is cancelled (algo orders not yet
-  triggered are not in the book). ``countdown_scale`` shortens the fake's own timer (0.1: a
-  10 s countdown lapses after 1 s of wall time) so a test stays short; the answered
-  ``triggerTime`` is the exchange's, unscaled.
+  triggered are not in the book). ``countdown`` is a FakeCountdown: its ``scale`` shortens the
+  fake's own wait (0.5: a 10 s countdown lapses after 5 s of wall time) so a test stays short;
+  the answered ``triggerTime`` is the exchange's, unscaled.
 * Errors: ``{"code": "1", "data": [{"sCode": "51400", ...}]}`` per order; 51603 order does
   not exist; 429 with 50011 when rate limited.
 """
@@ -36,7 +36,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -45,6 +44,7 @@ from typing import Any
 from aiohttp import web
 
 from fakes.exchange import (
+    FakeCountdown,
     Num,
     _Answer,
     _Book,
@@ -133,10 +133,7 @@ class OkxBook(_Book):
         # (instId, posSide) -> (contracts signed in net mode / positive per side, entry)
         self.pos: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
         self.okx_orders: list[OkxOrder] = []
-        self.countdown_scale = 1.0
-        self.countdown: threading.Timer | None = None
-        self.countdown_calls: list[int] = []  # timeOut of each cancel-all-after, in order
-        self.countdown_lapsed = threading.Event()
+        self.countdown = FakeCountdown(self.lock, self._lapse)
         self.refuse_countdown: _Refusal | None = None  # answer cancel-all-after with this
         for inst_id, size in (positions or {}).items():
             self.set_position(inst_id, size)
@@ -676,26 +673,12 @@ class OkxBook(_Book):
             raise _Refusal(51000, "Parameter timeOut error") from None
         if seconds != 0 and not 10 <= seconds <= 120:
             raise _Refusal(51000, "Parameter timeOut error")
-        self.countdown_calls.append(seconds)
-        if self.countdown is not None:
-            self.countdown.cancel()
-            self.countdown = None
+        self.countdown.arm(seconds)
         now = _now_ms()
-        if seconds == 0:
-            return [{"triggerTime": "0", "ts": str(now)}]
-        self.countdown = threading.Timer(seconds * self.countdown_scale, self._lapse)
-        self.countdown.daemon = True
-        self.countdown.start()
-        return [{"triggerTime": str(now + seconds * 1000), "ts": str(now)}]
+        trigger = str(now + seconds * 1000) if seconds else "0"
+        return [{"triggerTime": trigger, "ts": str(now)}]
 
-    def _lapse(self) -> None:
-        with self.lock:
-            for o in self.okx_orders:
-                if o.state == "live" and not o.algo:
-                    o.state = "canceled"
-            self.countdown = None
-        self.countdown_lapsed.set()
-
-    def countdown_armed(self) -> bool:
-        with self.lock:
-            return self.countdown is not None
+    def _lapse(self) -> None:  # every pending order-book order; algo orders are not in the book
+        for o in self.okx_orders:
+            if o.state == "live" and not o.algo:
+                o.state = "canceled"
