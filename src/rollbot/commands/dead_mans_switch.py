@@ -12,6 +12,7 @@ so `rollbot preflight` in another process sees it too.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 
@@ -47,6 +48,7 @@ class DeadMansSwitch:
         self.alerted: set[str] = set()
         self.unarmable: set[str] = set()
         self.stopped = False
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def interval_s(self) -> float | None:
         """How often to refresh: a third of the shortest countdown."""
@@ -96,24 +98,35 @@ class DeadMansSwitch:
         return lines
 
     async def refresh(self) -> None:
+        """Re-arm every countdown at its full length, the venues side by side."""
         if self.stopped:
             return
-        for cfg in self.venues:
-            if cfg.name in self.unarmable or self.stopped:
-                continue
+        await asyncio.gather(
+            *(self._refresh_one(cfg) for cfg in self.venues if cfg.name not in self.unarmable)
+        )
+
+    async def _refresh_one(self, cfg: CryptoVenueConfig) -> None:
+        # under the venue's lock: a refresh still in flight when a person stops rollbot must not
+        # reach the exchange after the disarm and arm it again
+        async with self._lock(cfg.name):
+            if self.stopped:
+                return
             try:
                 trigger, _ = await self._arm(cfg.name, cfg.dead_mans_switch_s or 0)
             except Exception as exc:
                 self._refresh_failed(cfg, str(exc))
-                continue
-            self.failures[cfg.name] = 0
-            if cfg.name in self.alerted:
-                self.alerted.discard(cfg.name)
-                text = f"refreshed again; the exchange cancels at {iso(trigger)} unless refreshed"
-                self.app.events.append(
-                    "DEAD_MANS_SWITCH_RECOVERED", DMS, reason=text, data={"venue": cfg.name}
-                )
-                self.app.outbox.put("channel", text=f"✅ Dead-man's switch on {cfg.name} {text}.")
+                return
+        self.failures[cfg.name] = 0
+        if cfg.name in self.alerted:
+            self.alerted.discard(cfg.name)
+            text = f"refreshed again; the exchange cancels at {iso(trigger)} unless refreshed"
+            self.app.events.append(
+                "DEAD_MANS_SWITCH_RECOVERED", DMS, reason=text, data={"venue": cfg.name}
+            )
+            self.app.outbox.put("channel", text=f"✅ Dead-man's switch on {cfg.name} {text}.")
+
+    def _lock(self, venue: str) -> asyncio.Lock:
+        return self._locks.setdefault(venue, asyncio.Lock())
 
     async def disarm(self, why: str) -> list[str]:
         """A stop a person asked for: turn every countdown off, and record it."""
@@ -123,7 +136,8 @@ class DeadMansSwitch:
             if cfg.name in self.unarmable:
                 continue
             try:
-                await self.app.venue(cfg.name).arm_countdown(0)  # type: ignore[attr-defined]
+                async with self._lock(cfg.name):  # after any refresh still in flight
+                    await self.app.venue(cfg.name).arm_countdown(0)  # type: ignore[attr-defined]
             except Exception as exc:
                 line = f"dead-man's switch on {cfg.name}: could NOT be disarmed: {exc}"
                 log.warning(line)
