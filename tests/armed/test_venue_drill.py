@@ -145,3 +145,17 @@ async def test_a_sentinel_not_confirmed_cancelled_fails_the_drill_and_keeps_the_
     assert [h.scope for h in app.killswitch.holds.active()] == ["venue:paper"]
     assert app.events.list(kinds=["VENUE_DRILL_FAILED"])
     assert not app.events.list(kinds=["HOLD_CLEARED"])
+
+
+async def test_an_ib_paper_account_is_marked_but_cannot_place_the_sentinel_yet(
+    settings: Settings,
+) -> None:
+    ib = IbkrVenueConfig(name="ib-du", account="DU1234567", port=1)  # nothing listens there
+    rb = Rollbot.open(settings.model_copy(update={"venues": [*settings.venues, ib]}))
+    try:
+        with pytest.raises(BadInput, match="cannot place the drill's sentinel yet"):
+            await run_venue_drill(rb, DRILLER, "ib-du")
+        assert not rb.events.list(kinds=["VENUE_DRILL_SENTINEL_PLACED"])
+        assert rb.killswitch.holds.active() == []
+    finally:
+        await rb.aclose()

@@ -111,8 +111,15 @@ class DeadMansSwitch:
         async with self._lock(cfg.name):
             if self.stopped:
                 return
+            seconds = cfg.dead_mans_switch_s or 0
+            # a refresh that hangs past its own slot counts as failed: by the next one the
+            # desk must know, not after the exchange's timeout has spent the countdown
+            slot = seconds / REFRESHES_PER_COUNTDOWN
             try:
-                trigger, _ = await self._arm(cfg.name, cfg.dead_mans_switch_s or 0)
+                trigger, _ = await asyncio.wait_for(self._arm(cfg.name, seconds), slot)
+            except TimeoutError:
+                self._refresh_failed(cfg, f"no answer within {slot:g} s")
+                return
             except Exception as exc:
                 self._refresh_failed(cfg, str(exc))
                 return
