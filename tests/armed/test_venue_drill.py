@@ -147,15 +147,24 @@ async def test_a_sentinel_not_confirmed_cancelled_fails_the_drill_and_keeps_the_
     assert not app.events.list(kinds=["HOLD_CLEARED"])
 
 
-async def test_an_ib_paper_account_is_marked_but_cannot_place_the_sentinel_yet(
+async def test_an_ib_paper_account_drill_cancels_its_sentinel_at_the_fake_tws(
     settings: Settings,
 ) -> None:
-    ib = IbkrVenueConfig(name="ib-du", account="DU1234567", port=1)  # nothing listens there
-    rb = Rollbot.open(settings.model_copy(update={"venues": [*settings.venues, ib]}))
-    try:
-        with pytest.raises(BadInput, match="cannot place the drill's sentinel yet"):
-            await run_venue_drill(rb, DRILLER, "ib-du")
-        assert not rb.events.list(kinds=["VENUE_DRILL_SENTINEL_PLACED"])
-        assert rb.killswitch.holds.active() == []
-    finally:
-        await rb.aclose()
+    from fakes.tws import FakeTws
+
+    async with FakeTws() as tws:  # account DU1234567: an IB paper account
+        tws.add_position("AAPL", 100, "190.5")
+        ib = IbkrVenueConfig(name="ib", account="DU1234567", port=tws.port, timeout_s=2)
+        rb = Rollbot.open(settings.model_copy(update={"venues": [ib]}))
+        try:
+            result = await run_venue_drill(rb, DRILLER, "ib")
+            assert rb.killswitch.holds.active() == []
+        finally:
+            await rb.aclose()
+    assert result.cancelled and result.hold_cleared, result.detail
+    [sent] = [o for o in tws.received if o.order_ref.startswith("rbdrill")]
+    # BUY 1 share, limit at half the 190.5 mark on the tick
+    assert (sent.action, sent.quantity, sent.order_type) == ("BUY", Decimal(1), "LMT")
+    assert sent.lmt_price == Decimal("95.25") and sent.account == "DU1234567"
+    assert tws.working_orders() == []
+    assert result.kill_to_cancel_s is not None

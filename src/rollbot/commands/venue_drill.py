@@ -2,12 +2,13 @@
 venue, and how long that takes.
 
 It places one sentinel order far from the market (a BUY limit at half the last price, the
-smallest size the market takes), triggers the real kill path (Engine.kill, scope venue:NAME),
-reads the venue back until the sentinel is no longer working, reports the time from the kill to
-the cancel confirmed, then clears the drill's own hold and closes its incident. Every step is an
-event. Only venues marked paper/testnet: a crypto venue with `sandbox = true`, an IBKR paper
-account (an account id starting with "DU", or `paper = true`), the embedded paper venue. Any
-other venue is refused before anything is placed.
+smallest size the market takes; on IBKR, 1 of a held contract at half its mark), triggers the
+real kill path (Engine.kill, scope venue:NAME), reads the venue back until the sentinel is no
+longer working, reports the time from the kill to the cancel confirmed, then clears the drill's
+own hold and closes its incident. Every step is an event. Only venues marked paper/testnet: a
+crypto venue with `sandbox = true`, an IBKR paper account (an account id starting with "DU",
+or `paper = true`), the embedded paper venue. Any other venue is refused before anything is
+placed.
 """
 
 from __future__ import annotations
