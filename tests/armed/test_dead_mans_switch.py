@@ -156,9 +156,12 @@ async def test_a_venue_whose_countdown_cannot_be_armed_says_so_at_start(
         check = dms_check(await preflight.run_checks(rb))
         assert not check.ok and "cannot be armed" in check.reason
         # the key gets its permission back: the next refresh arms it, the check passes
+        await work.dead_mans_switch.refresh()  # still refused: announced once, not again
+        assert not [p for p in channel_posts(rb) if "refreshes in a row failed" in p]
         okx_book(okx).refuse_countdown = None
         await work.dead_mans_switch.refresh()
         assert dms_check(await preflight.run_checks(rb)).ok
+        assert sum("Dead-man's switch on okx refreshed again" in p for p in channel_posts(rb)) == 1
         assert okx_book(okx).countdown.calls == [SECONDS]
     finally:
         await rb.aclose()

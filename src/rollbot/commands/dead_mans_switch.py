@@ -68,8 +68,9 @@ class DeadMansSwitch:
                 never = getattr(exc, "code", None) == "NO_COUNTDOWN"
                 if never:
                     self.unarmable.add(cfg.name)
-                else:
+                else:  # announced here: the refresh that arms it posts the recovery
                     self.failures[cfg.name] = 1
+                    self.alerted.add(cfg.name)
                 self._store(
                     cfg.name, armed=False, seconds=seconds, reason=f"cannot be armed: {why}"
                 )
@@ -183,7 +184,7 @@ class DeadMansSwitch:
                 (n, why, iso(self.app.clock.now()), cfg.name),
             )
         log.warning("dead-man's switch on %s: refresh %d in a row failed: %s", cfg.name, n, why)
-        if n == ALERT_AFTER_FAILURES:
+        if n >= ALERT_AFTER_FAILURES and cfg.name not in self.alerted:
             self.alerted.add(cfg.name)
             row = self.app.db.one(
                 "SELECT trigger_at FROM dead_mans_switches WHERE venue = ?", (cfg.name,)
