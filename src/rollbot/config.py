@@ -110,6 +110,7 @@ class IbkrVenueConfig(_Section):
         default_factory=lambda: [18, 19]
     )
     account: str = ""
+    paper: bool = False  # an IB paper account whose id does not start with "DU" (venue drill)
     timeout_s: float = Field(10, gt=0)
     max_msgs_per_sec: float = Field(45, gt=0, le=50)  # IB disconnects past 50 messages a second
     reconnect: bool = True
@@ -149,6 +150,21 @@ class CryptoVenueConfig(_Section):
     timeout_s: float = Field(10, gt=0)
     limit_slippage_bps: OffsetBps = Decimal(50)
     rate_limit_ms: float | None = Field(None, gt=0)  # replaces ccxt's request spacing (tests)
+    # the exchange's own countdown cancel-all, refreshed while serve/clock runs (opt-in)
+    dead_mans_switch_s: int | None = None
+
+    @model_validator(mode="after")
+    def _countdown_in_range(self) -> CryptoVenueConfig:
+        from rollbot.brokers.crypto.countdown import rule_for
+
+        seconds = self.dead_mans_switch_s
+        rule = rule_for(self.exchange, self.markets)
+        if seconds is not None and rule is not None and not rule.admits(seconds):
+            raise ValueError(
+                f"venue {self.name!r}: dead_mans_switch_s = {seconds} is outside what"
+                f" {self.exchange} allows: {rule.allowed().removeprefix('0 (off) or ')}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _some_market(self) -> CryptoVenueConfig:

@@ -14,6 +14,11 @@ derivatives documentation (developers.binance.com/docs/derivatives/usds-margined
   account ``/fapi/v3/account`` whose ``assets[].marginBalance`` = walletBalance +
   unrealizedProfit. In hedge mode ``reduceOnly`` is refused (-1106) and ``positionSide`` is
   required (-4061).
+* ``POST /fapi/v1/countdownCancelAll`` (symbol and countdownTime in ms required, 0 stops it):
+  one countdown per symbol, answered ``{"symbol", "countdownTime"}``; each call replaces that
+  symbol's countdown, and when it lapses unrefreshed the symbol's open orders are cancelled.
+  ``countdown_scale`` is handed to each symbol's FakeCountdown (0.01: a 30 s countdown lapses
+  after 0.3 s of wall time).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from fakes.exchange import BinanceBook, Num, _d, _now_ms, _Refusal, _s
+from fakes.exchange import BinanceBook, FakeCountdown, Num, _d, _now_ms, _Refusal, _s
 
 ALGO_TYPES = ("STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET")
 
@@ -65,6 +70,9 @@ class BinanceUsdmBook(BinanceBook):
         self.hedge_mode = hedge_mode
         self.fpos: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}  # (sym, side) -> amt, entry
         self.futures_orders: list[FuturesOrder] = []
+        self.countdown_scale = 1.0  # for each symbol's countdown (FakeCountdown.scale)
+        self.countdowns: dict[str, FakeCountdown] = {}  # one per symbol
+        self.countdown_calls: list[tuple[str, int]] = []  # (symbol, countdownTime ms)
 
     # ---- book --------------------------------------------------------------------------
     def set_futures_position(
@@ -140,6 +148,7 @@ class BinanceUsdmBook(BinanceBook):
             ("DELETE", f"{f}/v1/order"): self._f_cancel,
             ("DELETE", f"{f}/v1/algoOrder"): self._f_cancel_algo,
             ("GET", f"{f}/v1/allOrders"): self._f_all_orders,
+            ("POST", f"{f}/v1/countdownCancelAll"): self._f_countdown,
         }
 
     def is_private(self, path: str) -> bool:
@@ -499,3 +508,38 @@ class BinanceUsdmBook(BinanceBook):
             self.fpos[(symbol, position_side)] = (amount, entry)
             order.status, order.filled, order.avg = "FILLED", qty, mark
         return self._f_row(order)
+
+    # ---- the dead-man's switch -----------------------------------------------------------
+    def _f_countdown(self, params: dict[str, Any]) -> Any:
+        symbol = self._need(params)
+        raw = params.get("countdownTime")
+        if raw in (None, ""):
+            raise _Refusal(
+                -1102,
+                "Mandatory parameter 'countdownTime' was not sent, was empty/null, or malformed.",
+            )
+        try:
+            ms = int(str(raw))
+        except ValueError:
+            raise _Refusal(
+                -1100, "Illegal characters found in parameter 'countdownTime'."
+            ) from None
+        if ms < 0:
+            raise _Refusal(-1100, "Illegal characters found in parameter 'countdownTime'.")
+        self.countdown_calls.append((symbol, ms))
+        countdown = self.countdowns.get(symbol)
+        if countdown is None:
+            countdown = FakeCountdown(self.lock, lambda: self._lapse(symbol))
+            self.countdowns[symbol] = countdown
+        countdown.scale = self.countdown_scale
+        countdown.arm(ms / 1000)
+        return {"symbol": symbol, "countdownTime": str(ms)}
+
+    def _lapse(self, symbol: str) -> None:  # the symbol's open (non-algo) orders
+        for o in self.futures_orders:
+            if o.symbol == symbol and o.status == "NEW" and not o.algo:
+                o.status = "CANCELED"
+
+    def stop_countdowns(self) -> None:
+        for countdown in self.countdowns.values():
+            countdown.stop()

@@ -148,6 +148,46 @@ DEFAULT_INSTRUMENTS = (
     Instrument("SOLUSDT", "SOL", "USDT", Decimal("0.1"), Decimal("0.01"), Decimal("0.1")),
     Instrument("DOGEUSDT", "DOGE", "USDT", Decimal("1"), Decimal("0.00001"), Decimal("1")),
 )
+
+
+class FakeCountdown:
+    """An exchange's dead-man's switch: each arm replaces the running countdown (0 stops it);
+    when one runs out unrefreshed, `on_lapse` cancels what the exchange would, under the book's
+    lock. `scale` shortens the fake's own wait (0.5: a 10 s countdown lapses after 5 s of wall
+    time) so a test stays short; what the fake answers keeps the exchange's own times."""
+
+    def __init__(self, lock: threading.RLock, on_lapse: Callable[[], None]) -> None:
+        self.lock = lock
+        self.on_lapse = on_lapse
+        self.scale = 1.0
+        self.calls: list[float] = []  # the seconds of every arm, 0 for a stop, in order
+        self.lapsed = threading.Event()
+        self._timer: threading.Timer | None = None
+
+    def arm(self, seconds: float) -> None:
+        self.calls.append(seconds)
+        self.stop()
+        if seconds:
+            self._timer = threading.Timer(seconds * self.scale, self._lapse)
+            self._timer.daemon = True
+            self._timer.start()
+
+    @property
+    def armed(self) -> bool:
+        return self._timer is not None
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _lapse(self) -> None:
+        with self.lock:
+            self.on_lapse()
+            self._timer = None
+        self.lapsed.set()
+
+
 DEFAULT_PRICES = {"BTCUSDT": "60000", "ETHUSDT": "3000", "SOLUSDT": "150", "DOGEUSDT": "0.1"}
 
 

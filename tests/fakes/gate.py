@@ -8,6 +8,11 @@ Gate keeps price-triggered orders apart from the order book: ``/spot/price_order
 (``status=open``) and cancels them (``DELETE /spot/price_orders``); ``/spot/open_orders`` and
 ``DELETE /spot/orders`` never see them. A client order id travels in ``text`` and must start
 with ``t-``.
+
+The dead-man's switch, ``POST /spot/countdown_cancel_all``: ``timeout`` in seconds (0 turns it
+off, else at least 5: INVALID_PARAM_VALUE), ``currency_pair`` optional (one pair, else every
+pair); answers ``{"triggerTime": ms}``. When it lapses unrefreshed the open (book) orders it
+covers are cancelled (``countdown``: a FakeCountdown, whose ``scale`` shortens the wait).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fakes.exchange import Num, _Answer, _Book, _d, _now_ms, _Refusal, _s
+from fakes.exchange import FakeCountdown, Num, _Answer, _Book, _d, _now_ms, _Refusal, _s
 
 GATE_PAIRS = {"BTC_USDT": ("BTC", "USDT"), "ETH_USDT": ("ETH", "USDT")}
 
@@ -53,6 +58,7 @@ class GateBook(_Book):
             k: _d(v) for k, v in (balances if balances is not None else {"USDT": "1000"}).items()
         }
         self.gate_orders: list[GateOrder] = []
+        self.countdown = FakeCountdown(self.lock, lambda: self._lapse(None))
 
     def add(
         self,
@@ -105,6 +111,7 @@ class GateBook(_Book):
             ("DELETE", f"{v4}/orders"): self._cancel_all,
             ("GET", f"{v4}/price_orders"): self._price_orders,
             ("DELETE", f"{v4}/price_orders"): self._cancel_price_orders,
+            ("POST", f"{v4}/countdown_cancel_all"): self._countdown,
         }
 
     def dynamic(self, method: str, path: str) -> Callable[[dict[str, Any]], Any] | None:
@@ -385,3 +392,20 @@ class GateBook(_Book):
             self.accounts["USDT"] = self.accounts.get("USDT", Decimal(0)) - signed * px
             order.status, order.filled, order.fill_price = "closed", amount, px
         return self._row(order)
+
+    def _countdown(self, params: dict[str, Any]) -> Any:
+        try:
+            seconds = int(str(params.get("timeout", "")))
+        except ValueError:
+            raise _Refusal(0, "INVALID_PARAM_VALUE: timeout") from None
+        if seconds != 0 and seconds < 5:
+            raise _Refusal(0, "INVALID_PARAM_VALUE: timeout must be at least 5 seconds")
+        pair = params.get("currency_pair") or None
+        self.countdown.on_lapse = lambda: self._lapse(pair)
+        self.countdown.arm(seconds)
+        return {"triggerTime": _now_ms() + seconds * 1000 if seconds else 0}
+
+    def _lapse(self, pair: str | None) -> None:  # the open book orders of one pair, or all
+        for o in self.live(triggered=False):
+            if pair is None or o.pair == pair:
+                o.status = "cancelled"

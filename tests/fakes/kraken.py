@@ -7,6 +7,12 @@ SHA256(nonce + POST data))), a nonce that must increase (EAPI:Invalid nonce). An
 Kraken keeps every resting order in one list (OpenOrders): limit orders and the conditional
 kinds (stop-loss, take-profit, trailing-stop and their -limit variants) alike; CancelAll
 cancels them all. Assets carry Kraken's names (XXBT, XETH; USDT as is).
+
+The dead-man's switch, ``POST /0/private/CancelAllOrdersAfter``: ``timeout`` in seconds, 0
+turns it off, at most 86400 (EGeneral:Invalid arguments beyond); answers ``currentTime`` and
+``triggerTime`` (RFC 3339). Each call resets the timer; when it expires every open order of the
+account is cancelled and the feature is off until the next call (``countdown``: a
+FakeCountdown, whose ``scale`` shortens the wait).
 """
 
 from __future__ import annotations
@@ -17,12 +23,13 @@ import hmac
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
 
-from fakes.exchange import Num, _Answer, _Book, _d, _Refusal, _s
+from fakes.exchange import FakeCountdown, Num, _Answer, _Book, _d, _Refusal, _s
 
 DEFAULT_KRAKEN_SECRET = base64.b64encode(b"fake-kraken-secret-bytes").decode()
 PAIRS = {"XBTUSDT": ("XXBT", "BTC"), "ETHUSDT": ("XETH", "ETH")}  # pair -> (asset, coin)
@@ -57,6 +64,7 @@ class KrakenBook(_Book):
         }
         self.kraken_orders: list[KrakenOrder] = []
         self.last_nonce = 0
+        self.countdown = FakeCountdown(self.lock, self._lapse)
 
     def add(
         self, pair: str, side: str, vol: Num, ordertype: str = "limit", price: Num = 0
@@ -91,6 +99,7 @@ class KrakenBook(_Book):
             ("POST", "/0/private/AddOrder"): self._add,
             ("POST", "/0/private/CancelOrder"): self._cancel,
             ("POST", "/0/private/CancelAll"): self._cancel_all,
+            ("POST", "/0/private/CancelAllOrdersAfter"): self._cancel_after,
         }
 
     def is_private(self, path: str) -> bool:
@@ -289,3 +298,22 @@ class KrakenBook(_Book):
         for o in live:
             o.status = "canceled"
         return {"count": len(live)}
+
+    def _cancel_after(self, params: dict[str, Any]) -> Any:
+        try:
+            seconds = int(str(params.get("timeout", "")))
+        except ValueError:
+            raise _Refusal(0, "EGeneral:Invalid arguments") from None
+        if not 0 <= seconds <= 86400:
+            raise _Refusal(0, "EGeneral:Invalid arguments")
+        self.countdown.arm(seconds)
+        now = datetime.now(UTC).replace(microsecond=0)
+        stamp = now.isoformat().replace("+00:00", "Z")
+        if not seconds:
+            return {"currentTime": stamp, "triggerTime": "0"}
+        trigger = (now + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+        return {"currentTime": stamp, "triggerTime": trigger}
+
+    def _lapse(self) -> None:  # every open order of the account
+        for o in self.live():
+            o.status = "canceled"

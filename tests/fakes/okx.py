@@ -18,6 +18,15 @@ What it holds to, from the documentation:
 * Positions: net mode (``posSide = net``, signed ``pos``) or long/short mode (one row per
   side, ``posSide`` long/short). ``reduceOnly`` is refused in long/short mode (51000 style
   parameter error), where the order's ``posSide`` names the leg it closes.
+* Demo trading (``demo=True``, OKX's testnet): a demo key is refused (50101, "APIKey does not
+  match current environment") on any private call without ``x-simulated-trading: 1``.
+* ``POST /api/v5/trade/cancel-all-after`` (the dead-man's switch): ``timeOut`` 0 (off) or
+  10-120 seconds, else 51000 parameter error; answers ``triggerTime`` and ``ts`` (Unix ms,
+  ``triggerTime`` "0" when turned off). Each call replaces the countdown; when it lapses
+  unrefreshed every pending order-book order of the account is cancelled (algo orders not yet
+  triggered are not in the book). ``countdown`` is a FakeCountdown: its ``scale`` shortens the
+  fake's own wait (0.5: a 10 s countdown lapses after 5 s of wall time) so a test stays short;
+  the answered ``triggerTime`` is the exchange's, unscaled.
 * Errors: ``{"code": "1", "data": [{"sCode": "51400", ...}]}`` per order; 51603 order does
   not exist; 429 with 50011 when rate limited.
 """
@@ -35,6 +44,7 @@ from typing import Any
 from aiohttp import web
 
 from fakes.exchange import (
+    FakeCountdown,
     Num,
     _Answer,
     _Book,
@@ -108,12 +118,14 @@ class OkxBook(_Book):
         balances: Mapping[str, Num] | None = None,
         passphrase: str = DEFAULT_PASSPHRASE,
         long_short_mode: bool = False,
+        demo: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("prices", OKX_PRICES)
         super().__init__(**kwargs)
         self.passphrase = passphrase
         self.long_short_mode = long_short_mode
+        self.demo = demo  # demo trading (OKX's testnet): every private call needs the header
         self.okx_instruments = {i.inst_id: i for i in DEFAULT_OKX_INSTRUMENTS}
         self.cash: dict[str, Decimal] = {
             k: _d(v) for k, v in (balances if balances is not None else {"USDT": "10000"}).items()
@@ -121,6 +133,8 @@ class OkxBook(_Book):
         # (instId, posSide) -> (contracts signed in net mode / positive per side, entry)
         self.pos: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
         self.okx_orders: list[OkxOrder] = []
+        self.countdown = FakeCountdown(self.lock, self._lapse)
+        self.refuse_countdown: _Refusal | None = None  # answer cancel-all-after with this
         for inst_id, size in (positions or {}).items():
             self.set_position(inst_id, size)
 
@@ -199,6 +213,7 @@ class OkxBook(_Book):
             ("POST", f"{v5}/trade/cancel-order"): self._cancel,
             ("POST", f"{v5}/trade/cancel-batch-orders"): self._cancel_batch,
             ("POST", f"{v5}/trade/cancel-algos"): self._cancel_algos,
+            ("POST", f"{v5}/trade/cancel-all-after"): self._cancel_all_after,
         }
 
     def is_private(self, path: str) -> bool:
@@ -233,6 +248,8 @@ class OkxBook(_Book):
             raise _Refusal(50111, "Invalid OK-ACCESS-KEY.", 401)
         if passphrase != self.passphrase:
             raise _Refusal(50105, "Invalid OK-ACCESS-PASSPHRASE.", 401)
+        if self.demo and request.headers.get("x-simulated-trading") != "1":
+            raise _Refusal(50101, "APIKey does not match current environment.", 401)
         body = payload if request.method == "POST" else ""
         prehash = stamp + request.method + request.raw_path + body
         digest = hmac.new(self.secret.encode(), prehash.encode(), hashlib.sha256).digest()
@@ -645,3 +662,23 @@ class OkxBook(_Book):
                 }
             )
         return rows
+
+    # ---- the dead-man's switch -----------------------------------------------------------
+    def _cancel_all_after(self, params: dict[str, Any]) -> Any:
+        if self.refuse_countdown is not None:
+            raise self.refuse_countdown
+        try:
+            seconds = int(str(params.get("timeOut", "")))
+        except ValueError:
+            raise _Refusal(51000, "Parameter timeOut error") from None
+        if seconds != 0 and not 10 <= seconds <= 120:
+            raise _Refusal(51000, "Parameter timeOut error")
+        self.countdown.arm(seconds)
+        now = _now_ms()
+        trigger = str(now + seconds * 1000) if seconds else "0"
+        return [{"triggerTime": trigger, "ts": str(now)}]
+
+    def _lapse(self) -> None:  # every pending order-book order; algo orders are not in the book
+        for o in self.okx_orders:
+            if o.state == "live" and not o.algo:
+                o.state = "canceled"

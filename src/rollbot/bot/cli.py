@@ -656,8 +656,17 @@ def drill(
     ] = DRILL_LATENCY_MS,
     faults: Annotated[str | None, typer.Option(help="rejects,partial,disconnect,late-fill")] = None,
     by: ByOpt = None,
+    venue: Annotated[
+        str | None,
+        typer.Option("--venue", help="A paper/testnet venue: kill a sentinel order there."),
+    ] = None,
 ) -> None:
-    """Rehearse the whole rollback on a seeded paper venue, in a sandbox; write the report."""
+    """Rehearse the whole rollback on a seeded paper venue, in a sandbox; write the report.
+    With --venue: the venue drill on that paper/testnet venue (cli_venue_drill.py)."""
+    if venue is not None:
+        from rollbot.bot.cli_venue_drill import venue_drill
+
+        raise typer.Exit(venue_drill(venue, by))
 
     def go() -> int:
         from rollbot.commands.drill import parse_faults, run_drill

@@ -42,8 +42,12 @@ async def _run() -> None:
         )
         print(ready, flush=True)
         logging.getLogger("rollbot.clock").info(ready)  # the log's first line says who started
+        for note in clockwork.dead_mans_switch_notes:
+            print(note, flush=True)
         await stop.wait()
         print("rollbot clock stopping…", file=sys.stderr, flush=True)
+        for note in await clockwork.disarm_dead_mans_switch("rollbot clock stopped by a signal"):
+            print(note, file=sys.stderr, flush=True)
     finally:
         clockwork.shutdown()
         await rb.aclose()

@@ -30,6 +30,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from rollbot.commands import checklist, drill_schedule, escalation, preflight, webhooks
 from rollbot.commands.approvals import Approvals
 from rollbot.commands.context import Rollbot
+from rollbot.commands.dead_mans_switch import DeadMansSwitch
 from rollbot.commands.liveness import ME, holder_gone
 from rollbot.commands.monitors import MONITOR, Monitor, MonitorReport
 from rollbot.commands.risk_checks import record_venue_events
@@ -79,6 +80,12 @@ class Clockwork:
         self.every("preflight", app.settings.preflight.interval_s, self.preflight)
         # a flatten whose process died leaves its holds REDUCING: HALTED again within seconds
         self.every("abandoned_flattens", ABANDONED_FLATTEN_S, self.halt_abandoned_flattens)
+        # the exchanges' countdown cancel-all, refreshed every third of the shortest countdown
+        self.dead_mans_switch = DeadMansSwitch(app)
+        self.dead_mans_switch_notes: list[str] = []
+        refresh_s = self.dead_mans_switch.interval_s()
+        if refresh_s is not None:
+            self.every("dead_mans_switch", refresh_s, self.dead_mans_switch.refresh)
 
     # -- public ---------------------------------------------------------------------------------
     def every(self, name: str, seconds: float, coro_fn: Callable[[], Awaitable[Any]]) -> None:
@@ -95,6 +102,7 @@ class Clockwork:
         )
         self.scheduler.start()
         await self._guard("startup", lambda: self.run_due(via="startup"))
+        await self._guard("dead_mans_switch", self._arm_dead_mans_switch)
         await self._guard("resend", lambda: webhooks.resend_lost(self.app))
         await self._guard("sweep", self.sweep)
         await self._guard("drill_schedule", self._schedule_drill)
@@ -177,6 +185,13 @@ class Clockwork:
 
     async def preflight(self) -> list[preflight.Check]:
         return await preflight.preflight(self.app, self.slack_probe)
+
+    async def _arm_dead_mans_switch(self) -> None:
+        self.dead_mans_switch_notes = await self.dead_mans_switch.start()
+
+    async def disarm_dead_mans_switch(self, why: str) -> list[str]:
+        """Only for a stop a person asked for (SIGTERM/SIGINT of serve or clock)."""
+        return await self.dead_mans_switch.disarm(why)
 
     async def _schedule_drill(self) -> None:
         drill_schedule.ensure_scheduled(self.app)

@@ -22,6 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from rollbot.clock import iso, parse_iso
+from rollbot.commands import dead_mans_switch
 from rollbot.commands.context import Rollbot
 from rollbot.commands.liveness import holder_gone
 from rollbot.storage.events import Actor
@@ -162,6 +163,27 @@ def check_monitor_lease(app: Rollbot) -> Check:
     return passed("monitor_lease", f"held by {lease.holder} until {iso(lease.expires_at)}")
 
 
+def check_dead_mans_switch(app: Rollbot, venue: str) -> Check:
+    """The exchange's countdown armed, its trigger time (as the exchange answered) ahead."""
+    name = dead_mans_switch.check_name(venue)
+    armed, trigger, reason = dead_mans_switch.stored_trigger(app, venue)
+    if not armed:
+        return failed(
+            name,
+            f"not armed: {reason}",
+            "start `rollbot serve` or `rollbot clock` (and see its start-up lines)",
+        )
+    if trigger is None or trigger <= app.clock.now():
+        when = iso(trigger) if trigger else "an unknown time"
+        return failed(
+            name,
+            f"the countdown ran out at {when}: no refresh got through, the exchange cancels"
+            " (or has cancelled) this venue's orders",
+            f"check that serve or clock runs and reaches {venue}",
+        )
+    return passed(name, f"armed: the exchange cancels at {iso(trigger)} unless refreshed")
+
+
 def check_drill(app: Rollbot) -> Check:
     days = app.settings.drills.max_age_days
     row = app.db.one("SELECT at FROM drills WHERE status = 'SUCCESS' ORDER BY id DESC LIMIT 1")
@@ -190,6 +212,7 @@ async def run_checks(app: Rollbot, slack: SlackProbe | None = None) -> list[Chec
             )
     timeout = app.settings.preflight.venue_timeout_s
     checks += await asyncio.gather(*(check_venue(app, n, timeout) for n in app.venue_names))
+    checks += [check_dead_mans_switch(app, v.name) for v in dead_mans_switch.configured(app)]
     for fn in (check_gates, check_database, check_disk, check_monitor_lease, check_drill):
         try:
             checks.append(fn(app))
@@ -231,7 +254,9 @@ def record(app: Rollbot, checks: list[Check]) -> list[Check]:
         # a check not run this time keeps its last answer (the contacts cannot be read while
         # the token is refused); only a venue removed from the config is forgotten
         for gone in before:
-            if gone.startswith("venue:") and gone[6:] not in app.venue_names:
+            venue = gone.partition(":")[2]
+            kinds = ("venue:", "dead_mans_switch:")
+            if gone.startswith(kinds) and venue not in app.venue_names:
                 app.db.execute("DELETE FROM armed_checks WHERE name = ?", (gone,))
     return changed
 

@@ -260,7 +260,7 @@ CREATE TABLE leases (
 """
 
 # the armed status: the latest answer of each preflight check (commands/preflight.py)
-V_ARMED_CHECKS = """
+V5_ARMED_CHECKS = """
 CREATE TABLE IF NOT EXISTS armed_checks (
     name TEXT PRIMARY KEY,
     ok INTEGER NOT NULL,
@@ -272,13 +272,13 @@ CREATE TABLE IF NOT EXISTS armed_checks (
 """
 
 # approvals that need a sign-off from each of several roles ([approvals.X] all_of)
-V_REQUIRED_ROLES = """
+V6_REQUIRED_ROLES = """
 ALTER TABLE approvals ADD COLUMN required_roles TEXT NOT NULL DEFAULT '[]';
 """
 
 # the guard under REDUCING: the position as last read from the venue, and what it already allowed
 # (storage/reservations.py). IF NOT EXISTS, new tables only: its order among migrations is free.
-V3_GUARD_RESERVATIONS = """
+V4_GUARD_RESERVATIONS = """
 CREATE TABLE IF NOT EXISTS guard_position_reads (
     venue TEXT PRIMARY KEY,
     read_at TEXT NOT NULL
@@ -316,7 +316,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS holds_active_per_kill
 # The clock's periodic work reads open state, never the whole history (issue 18): open incidents
 # by a partial index, recently closed ones by closed_at, step reports by a partial index on
 # STEP_ENDED, fired webhook deadlines by (kind, fired_at).
-V3_OPEN_WORK_INDEXES = """
+V7_OPEN_WORK_INDEXES = """
 CREATE INDEX IF NOT EXISTS incidents_open ON incidents (seq, opened_at) WHERE status = 'OPEN';
 CREATE INDEX IF NOT EXISTS incidents_closed_at ON incidents (closed_at) WHERE closed_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_step_ended ON events (incident_id, id) WHERE kind = 'STEP_ENDED';
@@ -325,18 +325,33 @@ CREATE INDEX IF NOT EXISTS escalations_open ON escalations (status, critical);
 """
 
 # messages Slack refused, kept aside (commands/outbox.py): counted on every /healthz and scrape
-V_OUTBOX_SET_ASIDE = """
+V8_OUTBOX_SET_ASIDE = """
 CREATE INDEX IF NOT EXISTS outbox_set_aside ON outbox (id)
     WHERE json_extract(result, '$.set_aside') = 1;
+"""
+
+# the exchanges' countdown cancel-all per venue, as last armed (commands/dead_mans_switch.py)
+V9_DEAD_MANS_SWITCH = """
+CREATE TABLE IF NOT EXISTS dead_mans_switches (
+    venue TEXT PRIMARY KEY,
+    armed INTEGER NOT NULL,
+    seconds INTEGER NOT NULL,
+    trigger_at TEXT,
+    covers TEXT NOT NULL DEFAULT '',
+    failures INTEGER NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '',
+    updated_at TEXT NOT NULL
+);
 """
 
 MIGRATIONS: list[str] = [
     V1_CORE,
     V2_LEASES,
     V3_HOLD_PER_KILL,
-    V3_GUARD_RESERVATIONS,
-    V_ARMED_CHECKS,
-    V_REQUIRED_ROLES,
-    V3_OPEN_WORK_INDEXES,
-    V_OUTBOX_SET_ASIDE,
+    V4_GUARD_RESERVATIONS,
+    V5_ARMED_CHECKS,
+    V6_REQUIRED_ROLES,
+    V7_OPEN_WORK_INDEXES,
+    V8_OUTBOX_SET_ASIDE,
+    V9_DEAD_MANS_SWITCH,
 ]

@@ -340,4 +340,9 @@ async def serve(
         signalled.cancel()
         if done.is_set():
             print("rollbot stopping…", file=sys.stderr, flush=True)
+            if server.clockwork is not None:  # a stop a person asked for disarms the countdowns
+                for note in await server.clockwork.disarm_dead_mans_switch(
+                    "rollbot serve stopped by a signal"
+                ):
+                    print(note, file=sys.stderr, flush=True)
         await server.stop()

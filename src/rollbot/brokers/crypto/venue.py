@@ -43,6 +43,7 @@ from rollbot.brokers.base import (
     VenueListener,
     VenueUnavailable,
 )
+from rollbot.brokers.crypto import countdown
 from rollbot.brokers.crypto.client import build_exchange, feature, market_params
 from rollbot.brokers.crypto.convert import (
     D0,
@@ -52,6 +53,7 @@ from rollbot.brokers.crypto.convert import (
     position_from_ccxt,
     ticker_price,
 )
+from rollbot.brokers.crypto.countdown import Countdown
 from rollbot.brokers.crypto.errors import (
     ArgumentsMissing,
     OrderNotFound,
@@ -810,6 +812,95 @@ class CryptoVenue:
             raise OrderRejected(
                 self.name, f"{symbol} is not a market on {self.cfg.exchange}", "BAD_SYMBOL"
             ) from None
+
+    # ---- the venue drill's sentinel ------------------------------------------------------
+    @_contained
+    async def place_sentinel(self, client_order_id: str) -> Order:
+        """One BUY limit at half the last price, the smallest size the market takes: an order
+        that rests far from the market, for the venue drill to prove a kill cancels it."""
+        self._check_writable()
+        self._require("createOrder")
+        await self._markets()
+        market = self._sentinel_market()
+        symbol = str(market["symbol"])
+        fetch = self.exchange.fetch_ticker
+        last = ticker_price(await self._link.call("fetch_ticker", fetch, symbol))
+        price = dec(self.exchange.price_to_precision(symbol, float(last / 2)))
+        limits = market.get("limits") or {}
+        step = dec_or_none((market.get("precision") or {}).get("amount")) or D0
+        amount = dec_or_none((limits.get("amount") or {}).get("min")) or step
+        cost_min = dec_or_none((limits.get("cost") or {}).get("min"))
+        if cost_min and price and amount * price * self._contract_size(market) < cost_min:
+            amount = cost_min / (price * self._contract_size(market))
+            if step:
+                amount = (amount / step).to_integral_value(rounding="ROUND_CEILING") * step
+        if amount <= 0:
+            raise VenueError(self.name, f"{symbol}: no smallest size to read", "NO_MIN_SIZE")
+        params: Raw = {"clientOrderId": client_order_id}
+        raw = await self._link.call(
+            "create_order",
+            self.exchange.create_order,
+            symbol,
+            "limit",
+            "buy",
+            float(amount),
+            float(price),
+            params,
+        )
+        self._client_symbol[client_order_id] = symbol
+        sent: Raw = {
+            "id": raw.get("id") or "",
+            "clientOrderId": client_order_id,
+            "symbol": symbol,
+            "side": "buy",
+            "type": "limit",
+            "amount": amount,
+            "price": price,
+            "status": "open",
+        }
+        order = order_from_ccxt(
+            self.name, raw, fallback=sent, contract_size=self._contract_size(market)
+        )
+        if order.order_id:
+            self._where[order.order_id] = (symbol, PLAIN)
+        return order
+
+    def _sentinel_market(self) -> Raw:
+        for symbol in self.cfg.symbols:
+            if symbol in self.exchange.markets:
+                return self._market(symbol)
+        for wanted in self.markets:
+            spot = wanted == "spot"
+            for symbol in sorted(self.exchange.markets):
+                m = self.exchange.markets[symbol]
+                if (
+                    bool(m.get("spot")) is spot
+                    and m.get("active", True) is not False
+                    and (
+                        (spot and m.get("quote") == self.cfg.quote)
+                        or (not spot and m.get("linear") and m.get("settle") == self.cfg.quote)
+                    )
+                ):
+                    return m
+        raise VenueError(self.name, "no market to place a sentinel in", "BAD_MARKET")
+
+    # ---- the exchange's dead-man's switch -------------------------------------------------
+    @_contained
+    async def arm_countdown(self, seconds: int) -> Countdown:
+        """Arm or refresh the exchange's countdown cancel-all (0 disarms): countdown.py.
+        Allowed on a read-only connection too: it sends no order and cancels nothing now, and
+        the preflight's read-only connect shares this venue with the clock's refresh."""
+        await self._markets()
+        return await countdown.arm(
+            self.name,
+            self.cfg.exchange,
+            self.markets,
+            self.cfg.symbols,
+            self.exchange,
+            self._link.call,
+            self._clock.now(),
+            seconds,
+        )
 
     # ---- plumbing ----------------------------------------------------------------------
     async def _markets(self) -> None:

@@ -441,6 +441,46 @@ class IbkrVenue:
         )
         return trade
 
+    async def place_sentinel(self, client_order_id: str) -> Order:
+        """The venue drill's sentinel: BUY 1 (a share, a contract) limit at half the market
+        price of the first held contract, on its tick: it rests far from the market. IB serves
+        no quote without a market-data subscription; the held position's mark is the price
+        rollbot reads."""
+        await self._first_use()
+        self._require_writable()
+        held = [
+            p
+            for p in await self.positions()
+            if p.market_price > 0
+            and p.instrument.get("conId")
+            and p.instrument.get("secType", "") in mapping.CLOSABLE_TYPES
+        ]
+        if not held:
+            raise UnsupportedOperation(
+                self.name,
+                "the drill's sentinel needs a held stock, future or currency position to take its"
+                " contract and market price from; none is held",
+            )
+        position = held[0]
+        listing = await self._listing(position)
+        price = listing.round(position.market_price / 2, Side.BUY)
+        order = LimitOrder("BUY", 1.0, float(price))
+        order.orderRef = client_order_id
+        order.tif = "DAY"
+        order.account = position.instrument.get("account", "")
+        await self._pacer.acquire()
+        self._require_connected()
+        trade = self._ib.placeOrder(listing.contract, order)
+        self._emit(
+            VenueEventKind.ORDER_SENT, message=f"BUY 1 {position.symbol}", order=self._order(trade)
+        )
+        await self._wait_for(
+            lambda: trade.orderStatus.status != "PendingSubmit",
+            f"acknowledgement of sentinel {client_order_id}",
+            "it may be live: read it back with order_by_client_id",
+        )
+        return self._order(trade)
+
     async def cancel_order(self, order_id: str) -> None:
         """Cancel one of this client's orders; an order already done is left as it is."""
         await self._first_use()

@@ -566,6 +566,37 @@ class PaperVenue:
             self._emit(VenueEventKind.ORDER, order=order)
         return order
 
+    async def place_sentinel(self, client_order_id: str) -> Order:
+        """One BUY limit of 1 (the paper book's smallest size) at half the mark of its first
+        symbol: it rests far from the market, for the venue drill to prove a kill cancels it."""
+        if self.read_only:
+            raise OrderRejected(
+                self.name, "connected read-only: orders are refused", code="READ_ONLY"
+            )
+        await self._call(message=True)
+        marks = self.book.marks()
+        if not marks:
+            raise OrderRejected(self.name, "the paper book has no market", code="UNKNOWN_SYMBOL")
+        symbol = sorted(marks)[0]
+        price = (marks[symbol] / 2).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+        now = iso(self.clock.now())
+        self._emit(VenueEventKind.ORDER_SENT, message=client_order_id)
+        with self.book.db.write():
+            order_id = self.book._insert_order(
+                symbol,
+                Side.BUY,
+                OrderType.LIMIT,
+                Decimal(1),
+                price,
+                None,
+                client_order_id,
+                False,
+                now,
+            )
+        order = _to_order(self.name, self.book.order_rows("WHERE order_id = ?", (order_id,))[0])
+        self._emit(VenueEventKind.ORDER, order=order)
+        return order
+
     def _rejects(self, client_order_id: str) -> bool:
         if self.cfg.reject_rate <= 0:
             return False
