@@ -7,7 +7,6 @@ touches a venue.
 from __future__ import annotations
 
 import math
-import os
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from rollbot.config_source import config_path as _config_path
 from rollbot.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -410,16 +410,6 @@ def __getattr__(name: str) -> Any:
 
         return Secrets
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _config_path(explicit: str | Path | None) -> Path | None:
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("ROLLBOT_CONFIG")
-    if env:
-        return Path(env)
-    default = Path("rollbot.toml")
-    return default if default.exists() else None
 
 
 def _describe(err: ValidationError, path: Path) -> str:

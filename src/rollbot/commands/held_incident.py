@@ -9,13 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rollbot.commands.context import Rollbot
+from rollbot.commands.fast_hold import HOLD_WAIT_MS as HOLD_WAIT_MS
 from rollbot.commands.trading_state import parse_scope
 from rollbot.errors import BadInput
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
-
-# a kill waits this long for another process's write transaction, then cancels without it
-HOLD_WAIT_MS = 100
 
 
 def store_held_incident(
