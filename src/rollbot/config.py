@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from rollbot.config_source import config_path as _config_path
+from rollbot.config_source import config_path
 from rollbot.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -430,9 +430,10 @@ def _describe(err: ValidationError, path: Path) -> str:
 
 def load_settings(explicit: str | Path | None = None) -> Settings:
     """rollbot.toml from --config, ROLLBOT_CONFIG or ./rollbot.toml; else the embedded default."""
-    path = _config_path(explicit)
-    if path is None:
+    found = config_path(explicit)
+    if found is None:
         return Settings()
+    path = Path(found)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -11,19 +11,17 @@ a database that is missing or not at the current schema version — it leaves to
 
 from __future__ import annotations
 
-import socket
+import os
 import sqlite3
 import tomllib
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
-from rollbot.clock import iso
 from rollbot.commands.scope_names import parse_scope
 from rollbot.config_source import config_path
-from rollbot.storage.db import dumps
+from rollbot.iso_time import iso
+from rollbot.storage.json_text import dumps
 from rollbot.storage.migrations import MIGRATIONS
-from rollbot.storage.os_identity import os_login, terminal_id
+from rollbot.storage.os_identity import hostname, os_login, terminal_id
 
 # a kill waits this long for another process's write transaction, then cancels without it
 HOLD_WAIT_MS = 100
@@ -36,11 +34,24 @@ DEFAULT_VENUE_NAMES = {"paper": "paper", "ibkr": "ibkr"}
 VENUE_KINDS = ("paper", "ibkr", "crypto")
 
 
-@dataclass(frozen=True)
 class KillConfig:
-    database: str = DEFAULT_DB
-    venue_names: list[str] = field(default_factory=lambda: ["paper"])
-    identities: dict[str, str] = field(default_factory=dict)
+    """What the hold reads from rollbot.toml (a plain class: dataclasses costs ~10 ms)."""
+
+    def __init__(
+        self,
+        database: str = DEFAULT_DB,
+        venue_names: list[str] | None = None,
+        identities: dict[str, str] | None = None,
+    ) -> None:
+        self.database = database
+        self.venue_names = venue_names if venue_names is not None else ["paper"]
+        self.identities = identities or {}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KillConfig) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return f"KillConfig({vars(self)})"
 
 
 def _text(value: object) -> bool:
@@ -54,7 +65,8 @@ def read_kill_config(explicit: str | None) -> KillConfig | None:
     if path is None:
         return KillConfig()
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8") as file:
+            raw = tomllib.loads(file.read())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return None
     db = raw.get("database", {})
@@ -88,15 +100,12 @@ def store_kill_hold(config: KillConfig, reason: str, scope_text: str | None) -> 
     the write lock; None to leave the kill to the full path. A bad scope is BadInput before
     anything is opened."""
     scope = parse_scope(scope_text, config.venue_names)
-    try:
-        conn = sqlite3.connect(
-            Path(config.database).resolve().as_uri() + "?mode=rw",  # never creates the file
-            uri=True,
-            isolation_level=None,
-            timeout=HOLD_WAIT_MS / 1000,
-        )
-    except sqlite3.Error:
+    if not os.path.isfile(config.database):
         return None  # no database yet: the full path creates and migrates it
+    try:
+        conn = sqlite3.connect(config.database, isolation_level=None, timeout=HOLD_WAIT_MS / 1000)
+    except sqlite3.Error:
+        return None
     try:
         conn.execute(f"PRAGMA busy_timeout = {HOLD_WAIT_MS}")
         if conn.execute("PRAGMA user_version").fetchone()[0] != len(MIGRATIONS):
@@ -135,7 +144,7 @@ def _write(conn: sqlite3.Connection, config: KillConfig, reason: str, scope: str
     store_held_incident writes them for a terminal kill (source cli, hold source person)."""
     os_user, uid = os_login()
     actor = terminal_id(os_user, config.identities)
-    host = socket.gethostname()
+    host = hostname()
     now = iso(datetime.now(UTC))
     held = reason.strip()
 

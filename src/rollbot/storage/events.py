@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import datetime
 from typing import Any, Literal
 
@@ -11,7 +10,7 @@ from pydantic import BaseModel
 from rollbot.clock import Clock, iso, parse_iso
 from rollbot.errors import BadInput
 from rollbot.storage.db import Database, dumps, loads
-from rollbot.storage.os_identity import os_login, terminal_id
+from rollbot.storage.os_identity import hostname, os_login, terminal_id
 
 Source = Literal["slack", "cli", "clock", "system"]
 
@@ -38,7 +37,7 @@ class Actor(BaseModel):
             id=terminal_id(os_user, identities),
             source="cli",
             name=os_user,
-            host=socket.gethostname(),
+            host=hostname(),
             uid=uid,
         )
         if by is not None and by.strip() not in (me.id, os_user):
