@@ -191,3 +191,34 @@ def test_the_fast_hold_imports_no_pydantic() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_a_config_invalid_beyond_what_the_hold_reads_keeps_the_hold_and_says_no_cancels_went(
+    app: Rollbot, tmp_path: Path, config_file: Path, rollbot: Any
+) -> None:
+    """The hold is stored before the whole config is validated: the kill then says so, exit 1
+    (something changed), never "nothing changed"."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(config_file.read_text("utf-8") + "\nnav_change_threshold = 5\n", "utf-8")
+    done = rollbot(
+        "kill", "trigger", "--reason", "X", env={"ROLLBOT_CONFIG": str(bad)}, script=True
+    )
+    text = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1, text
+    assert "Traceback" not in text
+    assert "nav_change_threshold" in text
+    assert (
+        "The HALTED hold of INC-0001 is stored: trading stays halted. No cancels were sent" in text
+    )
+    assert [h.scope for h in app.killswitch.holds.active()] == ["global"]
+
+
+def test_the_console_scripts_kill_with_a_bad_scope_exits_2_and_stores_nothing(
+    app: Rollbot, rollbot: Any
+) -> None:
+    done = rollbot("kill", "trigger", "--reason", "X", "--scope", "venue:nope", script=True)
+    text = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 2, text
+    assert "unknown venue 'nope' in scope (configured: paper)" in text
+    assert "Traceback" not in text
+    assert rows(app.settings.database.path) == {table: [] for table in TABLES}

@@ -94,9 +94,14 @@ def _finish_stored(args: dict[str, str], incident_id: str) -> None:
 
     try:
         rb = Rollbot.open(load_settings(args.get("config")))
-    except RollbotError:  # a config error the hold did not read: the full CLI names it
-        _full_cli()
-        return
+    except RollbotError as exc:  # a config error in what the hold did not read
+        # the full CLI would say "nothing changed": the hold is stored, so say what was done
+        print(
+            f"error: {exc}\nThe HALTED hold of {incident_id} is stored: trading stays halted."
+            " No cancels were sent: fix the config, then run the kill again to cancel.",
+            file=sys.stderr,
+        )
+        sys.exit(1)
     who = Actor.terminal(None, rb.settings.identities)
     finish_kill(rb, Engine(rb, who), rb.incidents.get(incident_id), True)
 
