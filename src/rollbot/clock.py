@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from rollbot.iso_time import iso as iso
+from rollbot.iso_time import parse_iso as parse_iso
+
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
@@ -43,11 +46,3 @@ class ManualClock:
 
         await asyncio.sleep(0)
         self._now += timedelta(seconds=seconds)
-
-
-def iso(dt: datetime) -> str:
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))

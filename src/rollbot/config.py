@@ -7,7 +7,6 @@ touches a venue.
 from __future__ import annotations
 
 import math
-import os
 import tomllib
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from rollbot.config_source import config_path
 from rollbot.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -412,16 +412,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _config_path(explicit: str | Path | None) -> Path | None:
-    if explicit:
-        return Path(explicit)
-    env = os.environ.get("ROLLBOT_CONFIG")
-    if env:
-        return Path(env)
-    default = Path("rollbot.toml")
-    return default if default.exists() else None
-
-
 def _describe(err: ValidationError, path: Path) -> str:
     lines = [f"invalid config {path}:"]
     kinds = {"paper", "ibkr", "crypto"}
@@ -440,9 +430,10 @@ def _describe(err: ValidationError, path: Path) -> str:
 
 def load_settings(explicit: str | Path | None = None) -> Settings:
     """rollbot.toml from --config, ROLLBOT_CONFIG or ./rollbot.toml; else the embedded default."""
-    path = _config_path(explicit)
-    if path is None:
+    found = config_path(explicit)
+    if found is None:
         return Settings()
+    path = Path(found)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -1,7 +1,11 @@
 """Storing a kill's incident and its HALTED hold: the one write a kill makes before it touches
-a venue. Apart from the engine so the terminal's kill (bot/breakglass.py) stores its hold with
-no more imported than this needs: not asyncio, not the engine, not the venue protocol's
-records beyond what the hold itself uses.
+a venue. Apart from the engine so a kill stores its hold with no more imported than this needs:
+not asyncio, not the engine, not the venue protocol's records beyond what the hold itself uses.
+
+The terminal's kill writes these same rows with the standard library alone
+(commands/fast_hold.py); tests/test_fast_hold.py compares both field by field, so a change
+here (or in Incidents.open, KillSwitch.trigger, Outbox.put, EventLog.append) fails there until
+fast_hold.py writes it too.
 """
 
 from __future__ import annotations
@@ -9,13 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rollbot.commands.context import Rollbot
+from rollbot.commands.fast_hold import HOLD_WAIT_MS as HOLD_WAIT_MS
 from rollbot.commands.trading_state import parse_scope
 from rollbot.errors import BadInput
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
-
-# a kill waits this long for another process's write transaction, then cancels without it
-HOLD_WAIT_MS = 100
 
 
 def store_held_incident(

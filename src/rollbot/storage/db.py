@@ -3,7 +3,6 @@ write in a BEGIN IMMEDIATE transaction so the database, not the process, decides
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from rollbot.errors import DatabaseBusy, StateUnavailable, StorageError
+from rollbot.storage.json_text import dumps as dumps
+from rollbot.storage.json_text import loads as loads
 from rollbot.storage.migrations import MIGRATIONS
 
 
@@ -253,11 +254,3 @@ def _split(script: str) -> list[str]:
     if buf.strip():
         out.append(buf.strip())
     return out
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, default=str, sort_keys=True, separators=(",", ":"))
-
-
-def loads(text: str | None) -> Any:
-    return json.loads(text) if text else None

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pwd
-import socket
 from datetime import datetime
 from typing import Any, Literal
 
@@ -13,18 +10,9 @@ from pydantic import BaseModel
 from rollbot.clock import Clock, iso, parse_iso
 from rollbot.errors import BadInput
 from rollbot.storage.db import Database, dumps, loads
+from rollbot.storage.os_identity import hostname, os_login, terminal_id
 
 Source = Literal["slack", "cli", "clock", "system"]
-
-
-def os_login() -> tuple[str, int]:
-    """(login name, uid) of the process's real uid; a uid with no passwd entry (containers) is
-    named uidN, so it is still recorded."""
-    uid = os.getuid()
-    try:
-        return pwd.getpwuid(uid).pw_name, uid
-    except KeyError:
-        return f"uid{uid}", uid
 
 
 class Actor(BaseModel):
@@ -46,10 +34,10 @@ class Actor(BaseModel):
         """
         os_user, uid = os_login()
         me = cls(
-            id=(identities or {}).get(os_user) or os_user,
+            id=terminal_id(os_user, identities),
             source="cli",
             name=os_user,
-            host=socket.gethostname(),
+            host=hostname(),
             uid=uid,
         )
         if by is not None and by.strip() not in (me.id, os_user):

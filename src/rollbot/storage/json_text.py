@@ -1,0 +1,18 @@
+"""JSON as stored in the event log, the outbox and elsewhere: sorted keys, no spaces. Standard
+library only, for the terminal's kill (commands/fast_hold.py)."""
+
+from __future__ import annotations
+
+import json
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the kill ~15 ms
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, default=str, sort_keys=True, separators=(",", ":"))
+
+
+def loads(text: str | None) -> Any:
+    return json.loads(text) if text else None
