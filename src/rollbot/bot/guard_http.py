@@ -83,13 +83,7 @@ class Connection(asyncio.Protocol):
 
     def reply(self, status: int, payload: Any, *, keep: bool, extra: str = "") -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        head = (
-            f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}"
-            + ("" if keep else "Connection: close\r\n")
-            + "\r\n"
-        )
-        self.write(head.encode() + body)
+        self.write(answer(status, body, keep=keep, extra=extra))
         if not keep:
             self.close()
 
@@ -99,6 +93,17 @@ class Connection(asyncio.Protocol):
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
             b"X-Accel-Buffering: no\r\nConnection: keep-alive\r\n\r\n" + first
         )
+
+
+def answer(status: int, body: bytes, *, keep: bool, extra: str = "") -> bytes:
+    """One whole HTTP answer: head and body."""
+    head = (
+        f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}"
+        + ("" if keep else "Connection: close\r\n")
+        + "\r\n"
+    )
+    return head.encode() + body
 
 
 class Request:
