@@ -24,8 +24,10 @@ from pathlib import Path
 
 from bench.common import Figure, Sizes, settings_for
 from bench.serve_process import config_toml
+from rollbot.bot.guard_http import answer
 from rollbot.brokers.base import Side
 from rollbot.commands.context import Rollbot
+from rollbot.commands.guard import ALLOWED
 from rollbot.config import PaperVenueConfig
 from rollbot.storage.events import Actor
 
@@ -166,23 +168,33 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _service(root: Path, seconds: float) -> tuple[list[float], float, float, float, int]:
+# The floor beside the service's figure: an asyncio server on the same kind of socket answering
+# every request at once with the guard's own OK bytes, driven by the same client at the same
+# rate. What is left of the service's latency above it is the guard's; what the floor shows is
+# the machine's (its scheduling, the other processes on its 2 cores) and the client's.
+FLOOR_SERVER = """
+import asyncio, sys
+WHOLE = sys.argv[2].encode("latin-1")
+class Answer(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+    def data_received(self, data):
+        self.transport.write(WHOLE * data.count(b"POST "))
+async def main():
+    await asyncio.get_running_loop().create_unix_server(Answer, sys.argv[1])
+    print("guard service on (floor)", flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+async def _service(
+    socket: Path, argv: list[str], env: dict[str, str], seconds: float
+) -> tuple[list[float], float, float, float, int]:
     """(latencies in us, achieved checks/s, server and client CPU us per check, late sends)
-    against
-    `rollbot guard serve` in its own process."""
-    socket = root / "guard.sock"
-    env = {**os.environ, "ROLLBOT_CONFIG": str(root / "rollbot.toml"), "ROLLBOT_GUARD_TOKEN": TOKEN}
+    against the server `argv` starts in its own process."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "rollbot.bot.cli",
-        "guard",
-        "serve",
-        "--socket",
-        str(socket),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     try:
         assert proc.stdout is not None
@@ -233,7 +245,16 @@ async def run(sizes: Sizes, workdir: Path) -> list[Figure]:
     finally:
         rb.db.close()
         other.db.close()
-    service, achieved, cpu_per_check, client_cpu, late = await _service(root, 3.0 if full else 0.3)
+    seconds = 3.0 if full else 0.3
+    socket = root / "guard.sock"
+    env = {**os.environ, "ROLLBOT_CONFIG": str(root / "rollbot.toml"), "ROLLBOT_GUARD_TOKEN": TOKEN}
+    serve = [sys.executable, "-m", "rollbot.bot.cli", "guard", "serve", "--socket", str(socket)]
+    service, achieved, cpu_per_check, client_cpu, late = await _service(socket, serve, env, seconds)
+    whole = answer(200, ALLOWED.model_dump_json().encode(), keep=True).decode("latin-1")
+    floor_socket = root / "floor.sock"
+    floor_argv = [sys.executable, "-c", FLOOR_SERVER, str(floor_socket), whole]
+    bare, _, bare_cpu, _, bare_late = await _service(floor_socket, floor_argv, env, seconds)
+    bare_p99 = sorted(bare)[int(len(bare) * 0.99)]
     floor_p99 = sorted(floor)[int(len(floor) * 0.99)]
     load = os.getloadavg()[0]
     return [
@@ -276,8 +297,11 @@ async def run(sizes: Sizes, workdir: Path) -> list[Figure]:
             samples=service,
             target=1000,
             target_text="p99 <= 1 ms",
+            bound=bare_p99,
             note=f"achieved {achieved:,.0f} checks/s, evenly spaced over {CONNECTIONS} keep-alive"
             f" connections ({late} sent late); CPU per check: server {cpu_per_check:.0f} us,"
-            f" client {client_cpu:.0f} us; load {load:.1f}",
+            f" client {client_cpu:.0f} us; floor: a bare asyncio server answering the same bytes,"
+            f" same client and rate, p99 {bare_p99:.0f} us ({bare_late} sent late, its CPU"
+            f" {bare_cpu:.0f} us per answer); load {load:.1f}",
         ),
     ]
