@@ -13,6 +13,7 @@ class Host(Protocol):
     """What a connection needs from the service behind it."""
 
     connections: set[Connection]
+    heads: dict[bytes, Request]  # head_of's cache: one per service, as its token check is
 
     def handle(self, conn: Connection, req: Request, body: bytes) -> None: ...
 
@@ -70,7 +71,7 @@ class Connection(asyncio.Protocol):
                 if len(self.buf) > MAX_HEAD:
                     self.reply(431, {"error": "headers too large"}, keep=False)
                 return
-            request = parse_head(bytes(self.buf[:end]))
+            request = head_of(bytes(self.buf[:end]), self.service.heads)
             if isinstance(request, tuple):
                 self.reply(request[0], {"error": request[1]}, keep=False)
                 return
@@ -107,7 +108,7 @@ def answer(status: int, body: bytes, *, keep: bool, extra: str = "") -> bytes:
 
 
 class Request:
-    __slots__ = ("headers", "keep", "length", "method", "path")
+    __slots__ = ("authorized", "headers", "keep", "length", "method", "path")
 
     def __init__(
         self, method: str, path: str, headers: dict[str, str], length: int, keep: bool
@@ -119,6 +120,23 @@ class Request:
             length,
             keep,
         )
+        self.authorized: bool | None = None  # the service's token check, once per parsed head
+
+
+MAX_HEADS = 256
+
+
+def head_of(raw: bytes, heads: dict[bytes, Request]) -> Request | tuple[int, str]:
+    """A trading system sends the same head with every check (its token, its Content-Length):
+    parsed once. Requests are never changed once parsed, so one serves every time it comes."""
+    request = heads.get(raw)
+    if request is None:
+        request = parse_head(raw)
+        if isinstance(request, Request):
+            if len(heads) >= MAX_HEADS:  # many different heads: only the cost comes back
+                heads.clear()
+            heads[raw] = request
+    return request
 
 
 def parse_head(raw: bytes) -> Request | tuple[int, str]:

@@ -201,6 +201,7 @@ class GuardService:
         self.watch = StateWatch(rb)
         self.stop_event = asyncio.Event()
         self.connections: set[Connection] = set()  # to close them all on stop
+        self.heads: dict[bytes, Request] = {}  # parsed and token-checked once (guard_http)
         self._servers: list[asyncio.base_events.Server] = []
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -213,9 +214,13 @@ class GuardService:
         self.watch.subscribers.discard(conn)
 
     def handle(self, conn: Connection, req: Request, body: bytes) -> None:
-        given = req.headers.get("authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self._token):
+        if req.authorized is None:  # the same head comes back with every check: checked once
+            scheme, _, token = req.headers.get("authorization", "").partition(" ")
+            req.authorized = scheme.lower() == "bearer" and hmac.compare_digest(
+                token.encode(), self._token
+            )
+        if not req.authorized:
+            given = req.headers.get("authorization", "")
             code = "NO_TOKEN" if not given else "BAD_TOKEN"
             peer = conn.transport.get_extra_info("peername") if conn.transport else None
             self.refused(code, req.path, str(peer) if peer else "unix")
