@@ -2,12 +2,13 @@
 
 In-process: `check_order` per call, ACTIVE and HALTED (target p99 <= 20 us), and the first call
 after another connection stored a hold (the cache is re-read: what "state changes are seen at
-once" costs). Service: `rollbot guard serve --socket` as a real subprocess, driven open-loop at
-5,000 checks/s, evenly spaced, over its Unix socket by keep-alive connections; the time from
-each request's send to its whole answer read by the client (target p99 <= 1 ms). The client is
-a raw-socket loop (`_drive`) so that its own cost takes as little as possible of the 2 cores;
-the note gives both sides' CPU per check. The floor printed beside it is one SQLite
-`PRAGMA data_version` read, what every check must pay to never answer from a stale cache.
+once" costs). Its floor is one SQLite `PRAGMA data_version` read, what every check must pay to
+never answer from a stale cache. Service: `rollbot guard serve --socket` as a real subprocess,
+driven open-loop at 5,000 checks/s, evenly spaced, over its Unix socket by keep-alive
+connections; the time from each request's send to its whole answer read by the client (target
+p99 <= 1 ms). The client is a raw-socket loop (`_drive`) so that its own cost takes as little as
+possible of the 2 cores; the note gives both sides' CPU per check, and the same client's figure
+against a bare asyncio server (FLOOR_SERVER): what this machine gives any Python server.
 """
 
 from __future__ import annotations
