@@ -289,3 +289,29 @@ def test_guard_serve_needs_its_token_and_answers_over_the_socket(
         proc.terminate()
         proc.wait(10)
     assert proc.returncode == 0 and not socket.exists()
+
+
+async def test_a_head_parsed_and_token_checked_once_is_still_one_services_alone(
+    running: Running, tmp_path: Path
+) -> None:
+    """The service parses a repeated head and checks its token once (guard_http.head_of): the
+    same bytes, right for one service's token, stay refused by a service with another."""
+    body = json.dumps(ORDERS[0]).encode()
+    raw = (
+        f"POST /guard HTTP/1.1\r\nHost: guard\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    other = GuardService(running.rb, "another-token-0123456789abcdef")
+    await other.start(socket=tmp_path / "other.sock")
+    try:
+        for socket, status in [(running.socket, 200), (tmp_path / "other.sock", 401)] * 2:
+            reader, writer = await asyncio.open_unix_connection(str(socket))
+            writer.write(raw + raw)  # twice on one connection: the second from the cache
+            for _ in range(2):
+                head = await reader.readuntil(b"\r\n\r\n")
+                assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+            writer.close()
+    finally:
+        await other.stop()

@@ -13,6 +13,7 @@ class Host(Protocol):
     """What a connection needs from the service behind it."""
 
     connections: set[Connection]
+    heads: dict[bytes, Request]  # head_of's cache: one per service, as its token check is
 
     def handle(self, conn: Connection, req: Request, body: bytes) -> None: ...
 
@@ -70,7 +71,7 @@ class Connection(asyncio.Protocol):
                 if len(self.buf) > MAX_HEAD:
                     self.reply(431, {"error": "headers too large"}, keep=False)
                 return
-            request = parse_head(bytes(self.buf[:end]))
+            request = head_of(bytes(self.buf[:end]), self.service.heads)
             if isinstance(request, tuple):
                 self.reply(request[0], {"error": request[1]}, keep=False)
                 return
@@ -83,13 +84,7 @@ class Connection(asyncio.Protocol):
 
     def reply(self, status: int, payload: Any, *, keep: bool, extra: str = "") -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        head = (
-            f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}"
-            + ("" if keep else "Connection: close\r\n")
-            + "\r\n"
-        )
-        self.write(head.encode() + body)
+        self.write(answer(status, body, keep=keep, extra=extra))
         if not keep:
             self.close()
 
@@ -101,8 +96,19 @@ class Connection(asyncio.Protocol):
         )
 
 
+def answer(status: int, body: bytes, *, keep: bool, extra: str = "") -> bytes:
+    """One whole HTTP answer: head and body."""
+    head = (
+        f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}"
+        + ("" if keep else "Connection: close\r\n")
+        + "\r\n"
+    )
+    return head.encode() + body
+
+
 class Request:
-    __slots__ = ("headers", "keep", "length", "method", "path")
+    __slots__ = ("authorized", "headers", "keep", "length", "method", "path")
 
     def __init__(
         self, method: str, path: str, headers: dict[str, str], length: int, keep: bool
@@ -114,6 +120,23 @@ class Request:
             length,
             keep,
         )
+        self.authorized: bool | None = None  # the service's token check, once per parsed head
+
+
+MAX_HEADS = 256
+
+
+def head_of(raw: bytes, heads: dict[bytes, Request]) -> Request | tuple[int, str]:
+    """A trading system sends the same head with every check (its token, its Content-Length):
+    parsed once. Requests are never changed once parsed, so one serves every time it comes."""
+    request = heads.get(raw)
+    if request is None:
+        request = parse_head(raw)
+        if isinstance(request, Request):
+            if len(heads) >= MAX_HEADS:  # many different heads: only the cost comes back
+                heads.clear()
+            heads[raw] = request
+    return request
 
 
 def parse_head(raw: bytes) -> Request | tuple[int, str]:

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 POSITION_MAX_AGE = timedelta(seconds=2)  # a venue read older than this is read again first
 SEND_GRACE_S = 60.0  # a read this soon after a check may not show the order yet: keep it
 VENUE_READ_TIMEOUT_S = 5.0
+MAX_VERDICTS = 4096
 
 
 class Decision(BaseModel):
@@ -77,9 +78,13 @@ class StateCache:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._path = os.fspath(db.path)
-        self._key: tuple[int, int] | None = None
+        self._version: Any = None
+        self._changes = -1
         self.states: dict[str, TradingState] = {}
         self.folded: dict[str, str] = {}  # casefolded scope -> the held scope
+        # what the holds decide per (venue, account, strategy), valid until they are re-read:
+        # the hot path then looks one key up instead of building and comparing scope names
+        self.verdicts: dict[tuple[str, str | None, str | None], Any] = {}
 
     def current(self) -> dict[str, TradingState]:
         db = self.db
@@ -89,8 +94,9 @@ class StateCache:
         except FileNotFoundError:
             raise StateUnavailable(f"database {db.path} no longer exists") from None
         conn = db.conn
-        key = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
-        if key != self._key:
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        changes = conn.total_changes
+        if version != self._version or changes != self._changes:
             states: dict[str, list[TradingState]] = {}
             for scope, state in conn.execute(
                 "SELECT scope, state FROM holds WHERE cleared_at IS NULL"
@@ -98,7 +104,8 @@ class StateCache:
                 states.setdefault(scope, []).append(TradingState(state))
             self.states = {s: strictest(v) for s, v in states.items()}
             self.folded = {s.casefold(): s for s in self.states}
-            self._key = key
+            self.verdicts = {}
+            self._version, self._changes = version, changes
         return self.states
 
 
@@ -114,7 +121,8 @@ class GateCache:
     def live_allowed(self) -> bool:
         if self.gates is None:
             return True
-        key = (_stat(self._paths[0]), _stat(self._paths[1]))
+        live, shadow = self._paths
+        key = (_stat(live), _stat(shadow))
         if key != self._key:
             self._open = self.gates.read().live_allowed
             self._key = key
@@ -240,20 +248,18 @@ class Guard:
             return refuse("BAD_ORDER", f"order_id {order_id!r} must be a non-empty id")
         cache = self.state_cache
         try:
-            states = cache.current()
+            cache.current()
             gates_open = self.gate_cache.live_allowed()
         except Exception as exc:  # any failure to read state must refuse
             return refuse("STATE_UNAVAILABLE", f"trading state cannot be read: {exc}")
-        state = TradingState.ACTIVE
-        if states:
-            scopes = scopes_over(venue, account, strategy)
-            state = strictest([states[s] for s in scopes if s in states])
-            for s in scopes:  # "MA" when "strategy:ma" is held is not a different strategy
-                twin = cache.folded.get(s.casefold())
-                if twin is not None and twin != s:
-                    return refuse(
-                        "UNKNOWN_NAME", f"{s!r} is not held but {twin!r} is: names are exact"
-                    )
+        key = (venue, account, strategy)
+        state = cache.verdicts.get(key)
+        if state is None:
+            if len(cache.verdicts) >= MAX_VERDICTS:  # callers name accounts and strategies
+                cache.verdicts.clear()
+            state = cache.verdicts[key] = _held(cache, venue, account, strategy)
+        if type(state) is Decision:  # a name that differs from a held one only in case
+            return state
         if state is TradingState.HALTED:
             return HALTED
         if state is TradingState.ACTIVE and gates_open:
@@ -373,6 +379,21 @@ class Guard:
         if not order_id or order_id != order_id.strip():
             raise ValueError(f"order_id {order_id!r} must be a non-empty id")
         return self.reservations.release(order_id, reason, self.clock.now(), venue)
+
+
+def _held(
+    cache: StateCache, venue: str, account: str | None, strategy: str | None
+) -> TradingState | Decision:
+    """The strictest hold over these scopes, or the refusal of a name held in another case."""
+    states = cache.states
+    if not states:
+        return TradingState.ACTIVE
+    scopes = scopes_over(venue, account, strategy)
+    for s in scopes:  # "MA" when "strategy:ma" is held is not a different strategy
+        twin = cache.folded.get(s.casefold())
+        if twin is not None and twin != s:
+            return refuse("UNKNOWN_NAME", f"{s!r} is not held but {twin!r} is: names are exact")
+    return strictest([states[s] for s in scopes if s in states])
 
 
 class _NeedsPosition:
