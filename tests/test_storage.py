@@ -187,3 +187,33 @@ def test_a_terminal_user_without_a_name_is_recorded_by_uid(
     monkeypatch.setattr(pwd, "getpwuid", nameless)  # as in a container with a random uid
     who = Actor.terminal(None)
     assert (who.id, who.name, who.source) == (f"uid{os.getuid()}", f"uid{os.getuid()}", "cli")
+
+
+def test_a_statement_from_another_thread_never_runs_inside_a_threads_write(tmp_path: Path):
+    """The kill retries its hold in a thread on the shared connection: a statement the event
+    loop runs meanwhile must wait for that write, not join it (and be rolled back with it, or
+    end it: 'cannot commit - no transaction is active' lost a stored hold's run)."""
+    import threading
+    import time
+
+    db = Database(tmp_path / "t.db")
+    db.conn.execute("CREATE TABLE t (v TEXT)")
+    inside = threading.Event()
+
+    def writer() -> None:
+        try:
+            with db.write():
+                db.execute("INSERT INTO t VALUES ('thread')")
+                inside.set()
+                time.sleep(0.2)
+                raise RuntimeError("the thread's write fails and rolls back")
+        except RuntimeError:
+            pass
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert inside.wait(5)
+    db.execute("INSERT INTO t VALUES ('loop')")  # waits for the thread's write to end
+    thread.join()
+    assert [r["v"] for r in db.query("SELECT v FROM t")] == ["loop"]
+    db.close()

@@ -172,8 +172,12 @@ class Database:
     def query(
         self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()
     ) -> list[dict[str, Any]]:
+        # one connection, shared with a thread that may be inside a write (the kill's hold,
+        # retried while another process holds the lock): a statement waits for that write to
+        # end instead of running inside it
         try:
-            return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
+            with self._lock:
+                return [dict(r) for r in self.conn.execute(sql, params).fetchall()]
         except sqlite3.Error as exc:
             raise _explain(self.path, exc) from None
 
@@ -184,10 +188,11 @@ class Database:
     def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> sqlite3.Cursor:
         """A statement inside the caller's write transaction (or its own, if none)."""
         try:
-            if self._depth:
-                return self.conn.execute(sql, params)
-            with self.write():
-                return self.conn.execute(sql, params)
+            with self._lock:  # _depth is the lock holder's: inside its own write, or none
+                if self._depth:
+                    return self.conn.execute(sql, params)
+                with self.write():
+                    return self.conn.execute(sql, params)
         except sqlite3.Error as exc:
             raise _explain(self.path, exc) from None
 
