@@ -21,7 +21,7 @@ from rollbot.brokers.base import (
 )
 from rollbot.brokers.crypto.client import CCXT_LOG, build_exchange, override_urls
 from rollbot.brokers.crypto.convert import dec, order_from_ccxt
-from rollbot.brokers.crypto.errors import OrderNotFound, map_ccxt_error, redact
+from rollbot.brokers.crypto.errors import KeyRefused, OrderNotFound, map_ccxt_error, redact
 from rollbot.brokers.crypto.venue import CryptoVenue
 from rollbot.brokers.registry import build_venue
 from rollbot.config import CryptoVenueConfig, Secrets
@@ -138,7 +138,9 @@ def test_ccxt_is_not_imported_until_a_venue_is_built() -> None:
         (ccxt.ExchangeNotAvailable("maintenance"), VenueUnavailable, VenueEventKind.ERROR),
         (ccxt.NetworkError("reset"), VenueUnavailable, VenueEventKind.DISCONNECT),
         (ccxt.NotSupported("no"), UnsupportedOperation, None),
-        (ccxt.AuthenticationError("bad key"), VenueError, VenueEventKind.ERROR),
+        (ccxt.AuthenticationError("bad key"), KeyRefused, VenueEventKind.ERROR),
+        (ccxt.PermissionDenied("read-only key"), KeyRefused, VenueEventKind.ERROR),
+        (ccxt.AccountSuspended("suspended"), KeyRefused, VenueEventKind.ERROR),
         (ccxt.ExchangeError("odd"), VenueError, VenueEventKind.ERROR),
     ],
 )

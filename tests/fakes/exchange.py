@@ -33,7 +33,8 @@ From another thread (CLI tests, where the code under test runs its own event loo
 
 Knobs on `book`: rate_limit(times, path) answers bybit retCode 10006 / binance HTTP 429;
 fail_orders_after(n, code, message) errors every create-order after n accepted ones;
-no_fill = True leaves orders resting. Records: requests, order_requests, unknown.
+no_fill = True leaves orders resting; binance
+trade_permission = False makes the key read-only. Records: requests, order_requests, unknown.
 """
 
 from __future__ import annotations
@@ -881,6 +882,10 @@ class BinanceBook(_Book):
         self.locked: dict[str, Decimal] = {}
         for asset, amount in (balances if balances is not None else {"USDT": "1000"}).items():
             self.free[asset] = _d(amount)
+        # False: a read-only key ("Enable Reading" without "Enable Spot & Margin / Futures
+        # Trading"): it reads (USER_DATA), and every TRADE endpoint (order, cancel,
+        # countdown: the writes) answers -2015 with HTTP 401, as Binance does
+        self.trade_permission = True
 
     def set_balance(self, asset: str, free: Num, locked: Num = 0) -> None:
         with self.lock:
@@ -958,6 +963,8 @@ class BinanceBook(_Book):
         want = hmac.new(self.secret.encode(), unsigned.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(want, signature):
             raise _Refusal(-1022, "Signature for this request is not valid.", 400)
+        if request.method != "GET" and not self.trade_permission:
+            raise _Refusal(-2015, "Invalid API-key, IP, or permissions for action.", 401)
 
     # ---- public ------------------------------------------------------------------------
     def _exchange_info(self, _: dict[str, Any]) -> Any:
@@ -1281,12 +1288,14 @@ class FakeExchange:
         self.port = 0
 
     # ---- lifecycle ---------------------------------------------------------------------
-    async def start(self) -> FakeExchange:
+    async def start(self, port: int = 0) -> FakeExchange:
+        """Listen on 127.0.0.1:`port` (0: the OS picks); a stopped fake restarts on its old port
+        with `start(fake.port)`, as a venue back from an outage."""
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         server = site._server
         assert server is not None and server.sockets  # type: ignore[union-attr]

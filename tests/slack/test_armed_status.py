@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiohttp
 from fakes.rollbot_harness import OPS, RISK, bot_settings, running
-from fakes.slack import FakeSlack
+from fakes.slack import BOT_SCOPES, FakeSlack
 
 from rollbot.bot.slack.probe import slack_probe
 from rollbot.commands import preflight
@@ -85,3 +85,55 @@ async def test_refused_token_and_missing_contact_fail_then_recover(
         assert sum("slack_token FAILED" in t for t in texts) == 1
         assert sum("slack_contacts FAILED" in t for t in texts) == 1
         assert sum("slack_contacts passes again" in t for t in texts) == 1
+
+
+async def test_bot_not_in_the_ops_channel_fails_until_invited(tmp_path: Path) -> None:
+    """Without chat:write.public the bot posts only where it is a member: the courier sets the
+    ops channel's messages aside with not_in_channel, and the armed status says to invite it."""
+    no_public = ",".join(s for s in BOT_SCOPES.split(",") if s != "chat:write.public")
+    async with (
+        FakeSlack(scopes=no_public) as slack,
+        running(slack, bot_settings(tmp_path), http=True) as server,
+    ):
+        slack.add_user(RISK, "rita")
+        rb, client, port = server.rb, server.bot.client, server.bound_port
+        probe = slack_probe(rb, client)
+        rb.outbox.put("channel", text="a desk note")
+        server.bot.courier.kick()
+        await slack.wait_until(lambda: rb.outbox.count_set_aside() > 0, timeout=10)
+
+        checks = {c.name: c for c in await preflight.preflight(rb, probe)}
+        channel = checks["slack_ops_channel"]
+        assert not channel.ok and f"posting in {OPS} fails: not_in_channel" in channel.reason
+        assert channel.action == f"invite the bot: /invite @rollbot in {OPS}"
+        status, body, metrics = await _health(port)
+        assert status == 503 and body["ok"] is False
+        assert "not_in_channel" in body["armed_failing"]["slack_ops_channel"]
+        assert 'rollbot_armed_check{check="slack_ops_channel"} 0.0' in metrics
+        home = await _home(slack, port, RISK)
+        assert "The kill path is not fully armed" in home
+        assert "slack_ops_channel" in home and "not_in_channel" in home
+        assert not slack.messages(OPS)  # nothing got through, the alert included
+
+        slack.join(OPS)  # someone invites the bot; the courier retries what it set aside
+        server.bot.courier.retry_set_aside_s = 0.05
+        server.bot.courier.kick()
+        await slack.wait_until(
+            lambda: rb.outbox.count_set_aside() == 0 and rb.outbox.pending() == [], timeout=10
+        )
+        checks = {c.name: c for c in await preflight.preflight(rb, probe)}
+        assert checks["slack_ops_channel"].ok
+        status, body, metrics = await _health(port)
+        assert "slack_ops_channel" not in body["armed_failing"]
+        assert 'rollbot_armed_check{check="slack_ops_channel"} 1.0' in metrics
+        home = await _home(slack, port, RISK)
+        assert "not_in_channel" not in home
+        server.bot.courier.kick()
+        await slack.wait_until(
+            lambda: any("ops_channel passes again" in (m.text or "") for m in slack.messages(OPS)),
+            timeout=10,
+        )
+        texts = [m.text or "" for m in slack.messages(OPS)]
+        assert "a desk note" in texts  # delivered late, not lost
+        assert sum("slack_ops_channel FAILED: posting in" in t for t in texts) == 1
+        assert sum("slack_ops_channel passes again" in t for t in texts) == 1

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from rollbot.brokers.base import VenueUnavailable
 from rollbot.clock import iso, parse_iso
 from rollbot.commands import dead_mans_switch
 from rollbot.commands.context import Rollbot
@@ -74,6 +75,12 @@ async def check_venue(app: Rollbot, name: str, timeout_s: float) -> Check:
         return failed(
             check,
             f"no answer within {timeout_s:g} s",
+            f"check that {name} is up and reachable from this host",
+        )
+    except VenueUnavailable as exc:  # the request did not get an answer: down or unreachable
+        return failed(
+            check,
+            f"unreachable: {exc}",
             f"check that {name} is up and reachable from this host",
         )
     except Exception as exc:  # any failure to read is a failure of the check

@@ -24,6 +24,11 @@ class OrderNotFound(VenueError):
     """The venue does not know this order (never placed, or gone from its books)."""
 
 
+class KeyRefused(VenueError):
+    """The exchange refused this API key the action (no permission, bad key, account
+    suspended): ccxt's PermissionDenied, AuthenticationError, AccountSuspended."""
+
+
 class ArgumentsMissing(UnsupportedOperation):
     """ccxt refused locally because this exchange needs an argument (usually a symbol) that
     was not given: callers retry per symbol. Nothing reached the venue."""
@@ -77,6 +82,8 @@ def map_ccxt_error(venue: str, exc: BaseException, secrets: Iterable[str] = ()) 
         answered = isinstance(exc, ccxt.ExchangeNotAvailable) and not _transport_failed(exc)
         kind = VenueEventKind.ERROR if answered else VenueEventKind.DISCONNECT
         return Mapped(VenueUnavailable(venue, message, code), kind)
+    if isinstance(exc, ccxt.PermissionDenied | ccxt.AuthenticationError | ccxt.AccountSuspended):
+        return Mapped(KeyRefused(venue, message, code), VenueEventKind.ERROR)
     if isinstance(exc, ccxt.ArgumentsRequired):
         return Mapped(ArgumentsMissing(venue, message, code), None)
     if isinstance(exc, ccxt.NotSupported):

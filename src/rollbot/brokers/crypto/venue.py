@@ -36,6 +36,7 @@ from rollbot.brokers.base import (
     OrderStatus,
     OrderType,
     Position,
+    RateLimited,
     Side,
     UnsupportedOperation,
     VenueError,
@@ -56,6 +57,7 @@ from rollbot.brokers.crypto.convert import (
 from rollbot.brokers.crypto.countdown import Countdown
 from rollbot.brokers.crypto.errors import (
     ArgumentsMissing,
+    KeyRefused,
     OrderNotFound,
     map_ccxt_error,
     redact,
@@ -77,6 +79,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BACKOFF_S: tuple[float, ...] = (0.5, 1.0, 2.0)  # one retry per entry
 Raw = dict[str, Any]
 Listing = tuple[str, Raw, OrderKind]  # (label, market params, kind listed)
+PROBE_ORDER_ID = "999999999999999999"  # numeric (Binance, OKX want digits), never issued
+BINANCE_KEY_REFUSED = "-2015"  # "Invalid API-key, IP, or permissions for action."
 _CANCEL_BATCH = 10  # OKX: cancel-algos takes 10 ids a request, cancel-batch-orders 20
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -883,6 +887,32 @@ class CryptoVenue:
                 ):
                     return m
         raise VenueError(self.name, "no market to place a sentinel in", "BAD_MARKET")
+
+    @_contained
+    async def trading_permission(self) -> tuple[bool, str]:
+        """(may trade and cancel, why), read without sending an order: cancel an order id that
+        cannot exist and read the answer. "No such order" means the exchange looked it up for
+        this key, so the key may cancel; a refusal of the key means it may not. Anything else
+        raises (the preflight fails closed). Allowed on a read-only connection: it changes
+        nothing at the exchange."""
+        await self._markets()
+        symbol = str(self._sentinel_market()["symbol"])
+        cancel = self.exchange.cancel_order
+        try:
+            await self._link.call("cancel_order", cancel, PROBE_ORDER_ID, symbol, {})
+        except KeyRefused as exc:
+            return False, f"{self.cfg.exchange} refused this key a cancel: {exc.detail}"
+        except RateLimited as exc:
+            # ccxt's binance turns -2015 (key, IP or permission) into DDoSProtection once
+            # the key has read something, taking it for a temporary ban: no trading either way
+            if exc.code != BINANCE_KEY_REFUSED:
+                raise
+            return False, f"{self.cfg.exchange} refused this key a cancel: {exc.detail}"
+        except (OrderNotFound, OrderRejected):
+            return True, f"{self.cfg.exchange} looked up a cancel on {symbol} for this key"
+        raise VenueError(
+            self.name, f"a cancel of order {PROBE_ORDER_ID}, which cannot exist, succeeded"
+        )
 
     # ---- the exchange's dead-man's switch -------------------------------------------------
     @_contained
