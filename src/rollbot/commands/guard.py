@@ -97,12 +97,14 @@ class StateCache:
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         changes = conn.total_changes
         if version != self._version or changes != self._changes:
-            states: dict[str, list[TradingState]] = {}
-            for scope, state in conn.execute(
-                "SELECT scope, state FROM holds WHERE cleared_at IS NULL"
-            ).fetchall():
-                states.setdefault(scope, []).append(TradingState(state))
-            self.states = {s: strictest(v) for s, v in states.items()}
+            # one row per held scope, however many kills hold it (each kill is its own hold)
+            self.states = {
+                scope: TradingState.HALTED if halted else TradingState.REDUCING
+                for scope, halted in conn.execute(
+                    "SELECT scope, MAX(state = 'HALTED') FROM holds WHERE cleared_at IS NULL"
+                    " GROUP BY scope"
+                ).fetchall()
+            }
             self.folded = {s.casefold(): s for s in self.states}
             self.verdicts = {}
             self._version, self._changes = version, changes

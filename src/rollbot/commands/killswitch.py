@@ -100,7 +100,8 @@ class KillSwitch:
         return self._get(hold_id), True
 
     def _get(self, hold_id: int) -> Hold:
-        return next(h for h in self.holds.active() if h.id == hold_id)
+        [hold] = self.holds.by_ids([hold_id])  # one row: each kill adds a hold to the scope
+        return hold
 
     def set_incident_state(
         self, incident_id: str, state: TradingState, actor: Actor, reason: str
@@ -168,7 +169,7 @@ class KillSwitch:
         return holds
 
     def state_of(self, scopes: list[str]) -> TradingState:
-        return strictest([TradingState(h.state) for h in self.holds.active(scopes)])
+        return strictest([TradingState(s) for s in self.holds.active_states(scopes)])
 
     def status(self, venues: list[str]) -> list[ScopeStatus]:
         """Each scope with its effective state: global, every venue, and any other held scope."""

@@ -46,6 +46,16 @@ class Holds:
             params = tuple(scopes)
         return [_hold(r) for r in self.db.query(sql + " ORDER BY id", params)]
 
+    def active_states(self, scopes: list[str]) -> list[str]:
+        """The distinct states of the active holds on these scopes: a desk's many kills of one
+        scope (each its own hold) cost one row per state here, not one model per hold."""
+        marks = ",".join("?" * len(scopes))
+        rows = self.db.query(
+            f"SELECT DISTINCT state FROM holds WHERE cleared_at IS NULL AND scope IN ({marks})",
+            tuple(scopes),
+        )
+        return [r["state"] for r in rows]
+
     def find(self, scope: str, source: str, incident_id: str | None = None) -> Hold | None:
         row = self.db.one(
             "SELECT * FROM holds WHERE scope = ? AND source = ? AND IFNULL(incident_id, '') = ?"
