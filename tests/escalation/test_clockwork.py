@@ -171,10 +171,12 @@ async def test_the_sweep_finds_a_critical_loss_in_the_step_events(
     ]
     rb = Rollbot.open(settings, clock=clock)
     try:
-        engine = Engine(rb, operator())
+        # nobody watched the steps (every run watches its own now: page=False stands for one
+        # whose watcher failed), so the sweep is the safety net
+        engine = Engine(rb, operator(), page=False)
         incident, _ = engine.open_held_incident(kind="rollback", reason="drawdown 16%")
         start_escalation(rb, incident.id, operator())
-        await engine.run(incident, (1, 2, 3))  # nobody watched the steps
+        await engine.run(incident, (1, 2, 3))
         assert set(dm_targets(rb)) == TIER1
         await Clockwork(rb).sweep()
         assert set(dm_targets(rb)[2:]) == TIER1 | TIER2

@@ -22,10 +22,11 @@ if TYPE_CHECKING:
 
 # --by is left to the full CLI: whatever it checks about who acts is checked there alone
 OPTIONS = {"--reason": "reason", "-r": "reason", "--scope": "scope"}
+FLAGS = {"--reducing": ("state", "REDUCING")}
 
 
 def kill_args(argv: list[str]) -> dict[str, str] | None:
-    """{config?, reason, scope?} for `[--config X] kill trigger OPTIONS`, else None."""
+    """{config?, reason, scope?, state?} for `[--config X] kill trigger OPTIONS`, else None."""
     out: dict[str, str] = {}
     rest = list(argv)
     if rest[:1] and rest[0] in ("--config", "-c") and len(rest) > 1:
@@ -39,6 +40,12 @@ def kill_args(argv: list[str]) -> dict[str, str] | None:
     rest = rest[2:]
     while rest:
         word = rest.pop(0)
+        if word in FLAGS:
+            key, flag_value = FLAGS[word]
+            if key in out:
+                return None  # a repeat: the full CLI says what is wrong
+            out[key] = flag_value
+            continue
         name, eq, value = word.partition("=")
         if name not in OPTIONS or (not eq and not rest) or OPTIONS[name] in out:
             return None  # help, a typo, a repeat: the full CLI says what is wrong
@@ -64,7 +71,11 @@ def main() -> None:
 
     config = read_kill_config(args.get("config"))
     try:
-        stored = store_kill_hold(config, args["reason"], args.get("scope")) if config else None
+        stored = (
+            store_kill_hold(config, args["reason"], args.get("scope"), args.get("state", "HALTED"))
+            if config
+            else None
+        )
     except BadInput:  # a bad scope, before anything was opened: the full CLI says why, exit 2
         _full_cli()
         return
@@ -95,10 +106,12 @@ def _finish_stored(args: dict[str, str], incident_id: str) -> None:
     try:
         rb = Rollbot.open(load_settings(args.get("config")))
     except RollbotError as exc:  # a config error in what the hold did not read
+        state = args.get("state", "HALTED")
         # the full CLI would say "nothing changed": the hold is stored, so say what was done
         print(
-            f"error: {exc}\nThe HALTED hold of {incident_id} is stored: trading stays halted."
-            " No cancels were sent: fix the config, then run the kill again to cancel.",
+            f"error: {exc}\nThe {state} hold of {incident_id} is stored: trading stays"
+            f" {'reducing-only' if state == 'REDUCING' else 'halted'}. No cancels were sent:"
+            " fix the config, then run the kill again to cancel.",
             file=sys.stderr,
         )
         sys.exit(1)
@@ -111,6 +124,7 @@ def _hold_by_full_path(args: dict[str, str]) -> None:
     through the models, then the cancels and the report."""
     from rollbot.commands.context import Rollbot
     from rollbot.commands.held_incident import HOLD_WAIT_MS, store_held_incident
+    from rollbot.commands.trading_state import TradingState
     from rollbot.config import load_settings
     from rollbot.errors import RollbotError
     from rollbot.storage.events import Actor
@@ -128,6 +142,7 @@ def _hold_by_full_path(args: dict[str, str]) -> None:
                 reason=reason,
                 scope_text=args.get("scope"),
                 also=lambda: break_glass(rb, who, "kill trigger", reason),
+                hold_state=TradingState(args.get("state", "HALTED")),
             )
     except RollbotError:  # DatabaseBusy included
         # nothing stored: the full CLI says why, or (a lock) cancels first and retries the hold

@@ -180,11 +180,21 @@ def kill_trigger(
         str, typer.Option(help="global, a venue, venue:V, account:V/ID, strategy:S")
     ] = "global",
     by: ByOpt = None,
+    reducing: Annotated[
+        bool,
+        typer.Option(
+            "--reducing",
+            help="Hold REDUCING instead of HALTED: only orders that shrink a position pass"
+            " (exits, never entries or flips). Cleared like any hold.",
+        ),
+    ] = False,
 ) -> None:
-    """Hold HALTED (stored first), cancel every open order, disable the live gates."""
+    """Hold HALTED (or REDUCING; stored first), cancel every open order, disable the live
+    gates."""
 
     async def go(rb: Rollbot) -> int:
         from rollbot.commands.rollback import Engine
+        from rollbot.commands.trading_state import TradingState
 
         who = actor(rb, by)
         require(reason, "--reason")
@@ -196,6 +206,7 @@ def kill_trigger(
             reason=reason,
             scope_text=scope,
             also=lambda: break_glass(rb, who, "kill trigger", reason),
+            hold_state=TradingState.REDUCING if reducing else TradingState.HALTED,
         )
         return await run_kill(engine, incident, new)
 
@@ -208,11 +219,12 @@ async def run_kill(engine: Engine, incident: Incident, new: bool) -> int:
     from rollbot.commands.rollback import KILL_STEPS
 
     engine.on_step = print_step
+    state = engine.held_state(incident).value
     try:
         return print_outcome(await engine.run(incident, KILL_STEPS, new=new))
     except RollbotError as exc:
         err.print(
-            f"[bold red]error:[/] {escape(str(exc))} — the HALTED hold on {incident.scope}"
+            f"[bold red]error:[/] {escape(str(exc))} — the {state} hold on {incident.scope}"
             f" is stored ({incident.id})"
         )
         return 1

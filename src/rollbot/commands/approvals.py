@@ -102,6 +102,7 @@ from rollbot.config import ApprovalRule
 from rollbot.errors import BadInput, NotFound, Refused, RollbotError
 from rollbot.storage.db import dumps, loads
 from rollbot.storage.events import Actor
+from rollbot.storage.incidents import Incident
 
 __all__ = [
     "ACTIONS",
@@ -118,6 +119,18 @@ __all__ = [
     "identities_of",
     "label",
 ]
+
+
+def covering_incident(app: Rollbot, action: str, venue: str | None) -> Incident | None:
+    """The open incident a flatten or rollback asked for now belongs to: the latest one whose
+    scope covers what it closes (a flatten of venue V: a global or venue:V incident; a flatten
+    of everything or a rollback: a global one). Its request goes in that thread and, approved,
+    continues it."""
+    scopes = {"global"} | ({f"venue:{venue}"} if action == "flatten" and venue else set())
+    for incident in app.incidents.list(open_only=True, limit=50):
+        if incident.scope in scopes:
+            return incident
+    return None
 
 
 class Approvals:
@@ -229,6 +242,9 @@ class Approvals:
             incident_id = params["incident_id"]
         elif incident_id:
             incident_id = self.app.incidents.get(incident_id).id
+        elif action in ("flatten", "rollback") and not params.get("alert_id"):
+            found = covering_incident(self.app, action, params.get("venue"))
+            incident_id = found.id if found else None
         if action == "resume":
             blockers = resume_blockers(self.app, params["incident_id"])
             if blockers:
@@ -322,10 +338,11 @@ class Approvals:
         data = request.view()
         text = f"{data['action']} requested by {request.requester_label}: approval {request.id}"
         key = f"approval:{request.id}:posted"
-        self.app.outbox.put(
-            "channel", text=text, view="approval", data=data, dedupe_key=f"{key}:channel"
-        )
-        if request.incident_id:
+        if not request.incident_id:  # an incident's requests live in its thread alone
+            self.app.outbox.put(
+                "channel", text=text, view="approval", data=data, dedupe_key=f"{key}:channel"
+            )
+        else:
             self.app.outbox.put(
                 "thread",
                 incident_id=request.incident_id,
@@ -698,6 +715,10 @@ class Approvals:
             if request.action in ("flatten", "rollback"):
                 found = self.app.db.one(
                     "SELECT id FROM incidents WHERE dedupe_key = ?", (f"approval:{request.id}",)
+                ) or self.app.db.one(  # or the open incident it continued
+                    "SELECT incident_id AS id FROM events WHERE kind = 'INCIDENT_CONTINUED'"
+                    " AND json_extract(data, '$.key') = ?",
+                    (f"approval:{request.id}",),
                 )
                 if found is not None:
                     incident = self.app.incidents.get(found["id"])
@@ -754,7 +775,20 @@ class Approvals:
             if request.action in ("flatten", "rollback"):
                 engine = Engine(self.app, voter, on_start=on_start, on_step=on_step)
                 outcome: Outcome
-                if request.action == "flatten":
+                going_on = request.incident_id and self.app.incidents.get(request.incident_id)
+                if going_on and going_on.is_open:  # the incident goes on: its thread, its pages
+                    symbols = {
+                        str(line["symbol"]) for line in request.plan if isinstance(line, dict)
+                    }
+                    outcome = await engine.continue_incident(
+                        going_on.id,
+                        kind=request.action,
+                        reason=why,
+                        dedupe_key=key,
+                        venue=request.params.get("venue"),
+                        symbols=(symbols or None) if request.action == "flatten" else None,
+                    )
+                elif request.action == "flatten":
                     symbols = {
                         str(line["symbol"]) for line in request.plan if isinstance(line, dict)
                     }

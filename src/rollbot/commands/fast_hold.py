@@ -1,4 +1,5 @@
-"""The terminal's kill stores its incident and HALTED hold with the standard library alone.
+"""The terminal's kill stores its incident and HALTED (or REDUCING) hold with the standard
+library alone.
 
 Break-glass start-up (issue 18 item 4) is exec to hold stored; pydantic and the models built on
 it cost a kill ~0.2 s before it could write. This reads from rollbot.toml only what the hold
@@ -95,11 +96,18 @@ def read_kill_config(explicit: str | None) -> KillConfig | None:
     return KillConfig(database=db_path, venue_names=names, identities=identities)
 
 
-def store_kill_hold(config: KillConfig, reason: str, scope_text: str | None) -> str | None:
-    """The new incident's id once its hold is stored; HELD_ELSEWHERE when another process holds
-    the write lock; None to leave the kill to the full path. A bad scope is BadInput before
-    anything is opened."""
+HOLD_STATES = ("HALTED", "REDUCING")
+
+
+def store_kill_hold(
+    config: KillConfig, reason: str, scope_text: str | None, state: str = "HALTED"
+) -> str | None:
+    """The new incident's id once its hold (HALTED, or REDUCING for `--reducing`) is stored;
+    HELD_ELSEWHERE when another process holds the write lock; None to leave the kill to the
+    full path. A bad scope is BadInput before anything is opened."""
     scope = parse_scope(scope_text, config.venue_names)
+    if state not in HOLD_STATES:
+        return None  # the full path says what is wrong
     if not os.path.isfile(config.database):
         return None  # no database yet: the full path creates and migrates it
     try:
@@ -119,7 +127,7 @@ def store_kill_hold(config: KillConfig, reason: str, scope_text: str | None) -> 
         except sqlite3.OperationalError as exc:
             return HELD_ELSEWHERE if _locked(exc) else None
         try:
-            incident_id = _write(conn, config, reason, scope)
+            incident_id = _write(conn, config, reason, scope, state)
             if incident_id is None:
                 conn.execute("ROLLBACK")
                 return None
@@ -139,7 +147,9 @@ def _locked(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-def _write(conn: sqlite3.Connection, config: KillConfig, reason: str, scope: str) -> str | None:
+def _write(
+    conn: sqlite3.Connection, config: KillConfig, reason: str, scope: str, state: str
+) -> str | None:
     """Incidents.open + KillSwitch.trigger + Outbox.put('headline') + the BREAK_GLASS event, as
     store_held_incident writes them for a terminal kill (source cli, hold source person)."""
     os_user, uid = os_login()
@@ -180,15 +190,15 @@ def _write(conn: sqlite3.Connection, config: KillConfig, reason: str, scope: str
         return None  # a hold already names this new incident: the full path's rules decide
     cur = conn.execute(
         "INSERT INTO holds (scope, source, state, reason, actor, incident_id, created_at,"
-        " updated_at) VALUES (?, 'person', 'HALTED', ?, ?, ?, ?, ?)",
-        (scope, held, actor, incident_id, now, now),
+        " updated_at) VALUES (?, 'person', ?, ?, ?, ?, ?, ?)",
+        (scope, state, held, actor, incident_id, now, now),
     )
     event(
         "HOLD_SET",
         held,
         scope,
         incident_id,
-        {"hold_id": cur.lastrowid, "source": "person", "state": "HALTED"},
+        {"hold_id": cur.lastrowid, "source": "person", "state": state},
     )
     conn.execute(
         "INSERT OR IGNORE INTO outbox (at, kind, incident_id, target, payload, dedupe_key)"

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from rollbot.commands.context import Rollbot
 from rollbot.commands.fast_hold import HOLD_WAIT_MS as HOLD_WAIT_MS
-from rollbot.commands.trading_state import parse_scope
+from rollbot.commands.trading_state import TradingState, parse_scope
 from rollbot.errors import BadInput
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
@@ -33,11 +33,16 @@ def store_held_incident(
     dedupe_key: str | None = None,
     hold_source: str = "person",
     also: Callable[[], None] | None = None,
+    hold_state: TradingState = TradingState.HALTED,
 ) -> tuple[Incident, bool]:
-    """Store the incident and its HALTED hold in one transaction, before any venue call
-    (`also` writes in the same transaction: the terminal's BREAK_GLASS)."""
+    """Store the incident and its hold (HALTED, or REDUCING for `/kill reducing`: only orders
+    that shrink a position pass) in one transaction, before any venue call (`also` writes in
+    the same transaction: the terminal's BREAK_GLASS)."""
     if not reason or not reason.strip():
         raise BadInput("a reason is required")
+    hold_state = TradingState(hold_state)
+    if hold_state is TradingState.ACTIVE:
+        raise BadInput("a kill holds HALTED or REDUCING")
     scope = parse_scope(scope_text, app.venue_names)
     with app.db.write():
         incident, new = app.incidents.open(
@@ -52,7 +57,12 @@ def store_held_incident(
         )
         if new:
             app.killswitch.trigger(
-                scope, reason.strip(), actor, source=hold_source, incident_id=incident.id
+                scope,
+                reason.strip(),
+                actor,
+                state=hold_state,
+                source=hold_source,
+                incident_id=incident.id,
             )
             app.outbox.put("headline", incident_id=incident.id)
         if also is not None:

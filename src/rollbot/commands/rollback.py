@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -20,12 +21,15 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from rollbot.brokers.base import CancelAllResult, Side, Venue, VenueError
+from rollbot.clock import parse_iso
+from rollbot.commands import escalation
 from rollbot.commands.context import Rollbot
 from rollbot.commands.flatten import VenueCloser, VenueFlatten, choose_strategy
 from rollbot.commands.held_incident import HOLD_WAIT_MS, store_held_incident
 from rollbot.commands.hooks import run_strategy_stop
 from rollbot.commands.kill_scope import AccountCancel, cancel_account, guard_probes
 from rollbot.commands.liveness import ME, live_elsewhere
+from rollbot.commands.mrkdwn import escape
 from rollbot.commands.positions import VenueBook, coverage_line, read_book
 from rollbot.commands.trading_state import TradingState, parse_scope
 from rollbot.commands.venue_timeouts import bounded, contained
@@ -35,6 +39,8 @@ from rollbot.storage.events import Actor
 from rollbot.storage.holds import Hold
 from rollbot.storage.incidents import Incident
 from rollbot.storage.nav import NavSamples
+
+log = logging.getLogger(__name__)
 
 D0 = Decimal(0)
 # a kill waits this long for another process's write transaction, then cancels without it
@@ -160,8 +166,12 @@ class Engine:
         on_step: StepCallback | None = None,
         on_start: StartCallback | None = None,
         venue_timeout_s: float = 15,
+        page: bool = True,
     ) -> None:
         self.app = app
+        # every run pages its incident's chain as it starts, whoever opened it; a venue drill
+        # (a rehearsal on a real venue) pages nobody
+        self.page = page
         self.actor = actor
         self.on_step = on_step
         self.on_start = on_start
@@ -169,6 +179,7 @@ class Engine:
         self.on_note: Callable[[str], None] | None = None  # what a person should know now
         self._stop_storing = threading.Event()
         self._read_only: set[str] = set()
+        self._continuing = False  # this run continues an incident opened by another action
         self.navs = NavSamples(app.db)
 
     # -- entry points -------------------------------------------------------------------------
@@ -184,9 +195,10 @@ class Engine:
         dedupe_key: str | None = None,
         hold_source: str = "person",
         also: Callable[[], None] | None = None,
+        hold_state: TradingState = TradingState.HALTED,
     ) -> tuple[Incident, bool]:
-        """Store the incident and its HALTED hold in one transaction, before any venue call
-        (`also` writes in the same transaction: the terminal's BREAK_GLASS)."""
+        """Store the incident and its hold (HALTED, or REDUCING) in one transaction, before
+        any venue call (`also` writes in the same transaction: the terminal's BREAK_GLASS)."""
         return store_held_incident(
             self.app,
             self.actor,
@@ -199,6 +211,7 @@ class Engine:
             dedupe_key=dedupe_key,
             hold_source=hold_source,
             also=also,
+            hold_state=hold_state,
         )
 
     async def open_held(self, **kw: Any) -> tuple[Incident, bool]:
@@ -303,6 +316,7 @@ class Engine:
         dedupe_key: str | None = None,
         hold_source: str = "person",
         also: Callable[[], None] | None = None,
+        hold_state: TradingState = TradingState.HALTED,
     ) -> Outcome:
         incident, new = await self.open_held(
             kind="kill",
@@ -311,6 +325,7 @@ class Engine:
             dedupe_key=dedupe_key,
             hold_source=hold_source,
             also=also,
+            hold_state=hold_state,
         )
         return await self.run(incident, KILL_STEPS, new=new)
 
@@ -355,16 +370,94 @@ class Engine:
             )
         return await self.run(incident, FLATTEN_STEPS, new=new)
 
+    async def continue_incident(
+        self,
+        incident_id: str,
+        *,
+        kind: str,
+        reason: str,
+        dedupe_key: str,
+        venue: str | None = None,
+        symbols: set[str] | None = None,
+    ) -> Outcome:
+        """An approved flatten or rollback of an open incident runs as that incident's next
+        run: its steps, thread, report and escalation, never a second incident (nor a second
+        page of tier 1). The incident's own holds are left as they are: the kill's hold already
+        covers what this run closes. Once per key: a rerun finishes the same continuation."""
+        if kind not in ("flatten", "rollback"):
+            raise ValueError(f"only a flatten or a rollback continues an incident, not {kind}")
+        scope = parse_scope(venue, self.app.venue_names) if kind == "flatten" else "global"
+        steps = FLATTEN_STEPS if kind == "flatten" else ROLLBACK_STEPS
+        with self.app.db.write():
+            incident = self.app.incidents.get(incident_id)
+            seen = self.app.db.one(
+                "SELECT id FROM events WHERE incident_id = ? AND kind = 'INCIDENT_CONTINUED'"
+                " AND json_extract(data, '$.key') = ?",
+                (incident_id, dedupe_key),
+            )
+            if seen is None:
+                self.app.events.append(
+                    "INCIDENT_CONTINUED",
+                    self.actor,
+                    reason=reason,
+                    scope=scope,
+                    incident_id=incident_id,
+                    data={
+                        "kind": kind,
+                        "scope": scope,
+                        "steps": list(steps),
+                        "key": dedupe_key,
+                        "symbols": sorted(symbols) if symbols else None,
+                    },
+                )
+                self.app.outbox.put(
+                    "thread",
+                    incident_id=incident_id,
+                    text=f"▶ {kind.capitalize()} of {scope} continues {incident_id}:"
+                    f" {escape(reason)}",
+                )
+        return await self.run(incident, steps, new=False)
+
+    def continuation(self, incident_id: str) -> tuple[int, dict[str, Any]]:
+        """(event id, data) of the incident's latest continuation; (0, {}) when it has none."""
+        row = self.app.db.one(
+            "SELECT id, data FROM events WHERE incident_id = ? AND kind = 'INCIDENT_CONTINUED'"
+            " ORDER BY id DESC LIMIT 1",
+            (incident_id,),
+        )
+        return (int(row["id"]), loads(row["data"]) or {}) if row else (0, {})
+
     def _symbols(self, incident_id: str) -> set[str] | None:
+        mark, data = self.continuation(incident_id)
+        if mark:
+            return set(data["symbols"]) if data.get("symbols") else None
         found = self.app.events.list(incident_id=incident_id, kinds=["FLATTEN_SYMBOLS"], limit=1)
         return set(found[0].data["symbols"]) if found else None
 
     # -- the run ------------------------------------------------------------------------------
     def steps_of(self, incident: Incident) -> tuple[int, ...]:
+        mark, data = self.continuation(incident.id)
+        if mark:
+            return tuple(data["steps"])
         return {"kill": KILL_STEPS, "flatten": FLATTEN_STEPS}.get(incident.kind, ROLLBACK_STEPS)
 
     def finished_steps(self, incident_id: str) -> dict[int, StepReport]:
-        return {s.step: s for s in ended_steps(self.app, incident_id)}
+        """The steps of the incident's current run: after its latest continuation, if any."""
+        mark, _ = self.continuation(incident_id)
+        rows = self.app.db.query(
+            "SELECT data FROM events WHERE incident_id = ? AND kind = 'STEP_ENDED' AND id > ?"
+            " ORDER BY id",
+            (incident_id, mark),
+        )
+        reports = [StepReport.model_validate(loads(r["data"])) for r in rows]
+        return {s.step: s for s in reports}
+
+    def _as_run(self, incident: Incident) -> tuple[Incident, int]:
+        """The incident as its current run sees it: a continuation's kind and scope."""
+        mark, data = self.continuation(incident.id)
+        if not mark:
+            return incident, 0
+        return incident.model_copy(update={"kind": data["kind"], "scope": data["scope"]}), mark
 
     def _venues_in(self, scope: str) -> dict[str, Venue]:
         """The venues a scope reaches. A venue that cannot even be built is in it as a venue
@@ -404,6 +497,8 @@ class Engine:
             _RUNS.pop(key).set()
 
     async def _run(self, incident: Incident, steps: tuple[int, ...], *, new: bool) -> Outcome:
+        incident, mark = self._as_run(incident)
+        self._continuing = bool(mark)
         done = self.finished_steps(incident.id)
         if done and all(s in done for s in steps):  # finished before: nothing is sent again
             if incident.phase == "RUNNING":  # the crash came after the last step ended
@@ -425,8 +520,13 @@ class Engine:
             self.app.incidents.set_phase(
                 incident.id, "RUNNING", self.actor, steps=list(steps), runner=ME
             )
-        first = self.app.events.list(incident_id=incident.id, kinds=["STEP_STARTED"], limit=1)
-        t0 = first[0].at if first else self.app.clock.now()
+        self._escalate(incident)
+        first = self.app.db.one(
+            "SELECT at FROM events WHERE incident_id = ? AND kind = 'STEP_STARTED' AND id > ?"
+            " ORDER BY id LIMIT 1",
+            (incident.id, mark),
+        )
+        t0 = parse_iso(first["at"]) if first else self.app.clock.now()
         # a venue that stops answering is unreachable after venue_timeout_s, in every step
         venues = {
             n: bounded(v, self.venue_timeout_s) for n, v in self._venues_in(incident.scope).items()
@@ -486,6 +586,7 @@ class Engine:
                 )
                 self.app.outbox.put("headline", incident_id=incident.id)
             reports.append(report)
+            self._watch_loss(incident, report)
             await _maybe(self.on_step(report) if self.on_step else None)
         outcome = self._outcome(self.app.incidents.get(incident.id), reports, new=new, books=books)
         with self.app.db.write():
@@ -503,6 +604,26 @@ class Engine:
             self.app.outbox.put("headline", incident_id=incident.id)
         outcome.incident = self.app.incidents.get(incident.id)
         return outcome
+
+    def _escalate(self, incident: Incident) -> None:
+        """Page the chain the moment the run starts, by whatever path the incident opened (a
+        person, the terminal, the clock, a restart), with the loss its steps reported so far.
+        Idempotent. A failure here stops no step: the clock's sweep retries it."""
+        if not self.page or not incident.is_open:
+            return
+        try:
+            escalation.escalate_incident(self.app, incident.id, self.actor)
+        except Exception:
+            log.exception("starting the escalation of %s failed", incident.id)
+
+    def _watch_loss(self, incident: Incident, report: StepReport) -> None:
+        """A loss a step reports above the critical one pages every tier at once."""
+        if not self.page or not incident.is_open:
+            return
+        try:
+            escalation.loss_watcher(self.app, incident.id, self.actor)(report)
+        except Exception:
+            log.exception("checking the loss of %s failed", incident.id)
 
     def _outcome(
         self,
@@ -561,11 +682,27 @@ class Engine:
         return dict(zip(venues, results, strict=True))
 
     # -- step 1 -------------------------------------------------------------------------------
+    def held_state(self, incident: Incident) -> TradingState:
+        """The state the incident's kill asked for: REDUCING for `/kill reducing`, as its first
+        hold was stored; HALTED for every other kill, flatten and rollback."""
+        if incident.kind != "kill":
+            return TradingState.HALTED
+        first = self.app.db.one(
+            "SELECT data FROM events WHERE incident_id = ? AND kind = 'HOLD_SET'"
+            " ORDER BY id LIMIT 1",
+            (incident.id,),
+        )
+        state = (loads(first["data"]) or {}).get("state") if first else None
+        return TradingState.REDUCING if state == "REDUCING" else TradingState.HALTED
+
     async def _halt(self, incident: Incident, venues: dict[str, Venue]) -> dict[str, Any]:
-        actions = [f"Kill switch held HALTED on {incident.scope}"]
+        state = self.held_state(incident)
+        actions = [f"Kill switch held {state.value} on {incident.scope}"]
+        if state is TradingState.REDUCING:
+            actions[0] += " (only orders that shrink a position pass; cancels pass)"
         self.app.killswitch.trigger(
-            incident.scope, incident.reason, self.actor, incident_id=incident.id
-        )  # idempotent; restores after a crash
+            incident.scope, incident.reason, self.actor, state=state, incident_id=incident.id
+        )  # idempotent, never loosens; restores after a crash
         hook_task = asyncio.create_task(
             run_strategy_stop(self.app.settings.hooks.strategy_stop, incident.id, incident.reason)
         )
@@ -629,16 +766,17 @@ class Engine:
                 actions.append(f"{name}: automatic reconnect could NOT be switched off: {exc}")
                 continue
             actions.append(f"{name}: automatic reconnect switched off (reads stay possible)")
+        wanted = self.held_state(incident)
         for probe in guard_probes(incident.scope, self.app.venue_names):
             decision = self.app.killswitch.check_order(
                 probe.venue, "ANY", Side.BUY, 1, account=probe.account, strategy=probe.strategy
             )
-            if decision.allowed or decision.state is not TradingState.HALTED:
+            if decision.allowed or decision.state.strictness < wanted.strictness:
                 # refused for another reason (gates off) is no proof that the hold governs
                 ok = False
                 verdict = "ALLOWS" if decision.allowed else f"refuses ({decision.code}) but"
                 actions.append(
-                    f"Guard {verdict} new orders{probe.label} not HALTED: check the holds"
+                    f"Guard {verdict} new orders{probe.label} not {wanted.value}: check the holds"
                 )
             else:
                 actions.append(f"Guard refuses new orders{probe.label} ({decision.code})")
@@ -738,10 +876,16 @@ class Engine:
         by_name = {b.venue: b for b in books}
         symbols = self._symbols(incident.id)
         cfg = self.app.settings.flatten
-        # only this flatten's own holds are loosened: another kill's hold, global or not, stays
-        self.app.killswitch.set_incident_state(
-            incident.id, TradingState.REDUCING, self.actor, "flattening: only reducing orders pass"
-        )
+        # only this flatten's own holds are loosened: another kill's hold, global or not, stays;
+        # a flatten continuing a kill's incident loosens nothing (those holds are the kill's)
+        own = not self._continuing
+        if own:
+            self.app.killswitch.set_incident_state(
+                incident.id,
+                TradingState.REDUCING,
+                self.actor,
+                "flattening: only reducing orders pass",
+            )
         halted = kill_since(self.app, incident, set(venues))
         try:
             for name in self._read_only & set(venues):  # assessing left it read-only
@@ -763,9 +907,10 @@ class Engine:
 
             results = await asyncio.gather(*(close(v) for v in venues.values()))
         finally:
-            self.app.killswitch.set_incident_state(
-                incident.id, TradingState.HALTED, self.actor, "flatten finished: halted again"
-            )
+            if own:
+                self.app.killswitch.set_incident_state(
+                    incident.id, TradingState.HALTED, self.actor, "flatten finished: halted again"
+                )
         stopped = sorted({r.stopped_by for r in results if r.stopped_by})
         if stopped:
             with self.app.db.write():  # the event first, then what people see

@@ -109,7 +109,7 @@ async def run_venue_drill(
         },
     )
     started = time.perf_counter()
-    outcome = await Engine(app, actor).kill(
+    outcome = await Engine(app, actor, page=False).kill(
         f"venue drill on {name}: sentinel {sentinel.order_id} must be cancelled", scope
     )
     incident_id = outcome.incident.id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from rollbot.commands.trading_state import SCOPE_KINDS, parse_scope
+from rollbot.commands.trading_state import SCOPE_KINDS, TradingState, parse_scope
 from rollbot.errors import BadInput
 
 INCIDENT_ID = re.compile(r"^INC-\d{1,9}$", re.IGNORECASE)
@@ -16,6 +16,19 @@ def words(text: str) -> list[str]:
 
 def is_help(text: str) -> bool:
     return (text or "").strip().lower() in ("help", "-h", "--help", "?")
+
+
+def kill_state(text: str) -> tuple[TradingState, str]:
+    """`reducing [scope] reason…` -> (REDUCING, the rest); anything else is a HALTED kill."""
+    first, _, rest = (text or "").strip().partition(" ")
+    if first.lower() == "reducing":
+        if not rest.strip():
+            raise BadInput(
+                "/kill reducing needs a reason: `/kill reducing [scope] reason…`, e.g. "
+                "`/kill reducing ibkr exits only until the feed is fixed`"
+            )
+        return TradingState.REDUCING, rest
+    return TradingState.HALTED, text
 
 
 def parse_kill(text: str, venues: list[str]) -> tuple[str, str]:

@@ -633,7 +633,9 @@ def app_home_closed(roles: list[str]) -> dict[str, Any]:
 HELP = {
     "kill": "`/kill [scope] reason…` — halt trading now (scope: global, a venue, venue:V, "
     "account:V/ID, strategy:S). Never waits: holds HALTED, cancels every order, opens an"
-    " incident.",
+    " incident. `/kill reducing [scope] reason…` holds REDUCING instead: only orders that shrink"
+    " a position pass (exits, never entries or flips); a full /kill of the scope still halts it."
+    " Either hold is cleared the same way (`rollbot kill clear`, a second person approves).",
     "positions": "`/positions [venue] [public]` — positions, open orders, exposure and PnL per"
     " venue.",
     "flatten": "`/flatten [venue|all]` — show every closing order that would be sent, then ask a "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
@@ -16,6 +16,7 @@ from rollbot.commands.mrkdwn import escape
 from rollbot.commands.positions import read_books
 from rollbot.commands.report import build_log, build_markdown, render
 from rollbot.commands.rollback import HOLD_FIRST_WAIT_MS, KILL_STEPS, Engine, ended_steps
+from rollbot.commands.trading_state import TradingState
 from rollbot.errors import BadInput, DatabaseBusy, Refused
 from rollbot.storage.incidents import Incident
 
@@ -33,23 +34,29 @@ async def kill(bot: SlackBot, req: Req) -> None:
         await req.ack_now(text=help_for("kill"), response_type="ephemeral")
         return
     bot.require(req, list(bot.rb.settings.slack.kill_roles), "/kill")
-    scope, reason = parsing.parse_kill(req.text, bot.rb.venue_names)
+    state, text = parsing.kill_state(req.text)
+    scope, reason = parsing.parse_kill(text, bot.rb.venue_names)
     engine = Engine(bot.rb, req.actor)
-    kw = {"kind": "kill", "reason": reason, "scope_text": scope}
+    kw: dict[str, Any] = {"kind": "kill", "reason": reason, "scope_text": scope}
     kw["dedupe_key"] = f"slack:{req.trigger_id}"
+    kw["hold_state"] = state
+    mark = "🟡" if state is TradingState.REDUCING else "🔴"
     try:
         with bot.rb.db.patience(HOLD_FIRST_WAIT_MS):
             incident, new = engine.open_held_incident(**kw)
     except DatabaseBusy:  # another process writes: cancel now, store the hold when it can
         await req.ack_now(
-            text=f"🔴 {scope}: the database is locked by another process. Cancelling every open"
-            " order now; the HALTED hold is retried until stored. Follow the ops channel.",
+            text=f"{mark} {scope}: the database is locked by another process. Cancelling every"
+            f" open order now; the {state.value} hold is retried until stored. Follow the ops"
+            " channel.",
             response_type="ephemeral",
         )
         bot.spawn(_kill_once_stored(bot, engine, req, kw), req=req)
         return
+    only = " (only orders that shrink a position pass)" if state is TradingState.REDUCING else ""
     await req.ack_now(
-        text=f"🔴 {scope} HALTED ({incident.id}). Cancelling every open order; follow the thread.",
+        text=f"{mark} {scope} {state.value}{only} ({incident.id}). Cancelling every open order;"
+        " follow the thread.",
         response_type="ephemeral",
     )
     if new:
@@ -57,7 +64,7 @@ async def kill(bot: SlackBot, req: Req) -> None:
         bot.run_incident(engine, incident, KILL_STEPS, req)
 
 
-async def _kill_once_stored(bot: SlackBot, engine: Engine, req: Req, kw: dict[str, str]) -> None:
+async def _kill_once_stored(bot: SlackBot, engine: Engine, req: Req, kw: dict[str, Any]) -> None:
     """The cancels go out at once (Engine.open_held), then the hold, escalation and steps."""
     incident, new = await engine.open_held(**kw)
     if new:

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 
 def _posted(request: ApprovalRequest) -> str:
+    where = f"{request.incident_id}'s thread" if request.incident_id else "the ops channel"
     return (
-        f"Request `{request.id}` ({request.action}) posted in the ops channel: it runs when "
+        f"Request `{request.id}` ({request.action}) posted in {where}: it runs when "
         "a second person with the right role approves it. It expires"
         f" {views.when(request.expires_at)} unless approved."
     )
