@@ -63,16 +63,16 @@ class Case:
     notes: list[str] = field(default_factory=list)
 
     def kill(self, scope: str | None = None, state: TradingState | None = None) -> int:
-        """A person's kill: the incident and its hold in one transaction, as /kill stores it."""
+        """A person's kill: the incident and its hold in one transaction, as /kill (or
+        `/kill reducing`) stores it."""
         engine = Engine(self.app, KILLER)
         incident, _ = engine.open_held_incident(
-            kind="kill", reason=f"kill {scope or self.scope}", scope_text=scope or self.scope
+            kind="kill",
+            reason=f"kill {scope or self.scope}",
+            scope_text=scope or self.scope,
+            hold_state=state or self.state,
         )
         hold = next(h for h in self.app.killswitch.holds.active() if h.incident_id == incident.id)
-        if (state or self.state) is TradingState.REDUCING:
-            self.app.killswitch.set_incident_state(
-                incident.id, TradingState.REDUCING, KILLER, "only reducing orders"
-            )
         return hold.id
 
     def set_target(self) -> None:
@@ -242,6 +242,21 @@ async def double_kill(case: Case) -> None:
     await quietly(_request_and_approve(case, "clear_hold", params))
 
 
+async def the_other_kind_on_top(case: Case) -> None:
+    """A person's kill of the other state on the same scope (HALTED over a REDUCING hold, or
+    REDUCING over a HALTED one), then that kill's hold cleared through an approved request:
+    the stricter state governed meanwhile, and the target hold is untouched by either."""
+    case.set_target()
+    other = TradingState.HALTED if case.state is TradingState.REDUCING else TradingState.REDUCING
+    second = case.kill(state=other)
+    if governs(case) is not None or (
+        case.app.killswitch.state_of([case.scope]) is not TradingState.HALTED
+    ):
+        case.notes.append(f"with a {other.value} kill on top: {governs(case) or 'not HALTED'}")
+    params = {"scope": case.scope, "hold_ids": [second]}
+    await quietly(_request_and_approve(case, "clear_hold", params))
+
+
 async def _request_and_approve(case: Case, action: str, params: dict[str, object]) -> None:
     req = await Approvals(case.app).request(action, params, KILLER, "adversary")
     await Approvals(case.app).vote(req.id, slack(RISK), "approve")
@@ -274,6 +289,7 @@ PATHS: dict[str, Callable[[Case], Awaitable[None]]] = {
     "recover": recover,
     "the clock": the_clock,
     "double kill, one cleared": double_kill,
+    "the other kind of kill on top, then cleared": the_other_kind_on_top,
 }
 
 
