@@ -15,6 +15,7 @@ from fakes.rollbot_harness import (
     approval_buttons,
     bot_settings,
     click,
+    no_rollback_approval,
     running,
 )
 from fakes.slack import FakeSlack
@@ -154,3 +155,28 @@ async def test_an_approved_rollback_pages_at_the_open_and_a_critical_loss_pages_
         assert all(at == opened for _, at in pages(rb))
         head = rb.incidents.get(incident.id).slack_ts
         assert [m.ts for m in slack.messages(OPS, include_replies=False)][-1] == head
+
+
+async def test_a_rollback_started_alone_continues_the_open_kill(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Where a person may start /rollback alone, it too continues the open incident."""
+    clock = ManualClock()
+    settings = no_rollback_approval(settings_for(tmp_path))
+    async with running(slack, settings, clock=clock) as server:
+        rb = server.rb
+        await slash(slack, "/kill", "runaway orders")
+        await quiet(slack, rb)
+        [headline] = slack.messages(OPS, include_replies=False)
+        clock.advance(seconds=30)
+        await slash(slack, "/rollback", "close it all")
+        await slack.wait_until(
+            lambda: any("Step 5 Verify Recovery" in m.text for m in slack.messages(OPS)),
+            timeout=20,
+        )
+        await quiet(slack, rb)
+        assert len(rb.incidents.list()) == 1
+        assert [m.ts for m in slack.messages(OPS, include_replies=False)] == [headline.ts]
+        assert all(m.thread_ts == headline.ts for m in slack.messages(OPS) if m.ts != headline.ts)
+        assert len(pages(rb)) == 2  # tier 1, once, at the kill
+        assert await rb.venue("paper").positions() == []

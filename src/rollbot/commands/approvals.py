@@ -97,12 +97,17 @@ from rollbot.commands.context import Rollbot
 from rollbot.commands.rearm import check_rearm
 from rollbot.commands.resume import execute_resume, resume_blockers
 from rollbot.commands.risk_alerts import alert_rolled_back, rollback_request
-from rollbot.commands.rollback import Engine, Outcome, StartCallback, StepCallback
+from rollbot.commands.rollback import (
+    Engine,
+    Outcome,
+    StartCallback,
+    StepCallback,
+    covering_incident,
+)
 from rollbot.config import ApprovalRule
 from rollbot.errors import BadInput, NotFound, Refused, RollbotError
 from rollbot.storage.db import dumps, loads
 from rollbot.storage.events import Actor
-from rollbot.storage.incidents import Incident
 
 __all__ = [
     "ACTIONS",
@@ -119,18 +124,6 @@ __all__ = [
     "identities_of",
     "label",
 ]
-
-
-def covering_incident(app: Rollbot, action: str, venue: str | None) -> Incident | None:
-    """The open incident a flatten or rollback asked for now belongs to: the latest one whose
-    scope covers what it closes (a flatten of venue V: a global or venue:V incident; a flatten
-    of everything or a rollback: a global one). Its request goes in that thread and, approved,
-    continues it."""
-    scopes = {"global"} | ({f"venue:{venue}"} if action == "flatten" and venue else set())
-    for incident in app.incidents.list(open_only=True, limit=50):
-        if incident.scope in scopes:
-            return incident
-    return None
 
 
 class Approvals:

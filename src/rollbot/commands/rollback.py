@@ -1082,6 +1082,18 @@ class Engine:
         return fields, books
 
 
+def covering_incident(app: Rollbot, action: str, venue: str | None) -> Incident | None:
+    """The open incident a flatten or rollback asked for now belongs to: the latest one whose
+    scope covers what it closes (a flatten of venue V: a global or venue:V incident; a flatten
+    of everything or a rollback: a global one). Its request goes in that thread and, approved,
+    continues it."""
+    scopes = {"global"} | ({f"venue:{venue}"} if action == "flatten" and venue else set())
+    for incident in app.incidents.list(open_only=True, limit=50):
+        if incident.scope in scopes:
+            return incident
+    return None
+
+
 def kill_since(app: Rollbot, incident: Incident, venues: set[str]) -> Callable[[], str | None]:
     """What stops a flatten before its next order: a HALTED hold over its scope (global, one of
     its venues or an account there, its own scope) set by another kill after the flatten's own

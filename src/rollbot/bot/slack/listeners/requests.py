@@ -12,7 +12,7 @@ from rollbot.commands.approval_records import APPROVED_STATES, label
 from rollbot.commands.approvals import ApprovalRequest, Approvals
 from rollbot.commands.mrkdwn import escape
 from rollbot.commands.resume import resume_blockers
-from rollbot.commands.rollback import ROLLBACK_STEPS, Engine
+from rollbot.commands.rollback import ROLLBACK_STEPS, Engine, covering_incident
 from rollbot.errors import BadInput, Refused
 
 if TYPE_CHECKING:
@@ -60,11 +60,18 @@ async def rollback(bot: SlackBot, req: Req, reason: str) -> None:
         await req.reply(_posted(request))
         return
     incident_id = await start_rollback(bot, req, reason, f"slack:{req.trigger_id}")
-    await req.reply(f"Rollback {incident_id} started; each step is posted in its thread.")
+    await req.reply(f"Rollback of {incident_id} started; each step is posted in its thread.")
 
 
 async def start_rollback(bot: SlackBot, req: Req, reason: str, dedupe_key: str) -> str:
     engine = Engine(bot.rb, req.actor)
+    going_on = covering_incident(bot.rb, "rollback", None)
+    if going_on is not None:  # the open incident goes on: its thread, its pages, its report
+        run = engine.continue_incident(
+            going_on.id, kind="rollback", reason=reason, dedupe_key=dedupe_key
+        )
+        bot.spawn(run, req=req)
+        return going_on.id
     # never waits on another process's write lock: the cancels go first (Engine.open_held)
     incident, new = await engine.open_held(
         kind="rollback", reason=reason, trigger="Manual rollback", dedupe_key=dedupe_key
