@@ -9,7 +9,10 @@ flatten of another venue or of the same scope, a rollback, a drill, a recover, t
 sweeps, /gates, /incident close, the risk-alert and checklist buttons, a kill during a
 flatten, names the guard does not know, a database moved away, a spoofed terminal identity.
 After each path the hold must still govern: the guard answers HALTED for an order in its scope
-(not REDUCING, not ACTIVE), and live trading is not re-armed.
+(not REDUCING, not ACTIVE), and live trading is not re-armed. Every path runs again with the
+person's kill a REDUCING one (`/kill reducing`, issue 16 item 7): then the guard must refuse an
+order that adds to the position, from a state at least as strict, and the hold must never be
+cleared or loosened by anything but its own approved clear.
 
 A positive control per scope (a clear request filed after the kill, approved by a risk officer)
 shows the probe can see a hold go.
@@ -50,6 +53,7 @@ from rollbot.commands.context import Rollbot
 from rollbot.commands.drill import run_drill
 from rollbot.commands.rca import record_rca
 from rollbot.commands.rollback import Engine, resume_unfinished
+from rollbot.commands.trading_state import TradingState
 from rollbot.config import PaperVenueConfig, Settings
 from rollbot.errors import RollbotError
 from rollbot.storage.events import Actor
@@ -91,6 +95,7 @@ class Desk:
     clock: ManualClock
     slack: SlackDriver
     scope: Scope
+    state: TradingState = TradingState.HALTED  # what the person's /kill asks for
     notes: list[str] = field(default_factory=list)
 
     def check(self, venue: str = "paper", **kw: Any) -> Any:
@@ -106,6 +111,13 @@ class Desk:
 
     def governs(self) -> str | None:
         """None when the hold still governs its scope; else what the guard said instead."""
+        if self.state is TradingState.REDUCING:
+            # a BUY of AAPL adds to the long position: refused, from REDUCING or stricter
+            # (POSITION_UNAVAILABLE while the venue is read again is the REDUCING state's answer)
+            decision = self.check(side="BUY")
+            if decision.allowed or decision.state.strictness < self.state.strictness:
+                return f"guard answered {decision.code} ({decision.state}) for an opening order"
+            return None
         decision = self.check()
         if decision.allowed or decision.code != "HALTED":
             return f"guard answered {decision.code} ({decision.state}) for an order in scope"
@@ -113,9 +125,11 @@ class Desk:
 
     async def kill(self, user: str = KILLER, reason: str = "runaway orders") -> None:
         text = reason if self.scope.text == "global" else f"{self.scope.text} {reason}"
+        if self.state is TradingState.REDUCING:
+            text = f"reducing {text}"
         seen = await self.slack.command(Command.KILL, text, user)
         await self.slack.settle()
-        assert any("HALTED" in t for t in seen.texts), seen.texts
+        assert any(self.state.value in t for t in seen.texts), seen.texts
 
     async def request(self, action: str, params: dict[str, Any], who: str, why: str) -> Any:
         """The stored request, or None when it was refused (a refusal is not a way past)."""
@@ -133,7 +147,9 @@ class Desk:
         return [] if request is None else await self.click(Action.APPROVE, request.id, user)
 
 
-async def open_desk(root: Path, scope: Scope, **paper: Any) -> Desk:
+async def open_desk(
+    root: Path, scope: Scope, state: TradingState = TradingState.HALTED, **paper: Any
+) -> Desk:
     book = write_book(root, SMALL_BOOK)
     settings = settings_for(root, book, rollback_needs_approval=True, **paper)
     settings.venues.append(
@@ -142,7 +158,7 @@ async def open_desk(root: Path, scope: Scope, **paper: Any) -> Desk:
     clock = ManualClock()
     rb = Rollbot.open(settings, clock=clock)
     rb.gates.arm(SYSTEM, "the desk trades live before the incident")
-    return Desk(root, settings, rb, clock, SlackDriver(rb), scope)
+    return Desk(root, settings, rb, clock, SlackDriver(rb), scope, state)
 
 
 async def quietly(work: Awaitable[Any]) -> Any:
@@ -316,7 +332,7 @@ async def names_the_guard_does_not_know(d: Desk) -> None:
     for name in ("PAPER", "paper ", "nosuchvenue", ""):
         decision = d.check(venue=name)
         if decision.allowed:
-            d.notes.append(f"venue {name!r} allowed while {d.scope.text} is HALTED")
+            d.notes.append(f"venue {name!r} allowed while {d.scope.text} is {d.state.value}")
 
 
 PATHS: dict[str, Callable[[Desk], Awaitable[None]]] = {
@@ -366,14 +382,15 @@ def orders_after_last_kill(d: Desk) -> int:
 def loosened(d: Desk) -> list[str]:
     """A person's kill moved to a laxer state or cleared by anything, at any moment."""
     kills = {
-        e.data.get("hold_id")
+        e.data.get("hold_id"): TradingState(e.data["state"])
         for e in d.rb.events.list(kinds=["HOLD_SET"])
-        if e.actor in (KILLER, OTHER) and e.data.get("state") == "HALTED"
+        if e.actor in (KILLER, OTHER) and e.data.get("state") in ("HALTED", "REDUCING")
     }
     out = []
     for e in d.rb.events.list(kinds=["HOLD_STATE", "HOLD_CLEARED"]):
-        if e.data.get("hold_id") in kills and (
-            e.kind == "HOLD_CLEARED" or e.data.get("to") != "HALTED"
+        was = kills.get(e.data.get("hold_id"))
+        if was is not None and (
+            e.kind == "HOLD_CLEARED" or TradingState(e.data.get("to")).strictness < was.strictness
         ):
             out.append(f"the kill's hold #{e.data['hold_id']}: {e.kind} {e.data.get('to', '')}")
     return out
@@ -386,8 +403,10 @@ PAPER = {"kill_during_flatten": {"fill": "none"}}
 CLEARS_ANOTHER = {"clear_of_another_scope", "resume_an_older_incident"}
 
 
-async def run_path(root: Path, scope: Scope, name: str) -> list[str]:
-    d = await open_desk(root, scope, **PAPER.get(name, {}))
+async def run_path(
+    root: Path, scope: Scope, name: str, state: TradingState = TradingState.HALTED
+) -> list[str]:
+    d = await open_desk(root, scope, state, **PAPER.get(name, {}))
     try:
         await PATHS[name](d)
         problems = list(d.notes)
@@ -399,8 +418,9 @@ async def run_path(root: Path, scope: Scope, name: str) -> list[str]:
         if d.rb.gates.read().live_allowed and d.check(side="BUY").allowed:
             problems.append("live trading re-armed: the guard allows a new BUY")
         # a strategy's kill does not cover a venue's flatten (rollbot's closes are no strategy's
-        # orders, and the venue cannot tell strategies apart): the flatten goes on reducing
-        covers = scope.strategy is None
+        # orders, and the venue cannot tell strategies apart): the flatten goes on reducing; a
+        # REDUCING kill lets closes through by design
+        covers = scope.strategy is None and state is TradingState.HALTED
         if name == "kill_during_flatten" and covers and orders_after_last_kill(d):
             problems.append(f"{orders_after_last_kill(d)} closing orders after the kill")
         return problems
@@ -411,17 +431,21 @@ async def run_path(root: Path, scope: Scope, name: str) -> list[str]:
 async def test_every_path_leaves_every_kill_holding(scratch: Path):
     tried = held = 0
     failures: list[str] = []
-    for scope in SCOPES:
-        for name in PATHS:
-            root = scratch / f"{scope.text.replace(':', '_').replace('/', '_')}-{name}"
-            tried += 1
-            problems = await run_path(root, scope, name)
-            if problems:
-                failures.append(f"{scope.text} / {name}: {'; '.join(problems)}")
-            else:
-                held += 1
-            shutil.rmtree(root, ignore_errors=True)
-    record("adversarial", f"{tried} paths tried (scopes x paths), {held} held")
+    for state in (TradingState.HALTED, TradingState.REDUCING):
+        for scope in SCOPES:
+            for name in PATHS:
+                where = scope.text.replace(":", "_").replace("/", "_")
+                root = scratch / f"{state.value}-{where}-{name}"
+                tried += 1
+                problems = await run_path(root, scope, name, state)
+                if problems:
+                    failures.append(f"{state.value} {scope.text} / {name}: {'; '.join(problems)}")
+                else:
+                    held += 1
+                shutil.rmtree(root, ignore_errors=True)
+    line = f"{tried} paths tried (states x scopes x paths), {held} held"
+    print(line)
+    record("adversarial", line)
     assert not failures, "\n".join(failures)
 
 

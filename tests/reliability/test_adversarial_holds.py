@@ -377,19 +377,20 @@ async def test_no_slack_command_or_button_clears_loosens_or_hides_a_later_kill(
     that request (and of its fresh copy), /resume, /flatten and /rollback approved by buttons,
     and /incident close are tried in turn: after each, the /kill's hold still governs."""
     tried, held, broken, seen = 0, 0, [], set()
-    for scope in SCOPES:
-        for name, problem, kinds in await _slack_paths(tmp_path, scope):
-            tried += 1
-            seen |= kinds
-            if problem is None:
-                held += 1
-            else:
-                broken.append(f"{name} vs HALTED {scope}: {problem}")
+    for state in STATES:  # `/kill` and `/kill reducing`
+        for scope in SCOPES:
+            for name, problem, kinds in await _slack_paths(tmp_path, scope, state):
+                tried += 1
+                seen |= kinds
+                if problem is None:
+                    held += 1
+                else:
+                    broken.append(f"{name} vs {state.value} {scope}: {problem}")
     line = f"Slack: {tried} paths tried, {held} held"
     print(line)
     record("adversarial holds", line + (f"; broken: {broken}" if broken else ""))
     assert broken == [], broken
-    assert tried == 6 * len(SCOPES)
+    assert tried == 6 * len(SCOPES) * len(STATES)
     # each path ran: the old request superseded, the fresh one cleared kill A only, the flatten
     # and the rollback executed, /resume refused, the incident closed
     assert {
@@ -403,19 +404,22 @@ async def test_no_slack_command_or_button_clears_loosens_or_hides_a_later_kill(
     } <= seen, seen
 
 
-async def _slack_paths(tmp_path: Path, scope: str) -> list[tuple[str, str | None, set[str]]]:
-    root = tmp_path / scope.replace(":", "-").replace("/", "-")
+async def _slack_paths(
+    tmp_path: Path, scope: str, state: TradingState = HALTED
+) -> list[tuple[str, str | None, set[str]]]:
+    root = tmp_path / f"{state.value}-{scope.replace(':', '-').replace('/', '-')}"
+    how = "reducing " if state is TradingState.REDUCING else ""
     out: list[tuple[str, str | None, set[str]]] = []
     async with FakeSlack() as fake, running(fake, bot_settings(root)) as server:
         app = server.rb
-        await _slash(fake, "/kill", f"{scope} kill A", SLACK_OPERATOR)
+        await _slash(fake, "/kill", f"{how}{scope} kill A", SLACK_OPERATOR)
         await _settled(fake, app)
         older = await Approvals(app).request(
             "clear_hold", {"scope": scope}, slack(SLACK_OPERATOR), "A is fixed"
         )
-        await _slash(fake, "/kill", f"{scope} kill B", SLACK_OPERATOR)
+        await _slash(fake, "/kill", f"{how}{scope} kill B", SLACK_OPERATOR)
         await _settled(fake, app)
-        target = Case(app=app, clock=ManualClock(), root=root, scope=scope, state=HALTED)
+        target = Case(app=app, clock=ManualClock(), root=root, scope=scope, state=state)
         target.hold_id = max(h.id for h in app.killswitch.holds.active())
         target.incident_id = app.incidents.latest().id  # type: ignore[union-attr]
         attempts: list[tuple[str, Awaitable[None]]] = [
