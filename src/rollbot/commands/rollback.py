@@ -520,7 +520,8 @@ class Engine:
             self.app.incidents.set_phase(
                 incident.id, "RUNNING", self.actor, steps=list(steps), runner=ME
             )
-        self._escalate(incident)
+        if 1 not in steps or 1 in done:  # else step 1 pages once its cancels are out
+            self._escalate(incident)
         first = self.app.db.one(
             "SELECT at FROM events WHERE incident_id = ? AND kind = 'STEP_STARTED' AND id > ?"
             " ORDER BY id LIMIT 1",
@@ -606,9 +607,10 @@ class Engine:
         return outcome
 
     def _escalate(self, incident: Incident) -> None:
-        """Page the chain the moment the run starts, by whatever path the incident opened (a
-        person, the terminal, the clock, a restart), with the loss its steps reported so far.
-        Idempotent. A failure here stops no step: the clock's sweep retries it."""
+        """Page the chain as the run starts (a run that halts: once step 1's cancels are sent,
+        so no page write ever delays them), by whatever path the incident opened (a person, the
+        terminal, the clock, a restart), with the loss its steps reported so far. Idempotent. A
+        failure here stops no step: the clock's sweep retries it."""
         if not self.page or not incident.is_open:
             return
         try:
@@ -709,10 +711,13 @@ class Engine:
 
         # the cancels go first and never wait on the NAV read beside them: a venue whose
         # account summary fails must still have its orders cancelled
-        cancels, accounts = await asyncio.gather(
+        both = asyncio.gather(
             self._per_venue(venues, lambda v: cancel_in_scope(v, incident.scope)),
             self._per_venue(venues, lambda v: v.account()),
         )
+        await asyncio.sleep(0)  # the cancels are on their way before anyone is paged
+        self._escalate(incident)
+        cancels, accounts = await both
         hook = await hook_task
         if hook:
             actions.insert(1, hook)
