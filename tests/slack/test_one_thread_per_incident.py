@@ -122,6 +122,10 @@ async def test_kill_then_flatten_and_rollback_approved_stay_in_the_kills_thread(
         ):
             assert words in said, words
         assert await rb.venue("paper").positions() == []
+        # the headline says what ran in the incident; each run's outcome names its own kind
+        title = slack.message(OPS, headline.ts).blocks[0]["text"]["text"]
+        assert "KILL → FLATTEN → ROLLBACK" in title, title
+        assert f"{incident.id} flatten: SUCCESS" in said and f"{incident.id} rollback:" in said
         # the flatten and the rollback paged nobody again: tier 1 once, at the open
         assert {(who, at) for who, at in pages(rb)} == {(RISK, opened), (DESK, opened)}
         assert len(rb.db.query("SELECT 1 FROM escalations")) == 1

@@ -600,7 +600,7 @@ class Engine:
                 incident_id=incident.id,
                 text=f"{incident.id} {incident.kind}: {outcome.final_status.value}",
                 view="outcome",
-                data=outcome.model_dump(mode="json", exclude={"steps"}),
+                data=self._outcome_view(outcome, incident),
             )
             self.app.outbox.put("headline", incident_id=incident.id)
         outcome.incident = self.app.incidents.get(incident.id)
@@ -626,6 +626,14 @@ class Engine:
             escalation.loss_watcher(self.app, incident.id, self.actor)(report)
         except Exception:
             log.exception("checking the loss of %s failed", incident.id)
+
+    @staticmethod
+    def _outcome_view(outcome: Outcome, run: Incident) -> dict[str, Any]:
+        """The outcome as the thread shows it: of this run (a continuation's flatten or
+        rollback, not the kill that opened the incident)."""
+        data = outcome.model_dump(mode="json", exclude={"steps"})
+        data["incident"]["kind"] = run.kind
+        return data
 
     def _outcome(
         self,

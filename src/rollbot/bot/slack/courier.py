@@ -25,6 +25,7 @@ from rollbot.clock import iso
 from rollbot.commands.context import Rollbot
 from rollbot.commands.mrkdwn import escape
 from rollbot.commands.outbox import OutboxMessage
+from rollbot.storage.db import loads
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
 
@@ -301,6 +302,15 @@ class Courier:
     def headline_data(self, incident: Incident) -> dict[str, Any]:
         data = incident.model_dump(mode="json")
         data["opened_at"] = iso(incident.opened_at)
+        # what ran in it, in order: "kill → flatten" when an approved flatten continued a kill
+        went_on = self.app.db.query(
+            "SELECT data FROM events WHERE incident_id = ? AND kind = 'INCIDENT_CONTINUED'"
+            " ORDER BY id",
+            (incident.id,),
+        )
+        if went_on:
+            kinds = [incident.kind, *((loads(r["data"]) or {}).get("kind", "?") for r in went_on)]
+            data["kind"] = " → ".join(kinds)
         data["opened_by_label"] = (
             f"<@{incident.opened_by}>" if incident.source == "slack" else escape(incident.opened_by)
         )
