@@ -25,6 +25,7 @@ from rollbot.commands.context import Rollbot
 from rollbot.commands.drill import DRILL_DB, run_drill
 from rollbot.commands.monitors import Monitor
 from rollbot.commands.rollback import Engine, resume_unfinished
+from rollbot.commands.venue_drill import run_venue_drill
 from rollbot.storage.db import Database
 from rollbot.storage.events import Actor
 
@@ -164,3 +165,15 @@ async def test_the_drill_pages_only_inside_its_sandbox(tmp_path: Path) -> None:
         assert outbox(app, kind="dm") == []
     finally:
         app.db.close()
+
+
+async def test_the_venue_drill_pages_nobody(tmp_path: Path) -> None:
+    """A rehearsal of the kill on a paper venue: its incident is real, and nobody is paged."""
+    app = Rollbot.open(make_settings(tmp_path))
+    try:
+        result = await run_venue_drill(app, operator(), "paper")
+        assert result.cancelled and result.hold_cleared, result.detail
+        assert app.db.query("SELECT 1 FROM escalations") == []
+        assert dm_targets(app) == []
+    finally:
+        await app.aclose()
