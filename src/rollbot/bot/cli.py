@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import uuid
 from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -441,7 +440,7 @@ def rollback(
 
     async def go(rb: Rollbot) -> int:
         from rollbot.commands.report import write_reports
-        from rollbot.commands.rollback import Engine, covering_incident, resume_unfinished
+        from rollbot.commands.rollback import Engine, resume_unfinished
 
         who = actor(rb, by)
         require(reason, "--reason")
@@ -456,14 +455,7 @@ def rollback(
             return await request_at_terminal(rb, who, "rollback", {}, reason)
         break_glass(rb, who, "rollback", reason)
         engine = Engine(rb, who, on_start=on_start, on_step=print_step)
-        going_on = covering_incident(rb, "rollback", None)
-        if going_on is not None:  # the open incident goes on: its thread, its pages
-            key = f"cli:{uuid.uuid4().hex}"
-            outcome = await engine.continue_incident(
-                going_on.id, kind="rollback", reason=reason, dedupe_key=key
-            )
-        else:
-            outcome = await engine.rollback(reason)
+        outcome = await engine.rollback(reason)  # break-glass: its own incident
         code = print_outcome(outcome)
         paths = write_reports(rb, outcome.incident.id)
         out.print("Report: " + ", ".join(str(p) for p in paths.values()))
