@@ -38,11 +38,13 @@ class Break:
     detail: str
 
     def describe(self) -> str:
-        where = f"event id {self.event_id}" if self.event_id is not None else "the log"
-        if self.seq is not None:
-            where += f" (seq {self.seq}"
-            where += f", {self.at}, {self.kind})" if self.at else ")"
-        return f"{where}: {self.problem.upper()} - {self.detail}"
+        if self.event_id is None:
+            return f"the log: {self.problem.upper()} - {self.detail}"
+        seq = "no seq" if self.seq is None else f"seq {self.seq}"
+        return (
+            f"event id {self.event_id} ({seq}, {self.at}, {self.kind}):"
+            f" {self.problem.upper()} - {self.detail}"
+        )
 
 
 @dataclass(frozen=True)
