@@ -8,9 +8,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from rollbot.clock import ManualClock
 from rollbot.commands.context import Rollbot
 from rollbot.config import DatabaseConfig
+from rollbot.storage import copy as copy_module
 from rollbot.storage.audit import verify
 from rollbot.storage.copy import copy_database, open_target
 from rollbot.storage.db import Database
@@ -32,12 +35,7 @@ def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         return {n: conn.execute(f"SELECT * FROM {n} ORDER BY rowid").fetchall() for n in names}
 
 
-def test_the_whole_history_is_copied_and_its_chain_verified_there(
-    database: Any, audit_cli: Any, story: dict[str, int], tmp_path: Path
-) -> None:
-    # more than the story: a terminal kill, and an approval superseded by a later one (a row
-    # pointing at a row written after it)
-    assert audit_cli("kill", "trigger", "--reason", "before the move", script=True).returncode == 0
+def superseded_approval(database: Any) -> None:
     rb = Rollbot.open(database.settings, clock=ManualClock())
     try:  # as Approvals._supersede leaves them: the old row names the new one, stored after it
         for approval, replaces in (("A-0001", None), ("A-0002", "A-0001")):
@@ -54,6 +52,15 @@ def test_the_whole_history_is_copied_and_its_chain_verified_there(
         )
     finally:
         rb.db.close()
+
+
+def test_the_whole_history_is_copied_and_its_chain_verified_there(
+    database: Any, audit_cli: Any, story: dict[str, int], tmp_path: Path
+) -> None:
+    # more than the story: a terminal kill, and an approval superseded by a later one (a row
+    # pointing at a row written after it)
+    assert audit_cli("kill", "trigger", "--reason", "before the move", script=True).returncode == 0
+    superseded_approval(database)
     url = database.target_url("moved.db")
 
     done = audit_cli("db", "copy", "--to", url)
@@ -123,3 +130,25 @@ def test_events_written_during_the_copy_are_reported_not_lost_silently(
     assert copied.source_moved_on == 1
     assert copied.verdict is not None and copied.verdict.intact
     assert copied.tables["events"] == len(dump(database.settings.database.path)["events"]) - 1
+
+
+def test_a_row_naming_a_later_row_of_its_table_is_copied_in_any_batch_size(
+    database: Any, story: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A superseded approval names its successor, stored after it: copied one row a
+    statement, the name is set once the successor is in (the foreign key holds throughout)."""
+    superseded_approval(database)
+    monkeypatch.setattr(copy_module, "ROWS_PER_INSERT", 1)
+    source = Database(database.settings.database.path)
+    target = open_target(database.target_url("one-by-one.db"))
+    try:
+        copied = copy_database(source, target)
+        assert copied.verdict is not None and copied.verdict.intact
+        got = target.db.query("SELECT id, replaces, superseded_by FROM approvals ORDER BY id")
+    finally:
+        target.db.close()
+        source.close()
+    assert got == [
+        {"id": "A-0001", "replaces": None, "superseded_by": "A-0002"},
+        {"id": "A-0002", "replaces": "A-0001", "superseded_by": None},
+    ]
