@@ -29,9 +29,12 @@ from rollbot.commands.fast_hold import (
 from rollbot.commands.held_incident import store_held_incident
 from rollbot.config import DatabaseConfig, PaperVenueConfig, Settings
 from rollbot.errors import BadInput
+from rollbot.storage.audit import verify
 from rollbot.storage.events import Actor
 
-TIMES = {"at", "opened_at", "created_at", "updated_at"}
+# times differ between the two runs, and so do the hashes that cover them (the chains are
+# checked whole instead: audit verify on each database)
+TIMES = {"at", "opened_at", "created_at", "updated_at", "prev_hash", "hash"}
 TABLES = ("incidents", "holds", "outbox", "events")
 
 
@@ -111,6 +114,10 @@ def test_the_fast_hold_writes_exactly_the_rows_the_full_path_writes(
 
     expected, got = rows(full.settings.database.path), rows(fast.settings.database.path)
     assert got == expected
+    # the fast hold's events are links of the same chain: each covers its content and the last
+    for desk in (full, fast):
+        verdict = verify(desk.db)
+        assert verdict.intact and verdict.events == 6, verdict
     # the rows say who acted: the mapped Slack id, the real login behind it
     events = got["events"][-3:]
     assert [e["kind"] for e in events] == ["INCIDENT_OPENED", "HOLD_SET", "BREAK_GLASS"]

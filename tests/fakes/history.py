@@ -15,11 +15,16 @@ import random
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollbot.clock import iso
 from rollbot.commands.report import CHECKLIST
+from rollbot.storage.chain import GENESIS, event_hash
 from rollbot.storage.db import Database
+from rollbot.storage.migrations import MIGRATIONS
+
+if TYPE_CHECKING:
+    from rollbot.storage.migrations import Migration
 
 KINDS = ("rollback", "rollback", "kill", "kill", "flatten")  # 2 : 2 : 1
 STEP_NAMES = {1: "HALT", 2: "DISCONNECT", 3: "ASSESS", 4: "FLATTEN", 5: "VERIFY"}
@@ -116,14 +121,34 @@ def _incident_events(
         yield (iso(t), ev_kind, actor, source, "global", inc_id, None, _dumps(data))
 
 
+def _chained(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows as EventLog.append chains them: + (host, seq, prev_hash, hash)."""
+    out, prev = [], GENESIS
+    for seq, (at, kind, actor, source, scope, incident, reason, data) in enumerate(rows, 1):
+        digest = event_hash(seq, at, kind, actor, source, None, scope, incident, reason, data, prev)
+        out.append(
+            (at, kind, actor, source, scope, incident, reason, data, None, seq, prev, digest)
+        )
+        prev = digest
+    return out
+
+
 def build_history(
-    path: Path, *, incidents: int, events: int, now: datetime, seed: int = 18
+    path: Path,
+    *,
+    incidents: int,
+    events: int,
+    now: datetime,
+    seed: int = 18,
+    migrations: list[Migration] | None = None,
 ) -> None:
     """Write `incidents` closed incidents and `events` events (spread evenly) into a new
-    database at `path`, every one of them over a day old."""
+    database at `path`, every one of them over a day old. `migrations=MIGRATIONS[:9]` writes a
+    database as an older rollbot left it (events before the hash chain)."""
     if path.exists():
         raise FileExistsError(path)
-    db = Database(path)
+    migrations = MIGRATIONS if migrations is None else migrations
+    db = Database(path, migrations=migrations)
     conn = db.conn
     rng = random.Random(seed)
     per = max(1, events // max(incidents, 1))
@@ -177,11 +202,18 @@ def build_history(
             " reason, scope, final_status, closed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             inc_rows,
         )
-        conn.executemany(
-            "INSERT INTO events (at, kind, actor, source, scope, incident_id, reason, data)"
-            " VALUES (?,?,?,?,?,?,?,?)",
-            event_rows,
-        )
+        if len(migrations) >= 10:  # V10: the event log is a hash chain
+            conn.executemany(
+                "INSERT INTO events (at, kind, actor, source, scope, incident_id, reason, data,"
+                " host, seq, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                _chained(event_rows),
+            )
+        else:
+            conn.executemany(
+                "INSERT INTO events (at, kind, actor, source, scope, incident_id, reason, data)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                event_rows,
+            )
         conn.executemany(
             "INSERT INTO escalations (incident_id, chain, tier, round, run_token, status,"
             " acked_by, acked_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",

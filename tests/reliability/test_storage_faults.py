@@ -46,6 +46,7 @@ from rollbot.commands.context import Rollbot
 from rollbot.commands.rollback import Engine, resume_unfinished
 from rollbot.config import EscalationConfig, KillSwitchesConfig
 from rollbot.errors import StorageError
+from rollbot.storage.audit import verify
 from rollbot.storage.events import Actor
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -108,6 +109,7 @@ def test_the_bot_the_terminal_and_the_clock_write_at_once_and_lose_nothing(
         total = counts(settings.database.path)
         gaps = log_gaps(rb.db)
         integrity = rb.db.one("PRAGMA integrity_check")
+        chain = verify(rb.db)  # three processes appending at once: still one unbroken chain
         record(
             "storage",
             f"concurrent writers (bot + terminal + clock, {seconds:.1f} s):"
@@ -115,7 +117,8 @@ def test_the_bot_the_terminal_and_the_clock_write_at_once_and_lose_nothing(
             f" clock fired {fired} deadlines; {total['events']} events, {total['incidents']}"
             f" incidents, {total['holds']} holds, {total['approvals']} approvals;"
             f" {len(results['bot']['errors']) + len(results['cli']['errors'])} errors,"
-            f" {len(gaps)} event-log gaps, integrity {integrity}",
+            f" {len(gaps)} event-log gaps, integrity {integrity}, hash chain"
+            f" {'intact' if chain.intact else chain.broken}",
         )
         assert results["bot"] == {"done": count, "errors": []}
         assert results["cli"] == {"done": count, "errors": []}
@@ -126,6 +129,7 @@ def test_the_bot_the_terminal_and_the_clock_write_at_once_and_lose_nothing(
         assert total["holds"] == 2 * count
         assert gaps == []
         assert integrity == {"integrity_check": "ok"}
+        assert chain.intact and chain.events == total["events"], chain
         for i in range(count):  # the bot's holds were cleared through their approval
             assert rb.killswitch.state_of([f"strategy:bot{i}"]).value == "ACTIVE"
             assert rb.killswitch.state_of([f"strategy:cli{i}"]).value == "HALTED"

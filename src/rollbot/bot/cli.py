@@ -794,13 +794,22 @@ def paper_seed(
 
 # The faces of other rooms register here, after the core commands they build on; each module
 # imports this one lazily (inside its commands), so there is no import cycle.
-from rollbot.bot import cli_approvals, cli_clock, cli_preflight, cli_risk, cli_serve  # noqa: E402
+from rollbot.bot import (  # noqa: E402
+    cli_approvals,
+    cli_audit,
+    cli_clock,
+    cli_preflight,
+    cli_risk,
+    cli_serve,
+)
 
 app.command()(cli_serve.serve)
 app.command()(cli_preflight.preflight)
 app.command()(cli_clock.clock)
 cli_approvals.register(app)
 app.add_typer(cli_risk.app, name="risk")
+app.add_typer(cli_audit.audit_app, name="audit")
+app.add_typer(cli_audit.db_app, name="db")
 
 
 def main() -> None:

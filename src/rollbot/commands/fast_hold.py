@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from rollbot.commands.scope_names import parse_scope
 from rollbot.config_source import config_path
 from rollbot.iso_time import iso
+from rollbot.storage.chain import HEAD_SQL, INSERT_SQL, event_hash, next_link
 from rollbot.storage.json_text import dumps
 from rollbot.storage.migrations import MIGRATIONS
 from rollbot.storage.os_identity import hostname, os_login, terminal_id
@@ -157,15 +158,20 @@ def _write(
     host = hostname()
     now = iso(datetime.now(UTC))
     held = reason.strip()
+    # the chain's head, read inside this BEGIN IMMEDIATE: the three events link on from it
+    link = list(next_link(conn.execute(HEAD_SQL).fetchone()))
 
     def event(kind: str, why: str, scope: str | None, incident: str | None, data: dict) -> None:
         if host:  # EventLog.append: a terminal actor's OS user, host and uid
             data = {**data, "os_user": os_user, "host": host, "uid": uid}
+        text = dumps(data)
+        seq, prev = link
+        digest = event_hash(seq, now, kind, actor, "cli", host, scope, incident, why, text, prev)
         conn.execute(
-            "INSERT INTO events (at, kind, actor, source, scope, incident_id, reason, data) "
-            "VALUES (?, ?, ?, 'cli', ?, ?, ?, ?)",
-            (now, kind, actor, scope, incident, why, dumps(data)),
+            INSERT_SQL,
+            (now, kind, actor, "cli", host, scope, incident, why, text, seq, prev, digest),
         )
+        link[:] = [seq + 1, digest]
 
     (seq,) = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM incidents").fetchone()
     incident_id = f"INC-{max(int(seq), 1):04d}"

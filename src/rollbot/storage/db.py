@@ -9,12 +9,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollbot.errors import DatabaseBusy, StateUnavailable, StorageError
 from rollbot.storage.json_text import dumps as dumps
 from rollbot.storage.json_text import loads as loads
 from rollbot.storage.migrations import MIGRATIONS
+
+if TYPE_CHECKING:
+    from rollbot.storage.migrations import Migration
 
 
 def _explain(path: Path, exc: sqlite3.Error) -> StorageError:
@@ -44,7 +47,7 @@ class Database:
         self,
         path: str | Path,
         busy_timeout_ms: int = 5000,
-        migrations: list[str] | None = None,
+        migrations: list[Migration] | None = None,
         *,
         create: bool = True,
     ) -> None:
@@ -97,8 +100,11 @@ class Database:
                 for version, script in enumerate(self._migrations, start=1):
                     if version <= current:
                         continue
-                    for statement in _split(script):
-                        self.conn.execute(statement)
+                    if callable(script):
+                        script(self)
+                    else:
+                        for statement in _split(script):
+                            self.conn.execute(statement)
                     self.conn.execute(f"PRAGMA user_version = {version}")
         except StorageError:
             raise

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from rollbot.clock import Clock, iso, parse_iso
 from rollbot.errors import BadInput
+from rollbot.storage.chain import HEAD_SQL, INSERT_SQL, event_hash, next_link
 from rollbot.storage.db import Database, dumps, loads
 from rollbot.storage.os_identity import hostname, os_login, terminal_id
 
@@ -80,12 +81,19 @@ class Event(BaseModel):
     incident_id: str | None = None
     reason: str | None = None
     data: dict[str, Any] = {}
+    host: str | None = None  # the machine whose process wrote it (None: before V10)
+    seq: int | None = None  # its place in the hash chain (storage/chain.py)
+    hash: str | None = None
 
 
 class EventLog:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    """Appends chain each event to the one before (storage/chain.py). `host` names the machine
+    writing (default: this one's name); a terminal actor's own host wins."""
+
+    def __init__(self, db: Database, clock: Clock, host: str | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.host = host or hostname()
 
     def append(
         self,
@@ -104,20 +112,23 @@ class EventLog:
             payload.setdefault("host", actor.host)
             if actor.uid is not None:
                 payload.setdefault("uid", actor.uid)
-        cur = self.db.execute(
-            "INSERT INTO events (at, kind, actor, source, scope, incident_id, reason, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                iso(at or self.clock.now()),
-                kind,
-                actor.id,
-                actor.source,
-                scope,
-                incident_id,
-                reason,
-                dumps(payload),
-            ),
-        )
+        when = iso(at or self.clock.now())
+        host = actor.host or self.host
+        text = dumps(payload)
+        # the head is read in the write transaction that appends: writers are serialized
+        # (BEGIN IMMEDIATE; PostgreSQL's advisory lock), so no two events claim one link
+        with self.db.write():
+            head = self.db.one(HEAD_SQL)
+            seq, prev = next_link(None if head is None else (head["seq"], head["hash"]))
+            digest = event_hash(
+                seq, when, kind, actor.id, actor.source, host, scope, incident_id, reason,
+                text, prev,
+            )  # fmt: skip
+            cur = self.db.execute(
+                INSERT_SQL,
+                (when, kind, actor.id, actor.source, host, scope, incident_id, reason, text,
+                 seq, prev, digest),
+            )  # fmt: skip
         return int(cur.lastrowid or 0)
 
     def list(

@@ -1,6 +1,19 @@
-"""Versioned schema. Migration N runs once, when PRAGMA user_version < N. Append, never edit."""
+"""Versioned schema. Migration N runs once, when PRAGMA user_version < N. Append, never edit.
+
+A migration is a script of statements, or a function given the Database, run inside the same
+write transaction (for what SQL alone cannot do portably, such as hashing the history)."""
 
 from __future__ import annotations
+
+from rollbot.storage.chain import GENESIS, row_hash
+
+TYPE_CHECKING = False  # not typing's: fast_hold.py imports this module on the kill's path
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rollbot.storage.db import Database
+
+    Migration = str | Callable[[Database], None]
 
 V1_CORE = """
 CREATE TABLE events (
@@ -344,7 +357,70 @@ CREATE TABLE IF NOT EXISTS dead_mans_switches (
 );
 """
 
-MIGRATIONS: list[str] = [
+# The tamper-evident event log (storage/chain.py): each event's place in the chain, the machine
+# that wrote it, the hash before it and its own. Portable SQL (ADD COLUMN, a unique index); the
+# existing history is chained in id order, in batches, inside the migration's transaction.
+V10_EVENT_CHAIN_COLUMNS = """
+ALTER TABLE events ADD COLUMN seq BIGINT;
+ALTER TABLE events ADD COLUMN host TEXT;
+ALTER TABLE events ADD COLUMN prev_hash TEXT;
+ALTER TABLE events ADD COLUMN hash TEXT;
+CREATE UNIQUE INDEX IF NOT EXISTS events_seq ON events (seq);
+"""
+
+# V1's guard, lifted only while the history is hashed (SQLite's trigger syntax: a database
+# with history to chain is an existing one-host SQLite file; a new PostgreSQL one has none)
+_EVENTS_NO_UPDATE = (
+    "CREATE TRIGGER events_no_update BEFORE UPDATE ON events\n"
+    "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
+)
+BACKFILL_BATCH = 2000
+
+
+def v10_event_chain(db: Database) -> None:
+    for statement in V10_EVENT_CHAIN_COLUMNS.split(";"):
+        if statement.strip():
+            db.execute(statement.strip())
+    if db.one("SELECT 1 AS x FROM events WHERE hash IS NULL LIMIT 1") is None:
+        return
+    db.execute("DROP TRIGGER IF EXISTS events_no_update")
+    seq, prev, after = 0, GENESIS, -1
+    while True:
+        rows = db.query(
+            "SELECT id, at, kind, actor, source, scope, incident_id, reason, data FROM events"
+            " WHERE id > ? ORDER BY id LIMIT ?",
+            (after, BACKFILL_BATCH),
+        )
+        if not rows:
+            break
+        for row in rows:
+            seq += 1
+            data = loads_object(row["data"])
+            # a terminal actor's host was kept in its payload; any other event's is unknown
+            host = data.get("host") if row["source"] == "cli" and isinstance(data, dict) else None
+            row.update(seq=seq, host=host if isinstance(host, str) else None, prev_hash=prev)
+            digest = row_hash(row)
+            db.execute(
+                "UPDATE events SET seq = ?, host = ?, prev_hash = ?, hash = ? WHERE id = ?",
+                (seq, row["host"], prev, digest, row["id"]),
+            )
+            prev = digest
+        after = rows[-1]["id"]
+    db.execute(_EVENTS_NO_UPDATE)
+
+
+def loads_object(text: object) -> object:
+    import json
+
+    if isinstance(text, str) and text:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+    return text
+
+
+MIGRATIONS: list[Migration] = [
     V1_CORE,
     V2_LEASES,
     V3_HOLD_PER_KILL,
@@ -354,4 +430,5 @@ MIGRATIONS: list[str] = [
     V7_OPEN_WORK_INDEXES,
     V8_OUTBOX_SET_ASIDE,
     V9_DEAD_MANS_SWITCH,
+    v10_event_chain,
 ]

@@ -1,0 +1,218 @@
+"""`rollbot audit` (the event log's hash chain: verify it, note its head, export the trail) and
+`rollbot db copy` (move a one-host history into another database, chain intact).
+
+Exit codes: 0 intact / done; 1 the chain is broken (the first bad event is named) or the copy
+is incomplete; 2 bad input, nothing changed."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from rollbot.storage.db import Database
+
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident event log.")
+db_app = typer.Typer(no_args_is_help=True, help="The database itself.")
+
+ANCHOR = re.compile(r"^(\d+):([0-9a-f]{64})$")
+
+
+def _reader() -> Database:
+    """The configured database, never created by a reader (a missing file is an error)."""
+    from rollbot.bot.cli import settings
+    from rollbot.storage.db import Database
+
+    cfg = settings()
+    return Database(cfg.database.path, cfg.database.busy_timeout_ms, create=False)
+
+
+def _anchor(text: str | None) -> tuple[int, str] | None:
+    from rollbot.errors import BadInput
+
+    if text is None:
+        return None
+    match = ANCHOR.match(text.strip())
+    if not match:
+        raise BadInput(
+            f"--anchor {text!r}: give SEQ:HASH as `rollbot audit head` printed it"
+            " (e.g. 1520:9f2c...; 64 lowercase hex digits)"
+        )
+    return int(match.group(1)), match.group(2)
+
+
+@audit_app.command("verify")
+def verify_cmd(
+    anchor: Annotated[
+        str | None,
+        typer.Option(
+            "--anchor",
+            help="SEQ:HASH of a head recorded earlier (`audit head`): it must still be there.",
+        ),
+    ] = None,
+) -> None:
+    """Check the hash chain from the first event to the last; name the first bad one."""
+    from rollbot.bot.cli import err, escape, guarded, out
+    from rollbot.storage.audit import verify
+
+    def go() -> int:
+        expected = _anchor(anchor)
+        db = _reader()
+        try:
+            verdict = verify(db, expected)
+        finally:
+            db.close()
+        if verdict.broken is not None:
+            err.print(
+                f"[bold red]audit verify: BROKEN[/] at {escape(verdict.broken.describe())}"
+                f"\n{verdict.events} event(s) before it are intact (up to seq"
+                f" {verdict.head_seq}).",
+                soft_wrap=True,
+            )
+            return 1
+        anchored = f"; anchor seq {expected[0]} matches" if expected else ""
+        out.print(
+            f"audit verify: intact - {verdict.events} event(s), seq 1..{verdict.head_seq},"
+            f" head {verdict.head_hash}{anchored}",
+            soft_wrap=True,
+        )
+        return 0
+
+    raise typer.Exit(guarded(go))
+
+
+@audit_app.command("head")
+def head_cmd() -> None:
+    """The chain's last event as SEQ:HASH: keep it elsewhere (a ticket, a WORM store, another
+    system) and check later with `audit verify --anchor SEQ:HASH`."""
+    from rollbot.bot.cli import guarded
+    from rollbot.storage.chain import HEAD_SQL
+
+    def go() -> None:
+        db = _reader()
+        try:
+            row = db.one(HEAD_SQL)
+        finally:
+            db.close()
+        typer.echo(f"{row['seq']}:{row['hash']}" if row else "0:" + "0" * 64)
+
+    guarded(go)
+
+
+@audit_app.command("export")
+def export_cmd(
+    start: Annotated[
+        str | None, typer.Option("--from", help="First day (YYYY-MM-DD) or ISO time (UTC).")
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--to", help="Last day, included (YYYY-MM-DD), or ISO time (included)."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or jsonl.")] = "csv",
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write here (never overwritten); else stdout.")
+    ] = None,
+) -> None:
+    """The trail for a regulator: who, when, what, why, source, host, scope/venue/account/
+    strategy, and each event's hash."""
+    from rollbot.bot.cli import err, escape, guarded
+    from rollbot.commands.audit_export import (
+        check_format,
+        export_to_file,
+        records,
+        window,
+        write,
+    )
+    from rollbot.storage.audit import verify
+
+    def go() -> int:
+        kind = check_format(fmt)
+        span = window(start, end)  # both checked before anything is opened
+        db = _reader()
+        try:
+            verdict = verify(db)
+            if out_file is None:
+                count = write(records(db, span), kind, sys.stdout)
+                sys.stdout.flush()
+            else:
+                count = export_to_file(db, span, kind, out_file)
+        finally:
+            db.close()
+        where = f" to {out_file}" if out_file else ""
+        err.print(f"audit export: {count} event(s) from {span.describe()}{where}", soft_wrap=True)
+        if verdict.broken is not None:
+            err.print(
+                "[bold red]the chain is BROKEN[/] at"
+                f" {escape(verdict.broken.describe())}: the trail was exported as stored",
+                soft_wrap=True,
+            )
+            return 1
+        err.print(
+            f"chain intact up to seq {verdict.head_seq} (head {verdict.head_hash})", soft_wrap=True
+        )
+        return 0
+
+    raise typer.Exit(guarded(go))
+
+
+@db_app.command("copy")
+def copy_cmd(
+    to: Annotated[
+        str, typer.Option("--to", help="sqlite:///PATH (or postgresql://... once supported).")
+    ],
+) -> None:
+    """Copy this host's whole database into a new, empty one, then verify its chain there.
+    Stop `rollbot serve` and `rollbot clock` first: what they write during the copy is not in
+    it (and is reported)."""
+    from rollbot.bot.cli import err, escape, guarded, out, settings
+    from rollbot.storage.copy import copy_database, open_target
+    from rollbot.storage.db import Database
+
+    def go() -> int:
+        cfg = settings()
+        source = Database(cfg.database.path, cfg.database.busy_timeout_ms, create=False)
+        try:
+            target = open_target(to, cfg.database.busy_timeout_ms)
+            try:
+                copied = copy_database(
+                    source, target, lambda t, n: out.print(f"  {t}: {n} row(s)", soft_wrap=True)
+                )
+            finally:
+                target.db.close()
+        finally:
+            source.close()
+        verdict = copied.verdict
+        assert verdict is not None
+        total = sum(copied.tables.values())
+        out.print(
+            f"db copy: {total} row(s) in {len(copied.tables)} tables to {escape(to)}",
+            soft_wrap=True,
+        )
+        code = 0
+        if verdict.broken is not None:
+            err.print(
+                f"[bold red]target chain BROKEN[/] at {escape(verdict.broken.describe())}",
+                soft_wrap=True,
+            )
+            code = 1
+        else:
+            out.print(
+                f"target verified: {verdict.events} event(s), seq 1..{verdict.head_seq},"
+                f" head {verdict.head_hash}",
+                soft_wrap=True,
+            )
+        if copied.source_moved_on:
+            err.print(
+                f"[bold red]incomplete:[/] the source took {copied.source_moved_on} event(s)"
+                " after the copy's snapshot; they are not in the target. Stop rollbot serve and"
+                " clock, then copy again into a new, empty target.",
+                soft_wrap=True,
+            )
+            code = 1
+        return code
+
+    raise typer.Exit(guarded(go))

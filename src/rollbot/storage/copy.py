@@ -1,0 +1,198 @@
+"""`rollbot db copy --to URL`: a one-host SQLite history moved whole into another database,
+with its hash chain intact, then verified there.
+
+The source is SQLite by definition (what a one-host desk runs), so its tables, columns and
+foreign keys are read with sqlite-utils, in one read snapshot (WAL: the bot and the clock keep
+writing meanwhile; what they wrote after the snapshot is reported, not silently dropped). The
+target is written only through the Database API (write(), query(), one(), execute()) with
+portable SQL, so a PostgreSQL target works through the same code once its backend is in
+open_target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rollbot.errors import BadInput, StorageError
+from rollbot.storage.audit import Verdict, verify
+from rollbot.storage.db import Database
+
+ROWS_PER_INSERT = 200
+MAX_PARAMS = 900  # under SQLite's oldest limit of 999 bound parameters per statement
+
+
+@dataclass
+class Target:
+    db: Database
+    url: str
+    dialect: str  # "sqlite" | "postgresql"
+    path: Path | None = None  # a SQLite target's file
+
+
+def open_target(url: str, busy_timeout_ms: int = 5000) -> Target:
+    """The database a URL names, created and migrated to this version's schema.
+
+    sqlite:///relative/path or sqlite:////absolute/path (SQLAlchemy's form). postgresql://
+    needs the PostgreSQL backend: point the branch below at its open-by-URL factory."""
+    text = url.strip()
+    if text.startswith("sqlite:///"):
+        raw = text[len("sqlite:///") :]
+        if not raw or raw.endswith("/"):
+            raise BadInput(f"--to {url!r}: name a database file, e.g. sqlite:////srv/rollbot.db")
+        path = Path(raw)
+        return Target(Database(path, busy_timeout_ms), text, "sqlite", path)
+    if text.startswith(("postgresql://", "postgres://")):
+        raise BadInput(
+            f"--to {_redact(url)!r}: this build has no PostgreSQL backend yet; nothing was copied"
+        )
+    raise BadInput(
+        f"--to {_redact(url)!r} is not a database URL: use sqlite:///PATH or"
+        " postgresql://USER@HOST/DB (the password from the environment)"
+    )
+
+
+def _redact(url: str) -> str:
+    """A password typed into a URL is never echoed (secrets come from the environment)."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if sep and at and ":" in creds:
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+@dataclass
+class Copied:
+    tables: dict[str, int] = field(default_factory=dict)
+    verdict: Verdict | None = None
+    source_moved_on: int = 0  # events the source took after the snapshot: not in the target
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: list[str]
+    parents: set[str]  # tables its foreign keys point at
+    self_refs: list[str]  # its columns that point at its own rows (written after all rows)
+
+
+def _tables(source: Database) -> list[Table]:
+    """Every table of the source, parents before children (foreign keys)."""
+    utils = source.utils
+    found = {}
+    for name in utils.table_names():
+        if name.startswith("sqlite_"):
+            continue
+        table = utils[name]
+        fks = table.foreign_keys
+        found[name] = Table(
+            name,
+            [c.name for c in table.columns],
+            {fk.other_table for fk in fks if fk.other_table != name},
+            [fk.column for fk in fks if fk.other_table == name],
+        )
+    ordered: list[Table] = []
+    placed: set[str] = set()
+    while len(ordered) < len(found):
+        ready = sorted(n for n, t in found.items() if n not in placed and t.parents <= placed | {n})
+        if not ready:  # a cycle between tables: rollbot's schema has none
+            raise StorageError(f"tables {sorted(set(found) - placed)} refer to each other")
+        for n in ready:
+            ordered.append(found[n])
+            placed.add(n)
+    return ordered
+
+
+@contextmanager
+def _snapshot(source: Database) -> Iterator[None]:
+    """One read transaction on the source: every table as of one moment."""
+    with source._lock:
+        source.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            source.conn.execute("COMMIT")
+
+
+def _rows(source: Database, table: Table) -> Iterator[list[Any]]:
+    cols = ", ".join(table.columns)
+    cursor = source.conn.execute(f"SELECT {cols} FROM {table.name} ORDER BY rowid")
+    while batch := cursor.fetchmany(1000):
+        yield from (list(r) for r in batch)
+
+
+def _insert(target: Database, table: Table, rows: list[list[Any]]) -> None:
+    cols = ", ".join(table.columns)
+    one = "(" + ", ".join("?" * len(table.columns)) + ")"
+    sql = f"INSERT INTO {table.name} ({cols}) VALUES " + ", ".join([one] * len(rows))
+    target.execute(sql, tuple(v for row in rows for v in row))
+
+
+def _empty(target: Database, tables: list[Table]) -> None:
+    for table in tables:
+        if target.one(f"SELECT 1 AS x FROM {table.name} LIMIT 1") is not None:
+            raise BadInput(
+                f"the target is not empty (table {table.name} has rows): db copy writes only"
+                " into a new, empty database. Nothing was copied."
+            )
+
+
+def copy_database(
+    source: Database, target: Target, progress: Callable[[str, int], None] | None = None
+) -> Copied:
+    """Every row of every table, in one write transaction on the target (all or nothing),
+    then the target's chain verified from its first event."""
+    if target.path is not None and target.path.resolve() == source.path.resolve():
+        raise BadInput("--to names the source database itself. Nothing was copied.")
+    tables = _tables(source)
+    _empty(target.db, tables)
+    copied = Copied()
+    with _snapshot(source):
+        head = source.conn.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
+        with target.db.write():
+            for table in tables:
+                per = max(1, min(ROWS_PER_INSERT, MAX_PARAMS // len(table.columns)))
+                late: list[tuple[Any, list[Any]]] = []
+                count, batch = 0, []
+                refs = [table.columns.index(c) for c in table.self_refs]
+                for row in _rows(source, table):
+                    if refs and any(row[i] is not None for i in refs):
+                        # points at its own table's rows, maybe later ones: set once all are in
+                        late.append((row[table.columns.index("id")], [row[i] for i in refs]))
+                        for i in refs:
+                            row[i] = None
+                    batch.append(row)
+                    if len(batch) == per:
+                        _insert(target.db, table, batch)
+                        count, batch = count + len(batch), []
+                if batch:
+                    _insert(target.db, table, batch)
+                    count += len(batch)
+                for row_id, values in late:
+                    sets = ", ".join(f"{c} = ?" for c in table.self_refs)
+                    target.db.execute(
+                        f"UPDATE {table.name} SET {sets} WHERE id = ?", (*values, row_id)
+                    )
+                copied.tables[table.name] = count
+                if progress:
+                    progress(table.name, count)
+            if target.dialect == "postgresql":
+                _advance_sequences(target.db, tables)
+    now = source.one("SELECT MAX(seq) AS n FROM events")
+    copied.source_moved_on = int((now or {}).get("n") or 0) - int(head)
+    copied.verdict = verify(target.db)
+    return copied
+
+
+def _advance_sequences(target: Database, tables: list[Table]) -> None:
+    """Rows came with their ids: PostgreSQL's id sequences must start after them (SQLite's
+    AUTOINCREMENT follows by itself). Only reached with the PostgreSQL backend."""
+    for table in tables:
+        if "id" in table.columns:
+            target.execute(
+                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'),"
+                f" COALESCE((SELECT MAX(id) FROM {table.name}), 0) + 1, false)"
+            )
