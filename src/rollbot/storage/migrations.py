@@ -344,6 +344,38 @@ CREATE TABLE IF NOT EXISTS dead_mans_switches (
 );
 """
 
+# Where the resume rule (commands/resume.py, commands/rearm.py) starts counting incidents on a
+# desk that already had them: the rule counts incidents opened since the last TRADING_RESUMED,
+# and a desk upgraded with years of incidents, settled before the rule existed, has none. Its
+# incidents are settled up to the earliest one that is not (fail closed): still OPEN, holding,
+# or opened since live trading was last armed while the gates were last written off. Those stay
+# counted. One event, written once by this migration, and only where there were incidents.
+V10_REARM_BASELINE = """
+INSERT INTO events (at, kind, actor, source, reason, data)
+SELECT strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), 'REARM_BASELINE', 'rollbot', 'system',
+    'the resume rule counts incidents opened after this point; those before were settled'
+    || ' before it existed',
+    json_object('after_event', COALESCE(
+        (SELECT MIN(e.id) - 1 FROM events e JOIN incidents i ON i.id = e.incident_id
+         WHERE e.kind = 'INCIDENT_OPENED' AND (
+            i.status = 'OPEN'
+            OR EXISTS (SELECT 1 FROM holds h WHERE h.incident_id = i.id AND h.cleared_at IS NULL)
+            OR (g.live_now = 0 AND e.id > g.armed_at))),
+        (SELECT COALESCE(MAX(id), 0) FROM events)))
+FROM (
+    SELECT
+        (SELECT json_extract(data, '$.after.enable_live_trading') = 1
+            AND json_extract(data, '$.after.live_mode_armed') = 1
+            AND json_extract(data, '$.after.live_dry_run_mode') = 0
+         FROM events WHERE kind = 'GATES_WRITTEN' ORDER BY id DESC LIMIT 1) AS live_now,
+        (SELECT COALESCE(MAX(id), 0) FROM events WHERE kind = 'GATES_WRITTEN'
+            AND json_extract(data, '$.after.enable_live_trading') = 1
+            AND json_extract(data, '$.after.live_mode_armed') = 1
+            AND json_extract(data, '$.after.live_dry_run_mode') = 0) AS armed_at
+) AS g
+WHERE EXISTS (SELECT 1 FROM events WHERE kind = 'INCIDENT_OPENED');
+"""
+
 MIGRATIONS: list[str] = [
     V1_CORE,
     V2_LEASES,
@@ -354,4 +386,5 @@ MIGRATIONS: list[str] = [
     V7_OPEN_WORK_INDEXES,
     V8_OUTBOX_SET_ASIDE,
     V9_DEAD_MANS_SWITCH,
+    V10_REARM_BASELINE,
 ]
