@@ -18,7 +18,14 @@ import pytest
 from fakes.tws import READ_ONLY_API, FakeTws, start_fake_tws
 
 from rollbot.bot.scheduler import Clockwork
-from rollbot.brokers.base import CloseRequest, Side, TradingRefused, VenueError
+from rollbot.brokers.base import (
+    CloseRequest,
+    Side,
+    TradingRefused,
+    VenueError,
+    VenueEvent,
+    VenueEventKind,
+)
 from rollbot.brokers.ibkr.mapping import READ_ONLY_ACTION
 from rollbot.brokers.ibkr.venue import IbkrVenue
 from rollbot.clock import ManualClock
@@ -131,6 +138,8 @@ async def test_nothing_held_the_what_if_names_the_probe_stock() -> None:
     async with FakeTws() as tws:
         tws.instrument("SPY", 600)  # known to IB, not held
         venue = await venue_on(tws)
+        seen: list[VenueEvent] = []
+        venue.subscribe(seen.append)
         try:
             can, why, _ = await venue.trading_permission()
             assert can and "what-if BUY 1 SPY" in why, why
@@ -140,6 +149,8 @@ async def test_nothing_held_the_what_if_names_the_probe_stock() -> None:
             assert not can and "error 201" in why and "NOT APPROVED" in why
             assert "permission_probe" in action
             assert only_what_ifs(tws) and tws.orders == {}
+            # no order was refused: nothing for the risk monitor's rejection rate to count
+            assert [e for e in seen if e.kind is VenueEventKind.REJECT] == []
         finally:
             await venue.close()
         unknown = await venue_on(tws, permission_probe="NOPE")

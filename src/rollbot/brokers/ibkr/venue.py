@@ -108,6 +108,7 @@ class IbkrVenue:
         # requests waiting on such a read learn it at once instead of timing out
         self._read_only_api: str | None = None
         self._refusal_waiters: set[asyncio.Event] = set()
+        self._probe: Contract | None = None  # the what-if's contract while it is out
         self._listings: dict[int, _Listing] = {}  # conId -> qualified contract and ladder
         self._ladders: dict[int, tuple[tuple[Decimal, Decimal], ...]] = {}  # by market rule id
         # the last positions() read, when it started (in order news counted below) and ended
@@ -192,9 +193,11 @@ class IbkrVenue:
         where = f"{where} (client id {client_id})"
         self._id_refused = refused = asyncio.Event()
         # a read-write connect reads this client's open orders, which a read-only API refuses:
-        # said at once, not after the handshake timeout
+        # said at once, not after the handshake timeout (a read-only connect reads none)
         self._read_only_api = None
-        self._refusal_waiters.add(refused)
+        read_only_api = asyncio.Event()
+        if not self._read_only:
+            self._refusal_waiters.add(read_only_api)
         connecting = asyncio.ensure_future(
             self._ib.connectAsync(
                 cfg.host,
@@ -207,14 +210,17 @@ class IbkrVenue:
             )
         )
         waiting = asyncio.ensure_future(refused.wait())
+        api_refused = asyncio.ensure_future(read_only_api.wait())
         try:
             try:
-                await asyncio.wait({connecting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {connecting, waiting, api_refused}, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:  # refused, or this call cancelled (kill switch stops a reconnect)
                 if not connecting.done():
                     connecting.cancel()
                     await asyncio.gather(connecting, return_exceptions=True)  # ib_async tears down
-            if refused.is_set() and self._read_only_api is not None:
+            if read_only_api.is_set():
                 raise self._read_only_refused(f"connecting to {where}")
             if refused.is_set():
                 raise _ClientIdInUse(client_id)
@@ -229,8 +235,9 @@ class IbkrVenue:
             raise VenueUnavailable(self.name, f"cannot connect to {where}: {e}") from None
         finally:
             waiting.cancel()
+            api_refused.cancel()
             self._id_refused = None
-            self._refusal_waiters.discard(refused)
+            self._refusal_waiters.discard(read_only_api)
         managed = self._ib.managedAccounts()
         if cfg.account and cfg.account not in managed:
             self._ib.disconnect()
@@ -518,6 +525,7 @@ class IbkrVenue:
                 refused.set()
 
         self._ib.errorEvent += on_error
+        self._probe = contract
         try:
             state = await self._call(
                 f"what-if order for {label}",
@@ -525,6 +533,7 @@ class IbkrVenue:
             )
         finally:
             self._ib.errorEvent -= on_error
+            self._probe = None
         what = f"a what-if {action} 1 {label}"
         if refusals:
             code, text = refusals[0]
@@ -977,6 +986,8 @@ class IbkrVenue:
             self._read_only_api = text
             for refused in list(self._refusal_waiters):
                 refused.set()
+        if contract is not None and contract is self._probe:
+            return  # the what-if's answer (trading_permission reads it): no order was refused
         trade = self._ib.wrapper.trades.get((self.client_id, req_id)) if req_id > 0 else None
         if trade is not None and code in mapping.CANCEL_REFUSED_CODES:
             self._cancel_refusals[mapping.order_id_of(trade)] = f"{code}: {text}"
