@@ -111,6 +111,9 @@ class IbkrVenueConfig(_Section):
     )
     account: str = ""
     paper: bool = False  # an IB paper account whose id does not start with "DU" (venue drill)
+    # the US stock the armed status's what-if order names when nothing is held (a what-if on a
+    # held contract otherwise): choose one this account may trade
+    permission_probe: Text = "SPY"
     timeout_s: float = Field(10, gt=0)
     max_msgs_per_sec: float = Field(45, gt=0, le=50)  # IB disconnects past 50 messages a second
     reconnect: bool = True

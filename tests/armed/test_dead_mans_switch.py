@@ -273,6 +273,27 @@ def test_a_countdown_outside_okx_range_exits_2_naming_it_and_arms_nothing(
     assert okx_book(okx_thread).requests == []  # nothing reached the exchange
 
 
+def test_a_drill_schedule_that_does_not_parse_exits_2_and_arms_nothing(
+    okx_thread: RunningFakeExchange, clock_cli
+) -> None:
+    """The schedule is read with the rest of the config, before anything starts: the clock
+    that would arm the countdown (and serve) exits 2 naming the key and the allowed form."""
+    for command in ("clock", "serve"):
+        cli = clock_cli(SECONDS)
+        text = cli.config.read_text()
+        assert 'schedule = "0 6 1 * *"' in text  # then edited as a person would
+        bad = 'schedule = "first monday of the month"'
+        cli.config.write_text(text.replace('schedule = "0 6 1 * *"', bad))
+        done = cli(command, env=okx_thread.env("okx"), timeout=30)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "drills.schedule" in done.stderr
+        assert "'first monday of the month' is not a cron expression" in done.stderr
+        assert "(minute hour day month weekday, e.g. '0 6 1 * *')" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert okx_book(okx_thread).countdown.calls == []
+    assert okx_book(okx_thread).requests == []  # nothing reached the exchange
+
+
 # -- Binance USDⓈ-M: one countdown per symbol (tests/fakes/binance_usdm.py) -----------------------
 async def test_binance_usdm_arms_each_symbol_and_a_lapse_cancels_that_symbols_orders(
     settings: Settings, monkeypatch: pytest.MonkeyPatch

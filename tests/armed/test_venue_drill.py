@@ -168,3 +168,28 @@ async def test_an_ib_paper_account_drill_cancels_its_sentinel_at_the_fake_tws(
     assert sent.lmt_price == Decimal("95.25") and sent.account == "DU1234567"
     assert tws.working_orders() == []
     assert result.kill_to_cancel_s is not None
+
+
+def test_drill_venue_on_a_live_ib_account_exits_2_and_touches_nothing(
+    settings: Settings, write_config, rollbot
+) -> None:
+    """An IB account that is not a paper one ('U…', not marked `paper = true`): refused before
+    TWS is even connected, no hold stored, no event written."""
+    from fakes.tws import start_fake_tws
+
+    with start_fake_tws([("AAPL", 100, "190.5")], account="U1234567") as tws:
+        ib = IbkrVenueConfig(name="ib", account="U1234567", port=tws.port, timeout_s=2)
+        cfg = settings.model_copy(update={"venues": [ib]})
+        cli = type(rollbot)(write_config(cfg, "ib.toml"), rollbot.cwd)
+        done = cli("drill", "--venue", "ib", timeout=60)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "venue 'ib' is not marked paper/testnet" in done.stderr
+        assert "`paper = true` (IBKR)" in done.stderr and "starts with 'DU'" in done.stderr
+        assert "Nothing was placed" in done.stderr and "Traceback" not in done.stderr
+        assert tws.call(lambda t: (t.connections, t.received)) == (0, [])
+    rb = Rollbot.open(cfg)
+    try:
+        assert rb.killswitch.holds.active(["venue:ib"]) == []
+        assert rb.events.list(kinds=["VENUE_DRILL_SENTINEL_PLACED"]) == []
+    finally:
+        rb.db.close()

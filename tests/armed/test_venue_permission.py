@@ -13,11 +13,15 @@ from pathlib import Path
 import pytest
 from fakes.exchange import FakeExchange, RunningFakeExchange, fast_venue, start_fake_exchange
 
+from rollbot.bot.scheduler import Clockwork
+from rollbot.clock import ManualClock
 from rollbot.commands import preflight
 from rollbot.commands.context import Rollbot
 from rollbot.commands.liveness import ME
 from rollbot.commands.preflight import MONITOR_LEASE
+from rollbot.commands.rollback import Engine
 from rollbot.config import CryptoVenueConfig, Settings
+from rollbot.storage.events import Actor
 from rollbot.storage.leases import Holder, Leases
 
 KEY_REFUSED = "Invalid API-key, IP, or permissions for action."
@@ -150,3 +154,26 @@ async def test_a_venue_that_stops_answering_fails_then_recovers(
     finally:
         await rb.aclose()
         await fake.stop()
+
+
+async def test_a_scheduled_preflight_leaves_the_kill_able_to_cancel(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve and clock check the venue the next /kill cancels through: the check connected it
+    read-only, and the kill then refused to cancel ("connected read-only")."""
+    async with FakeExchange("binance") as fake:
+        for key, value in fake.env("binance").items():
+            monkeypatch.setenv(key, value)
+        resting = fake.book.add_order("BTCUSDT", "BUY", "0.01", "20000")
+        spot = CryptoVenueConfig(**fake.venue_config("binance", market="spot", rate_limit_ms=1))
+        rb = Rollbot.open(settings.model_copy(update={"venues": [spot]}), clock=ManualClock())
+        work = Clockwork(rb)
+        try:
+            assert {c.name: c for c in await work.preflight()}["venue:binance"].ok
+            operator = Actor(id="U0OPERATOR", source="cli", name="ops")
+            outcome = await Engine(rb, operator).kill("runaway strategy", "global")
+            assert outcome.steps[0].venues["binance"] == "1 of 1 orders cancelled, none left"
+            assert resting.status == "CANCELLED" and fake.book.open_orders() == []
+        finally:
+            work.shutdown()
+            await rb.aclose()

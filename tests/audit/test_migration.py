@@ -50,9 +50,12 @@ def test_a_v9_database_is_chained_in_order_on_upgrade(
     try:
         assert db.schema_version == len(MIGRATIONS)
         rows = db.query("SELECT * FROM events ORDER BY id")
-        # the same events, untouched, each hashed over its content and the one before
+        # the same events, untouched, each hashed over its content and the one before; the
+        # re-arm baseline (V11, chained after the history) is the one event the upgrade adds
+        [baseline] = [r for r in rows if r["kind"] == "REARM_BASELINE"]
+        assert baseline["id"] == rows[-1]["id"]
         assert [tuple(r[k] for k in ("id", "at", "kind", "actor", "source", "scope",
-                "incident_id", "reason", "data")) for r in rows] == before  # fmt: skip
+                "incident_id", "reason", "data")) for r in rows[:-1]] == before  # fmt: skip
         prev = GENESIS
         for seq, r in enumerate(rows, 1):
             assert (r["seq"], r["prev_hash"]) == (seq, prev)
@@ -62,7 +65,8 @@ def test_a_v9_database_is_chained_in_order_on_upgrade(
             )  # fmt: skip
             prev = r["hash"]
         # a terminal event's host comes from its payload; no other event's is invented
-        assert rows[-1]["host"] == "desk-1" and {r["host"] for r in rows[:-1]} == {None}
+        assert rows[-2]["host"] == "desk-1"
+        assert {r["host"] for r in rows[:-2] + rows[-1:]} == {None}
         with pytest.raises(Exception, match="append-only"):  # the guard is back
             db.execute("UPDATE events SET reason = 'x' WHERE id = 1")
     finally:
@@ -81,4 +85,4 @@ def test_a_v9_database_is_chained_in_order_on_upgrade(
     assert kill is not None and store_kill_hold(kill, "after upgrade", None) == "INC-0101"
     done = rollbot("audit", "verify", env={"ROLLBOT_CONFIG": str(config)})
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "intact - 4005 event(s), seq 1..4005" in " ".join(done.stdout.split())
+    assert "intact - 4006 event(s), seq 1..4006" in " ".join(done.stdout.split())

@@ -11,6 +11,16 @@ The book is programmable (holdings, marks, resting orders from other clients, ca
 failures a kill switch must survive: a pacing error 100, a reject 201, no fills, a cancel the
 venue refuses, and a dropped connection after N orders (with or without the replies).
 
+A what-if order (Order.whatIf, TWS API "Checking Margin Changes": placeOrder with the flag set
+undergoes the credit check and is answered with its OrderState, never sent to a destination) is
+answered by openOrder messages with whatIf set and the margin impact, the first one with the
+margin fields still unset (1.797e308, as TWS sends them: ib_insync issue 380), and never enters
+the book. `read_only_api` plays TWS's "Read-Only API" setting (Global Configuration > API >
+Settings): every order, cancel and order read is refused with error 321 "Error validating
+request:-'bY' : cause - The API interface is currently in Read-Only mode." (the order's id, or
+-1 for a request without one; ib_insync issues 1, 7 and 356, bankroll issue 65, IBC issue 10);
+positions, account values and contract details are still served.
+
 Contracts are of the five types in CONTRACT_TYPES (STK, FUT, OPT, CASH, CFD; FOP as one rollbot
 does not close), each with its multiplier, valid exchanges and market rule, answered through
 reqContractDetails and reqMarketRule as TWS documents them. As TWS does, it reports a stock
@@ -143,6 +153,10 @@ DIRECT_ROUTED = (
     " trade fees. Restriction is specified in Precautionary Settings of Global Configuration/API."
 )
 NO_DEFINITION = "No security definition has been found for the request"
+READ_ONLY_API = (
+    "Error validating request:-'bY' : cause - The API interface is currently in Read-Only mode."
+)
+UNSET_DOUBLE = "1.7976931348623157E308"  # how TWS writes a double it has no value for
 
 
 @dataclass
@@ -228,6 +242,8 @@ class ReceivedOrder:
     order_ref: str
     account: str
     at: float  # time.monotonic() on arrival
+    what_if: bool = False  # Order.whatIf: a margin check, never an order
+    transmit: bool = True
 
 
 # ------------------------------------------------------------------------------------ encoding
@@ -291,8 +307,39 @@ def _blank(n: int) -> list[object]:
     return [""] * n
 
 
-def open_order_msg(o: FakeOrder) -> list[object]:
-    """decoder.openOrder for server version 157; counts must be numbers, the rest may be blank."""
+@dataclass(frozen=True)
+class WhatIf:
+    """The OrderState fields of a what-if answer (initMarginBefore .. warningText)."""
+
+    init_margin_before: str = UNSET_DOUBLE
+    maint_margin_before: str = UNSET_DOUBLE
+    equity_with_loan_before: str = UNSET_DOUBLE
+    init_margin_change: str = UNSET_DOUBLE
+    maint_margin_change: str = UNSET_DOUBLE
+    equity_with_loan_change: str = UNSET_DOUBLE
+    init_margin_after: str = UNSET_DOUBLE
+    maint_margin_after: str = UNSET_DOUBLE
+    equity_with_loan_after: str = UNSET_DOUBLE
+    commission: str = UNSET_DOUBLE
+    min_commission: str = UNSET_DOUBLE
+    max_commission: str = UNSET_DOUBLE
+    commission_currency: str = ""
+    warning_text: str = ""
+
+    def fields(self) -> list[object]:
+        return [
+            self.init_margin_before, self.maint_margin_before, self.equity_with_loan_before,
+            self.init_margin_change, self.maint_margin_change, self.equity_with_loan_change,
+            self.init_margin_after, self.maint_margin_after, self.equity_with_loan_after,
+            self.commission, self.min_commission, self.max_commission,
+            self.commission_currency, self.warning_text,
+        ]  # fmt: skip
+
+
+def open_order_msg(o: FakeOrder, what_if: WhatIf | None = None) -> list[object]:
+    """decoder.openOrder for server version 157; counts must be numbers, the rest may be blank.
+    With `what_if`, the answer to a what-if order: whatIf set and the margin impact."""
+    state = [1, o.status, *what_if.fields(), "", ""] if what_if else ["", o.status, *_blank(16)]
     return [
         OPEN_ORDER, o.order_id, *_contract_fields(o.instrument),
         o.action, o.quantity, o.order_type, o.lmt_price, o.aux_price, o.tif,
@@ -304,7 +351,7 @@ def open_order_msg(o: FakeOrder) -> list[object]:
         *_blank(4),  # scaleInitLevelSize, scaleSubsLevelSize, scalePriceIncrement, hedgeType
         *_blank(4), 0,  # optOutSmartRouting .. notHeld; no delta-neutral contract
         "",  # algoStrategy
-        "", "", o.status, *_blank(16),  # solicited, whatIf, status .. randomizePrice
+        "", *state,  # solicited, whatIf, status, margins .. warningText, randomize size, price
         0,  # conditions
         *_blank(16),  # adjustedOrderType .. usePriceMgmtAlgo
     ]  # fmt: skip
@@ -354,6 +401,45 @@ def commission_msg(f: FakeFill) -> list[object]:
 
 def error_msg(req_id: int, code: int, text: str) -> list[object]:
     return [ERR_MSG, 2, req_id, code, text]  # no advancedOrderRejectJson below version 166
+
+
+def _set(text: str) -> bool:
+    return text not in ("", "0", UNSET_DOUBLE) and float(text) < float(UNSET_DOUBLE)
+
+
+def place_order_flags(f: list[str]) -> tuple[bool, bool]:
+    """(transmit, whatIf) of a placeOrder message, walking its layout for server version 157 (the
+    TWS API's EClient.placeOrder): the blocks that are present only when a field before them is
+    set (combo legs, a delta-neutral order type, scale prices, a hedge, a delta-neutral
+    contract, algo parameters) move whatIf along, so each is skipped as it is sent."""
+    transmit = f[27] == "1"
+    i = 35  # after hidden: fields 0..34 are fixed (contract, action .. outsideRth, hidden)
+    if f[4] == "BAG":
+        legs = int(f[i])
+        i += 1 + 8 * legs
+        i += 1 + int(f[i])  # order combo leg prices
+        i += 1 + 2 * int(f[i])  # smart combo routing params
+    i += 8  # "", discretionaryAmt .. faPercentage, faProfile (below version 177)
+    delta_neutral_type = f[i + 22]  # modelCode .. deltaNeutralOrderType
+    i += 24
+    if delta_neutral_type:
+        i += 8
+    scale_increment = f[i + 6]  # continuousUpdate .. scalePriceIncrement
+    i += 7
+    if _set(scale_increment):
+        i += 7
+    hedge_type = f[i + 3]  # scaleTable, activeStartTime, activeStopTime, hedgeType
+    i += 4
+    if hedge_type:
+        i += 1
+    i += 4  # optOutSmartRouting, clearingAccount, clearingIntent, notHeld
+    i += 4 if f[i] == "1" else 1  # a delta-neutral contract: conId, delta, price
+    algo = f[i]
+    i += 1
+    if algo:
+        i += 1 + 2 * int(f[i])
+    # algoId, whatIf
+    return transmit, f[i + 1] == "1"
 
 
 # -------------------------------------------------------------------------------------- session
@@ -421,6 +507,11 @@ class FakeTws:
         # TWS's "Bypass Order Precautions for API Orders" unchecked (its default): a stock order
         # routed directly to an exchange instead of SMART is refused with 10311
         self.precautions = True
+        # TWS's "Read-Only API" checked: orders, cancels and order reads are refused with 321
+        self.read_only_api = False
+        # a what-if refused by IB's checks (no permission for the contract, say): 201 with this
+        self.what_if_reject: str | None = None
+        self.what_ifs = 0  # what-if orders answered with their margin impact
         # TWS paces each client at 50 messages a second, every message counted; None: no limit
         self.max_msgs_per_sec: int | None = None
         self.messages: Counter[int] = Counter()  # by message id, every one a client sent
@@ -446,7 +537,7 @@ class FakeTws:
             CANCEL_ACCOUNT_SUMMARY: self._cancel_account_summary,
             REQ_OPEN_ORDERS: self._req_open_orders,
             REQ_ALL_OPEN_ORDERS: self._req_all_open_orders,
-            REQ_AUTO_OPEN_ORDERS: self._ignore,
+            REQ_AUTO_OPEN_ORDERS: self._req_auto_open_orders,
             REQ_COMPLETED_ORDERS: self._req_completed_orders,
             REQ_EXECUTIONS: self._req_executions,
             PLACE_ORDER: self._place_order,
@@ -802,14 +893,28 @@ class FakeTws:
             session.send(order_status_msg(o))
         session.send([OPEN_ORDER_END, 1])
 
+    def _refused_read_only(self, session: Session, req_id: int = -1) -> bool:
+        if self.read_only_api:
+            session.error(req_id, 321, READ_ONLY_API)
+        return self.read_only_api
+
     def _req_open_orders(self, session: Session, fields: list[str]) -> None:
+        if self._refused_read_only(session):
+            return
         mine = [o for o in self.working_orders() if o.client_id == session.client_id]
         self._send_open_orders(session, mine)
 
     def _req_all_open_orders(self, session: Session, fields: list[str]) -> None:
+        if self._refused_read_only(session):
+            return
         self._send_open_orders(session, self.working_orders())
 
+    def _req_auto_open_orders(self, session: Session, fields: list[str]) -> None:
+        self._refused_read_only(session)
+
     def _req_completed_orders(self, session: Session, fields: list[str]) -> None:
+        if self._refused_read_only(session):
+            return
         for o in self.orders.values():
             if not o.working:
                 session.send(completed_order_msg(o))
@@ -831,6 +936,7 @@ class FakeTws:
         # secId, action, totalQuantity, orderType, lmtPrice, auxPrice, tif, ocaGroup, account,
         # openClose, origin, orderRef, transmit, ...]
         order_id, con_id, client_id = int(f[1]), int(f[2] or 0), session.client_id or 0
+        transmit, what_if = place_order_flags(f)
         sent = ReceivedOrder(
             order_id=order_id,
             client_id=client_id,
@@ -844,8 +950,12 @@ class FakeTws:
             order_ref=f[26],
             account=f[23],
             at=time.monotonic(),
+            what_if=what_if,
+            transmit=transmit,
         )
         self.received.append(sent)
+        if self._refused_read_only(session, order_id):
+            return
         if self.pacing_errors > 0:
             self.pacing_errors -= 1
             session.error(order_id, 100, "Max rate of messages per second has been exceeded:max=50")
@@ -862,6 +972,9 @@ class FakeTws:
             return
         if sent.lmt_price is not None and sent.lmt_price % inst.tick_at(sent.lmt_price):
             session.error(order_id, 110, TICK_REJECT)
+            return
+        if what_if:
+            self._answer_what_if(session, sent, inst)
             return
         if self.reject_next > 0:
             self.reject_next -= 1
@@ -901,6 +1014,44 @@ class FakeTws:
         if drop:
             self.disconnect_after_orders = None
             self.drop_connections()
+
+    def _answer_what_if(self, session: Session, sent: ReceivedOrder, inst: Instrument) -> None:
+        """The credit check's answer, and nothing else: no order in the book, no status, no fill."""
+        if self.what_if_reject is not None:
+            session.error(sent.order_id, 201, f"Order rejected - reason:{self.what_if_reject}")
+            return
+        self.what_ifs += 1
+        probe = FakeOrder(
+            perm_id=0,
+            order_id=sent.order_id,
+            client_id=sent.client_id,
+            account=sent.account or self.account,
+            instrument=inst,
+            action=sent.action,
+            quantity=sent.quantity,
+            order_type=sent.order_type,
+            lmt_price=sent.lmt_price,
+            order_ref=sent.order_ref,
+            status="PreSubmitted",
+        )
+        session.send(open_order_msg(probe, WhatIf()))  # the margin fields not computed yet
+        value = sent.quantity * (sent.lmt_price or inst.mark) * inst.multiplier
+        margin = format((value / 4).quantize(Decimal("0.01")), "f")
+        equity = format(self.net_liquidation().quantize(Decimal("0.01")), "f")
+        session.send(
+            open_order_msg(
+                probe,
+                WhatIf(
+                    init_margin_before="0", maint_margin_before="0",
+                    equity_with_loan_before=equity, init_margin_change=margin,
+                    maint_margin_change=margin, equity_with_loan_change="-1",
+                    init_margin_after=margin, maint_margin_after=margin,
+                    equity_with_loan_after=equity, commission=str(COMMISSION),
+                    min_commission=str(COMMISSION), max_commission=str(COMMISSION),
+                    commission_currency="USD",
+                ),
+            )
+        )  # fmt: skip
 
     def _match(self, order: FakeOrder, notify: bool = True) -> None:
         """Fill marketable orders at the mark; everything else rests (stops never trigger)."""
@@ -969,6 +1120,8 @@ class FakeTws:
     def _cancel_order(self, session: Session, fields: list[str]) -> None:
         order_id = int(fields[2])
         self.cancel_requests.append(order_id)
+        if self._refused_read_only(session, order_id):
+            return
         order = next(
             (
                 o
@@ -987,6 +1140,8 @@ class FakeTws:
             self._cancel(order)
 
     def _req_global_cancel(self, session: Session, fields: list[str]) -> None:
+        if self._refused_read_only(session):
+            return
         self.global_cancels += 1
         for order in self.working_orders():
             if order.perm_id in self.refuse_cancel:

@@ -199,6 +199,15 @@ class UnsupportedOperation(VenueError):
     """The venue cannot do this at all (e.g. an exchange without stop orders in ccxt)."""
 
 
+class TradingRefused(VenueError):
+    """The venue answered that this session may not send or cancel orders at all (TWS's
+    read-only API): no kill can cancel through it until a person changes a setting, `action`."""
+
+    def __init__(self, venue: str, message: str, code: str | None = None, action: str = "") -> None:
+        super().__init__(venue, message, code)
+        self.action = action
+
+
 @runtime_checkable
 class Venue(Protocol):
     """What the commands need from a venue. Every method may raise VenueError subclasses."""

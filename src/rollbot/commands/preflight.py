@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from rollbot.brokers.base import VenueUnavailable
+from rollbot.brokers.base import TradingRefused, VenueUnavailable
 from rollbot.clock import iso, parse_iso
 from rollbot.commands import dead_mans_switch
 from rollbot.commands.context import Rollbot
@@ -53,11 +53,16 @@ def failed(name: str, reason: str, action: str) -> Check:
 
 # -- the checks ---------------------------------------------------------------------------------
 async def check_venue(app: Rollbot, name: str, timeout_s: float) -> Check:
-    """Reachable, its key reads positions and orders, and it may trade (no order is sent)."""
+    """Reachable, its key reads positions and orders, and it may trade (no order is sent).
+
+    It connects as a kill does (read-write), and a venue already connected stays as it is: in
+    serve and clock the venue is the one the next /kill cancels through, and a read-only
+    reconnect here left it refusing every cancel (and cut the session of a kill in flight)."""
     check = f"venue:{name}"
+    action = f"give {name}'s API key permission to trade and cancel"
     try:
         venue = app.venue(name)
-        await asyncio.wait_for(venue.connect(read_only=True), timeout_s)
+        await asyncio.wait_for(venue.connect(), timeout_s)
         positions = await asyncio.wait_for(venue.positions(), timeout_s)
         orders = await asyncio.wait_for(venue.open_orders(), timeout_s)
         permission = getattr(venue, "trading_permission", None)
@@ -70,7 +75,11 @@ async def check_venue(app: Rollbot, name: str, timeout_s: float) -> Check:
                 ),
             )
         else:
-            can_trade, why = await asyncio.wait_for(permission(), timeout_s)
+            # (may trade, why) or (may trade, why, what to do): the venue knows its own remedy
+            can_trade, why, *remedy = await asyncio.wait_for(permission(), timeout_s)
+            action = remedy[0] if remedy and remedy[0] else action
+    except TradingRefused as exc:  # the venue answered: no order and no cancel at all
+        return failed(check, f"refuses to trade or cancel: {exc}", exc.action or action)
     except TimeoutError:
         return failed(
             check,
@@ -91,9 +100,7 @@ async def check_venue(app: Rollbot, name: str, timeout_s: float) -> Check:
         )
     if not can_trade:
         return failed(
-            check,
-            f"reads {len(positions)} positions and {len(orders)} orders, but {why}",
-            f"give {name}'s API key permission to trade and cancel",
+            check, f"reads {len(positions)} positions and {len(orders)} orders, but {why}", action
         )
     return passed(check, f"reads {len(positions)} positions and {len(orders)} orders; {why}")
 

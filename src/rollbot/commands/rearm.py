@@ -9,8 +9,9 @@ while a scope has no hold, or clearing the last hold of a scope while the gates 
 Only `resume` may re-arm, and only when the resume conditions (commands/resume.py) hold for the
 incident it names and every incident opened since the last resume. Any other path — an
 approved `enable_gates` or `clear_hold` — that would re-arm is refused, naming `/resume`, while
-an incident since the last resume exists; with none (a desk that has never had one, or one
-resumed since) it is left to the two-person rule alone. Clearing holds while the gates are off,
+an incident since the last resume exists; with none (a desk that has never had one, one
+resumed since, or one whose incidents were all settled before this rule existed: resume.py's
+baseline) it is left to the two-person rule alone. Clearing holds while the gates are off,
 or arming the gates while every scope is held, re-arms nothing and is not refused here: the
 re-arm happens at the later step, which is checked then.
 """

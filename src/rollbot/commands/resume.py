@@ -7,7 +7,10 @@ seed, step 7). Three conditions must all hold before a risk officer may approve 
 3. a drill has passed (drills.status = SUCCESS) since the incident opened.
 
 The conditions hold for every incident since the last resume, not only the one named: a resume
-(even of an incident resumed before) re-arms live trading after all of them.
+(even of an incident resumed before) re-arms live trading after all of them. A desk that has
+never resumed counts from the rule's baseline, recorded when its database gained the rule:
+incidents settled before it existed (closed, no hold, live trading armed since) are not
+re-judged; any that was not stays counted.
 `resume_blockers` names each condition that does not hold; an empty list means resume may be
 requested. The approval itself (commands/approvals.py) checks again at approval time, then
 `execute_resume` re-arms the gates and clears the incident's holds. Every other path that would
@@ -16,6 +19,7 @@ re-arm live trading is refused, naming /resume (commands/rearm.py).
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 from rollbot.clock import iso, parse_iso
@@ -47,15 +51,25 @@ def passed_drill_since(app: Rollbot, since: datetime) -> dict[str, str] | None:
     return None
 
 
-def incidents_since_resume(app: Rollbot) -> list[str]:
-    """Every incident opened since live trading was last resumed (all of them if never), in
-    order: each must meet the resume conditions before live trading is re-armed."""
+def resume_baseline(app: Rollbot) -> int:
+    """The event after which incidents count: the last resume, or where the rule started on a
+    desk that had incidents before it (storage/migrations.py V10: those settled by then)."""
     last = app.db.one(
         "SELECT COALESCE(MAX(id), 0) AS id FROM events WHERE kind = 'TRADING_RESUMED'"
     )
+    start = app.db.one(
+        "SELECT data FROM events WHERE kind = 'REARM_BASELINE' ORDER BY id DESC LIMIT 1"
+    )
+    after = int(json.loads(start["data"]).get("after_event", 0)) if start else 0
+    return max(int(last["id"]) if last else 0, after)
+
+
+def incidents_since_resume(app: Rollbot) -> list[str]:
+    """Every incident opened since live trading was last resumed (since the rule's baseline if
+    never), in order: each must meet the resume conditions before live trading is re-armed."""
     rows = app.db.query(
         "SELECT incident_id FROM events WHERE kind = 'INCIDENT_OPENED' AND id > ? ORDER BY id",
-        (int(last["id"]) if last else 0,),
+        (resume_baseline(app),),
     )
     return [r["incident_id"] for r in rows if r["incident_id"]]
 

@@ -5,7 +5,7 @@ write transaction (for what SQL alone cannot do portably, such as hashing the hi
 
 from __future__ import annotations
 
-from rollbot.storage.chain import GENESIS, row_hash
+from rollbot.storage.chain import GENESIS, HEAD_SQL, INSERT_SQL, event_hash, next_link, row_hash
 
 TYPE_CHECKING = False  # not typing's: fast_hold.py imports this module on the kill's path
 if TYPE_CHECKING:
@@ -420,6 +420,61 @@ def loads_object(text: object) -> object:
     return text
 
 
+# Where the resume rule (commands/resume.py, commands/rearm.py) starts counting incidents on a
+# desk that already had them: the rule counts incidents opened since the last TRADING_RESUMED,
+# and a desk upgraded with years of incidents, settled before the rule existed, has none. Its
+# incidents are settled up to the earliest one that is not (fail closed): still OPEN, holding,
+# or opened since live trading was last armed while the gates were last written off. Those stay
+# counted. One event, written once by this migration, and only where there were incidents. A
+# function rather than SQL: the JSON and time functions differ between SQLite and PostgreSQL.
+_LIVE_KEYS = {"enable_live_trading": True, "live_mode_armed": True, "live_dry_run_mode": False}
+
+
+def _gates_live(data: object) -> bool:
+    after = loads_object(data)
+    after = after.get("after") if isinstance(after, dict) else None
+    return isinstance(after, dict) and all(after.get(k) == v for k, v in _LIVE_KEYS.items())
+
+
+def v11_rearm_baseline(db: Database) -> None:
+    if db.one("SELECT 1 AS x FROM events WHERE kind = 'INCIDENT_OPENED' LIMIT 1") is None:
+        return
+    import json
+    from datetime import UTC, datetime
+
+    from rollbot.iso_time import iso
+
+    writes = db.query("SELECT id, data FROM events WHERE kind = 'GATES_WRITTEN' ORDER BY id")
+    live_now = _gates_live(writes[-1]["data"]) if writes else None
+    armed_at = max((w["id"] for w in writes if _gates_live(w["data"])), default=0)
+    left_off = live_now is False  # gates last written off: incidents since arming still count
+    first = db.one(
+        "SELECT MIN(e.id) - 1 AS after FROM events e JOIN incidents i ON i.id = e.incident_id"
+        " WHERE e.kind = 'INCIDENT_OPENED' AND (i.status = 'OPEN'"
+        " OR EXISTS (SELECT 1 FROM holds h WHERE h.incident_id = i.id AND h.cleared_at IS NULL)"
+        " OR (? AND e.id > ?))",
+        (left_off, armed_at),
+    )
+    last = db.one("SELECT COALESCE(MAX(id), 0) AS last FROM events")
+    after = first["after"] if first and first["after"] is not None else last["last"]  # type: ignore[index]
+    now = iso(datetime.now(UTC))
+    reason = (
+        "the resume rule counts incidents opened after this point; those before were"
+        " settled before it existed"
+    )
+    text = json.dumps({"after_event": int(after)})
+    head = db.one(HEAD_SQL)  # chained like any event (V10 hashed the history before it)
+    seq, prev = next_link(None if head is None else (head["seq"], head["hash"]))
+    digest = event_hash(
+        seq, now, "REARM_BASELINE", "rollbot", "system", None, None, None, reason, text, prev
+    )
+    db.execute(
+        INSERT_SQL,
+        (now, "REARM_BASELINE", "rollbot", "system", None, None, None, reason, text, seq, prev,
+         digest),
+    )  # fmt: skip
+
+
 MIGRATIONS: list[Migration] = [
     V1_CORE,
     V2_LEASES,
@@ -431,4 +486,5 @@ MIGRATIONS: list[Migration] = [
     V8_OUTBOX_SET_ASIDE,
     V9_DEAD_MANS_SWITCH,
     v10_event_chain,
+    v11_rearm_baseline,
 ]

@@ -30,6 +30,18 @@ INFO_CODES = frozenset({ORDER_CANCELLED, 2104, 2106, 2107, 2108, 2158})
 CLIENT_ID_IN_USE = 326  # at connect: another API client has this id (the venue tries the next)
 LOST = 1100
 RESTORED = frozenset({1101, 1102})
+# "Error validating request:-'bY' : cause - The API interface is currently in Read-Only mode.":
+# 321 is any request TWS would not validate (an account code missing, too); the cause says which
+VALIDATION = 321
+READ_ONLY_CAUSE = "read-only mode"
+READ_ONLY_ACTION = (
+    "in TWS or IB Gateway, uncheck Global Configuration > API > Settings > Read-Only API"
+    " (IBC: ReadOnlyApi=no): through a read-only API no kill can cancel or close"
+)
+
+
+def read_only_refusal(code: int, text: str) -> bool:
+    return code == VALIDATION and READ_ONLY_CAUSE in text.lower()
 
 
 # The contract types rollbot closes (each has a row in the README's venue support matrix).

@@ -28,6 +28,7 @@ from rollbot.brokers.base import (
     RateLimited,
     RejectedForGood,
     Side,
+    TradingRefused,
     UnsupportedOperation,
     VenueError,
     VenueEvent,
@@ -103,6 +104,11 @@ class IbkrVenue:
         self._close_refs: set[str] = set()  # orderRefs sent by submit_close: reduce-only
         self._symbols: dict[int, str] = {}  # conId -> symbol, for orders sent by conId alone
         self._cancel_refusals: dict[str, str] = {}  # order_id -> why IB would not cancel it
+        # TWS's "Read-Only API" setting refuses orders, cancels and order reads with 321: the
+        # requests waiting on such a read learn it at once instead of timing out
+        self._read_only_api: str | None = None
+        self._refusal_waiters: set[asyncio.Event] = set()
+        self._probe: Contract | None = None  # the what-if's contract while it is out
         self._listings: dict[int, _Listing] = {}  # conId -> qualified contract and ladder
         self._ladders: dict[int, tuple[tuple[Decimal, Decimal], ...]] = {}  # by market rule id
         # the last positions() read, when it started (in order news counted below) and ended
@@ -186,6 +192,12 @@ class IbkrVenue:
         cfg = self.cfg
         where = f"{where} (client id {client_id})"
         self._id_refused = refused = asyncio.Event()
+        # a read-write connect reads this client's open orders, which a read-only API refuses:
+        # said at once, not after the handshake timeout (a read-only connect reads none)
+        self._read_only_api = None
+        read_only_api = asyncio.Event()
+        if not self._read_only:
+            self._refusal_waiters.add(read_only_api)
         connecting = asyncio.ensure_future(
             self._ib.connectAsync(
                 cfg.host,
@@ -198,13 +210,18 @@ class IbkrVenue:
             )
         )
         waiting = asyncio.ensure_future(refused.wait())
+        api_refused = asyncio.ensure_future(read_only_api.wait())
         try:
             try:
-                await asyncio.wait({connecting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {connecting, waiting, api_refused}, return_when=asyncio.FIRST_COMPLETED
+                )
             finally:  # refused, or this call cancelled (kill switch stops a reconnect)
                 if not connecting.done():
                     connecting.cancel()
                     await asyncio.gather(connecting, return_exceptions=True)  # ib_async tears down
+            if read_only_api.is_set():
+                raise self._read_only_refused(f"connecting to {where}")
             if refused.is_set():
                 raise _ClientIdInUse(client_id)
             await connecting
@@ -218,7 +235,9 @@ class IbkrVenue:
             raise VenueUnavailable(self.name, f"cannot connect to {where}: {e}") from None
         finally:
             waiting.cancel()
+            api_refused.cancel()
             self._id_refused = None
+            self._refusal_waiters.discard(read_only_api)
         managed = self._ib.managedAccounts()
         if cfg.account and cfg.account not in managed:
             self._ib.disconnect()
@@ -354,7 +373,7 @@ class IbkrVenue:
     async def open_orders(self) -> list[Order]:
         await self._first_use()
         # every client's orders, and manual TWS ones: the strategy runs under another client id
-        trades = await self._call("open orders", self._ib.reqAllOpenOrdersAsync)
+        trades = await self._call("open orders", self._ib.reqAllOpenOrdersAsync, refusable=True)
         unique = {id(t): t for t in trades if t.orderStatus.status not in mapping.DONE}
         return [self._order(t) for t in unique.values()]
 
@@ -366,7 +385,9 @@ class IbkrVenue:
             # not in this session's view: it may be another client's, or done before we connected
             await self.open_orders()
             await self._call(
-                "completed orders", lambda: self._ib.reqCompletedOrdersAsync(apiOnly=False)
+                "completed orders",
+                lambda: self._ib.reqCompletedOrdersAsync(apiOnly=False),
+                refusable=True,
             )
             trade = self._trade_by_ref(client_order_id)
         return self._order(trade) if trade is not None else None
@@ -481,6 +502,108 @@ class IbkrVenue:
         )
         return self._order(trade)
 
+    async def trading_permission(self) -> tuple[bool, str, str]:
+        """(may trade and cancel, why, what to do), read without sending an order: a what-if
+        order (Order.whatIf: TWS runs its credit check and answers with the margin impact; the
+        order is never transmitted) for 1 of a held contract on its closing side, as a flatten
+        would send, or of cfg.permission_probe when nothing is held. TWS's read-only API
+        refuses it (321), as it refuses every order and cancel. Allowed on a read-only
+        connection: it changes nothing at IB."""
+        await self._first_use()
+        self._require_connected()
+        contract, action, label, account = await self._what_if_target()
+        order = MarketOrder(action, 1.0)
+        order.whatIf = True  # ib_async sets it again on its own copy; never sent without it
+        order.account = account
+        refusals: list[tuple[int, str]] = []
+        refused = asyncio.Event()
+
+        def on_error(req_id: int, code: int, text: str, about: object) -> None:
+            # ib_async names the what-if's contract in its errors; notices are not answers
+            if about is contract and code not in mapping.INFO_CODES and not 2100 <= code < 2200:
+                refusals.append((code, text))
+                refused.set()
+
+        self._ib.errorEvent += on_error
+        self._probe = contract
+        try:
+            state = await self._call(
+                f"what-if order for {label}",
+                lambda: self._what_if(contract, order, refused),
+            )
+        finally:
+            self._ib.errorEvent -= on_error
+            self._probe = None
+        what = f"a what-if {action} 1 {label}"
+        if refusals:
+            code, text = refusals[0]
+            if mapping.read_only_refusal(code, text):
+                return (
+                    False,
+                    f"TWS refused {what}: its API is read-only (error {code}: {text})",
+                    mapping.READ_ONLY_ACTION,
+                )
+            return (
+                False,
+                f"TWS refused {what} (error {code}: {text})",
+                f"let account {account or 'of this login'} trade {label} at IBKR, or set"
+                f" {self.name}'s permission_probe to a stock it trades",
+            )
+        margin = getattr(state, "initMarginChange", "")
+        if not margin:
+            raise VenueError(self.name, f"TWS ended {what} without an answer")
+        return (
+            True,
+            f"TWS answered {what} with its margin impact (initial margin change {margin});"
+            " nothing was transmitted",
+            "",
+        )
+
+    async def _what_if(self, contract: Contract, order: IbOrder, refused: asyncio.Event) -> Any:
+        """The what-if's OrderState, or None once TWS refused it (a 321 ends no request)."""
+        answer = asyncio.ensure_future(self._ib.whatIfOrderAsync(contract, order))
+        waiting = asyncio.ensure_future(refused.wait())
+        try:
+            await asyncio.wait({answer, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+            if not answer.done():
+                answer.cancel()
+        return None if answer.cancelled() else answer.result()
+
+    async def _what_if_target(self) -> tuple[Contract, str, str, str]:
+        """(contract, action, label, account): a held contract's closing side, else BUY the
+        probe stock. A what-if needs no price: a market order."""
+        held = [
+            p
+            for p in await self.positions()
+            if p.instrument.get("conId")
+            and p.instrument.get("secType", "") in mapping.CLOSABLE_TYPES
+        ]
+        if held:
+            position = held[0]
+            listing = await self._listing(position)
+            account = position.instrument.get("account", "") or self.cfg.account
+            return listing.contract, position.closing_side.value, position.symbol, account
+        probe = self.cfg.permission_probe
+        details = await self._call(
+            f"contract details {probe}",
+            lambda: self._ib.reqContractDetailsAsync(
+                Contract(symbol=probe, secType="STK", exchange="SMART", currency="USD")
+            ),
+        )
+        if not details:
+            raise VenueError(
+                self.name,
+                f"permission_probe {probe!r} is not a US stock IB knows: set the venue's"
+                " permission_probe to one this account trades",
+            )
+        found = details[0].contract
+        contract = Contract(
+            conId=found.conId, exchange="SMART", primaryExchange=found.primaryExchange
+        )
+        return contract, "BUY", probe, self.cfg.account
+
     async def cancel_order(self, order_id: str) -> None:
         """Cancel one of this client's orders; an order already done is left as it is."""
         await self._first_use()
@@ -524,7 +647,9 @@ class IbkrVenue:
         await self._first_use()
         self._require_writable()
         self._cancel_refusals.clear()
-        reading = asyncio.ensure_future(self._call("open orders", self._ib.reqAllOpenOrdersAsync))
+        reading = asyncio.ensure_future(
+            self._call("open orders", self._ib.reqAllOpenOrdersAsync, refusable=True)
+        )
         if self._lock("open orders").locked():  # another read first: ours would follow the cancel
             await asyncio.wait([reading])
         await asyncio.sleep(0)  # the read's request leaves first
@@ -768,13 +893,18 @@ class IbkrVenue:
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
-    async def _call(self, what: str, start: Callable[[], Awaitable[T]]) -> T:
+    async def _call(
+        self, what: str, start: Callable[[], Awaitable[T]], refusable: bool = False
+    ) -> T:
+        """`refusable`: a request TWS refuses through a read-only API (321, with no request id
+        to end it by): the refusal ends it, as TradingRefused."""
         self._require_connected()
         async with self._lock(what):
             self._require_connected()
             began = time.perf_counter()
+            request = self._unless_read_only(what, start()) if refusable else start()
             try:
-                result = await asyncio.wait_for(start(), self.cfg.timeout_s)
+                result = await asyncio.wait_for(request, self.cfg.timeout_s)
             except TimeoutError:
                 raise VenueUnavailable(
                     self.name, f"{what}: no answer from TWS within {self.cfg.timeout_s:g}s"
@@ -783,6 +913,32 @@ class IbkrVenue:
                 raise VenueUnavailable(self.name, f"{what}: connection to TWS lost ({e})") from None
         self._emit_latency(what, began)
         return result
+
+    async def _unless_read_only(self, what: str, request: Awaitable[T]) -> T:
+        refused = asyncio.Event()
+        self._refusal_waiters.add(refused)
+        answer = asyncio.ensure_future(request)
+        waiting = asyncio.ensure_future(refused.wait())
+        try:
+            await asyncio.wait({answer, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # timed out or cancelled: the request goes with it
+            answer.cancel()
+            raise
+        finally:
+            self._refusal_waiters.discard(refused)
+            waiting.cancel()
+        if answer.done():
+            return answer.result()
+        answer.cancel()
+        raise self._read_only_refused(what)
+
+    def _read_only_refused(self, what: str) -> TradingRefused:
+        return TradingRefused(
+            self.name,
+            f"{what}: TWS answered that its API is read-only: {self._read_only_api}",
+            str(mapping.VALIDATION),
+            mapping.READ_ONLY_ACTION,
+        )
 
     async def _wait_for(self, done: Callable[[], bool], what: str, unknown: str) -> None:
         """Wait until done() holds, woken by order news; outcome unknown on timeout or drop."""
@@ -826,6 +982,12 @@ class IbkrVenue:
         if code == mapping.CLIENT_ID_IN_USE and self._id_refused is not None:
             self._id_refused.set()  # handled: _open tries the next id
             return
+        if mapping.read_only_refusal(code, text):
+            self._read_only_api = text
+            for refused in list(self._refusal_waiters):
+                refused.set()
+        if contract is not None and contract is self._probe:
+            return  # the what-if's answer (trading_permission reads it): no order was refused
         trade = self._ib.wrapper.trades.get((self.client_id, req_id)) if req_id > 0 else None
         if trade is not None and code in mapping.CANCEL_REFUSED_CODES:
             self._cancel_refusals[mapping.order_id_of(trade)] = f"{code}: {text}"
