@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import Cli
 from escalation.helpers import make_settings, open_incident, operator
 from fakes.exchange import RunningFakeExchange, start_fake_exchange
 from fakes.loopback import serve_post
@@ -39,19 +39,27 @@ def okx() -> Iterator[RunningFakeExchange]:
         yield fake
 
 
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
 @pytest.fixture
 def okx_cli(
     okx: RunningFakeExchange,
     settings: Settings,
     write_config: Any,
-    tmp_path: Path,
+    rollbot: Any,
     monkeypatch: pytest.MonkeyPatch,
-) -> Cli:
+) -> Run:
+    """The CLI in its own process, cwd tmp_path (where .env is), configured for the OKX fake."""
     venue = CryptoVenueConfig(**okx.venue_config("okx", rate_limit_ms=1))
     path = write_config(settings.model_copy(update={"venues": [venue]}), "okx.toml")
     for name in okx.env("okx"):  # the CLI's environment is this one's
         monkeypatch.delenv(name, raising=False)
-    return Cli(path, tmp_path)  # cwd: tmp_path, where .env is
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return rollbot(*args, env={"ROLLBOT_CONFIG": str(path), **(env or {})})
+
+    return run
 
 
 def dotenv(where: Path, values: dict[str, str]) -> None:
@@ -61,7 +69,7 @@ def dotenv(where: Path, values: dict[str, str]) -> None:
 
 
 def test_a_venues_key_secret_and_passphrase_come_from_dotenv(
-    okx: RunningFakeExchange, okx_cli: Cli, tmp_path: Path
+    okx: RunningFakeExchange, okx_cli: Run, tmp_path: Path
 ) -> None:
     bare = okx_cli("positions", "--json")
     assert bare.returncode == 2
@@ -79,7 +87,7 @@ def test_a_venues_key_secret_and_passphrase_come_from_dotenv(
 
 
 def test_an_exported_variable_wins_over_dotenv(
-    okx: RunningFakeExchange, okx_cli: Cli, tmp_path: Path
+    okx: RunningFakeExchange, okx_cli: Run, tmp_path: Path
 ) -> None:
     right = okx.env("okx")
     dotenv(tmp_path, right)
@@ -95,7 +103,7 @@ def test_an_exported_variable_wins_over_dotenv(
 
 
 def test_the_guard_token_comes_from_dotenv(
-    rollbot: Cli, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    rollbot: Any, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     Rollbot.open(settings).db.close()
     token = "guard-token-from-dotenv-123456"
