@@ -69,7 +69,7 @@ async def test_a_kill_switch_hold_survives_a_process_restart(
 
     # clearing takes a second person: the terminal files the request, a risk officer approves
     asked = rollbot("kill", "clear", "--reason", "Y")
-    assert asked.returncode == 0, asked.stdout + asked.stderr
+    assert asked.returncode == 3, asked.stdout + asked.stderr  # filed, nothing ran
     assert app.killswitch.state_of(["global"]).value == "HALTED"  # nothing ran yet
     (pending,) = Approvals(app).list(pending_only=True)
     vote = await Approvals(app).vote(pending.id, RISK, "approve")

@@ -73,7 +73,7 @@ async def test_flatten_confirm_asks_and_a_second_person_runs_it(tmp_path: Path):
         cfg, "alice", "flatten", "--venue", "paper", "--confirm", "-r", "stop the bleeding"
     )
 
-    assert asked.returncode == 0, asked.stderr
+    assert asked.returncode == 3, asked.stderr  # filed: waiting for a second person
     assert "Approval request APR-0001" in asked.stdout
     assert "paper: SELL 10 AAPL MARKET" in asked.stdout
     assert "paper: BUY 5 MSFT MARKET" in asked.stdout
@@ -152,7 +152,7 @@ async def test_kill_clear_and_rollback_at_the_terminal_wait_for_a_second_person(
 
     asked = rollbot(cfg, "alice", "kill", "clear", "--reason", "algo fixed")
 
-    assert asked.returncode == 0 and "Clear kill-switch hold" in asked.stdout
+    assert asked.returncode == 3 and "Clear kill-switch hold" in asked.stdout
     assert "clear HALTED hold #1 on global" in asked.stdout
     status = json.loads(rollbot(cfg, "alice", "kill", "status", "--json").stdout)
     assert status[0]["state"] == "HALTED"
@@ -164,7 +164,7 @@ async def test_kill_clear_and_rollback_at_the_terminal_wait_for_a_second_person(
     assert status[0]["state"] == "ACTIVE"
 
     rollback = rollbot(cfg, "alice", "rollback", "--reason", "drawdown", "--confirm")
-    assert rollback.returncode == 0 and "APR-0002" in rollback.stdout
+    assert rollback.returncode == 3 and "APR-0002" in rollback.stdout
     assert "Step 1 Immediate Halt" in rollback.stdout
     assert await positions(tmp_path) == ["AAPL", "MSFT"]  # nothing ran
 
@@ -201,7 +201,7 @@ async def test_rca_and_resume_at_the_terminal(tmp_path: Path):
     assert recorded.returncode == 0 and "Every resume condition holds" in recorded.stdout
 
     asked = rollbot(cfg, "alice", "resume", "INC-0001", "--reason", "fixed and drilled")
-    assert asked.returncode == 0 and "Resume live trading" in asked.stdout
+    assert asked.returncode == 3 and "Resume live trading" in asked.stdout
     operator = rollbot(cfg, "bob", "approve", "APR-0001")
     assert operator.returncode == 1 and "ROLE_NOT_ALLOWED" in operator.stderr
     done = rollbot(cfg, "rita", "approve", "APR-0001")
@@ -214,3 +214,29 @@ async def test_rca_and_resume_at_the_terminal(tmp_path: Path):
         assert rb.killswitch.state_of(["global"]).value == "ACTIVE"
     finally:
         await rb.aclose()
+
+
+async def test_exit_code_3_means_waiting_for_another_person_until_the_last_sign_off(
+    tmp_path: Path,
+):
+    """0 done, 1 refused, 2 bad input, 3 waiting: a script that files a request (or signs one
+    that needs more) must be able to tell 'nothing ran yet' from done and from refused."""
+    cfg = small_desk(
+        tmp_path,
+        extra='[approvals.clear_hold]\nroles = ["operator", "risk_officer"]\nquorum = 2\n',
+    )
+    assert rollbot(cfg, "alice", "kill", "trigger", "--reason", "runaway algo").returncode == 0
+
+    filed = rollbot(cfg, "alice", "request", "clear-hold", "--reason", "algo fixed")
+    signed = rollbot(cfg, "bob", "approve", "APR-0001")  # one of two: still waiting
+    held = json.loads(rollbot(cfg, "alice", "kill", "status", "--json").stdout)[0]["state"]
+    done = rollbot(cfg, "rita", "approve", "APR-0001")
+    refused = rollbot(cfg, "rita", "approve", "APR-0001")
+
+    assert filed.returncode == 3 and "nothing ran" in filed.stderr, filed.stderr
+    assert signed.returncode == 3 and "approval recorded (1 of 2)" in signed.stdout, signed.stdout
+    assert held == "HALTED"
+    assert done.returncode == 0 and "global is now ACTIVE" in done.stdout, done.stdout
+    assert refused.returncode == 1
+    usage = subprocess.run([ROLLBOT, "--help"], capture_output=True, text=True, timeout=60)
+    assert "3 request filed, waiting for a second person" in " ".join(usage.stdout.split())

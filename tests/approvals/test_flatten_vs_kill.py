@@ -78,7 +78,7 @@ def test_a_kill_stops_an_approved_flatten_before_its_next_order(tmp_path: Path):
     cfg = unfilled_desk(tmp_path, timeout=6)
     db = tmp_path / "rollbot.db"
     asked = rollbot(cfg, "alice", "request", "flatten", "--venue", "paper", "-r", "close it all")
-    assert asked.returncode == 0, asked.stderr
+    assert asked.returncode == 3, asked.stderr
     flatten = approve_in_background(cfg, "APR-0001")
     wait_for(db, "SELECT 1 WHERE (SELECT count(*) FROM order_intents) >= 4")  # resending
 
@@ -147,7 +147,7 @@ async def test_a_flatten_of_one_venue_never_loosens_another_kill_s_hold(tmp_path
 def test_holds_a_dead_flatten_loosened_are_halted_again_by_the_clock(tmp_path: Path):
     cfg = unfilled_desk(tmp_path, timeout=60)
     db = tmp_path / "rollbot.db"
-    assert rollbot(cfg, "alice", "request", "flatten", "-r", "close it all").returncode == 0
+    assert rollbot(cfg, "alice", "request", "flatten", "-r", "close it all").returncode == 3
     flatten = approve_in_background(cfg, "APR-0001")
     wait_for(db, "SELECT 1 FROM holds WHERE state = 'REDUCING'")
     os.kill(flatten.pid, signal.SIGKILL)

@@ -44,7 +44,7 @@ async def test_a_later_kill_is_its_own_hold_and_an_older_clear_request_never_cle
     cfg = small_desk(tmp_path)
     assert rollbot(cfg, "alice", "kill", "trigger", "-r", "kill A: runaway algo").returncode == 0
     asked = rollbot(cfg, "alice", "kill", "clear", "-r", "algo A fixed")
-    assert asked.returncode == 0, asked.stderr
+    assert asked.returncode == 3, asked.stderr
     assert "clear HALTED hold #1 on global" in asked.stdout
 
     # between the request and its approval, another person kills for another reason
@@ -77,7 +77,7 @@ async def test_a_clear_request_may_name_one_kill_and_clears_only_that_one(tmp_pa
     unknown = rollbot(cfg, "bob", "kill", "clear", "--hold", "9", "-r", "typo")
     assert unknown.returncode == 2 and "no active hold #9 on global" in unknown.stderr
     asked = rollbot(cfg, "bob", "kill", "clear", "--hold", "2", "-r", "B was a mistake")
-    assert asked.returncode == 0, asked.stderr
+    assert asked.returncode == 3, asked.stderr
     assert "clear HALTED hold #2 on global" in asked.stdout
     assert "hold #1 on global stays HALTED" in asked.stdout
     assert "global will then be HALTED" in asked.stdout
@@ -96,8 +96,8 @@ async def test_enable_gates_and_clear_hold_cannot_re_arm_live_trading_after_a_ki
     killed = rollbot(cfg, "alice", "kill", "trigger", "-r", "runaway algo")
     assert killed.returncode == 0, killed.stdout + killed.stderr
     # no 24 h in shadow, no RCA, no drill: two requests a second person approves
-    assert rollbot(cfg, "alice", "request", "enable-gates", "-r", "go live").returncode == 0
-    assert rollbot(cfg, "alice", "request", "clear-hold", "-r", "all good").returncode == 0
+    assert rollbot(cfg, "alice", "request", "enable-gates", "-r", "go live").returncode == 3
+    assert rollbot(cfg, "alice", "request", "clear-hold", "-r", "all good").returncode == 3
 
     gates = rollbot(cfg, "rita", "approve", "APR-0001")  # global is still HALTED: nothing armed
     assert gates.returncode == 0, gates.stdout + gates.stderr
@@ -116,7 +116,7 @@ async def test_a_hold_cleared_while_the_gates_are_off_leaves_enabling_them_to_re
 ):
     cfg2 = small_desk(tmp_path)
     assert rollbot(cfg2, "alice", "kill", "trigger", "-r", "runaway algo").returncode == 0
-    assert rollbot(cfg2, "alice", "request", "clear-hold", "-r", "all good").returncode == 0
+    assert rollbot(cfg2, "alice", "request", "clear-hold", "-r", "all good").returncode == 3
     assert rollbot(cfg2, "rita", "approve", "APR-0001").returncode == 0
     asked = rollbot(cfg2, "alice", "request", "enable-gates", "-r", "go live")
     assert asked.returncode == 1, asked.stderr

@@ -74,6 +74,7 @@ async def test_a_wrong_passphrase_is_the_venues_refusal_and_a_missing_one_is_a_c
         build_venue(cfg, Secrets())
     assert str(missing.value) == (
         "venue 'okx': environment variable ROLLBOT_FAKE_OKX_PASSPHRASE (password) is not set"
+        " (export it, or put it in .env in the working directory)"
     )
     monkeypatch.setenv("ROLLBOT_FAKE_OKX_PASSPHRASE", "not-the-passphrase")
     venue = build_venue(cfg, Secrets())

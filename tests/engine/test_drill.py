@@ -272,3 +272,20 @@ def test_drills_have_their_own_ids_and_rollbot_report_finds_them(
     assert real.returncode == 0 and "a real incident first" in real.stdout
     missing = rollbot("report", "DRILL-0009")
     assert missing.returncode == 2 and "unknown drill 'DRILL-0009'" in missing.stderr
+
+
+def test_the_drill_report_names_the_runbook_the_config_names(
+    settings: Settings, write_config: Callable[..., Path], rollbot: Any
+) -> None:
+    """The runbook line is `[paths] runbook`: the drill's sandbox kept every other path of its
+    own and dropped this one, so a desk's drill report never named the desk's runbook."""
+    runbook = "https://wiki.example/desk/live-mode-transition"
+    paths = settings.paths.model_copy(update={"runbook": runbook})
+    config = write_config(settings.model_copy(update={"paths": paths}))
+
+    result = Drill(config, Path(settings.database.path).parent)("--latency-ms", "0")
+    md = rollbot("report", "DRILL-0001", env={"ROLLBOT_CONFIG": str(config)})
+
+    assert result.exit_code == 0, result.output
+    assert md.returncode == 0, md.stderr
+    assert md.stdout.rstrip().splitlines()[-1] == f"- [ ] Follow {runbook} to re-enable"

@@ -202,7 +202,9 @@ async def test_markdown_has_the_live_to_shadow_step_8_sections(
         assert f"| {qty} |" in row
         assert f"{side} {qty.lstrip('-')} LIMIT → FILLED (LIMIT_ORDERS_WITH_TIMEOUT)" in row
     assert "- Unrealized PnL when assessed: " in md
-    assert "- NAV change over the rollback (final PnL): " in md
+    assert "- PnL before the halt (session start to the hold): " in md
+    assert "- PnL during the rollback (the hold to verification): " in md
+    assert "- Final PnL (NAV now less the session's first): " in md
     section = md.split("## Errors and issues encountered")[1].split("## ")[0]
     assert section.strip() == "None."
     assert "✅ Shadow mode: ENABLED" in md and "✅ Live trading: BLOCKED" in md

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from fakes.rollbot_harness import (
@@ -72,6 +73,15 @@ async def test_rollback_report_is_block_kit_with_markdown_json_and_png_attached(
         assert card.blocks[0]["text"]["text"] == f"Rollback report {incident}"
         fields = next(b for b in card.blocks if b.get("fields"))["fields"]
         assert any("Final status" in f["text"] and "SUCCESS" in f["text"] for f in fields)
+        pnl = next(f["text"] for f in fields if f["text"].startswith("*PnL*")).splitlines()
+        assert [line.split(": ")[0] for line in pnl[1:]] == [
+            "PnL before the halt",
+            "PnL during the rollback",
+            "Final PnL",
+        ]
+        assert all(
+            re.fullmatch(r"-?\d{1,3}(,\d{3})*\.\d\d USD", line.split(": ")[1]) for line in pnl[1:]
+        )
         table = next(b["text"]["text"] for b in card.blocks if "```" in str(b.get("text")))
         rows = table.split("```")[1].strip("\n").splitlines()
         assert len(rows) == 6 and rows[0].startswith("#")  # a header row and five steps

@@ -1,6 +1,7 @@
 """The terminal face (break-glass): typer commands that call commands/ and print with rich.
 
-Exit codes: 0 done; 1 refused or only partly done (what remains is printed); 2 bad input.
+Exit codes: 0 done; 1 refused or only partly done (what remains is printed); 2 bad input
+(nothing changed); 3 request filed, waiting for a second person to approve it (nothing ran yet).
 """
 
 from __future__ import annotations

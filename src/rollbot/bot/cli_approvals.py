@@ -4,8 +4,10 @@ A request made here still needs a second person (in Slack or at another terminal
 comes from your OS user and the identity mapped to it in rollbot.toml (`[identities]`); there is
 no `--by` on approve or deny, so nobody votes under someone else's name.
 
-Exit codes: 0 done (request stored, vote counted, action ran cleanly); 1 refused, or the action
-ran only partly; 2 bad input.
+Exit codes: 0 done (the action ran cleanly, or a denial was recorded); 1 refused, or the action
+ran only partly; 2 bad input; 3 waiting for another person (a request filed, or an approval
+counted while the request still needs more): nothing ran yet, which a script must not read as
+done (0) nor as refused (1).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from rollbot.storage.events import Actor
 if TYPE_CHECKING:
     from rollbot.commands.approvals import ApprovalRequest, VoteResult
     from rollbot.commands.context import Rollbot
+
+EXIT_WAITING = 3  # filed or signed, nothing ran: a second person must still approve
 
 request_app = typer.Typer(
     no_args_is_help=True, help="Ask for a risky action; a second person must approve it."
@@ -102,7 +106,7 @@ async def request_at_terminal(
         f"nothing ran: a second person must approve — `rollbot approve {req.id}` at their"
         " terminal, or the Approve button in Slack"
     )
-    return 0
+    return EXIT_WAITING
 
 
 def print_vote(result: VoteResult) -> int:
@@ -113,6 +117,8 @@ def print_vote(result: VoteResult) -> int:
             print_request(result.superseded_by, "Fresh request")
         return 1
     cli.out.print(escape(result.message))
+    if result.code == "VOTE_RECORDED":  # counted, but the request still needs more sign-offs
+        return EXIT_WAITING
     if result.code == "EXECUTION_FAILED":
         return 1
     outcome = (result.result or {}).get("final_status")

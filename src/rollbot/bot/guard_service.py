@@ -14,7 +14,6 @@ import gc
 import hmac
 import json
 import logging
-import os
 import signal
 import stat
 from collections import Counter
@@ -184,11 +183,14 @@ class StateWatch:
 
 
 def guard_token() -> str:
-    token = os.environ.get(TOKEN_ENV, "")
+    from rollbot.secrets import secret
+
+    token = secret(TOKEN_ENV) or ""
     if len(token) < 16:
         raise ConfigError(
-            f"the guard service needs {TOKEN_ENV} in the environment: a shared secret of at"
-            " least 16 characters that every trading system sends as `Authorization: Bearer`"
+            f"the guard service needs {TOKEN_ENV} in the environment (or .env): a shared secret"
+            " of at least 16 characters that every trading system sends as `Authorization:"
+            " Bearer`"
         )
     return token
 

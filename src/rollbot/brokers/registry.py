@@ -43,6 +43,7 @@ def build_venue(
             if env_name and not found[what]:
                 raise ConfigError(
                     f"venue {cfg.name!r}: environment variable {env_name} ({what}) is not set"
+                    " (export it, or put it in .env in the working directory)"
                 )
         return CryptoVenue(
             cfg,

@@ -95,6 +95,7 @@ def drill_settings(
                 reports_dir=Path(base.paths.reports_dir) / "drills" / stamp,
                 live_environment=workdir / LIVE_FILE,
                 shadow_config=workdir / SHADOW_FILE,
+                runbook=base.paths.runbook,  # the report names the desk's own runbook
             ),
             "venues": [paper],
             # a rehearsal reprices a resting close after 0.3 s (plus a round trip), not 10 s:

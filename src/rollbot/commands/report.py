@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from rollbot.clock import iso
 from rollbot.commands.context import Rollbot
+from rollbot.commands.money import money
 from rollbot.commands.rollback import StepReport, ended_steps
 from rollbot.errors import BadInput, NotFound
 from rollbot.storage.incidents import Incident
@@ -101,6 +102,12 @@ class LogVerification(_Strict):
     not_checked: dict[str, list[str]] | None = None  # venue -> what could hold risk, unread
     start_nav: float | None = None
     final_nav: float | None = None
+    # final_pnl told apart: drift from the session's first NAV to the hold, and from the hold
+    # (step 1's NAV) to the end of the rollback
+    halt_nav: float | None = None
+    pnl_before_halt: float | None = None
+    pnl_during_rollback: float | None = None
+    currency: str | None = None
     nav_change: float | None = None
     nav_loss_exceeds_threshold: bool | None = None
     trading_state: Literal["ACTIVE", "REDUCING", "HALTED"] | None = None
@@ -205,8 +212,16 @@ def _log_step(s: StepReport, logs_archived: str) -> LogStep:
                 "final_pnl": float(v["final_pnl"])
                 if v.get("start_nav") not in (None, "0")
                 else None,
-                "start_nav": float(v["start_nav"]) if v.get("start_nav") is not None else None,
-                "final_nav": float(v["final_nav"]) if v.get("final_nav") is not None else None,
+                **{
+                    key: float(v[key]) if v.get(key) is not None else None
+                    for key in (
+                        "start_nav",
+                        "final_nav",
+                        "halt_nav",
+                        "pnl_before_halt",
+                        "pnl_during_rollback",
+                    )
+                },
                 "logs_archived": logs_archived,
             }
         )
@@ -287,9 +302,37 @@ def _how(order: dict[str, str]) -> str:
     return head
 
 
+def venue_currencies(app: Rollbot, incident: Incident) -> dict[str, str]:
+    """Each venue's account currency, as its NAV samples around the incident say."""
+    steps = ended_steps(app, incident.id)
+    until = steps[-1].end_time if steps else incident.opened_at
+    samples = NavSamples(app.db).list(since=incident.opened_at - timedelta(days=1), until=until)
+    return {s.venue: s.currency for s in samples}
+
+
+def pnl_lines(v: LogVerification | None) -> list[tuple[str, str]]:
+    """(label, amount) of the PnL a desk asks about, each told apart: what drifted before the
+    hold, what the rollback itself cost, and the seed's final PnL (their sum)."""
+    if v is None or v.final_pnl is None:
+        return []
+    cur = v.currency
+    rows = []
+    if v.pnl_before_halt is not None and v.pnl_during_rollback is not None:
+        rows += [
+            ("PnL before the halt (session start to the hold)", money(v.pnl_before_halt, cur)),
+            (
+                "PnL during the rollback (the hold to verification)",
+                money(v.pnl_during_rollback, cur),
+            ),
+        ]
+    rows.append(("Final PnL (NAV now less the session's first)", money(v.final_pnl, cur)))
+    return rows
+
+
 def build_markdown(app: Rollbot, incident: Incident) -> str:
     log = build_log(app, incident)
     steps = ended_steps(app, incident.id)
+    currency = venue_currencies(app, incident)
     errors = [
         e for e in app.events.list(incident_id=incident.id, kinds=["ORDER_REJECTED", "VENUE_ERROR"])
     ]
@@ -342,18 +385,17 @@ def build_markdown(app: Rollbot, incident: Incident) -> str:
                     else []
                 )
                 how = "; ".join(_how(o) for o in sent) or "no closing order sent"
-                out.append(
-                    f"| {venue} | {sym} | {vals['quantity']} | {vals['unrealized_pnl']} |"
-                    f" {how} ({strategy}) |"
-                )
+                pnl = money(vals["unrealized_pnl"], currency.get(venue))
+                out.append(f"| {venue} | {sym} | {vals['quantity']} | {pnl} | {how} ({strategy}) |")
     else:
         out.append("No positions were assessed in this incident.")
     out.append("")
     out += ["## PnL at rollback", ""]
     if assess and assess.total_pnl is not None:
-        out.append(f"- Unrealized PnL when assessed: {float(assess.total_pnl):,.2f}")
-    if log.final_pnl is not None:
-        out.append(f"- NAV change over the rollback (final PnL): {log.final_pnl:,.2f}")
+        units = "/".join(sorted({currency[v] for v in assess.positions or {} if v in currency}))
+        out.append(f"- Unrealized PnL when assessed: {money(assess.total_pnl, units or None)}")
+    verified = next((s.verification for s in log.steps if s.verification), None)
+    out += [f"- {label}: {amount}" for label, amount in pnl_lines(verified)]
     out.append("")
     out += ["## Errors and issues encountered", ""]
     problems = [
@@ -402,7 +444,7 @@ def build_markdown(app: Rollbot, incident: Incident) -> str:
             + ("ENABLED" if v["shadow_mode_active"] else "NOT enabled"),
             f"- {tick[bool(v['live_trading_blocked'])]} Live trading: "
             + ("BLOCKED" if v["live_trading_blocked"] else "NOT blocked"),
-            f"- {tick[not v['nav_loss_exceeds_threshold']]} NAV change "
+            f"- {tick[not v['nav_loss_exceeds_threshold']]} NAV change since the session start "
             f"{v['nav_change']:+.2%} (threshold -{app.settings.nav_change_threshold:.0%})",
         ]
     else:
@@ -432,6 +474,7 @@ def build_markdown(app: Rollbot, incident: Incident) -> str:
     return "\n".join(out)
 
 
+STEP_LABEL_GAP = 0.03  # of the axes' width: a step number and its box, with room to spare
 STEP_COLORS = {
     "SUCCESS": "tab:green",
     "PARTIAL": "tab:orange",
@@ -473,6 +516,7 @@ def chart(app: Rollbot, incident: Incident) -> Any:
     for s in samples:
         by_venue.setdefault(s.venue, []).append((s.at, float(s.nav)))
     currencies = sorted({s.currency for s in samples}) or ["USD"]
+    currency_of = {s.venue: s.currency for s in samples}
     handles = []
     for venue, points in by_venue.items():
         before = [p for p in points if p[0] <= start]
@@ -495,20 +539,30 @@ def chart(app: Rollbot, incident: Incident) -> Any:
                 linewidth=2.5,
                 marker="o",
                 label=f"{venue}: PnL during the rollback"
-                f" ({during[-1][1] - halt:+,.2f} {currencies[0]} from the halt)",
+                f" ({money(during[-1][1] - halt, currency_of[venue])} from the halt)",
             )
             handles.append(line)
+    shown = [p[0] for points in by_venue.values() for p in points] or [start]
+    left = mdates.date2num(min([*shown, start]))
+    width = max(mdates.date2num(max([*shown, end])) - left, 1e-9)
+    rows: list[float] = []  # the x (axes fraction) each row of step numbers has reached
     for s in steps:
         ax.axvspan(s.start_time, s.end_time, color=STEP_COLORS[s.status.value], alpha=0.18)
+        # a step of a few ms starts where the next one does: its number goes a row lower
+        # instead of on top of the next (the drill's "2" and "3" were one blot)
+        x = (mdates.date2num(s.start_time) - left) / width
+        row = next((i for i, reached in enumerate(rows) if x >= reached), len(rows))
+        rows[row : row + 1] = [x + STEP_LABEL_GAP]
         ax.annotate(
             str(s.step),
             (s.start_time, 1.0),
             xycoords=("data", "axes fraction"),
-            xytext=(2, -2),
+            xytext=(2, -2 - 12 * row),
             textcoords="offset points",
             va="top",
             fontsize=9,
             fontweight="bold",
+            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.8, "lw": 0},
         )
         handles.append(
             Patch(
@@ -519,7 +573,6 @@ def chart(app: Rollbot, incident: Incident) -> Any:
         )
     ax.set_title(f"{incident.id}: PnL around the incident — {incident.final_status or 'RUNNING'}")
     ax.set_ylabel(f"PnL ({'/'.join(currencies)})")
-    shown = [p[0] for points in by_venue.values() for p in points] or [start]
     days = sorted({t.astimezone(UTC).date().isoformat() for t in shown})
     ax.set_xlabel(f"time (UTC) on {' to '.join(dict.fromkeys([days[0], days[-1]]))}")
     fine = (max(shown) - min(shown)).total_seconds() < 300  # a drill lasts seconds

@@ -987,10 +987,14 @@ class Engine:
         return fields, results
 
     # -- step 5 -------------------------------------------------------------------------------
+    def _halt_navs(self, incident: Incident) -> dict[str, str]:
+        """The NAV per venue read in step 1, when the hold was stored."""
+        return dict(loads(self.app.incidents.get(incident.id).start_nav) or {})
+
     def _session_start_navs(self, incident: Incident) -> dict[str, str]:
         """The day's first NAV sample per venue (IBKR seed: nav - initial_nav); the NAV read at
         HALT where no sample exists."""
-        navs = dict(loads(self.app.incidents.get(incident.id).start_nav) or {})
+        navs = self._halt_navs(incident)
         since = incident.opened_at - timedelta(hours=24)
         for venue in list(navs) or self.app.venue_names:
             first = self.navs.list(venue=venue, since=since)
@@ -1003,6 +1007,7 @@ class Engine:
     ) -> tuple[dict[str, Any], list[VenueBook]]:
         books = list(await asyncio.gather(*(self._read(v) for v in venues.values())))
         start_navs = self._session_start_navs(incident)
+        halt_navs = self._halt_navs(incident)
         flattened = {f.venue: f for f in flattens}
         residual: dict[str, dict[str, str]] = {}
         last_known: dict[str, dict[str, str]] = {}  # unreachable venues: step 4's last knowledge
@@ -1011,6 +1016,10 @@ class Engine:
         unreachable: list[str] = []
         actions, per = [], {}
         nav_start = nav_end = D0
+        # the seed's final PnL (NAV now less the session's first) is drift before the halt
+        # plus what the rollback itself cost: each told apart where the halt's NAV was read
+        nav_halt: Decimal | None = D0
+        currencies: set[str] = set()
         for b in books:
             if b.error:
                 unreachable.append(b.venue)
@@ -1032,6 +1041,12 @@ class Engine:
             if b.account and b.venue in start_navs:
                 nav_start += Decimal(start_navs[b.venue])
                 nav_end += b.account.nav
+                currencies.add(b.account.currency)
+                nav_halt = (
+                    nav_halt + Decimal(halt_navs[b.venue])
+                    if nav_halt is not None and b.venue in halt_navs
+                    else None
+                )
             per[b.venue] = (
                 "flat, no open orders"
                 if not b.positions and not b.orders
@@ -1073,6 +1088,14 @@ class Engine:
             "start_nav": str(nav_start),
             "final_nav": str(nav_end),
             "final_pnl": str(nav_end - nav_start),
+            "halt_nav": str(nav_halt) if nav_halt is not None and nav_start else None,
+            "pnl_before_halt": str(nav_halt - nav_start)
+            if nav_halt is not None and nav_start
+            else None,
+            "pnl_during_rollback": str(nav_end - nav_halt)
+            if nav_halt is not None and nav_start
+            else None,
+            "currency": "/".join(sorted(currencies)) or None,
             "nav_change": float(change),
             "nav_loss_exceeds_threshold": breached,
             "trading_state": state.value,

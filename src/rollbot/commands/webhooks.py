@@ -12,7 +12,6 @@ the URL is looked up in rollbot.toml again when the page is sent.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Literal
@@ -221,13 +220,16 @@ async def deliver(app: Rollbot, timer: Timer) -> Delivery:
         _record(app, timer, result, fmt, shown, contact, event)
         return result
     if fmt == "pagerduty":
-        key = os.environ.get(p.get("key_env") or "", "")
+        from rollbot.secrets import secret
+
+        key = secret(p.get("key_env") or "") or ""
         if not key:
             result = Delivery(
                 ok=False,
                 attempts=0,
-                error=f"PagerDuty routing key not set: environment variable "
-                f"{p.get('key_env') or '(none named)'} is empty",
+                error="PagerDuty routing key not set: "
+                f"{p.get('key_env') or '(no variable named)'} is empty in the environment and"
+                " in .env",
             )
             _record(app, timer, result, fmt, url, contact, event)
             return result

@@ -9,9 +9,10 @@ from typing import Any
 
 from rollbot.bot.slack.ids import Action
 from rollbot.clock import parse_iso
+from rollbot.commands.money import money
 from rollbot.commands.mrkdwn import escape
 from rollbot.commands.positions import VenueBook, coverage_line
-from rollbot.commands.report import RollbackLog
+from rollbot.commands.report import RollbackLog, pnl_lines
 from rollbot.commands.rollback import StepReport
 
 Blocks = list[dict[str, Any]]
@@ -158,10 +159,17 @@ def _pnl_line(steps: list[dict[str, Any]]) -> str:
     parts = []
     for s in steps:
         if s.get("total_pnl") is not None:
-            parts.append(f"unrealized at assessment {float(s['total_pnl']):,.2f}")
+            parts.append(f"unrealized at assessment {money(s['total_pnl'])}")
         v = s.get("verification") or {}
         if v.get("start_nav") not in (None, "0"):
-            parts.append(f"NAV change {float(v['final_pnl']):,.2f} ({v['nav_change']:+.2%})")
+            cur = v.get("currency")
+            if v.get("pnl_during_rollback") is not None:
+                parts.append(f"during the rollback {money(v['pnl_during_rollback'], cur)}")
+                parts.append(f"before the halt {money(v['pnl_before_halt'], cur)}")
+            parts.append(
+                f"final {money(v['final_pnl'], cur)} ({v['nav_change']:+.2%} since the session"
+                " start)"
+            )
     return "*PnL:* " + "; ".join(parts) if parts else ""
 
 
@@ -687,7 +695,7 @@ def report(
     """/rollback-report in Block Kit: header, the facts as fields, the steps as an aligned
     table, what was closed and what was verified. The Markdown, JSON and PNG go as files."""
     v = next((s.verification for s in log.steps if s.verification), None)
-    final_pnl = f"{log.final_pnl:,.2f}" if log.final_pnl is not None else "not measured"
+    pnl = [(label.split(" (")[0], amount) for label, amount in pnl_lines(v)]
     trigger = escape(log.trigger)
     if log.trigger_value is not None:
         trigger += f" (value {log.trigger_value}, threshold {log.trigger_threshold})"
@@ -699,8 +707,11 @@ def report(
         _field("Started by", f"{incident['opened_by_label']} via {incident['source']}"),
         _field("Opened", when(incident.get("opened_at"))),
         _field("Total duration", f"{log.total_duration_seconds:.1f} s (seed target 180 s)"),
-        _field("PnL over the rollback", final_pnl),
     ]
+    # at most 10 fields in a section: the PnL lines go in one
+    fields.append(
+        _field("PnL", "\n".join(f"{label}: {amount}" for label, amount in pnl) or "not measured")
+    )
     blocks: Blocks = [
         {
             "type": "header",
