@@ -76,6 +76,25 @@ class DatabaseConfig(_Section):
     busy_timeout_ms: int = Field(5000, gt=0, le=600_000)
 
 
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname() or "localhost"
+
+
+class HostConfig(_Section):
+    """This machine among several sharing one database (README "Two hosts"). A host is a
+    machine, never a person: its id comes from here or the machine's hostname, not from a
+    person's environment."""
+
+    id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")] = Field(
+        default_factory=_hostname
+    )
+    # each process renews its heartbeat, and the leader its leases, this often; a host that
+    # stops is taken over after 3 missed renewals (README "Two hosts": the bounds)
+    lease_interval_s: float = Field(2.0, ge=0.05, le=60)
+
+
 class PathsConfig(_Section):
     reports_dir: Path = Path("var/reports")
     live_environment: Path = Path("var/config/live_environment.toml")
@@ -363,6 +382,7 @@ class DrillsConfig(_Section):
 
 class Settings(_Section):
     database: DatabaseConfig = DatabaseConfig()
+    host: HostConfig = Field(default_factory=HostConfig)
     paths: PathsConfig = PathsConfig()
     venues: list[VenueConfig] = Field(  # a kill must have somewhere to cancel
         default_factory=lambda: [PaperVenueConfig()], min_length=1

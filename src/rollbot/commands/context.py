@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from rollbot.clock import Clock, SystemClock
 from rollbot.commands.gates import Gates
@@ -19,6 +19,7 @@ from rollbot.storage.incidents import Incidents
 
 if TYPE_CHECKING:
     from rollbot.brokers.base import Venue, VenueEvent
+    from rollbot.commands.liveness import Beat, Heartbeats
     from rollbot.secrets import Secrets
 
 
@@ -98,6 +99,28 @@ class Rollbot:
         """A venue event, stamped by this app's clock: the risk monitor counts them over windows
         of that clock, and a venue library stamps the wall clock (a test's clock is another)."""
         self.venue_events.append(event.model_copy(update={"at": self.clock.now()}))
+
+    @property
+    def me(self) -> dict[str, Any]:
+        """This process as claims record it: [host] id, pid, when it started."""
+        from rollbot.commands.liveness import me_on
+
+        return me_on(self.settings.host.id)
+
+    @property
+    def heartbeats(self) -> Heartbeats:
+        from rollbot.commands.liveness import Heartbeats
+
+        return Heartbeats(self.db, self.clock.now, self.settings.host.lease_interval_s)
+
+    def beat(self, claimer: dict[str, Any]) -> Beat:
+        """Is the process that made this claim still beating (another host's process)."""
+        return self.heartbeats.of(claimer)
+
+    def live_elsewhere(self, claimer: dict[str, Any]) -> bool:
+        from rollbot.commands.liveness import live_elsewhere
+
+        return live_elsewhere(claimer, self.me, self.beat)
 
     @property
     def venue_names(self) -> list[str]:

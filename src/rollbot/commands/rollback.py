@@ -25,7 +25,6 @@ from rollbot.commands.flatten import VenueCloser, VenueFlatten, choose_strategy
 from rollbot.commands.held_incident import HOLD_WAIT_MS, store_held_incident
 from rollbot.commands.hooks import run_strategy_stop
 from rollbot.commands.kill_scope import AccountCancel, cancel_account, guard_probes
-from rollbot.commands.liveness import ME, live_elsewhere
 from rollbot.commands.positions import VenueBook, coverage_line, read_book
 from rollbot.commands.trading_state import TradingState, parse_scope
 from rollbot.commands.venue_timeouts import bounded, contained
@@ -416,15 +415,36 @@ class Engine:
                 incident = self.app.incidents.get(incident.id)
             return self._outcome(incident, [done[s] for s in steps], new=new, books=None)
         with self.app.db.write():  # the claim: checked and taken in one transaction
+            # the incident's row locked first: a database with row locks (not one write lock)
+            # must not let two hosts both read "nobody runs it" and both run it
+            self.app.db.execute("UPDATE incidents SET phase = phase WHERE id = ?", (incident.id,))
             other = running_elsewhere(self.app, incident.id)
             if other:
                 raise Refused(
                     f"{incident.id} is being run by {other}; it finishes it there",
                     code="RUNNING_ELSEWHERE",
                 )
+            # the claim's heartbeat, so another host can tell when this process stops
+            self.app.heartbeats.beat(self.app.me)
             self.app.incidents.set_phase(
-                incident.id, "RUNNING", self.actor, steps=list(steps), runner=ME
+                incident.id, "RUNNING", self.actor, steps=list(steps), runner=self.app.me
             )
+        # the runner's heartbeat while the run lasts (a terminal's `rollbot rollback` has no
+        # clock beating for it): other hosts finish the run once it stops
+        beating = self.app.heartbeats.beating(self.app.me)
+        try:
+            return await self._steps(incident, steps, done, new=new)
+        finally:
+            beating.set()
+
+    async def _steps(
+        self,
+        incident: Incident,
+        steps: tuple[int, ...],
+        done: dict[int, StepReport],
+        *,
+        new: bool,
+    ) -> Outcome:
         first = self.app.events.list(incident_id=incident.id, kinds=["STEP_STARTED"], limit=1)
         t0 = first[0].at if first else self.app.clock.now()
         # a venue that stops answering is unreachable after venue_timeout_s, in every step
@@ -998,8 +1018,9 @@ _RUNS: dict[tuple[int, str, str], asyncio.Event] = {}  # runs in this process, p
 
 
 def running_elsewhere(app: Rollbot, incident_id: str) -> str | None:
-    """Who runs this incident right now, when it is another live process on this host (the
-    claim is in the RUNNING phase event; a run that stopped says so with RUN_INTERRUPTED)."""
+    """Who runs this incident right now, when it is another live process: on this machine by
+    /proc, on another host by its heartbeat (the claim is in the RUNNING phase event; a run
+    that stopped says so with RUN_INTERRUPTED)."""
     row = app.db.one(
         "SELECT kind, data FROM events WHERE incident_id = ?"
         " AND kind IN ('INCIDENT_PHASE', 'RUN_INTERRUPTED') ORDER BY id DESC LIMIT 1",
@@ -1009,15 +1030,18 @@ def running_elsewhere(app: Rollbot, incident_id: str) -> str | None:
         return None
     data = loads(row["data"]) or {}
     runner = data.get("runner") or {}
-    if data.get("phase") != "RUNNING" or not live_elsewhere(runner):
+    if data.get("phase") != "RUNNING" or not app.live_elsewhere(runner):
         return None  # finished, crashed (the run is ours to finish), or this process (it waits)
     return f"process {runner['pid']} on {runner['host']}"
 
 
-async def resume_unfinished(app: Rollbot, actor: Actor, **kw: Any) -> list[Outcome]:
-    """At start: finish any incident whose run was cut off — a crash mid-run (RUNNING), or
-    between storing the hold and starting the run (OPENED for over a minute: younger ones may
-    be starting in another process right now)."""
+async def resume_unfinished(
+    app: Rollbot, actor: Actor, *, reason: str = "unfinished run found at start", **kw: Any
+) -> list[Outcome]:
+    """At start, and in the clock's sweeps: finish any incident whose run was cut off — a crash
+    mid-run (RUNNING, and its runner no longer alive: on this machine by /proc, on another host
+    by its heartbeat), or between storing the hold and starting the run (OPENED for over a
+    minute: younger ones may be starting in another process right now)."""
     halt_abandoned_flattens(app, actor)
     outcomes = []
     stale = app.clock.now() - OPENED_GRACE
@@ -1025,14 +1049,14 @@ async def resume_unfinished(app: Rollbot, actor: Actor, **kw: Any) -> list[Outco
         if incident.phase == "RUNNING" or (
             incident.phase == "OPENED" and incident.opened_at < stale
         ):
-            if running_elsewhere(app, incident.id):
-                continue  # not cut off: another live process is running it now
+            if _running_here(app, incident.id) or running_elsewhere(app, incident.id):
+                continue  # not cut off: a live process (maybe this one) is running it now
             engine = Engine(app, actor, **kw)
             app.events.append(
                 "INCIDENT_RESUMED",
                 actor,
                 incident_id=incident.id,
-                reason="unfinished run found at start",
+                reason=reason,
             )
             outcomes.append(await engine.run(incident, engine.steps_of(incident), new=False))
     # an approved flatten or rollback cut off with its run: the request takes the run's outcome
