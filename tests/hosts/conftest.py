@@ -13,9 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from terminal_users import tmp_path  # people at the terminal run as other uids
+
+from hosts.desk import FIGURES
 
 __all__ = ["tmp_path"]
 
@@ -26,3 +29,10 @@ def shared_db(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
         return tmp_path / "shared" / f"{name}.db"
 
     yield location
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("rollbot two-host figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

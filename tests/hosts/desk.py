@@ -26,6 +26,7 @@ from rollbot.storage.db import Database
 from rollbot.storage.events import Actor
 
 ROLLBOT = str(Path(sys.executable).with_name("rollbot"))
+FIGURES: list[str] = []  # what the host tests measured, printed at the end of the run
 LEASE_S = 0.5  # [host] lease_interval_s of both hosts: heartbeats run out after 1.5 s
 
 
