@@ -102,6 +102,21 @@ class PathsConfig(_Section):
     runbook: str = ""  # the desk's live-mode transition runbook (a path or URL) the report names
 
 
+class GatesConfig(_Section):
+    """Where the gates files are written (README "Two hosts"). `agent = false`: by this
+    process, at [paths]. `agent = true`: the files live on the trading system's host and
+    `rollbot gates agent` there applies each change stored in the database; this host only
+    asks, and reads back what the agent reports."""
+
+    agent: bool = False
+    agent_poll_s: float = Field(0.5, gt=0, le=60)  # how often the agent reads the database
+    # without a report from the agent for this long, the gates count as unreadable (BLOCKED)
+    agent_stale_s: float = Field(5, gt=0, le=3600)
+    # the agent without the database for this long puts its files in shadow itself
+    agent_fail_closed_s: float = Field(10, gt=0, le=3600)
+    apply_timeout_s: float = Field(5, gt=0, le=300)  # how long a rollback waits for the agent
+
+
 class PaperVenueConfig(_Section):
     kind: Literal["paper"] = "paper"
     name: Text = "paper"
@@ -384,6 +399,7 @@ class Settings(_Section):
     database: DatabaseConfig = DatabaseConfig()
     host: HostConfig = Field(default_factory=HostConfig)
     paths: PathsConfig = PathsConfig()
+    gates: GatesConfig = GatesConfig()
     venues: list[VenueConfig] = Field(  # a kill must have somewhere to cancel
         default_factory=lambda: [PaperVenueConfig()], min_length=1
     )

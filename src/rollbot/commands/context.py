@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from rollbot.clock import Clock, SystemClock
 from rollbot.commands.gates import Gates
+from rollbot.commands.gates_agent import GatesViaAgent
 from rollbot.commands.guard import Guard
 from rollbot.commands.killswitch import KillSwitch
 from rollbot.commands.outbox import Outbox
@@ -30,7 +31,7 @@ class Rollbot:
     clock: Clock
     events: EventLog
     incidents: Incidents
-    gates: Gates
+    gates: Gates | GatesViaAgent
     killswitch: KillSwitch
     outbox: Outbox
     _venues: dict[str, Venue] | None = None
@@ -62,7 +63,11 @@ class Rollbot:
         clock = clock or SystemClock()
         db = Database(settings.database.path, settings.database.busy_timeout_ms, create=create)
         events = EventLog(db, clock)
-        gates = Gates(settings.paths.live_environment, settings.paths.shadow_config, events)
+        gates: Gates | GatesViaAgent
+        if settings.gates.agent:  # the files are on the trading system's host (README)
+            gates = GatesViaAgent(db, clock, events, settings.gates)
+        else:
+            gates = Gates(settings.paths.live_environment, settings.paths.shadow_config, events)
         holder: list[Rollbot] = []
 
         def fresh_venue(name: str) -> Venue:

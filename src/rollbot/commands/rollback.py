@@ -633,15 +633,22 @@ class Engine:
         if incident.scope == "global":
             try:
                 values = self.app.gates.disable(self.actor, incident.reason, incident.id)
+                values = await self.app.gates.settle(values)  # the gates agent's, elsewhere
             except Exception as exc:  # reported, and the venues below are still switched off
                 ok = False
                 actions.append(f"Live gates could NOT be disabled: {type(exc).__name__}: {exc}")
             else:
-                actions.append(
-                    "Live gates disabled: enable_live_trading=false, live_mode_armed=false,"
-                    " live_dry_run_mode=true; shadow mode enabled"
-                )
-                ok = values.shadow_active
+                ok = values.shadow_active and not values.pending
+                if ok:
+                    actions.append(
+                        "Live gates disabled: enable_live_trading=false, live_mode_armed=false,"
+                        " live_dry_run_mode=true; shadow mode enabled"
+                    )
+                else:  # read back, not assumed: the agent's report or the files say otherwise
+                    actions.append(
+                        "Live gates NOT confirmed disabled: "
+                        + (values.pending or values.problem or "shadow mode is not active")
+                    )
         for name, venue in venues.items():
             try:
                 venue.set_reconnect(False)

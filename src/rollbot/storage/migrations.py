@@ -344,6 +344,30 @@ CREATE TABLE IF NOT EXISTS dead_mans_switches (
 );
 """
 
+# gates across hosts (commands/gates_agent.py): each change asked for, in order, and what the
+# agent on the trading system's host last read back from its files
+V10_GATE_CHANGES = """
+CREATE TABLE IF NOT EXISTS gate_changes (
+    generation INTEGER PRIMARY KEY,
+    requested_at TEXT NOT NULL,
+    gate_values TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    incident_id TEXT,
+    applied_at TEXT,
+    applied_by TEXT
+);
+CREATE TABLE IF NOT EXISTS gate_readings (
+    name TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    gate_values TEXT NOT NULL,
+    readable INTEGER NOT NULL,
+    problem TEXT NOT NULL,
+    read_at TEXT NOT NULL
+);
+"""
+
 MIGRATIONS: list[str] = [
     V1_CORE,
     V2_LEASES,
@@ -354,4 +378,5 @@ MIGRATIONS: list[str] = [
     V7_OPEN_WORK_INDEXES,
     V8_OUTBOX_SET_ASIDE,
     V9_DEAD_MANS_SWITCH,
+    V10_GATE_CHANGES,
 ]
