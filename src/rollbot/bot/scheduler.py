@@ -39,6 +39,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rollbot.commands import checklist, drill_schedule, escalation, preflight, webhooks
 from rollbot.commands.approvals import Approvals
+from rollbot.commands.client_ids import lease_client_ids
 from rollbot.commands.context import Rollbot
 from rollbot.commands.dead_mans_switch import DeadMansSwitch
 from rollbot.commands.liveness import holder_gone
@@ -88,6 +89,7 @@ class Clockwork:
         self._clock_until: datetime | None = None  # the clock's lease, held here until then
         self._once: set[str] = set()  # interval jobs only the clock's lease holder runs
         self._beating: threading.Event | None = None
+        self._clashes: set[str] = set()  # IBKR client ids another host uses, said once
         lease_s = app.settings.host.lease_interval_s
         # this process is alive, for other hosts; and which process does the once-per-desk work
         self.every("heartbeat", lease_s, self.heartbeat)
@@ -186,6 +188,8 @@ class Clockwork:
         """The clock's lease renewed (or taken over); this process's heartbeat beats in its own
         thread as well (Heartbeats.beating)."""
         self.app.heartbeats.beat(self.app.me)
+        for clash in lease_client_ids(self.app, self._clashes):
+            log.error(clash)
         self.leads_clock(renew=True)
 
     def _gone(self, lease: Any) -> bool:
