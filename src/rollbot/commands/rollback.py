@@ -25,6 +25,7 @@ from rollbot.commands.flatten import VenueCloser, VenueFlatten, choose_strategy
 from rollbot.commands.held_incident import HOLD_WAIT_MS, store_held_incident
 from rollbot.commands.hooks import run_strategy_stop
 from rollbot.commands.kill_scope import AccountCancel, cancel_account, guard_probes
+from rollbot.commands.liveness import is_me
 from rollbot.commands.positions import VenueBook, coverage_line, read_book
 from rollbot.commands.trading_state import TradingState, parse_scope
 from rollbot.commands.venue_timeouts import bounded, contained
@@ -458,6 +459,13 @@ class Engine:
             if number in done:
                 reports.append(done[number])
                 continue
+            taken = taken_over(self.app, incident.id)
+            if taken:  # this process stalled past its heartbeat and another host took the run
+                raise Refused(
+                    f"{incident.id} was taken over by {taken} while this process could not renew"
+                    " its heartbeat; it finishes the run there",
+                    code="TAKEN_OVER",
+                )
             step = STEPS[number]
             await _maybe(self.on_start(step) if self.on_start else None)
             started = self.app.clock.now()
@@ -1040,6 +1048,21 @@ def running_elsewhere(app: Rollbot, incident_id: str) -> str | None:
     if data.get("phase") != "RUNNING" or not app.live_elsewhere(runner):
         return None  # finished, crashed (the run is ours to finish), or this process (it waits)
     return f"process {runner['pid']} on {runner['host']}"
+
+
+def taken_over(app: Rollbot, incident_id: str) -> str | None:
+    """Another process's claim on this incident, newer than this process's own (fencing: a
+    runner whose heartbeat lapsed must not go on beside the host that took over)."""
+    row = app.db.one(
+        "SELECT data FROM events WHERE incident_id = ? AND kind = 'INCIDENT_PHASE'"
+        " ORDER BY id DESC LIMIT 1",
+        (incident_id,),
+    )
+    data = (loads(row["data"]) or {}) if row else {}
+    runner = data.get("runner") or {}
+    if data.get("phase") != "RUNNING" or not runner or is_me(runner, app.me):
+        return None
+    return f"process {runner.get('pid')} on {runner.get('host')}"
 
 
 async def resume_unfinished(
