@@ -42,9 +42,7 @@ async def run(sizes: Sizes, tmp: Path) -> list[Figure]:
             title="Two hosts: randomized retries, double clicks, votes — duplicates found",
             unit="duplicates",
             samples=[float(len(tally.problems))],
-            target=0,
-            target_text="0",
-            note=note,
+            note=f"{note} (any duplicate fails this benchmark)",
         ),
         Figure(
             key="two_hosts_ack",
