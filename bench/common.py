@@ -324,6 +324,7 @@ class Sizes:
     start_runs: int
     latency_ms: float = 25
     idle_s: float = 1.0  # how long the bot sits idle before its RSS is read
+    host_trials: int = 1000  # two hosts: randomized retried deliveries, clicks, votes
 
     @classmethod
     def full(cls) -> Sizes:
@@ -367,6 +368,7 @@ class Sizes:
             start_runs=1,
             latency_ms=5,
             idle_s=0.1,
+            host_trials=12,
         )
 
 

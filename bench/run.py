@@ -37,6 +37,7 @@ from bench import (  # noqa: E402
     kill_latency,
     kill_startup,
     scale,
+    two_hosts,
 )
 from bench.common import Figure, Sizes, machine  # noqa: E402
 from bench.report import markdown  # noqa: E402
@@ -56,6 +57,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "kill_ibkr": ("8. Kill on IBKR under 50 msg/s pacing", kill_ibkr.run),
     "crypto_kill": ("9. Kill on a per-symbol exchange (Binance spot)", crypto_kill.run),
     "scale": ("7. Scale: empty and history database (issue 18)", scale.run),
+    "two_hosts": ("10. Two hosts on one database (issue 19)", two_hosts.run),
 }
 
 

@@ -76,11 +76,45 @@ class DatabaseConfig(_Section):
     busy_timeout_ms: int = Field(5000, gt=0, le=600_000)
 
 
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname() or "localhost"
+
+
+class HostConfig(_Section):
+    """This machine among several sharing one database (README "Two hosts"). A host is a
+    machine, never a person: its id comes from here or the machine's hostname, not from a
+    person's environment."""
+
+    id: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")] = Field(
+        default_factory=_hostname
+    )
+    # each process renews its heartbeat, and the leader its leases, this often; a host that
+    # stops is taken over after 3 missed renewals (README "Two hosts": the bounds)
+    lease_interval_s: float = Field(2.0, ge=0.05, le=60)
+
+
 class PathsConfig(_Section):
     reports_dir: Path = Path("var/reports")
     live_environment: Path = Path("var/config/live_environment.toml")
     shadow_config: Path = Path("var/config/shadow_config.toml")
     runbook: str = ""  # the desk's live-mode transition runbook (a path or URL) the report names
+
+
+class GatesConfig(_Section):
+    """Where the gates files are written (README "Two hosts"). `agent = false`: by this
+    process, at [paths]. `agent = true`: the files live on the trading system's host and
+    `rollbot gates agent` there applies each change stored in the database; this host only
+    asks, and reads back what the agent reports."""
+
+    agent: bool = False
+    agent_poll_s: float = Field(0.5, gt=0, le=60)  # how often the agent reads the database
+    # without a report from the agent for this long, the gates count as unreadable (BLOCKED)
+    agent_stale_s: float = Field(5, gt=0, le=3600)
+    # the agent without the database for this long puts its files in shadow itself
+    agent_fail_closed_s: float = Field(10, gt=0, le=3600)
+    apply_timeout_s: float = Field(5, gt=0, le=300)  # how long a rollback waits for the agent
 
 
 class PaperVenueConfig(_Section):
@@ -366,7 +400,9 @@ class DrillsConfig(_Section):
 
 class Settings(_Section):
     database: DatabaseConfig = DatabaseConfig()
+    host: HostConfig = Field(default_factory=HostConfig)
     paths: PathsConfig = PathsConfig()
+    gates: GatesConfig = GatesConfig()
     venues: list[VenueConfig] = Field(  # a kill must have somewhere to cancel
         default_factory=lambda: [PaperVenueConfig()], min_length=1
     )

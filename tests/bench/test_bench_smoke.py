@@ -36,6 +36,7 @@ EXPECTED = {
         "guard_service",
     },
     "crypto_kill": {"crypto_kill_cancel"},
+    "two_hosts": {"two_hosts_trials", "two_hosts_ack"},
     "scale": {
         f"scale_{figure}_{db}"
         for db in ("empty", "history")

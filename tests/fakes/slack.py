@@ -696,6 +696,12 @@ class FakeSlack:
         self.private_channels: set[str] = set()
         self.archived_channels: set[str] = set()
 
+        # Slack spreads a workspace's envelopes over an app's open connections (up to 10: "Using
+        # Socket Mode", docs.slack.dev/apis/events-api/using-socket-mode): None sends each to
+        # the newest, a function picks one (a test spreading them over several hosts)
+        self.route: Callable[[list[SocketConnection]], SocketConnection] | None = None
+        self.rerouted = 0  # envelopes sent again over another connection (a closing one)
+
         self.api_port = 0
         self.socket_port = 0
         self._api_runner: web.AppRunner | None = None
@@ -1712,9 +1718,25 @@ class FakeSlack:
             conn = await self.wait_connected(timeout=timeout)
         except FakeSlackTimeout:
             raise FakeSlackTimeout(f"no Socket Mode connection within {timeout}s") from None
+        if self.route is not None and (active := self.active_connections()):
+            conn = self.route(active)
         delivery = Delivery(envelope, conn.id, time.monotonic())
         self._deliveries.append(delivery)
-        await conn.ws.send_str(json.dumps(envelope.to_wire()))
+        try:
+            await conn.ws.send_str(json.dumps(envelope.to_wire()))
+        except ConnectionResetError:
+            # the client is replacing this connection (Socket Mode refreshes them): Slack sends
+            # the envelope over another open one
+            if self.route is None:
+                raise
+            others = await self.wait_until(
+                lambda: [c for c in self.active_connections() if c is not conn], timeout
+            )
+            self.rerouted += 1
+            conn = self.route(others)
+            delivery = Delivery(envelope, conn.id, time.monotonic())
+            self._deliveries.append(delivery)
+            await conn.ws.send_str(json.dumps(envelope.to_wire()))
         return delivery
 
     async def deliver_slash_command(

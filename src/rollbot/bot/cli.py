@@ -495,7 +495,7 @@ def gates_disable(
         rb = Rollbot.open(settings())
         who = actor(rb, by)
         break_glass(rb, who, "gates disable", reason)
-        values = rb.gates.disable(who, reason)
+        values = asyncio.run(rb.gates.settle(rb.gates.disable(who, reason)))
         return _print_gates(values)
 
     raise typer.Exit(guarded(go))
@@ -517,13 +517,52 @@ def _print_gates(values: Any) -> int:
     return 0
 
 
+@gates_app.command("agent")
+def gates_agent() -> None:
+    """Run on the trading system's host: apply the gate changes stored in the database to this
+    host's gates files ([paths]), and report them back ([gates] agent, README "Two hosts")."""
+
+    def go() -> int:
+        import signal
+
+        from rollbot.clock import SystemClock
+        from rollbot.commands.gates_agent import GatesAgent
+        from rollbot.storage.db import Database
+
+        cfg = settings()
+        agent = GatesAgent(
+            lambda: Database(cfg.database.path, cfg.database.busy_timeout_ms),
+            (cfg.paths.live_environment, cfg.paths.shadow_config),
+            SystemClock(),
+            cfg.gates,
+            cfg.host.id,
+        )
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            first = await asyncio.to_thread(agent.poll)
+            out.print(
+                f"rollbot gates agent ready on {cfg.host.id}: {first};"
+                f" {cfg.paths.live_environment} and {cfg.paths.shadow_config}"
+            )
+            await agent.run(stop)
+
+        asyncio.run(main())
+        return 0
+
+    raise typer.Exit(guarded(go))
+
+
 @gates_app.command("verify")
 def gates_verify() -> None:
     """Each gate as the seed's verify_live_gates expects; exit 1 unless live trading is blocked."""
 
     def go() -> int:
         rb = Rollbot.open(settings())
-        out.print(f"Gates files: {rb.gates.live_path} and {rb.gates.shadow_path}")
+        out.print(rb.gates.where())
         return _print_gates(rb.gates.read())
 
     raise typer.Exit(guarded(go))

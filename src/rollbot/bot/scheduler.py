@@ -10,8 +10,17 @@ double fire — two processes, or a job and the auditor — a no-op the second t
 
 Monitors and other periodic work use `every(name, seconds, coro_fn)`. The risk monitor runs in
 one process at a time, whoever holds its lease (storage/leases.py): `rollbot serve` and
-`rollbot clock` may both run; the others stand by and take over when the holder's process is
-gone, or has not renewed the lease for 3 monitor intervals.
+`rollbot clock` may both run, on one host or several; the others stand by and take over when the
+holder's process is gone (on this machine: /proc; on another host: its heartbeat ran out) or has
+not renewed the lease for 3 monitor intervals.
+
+The other work that must be done once, not once per process — the sweeps (escalations,
+checklists, abandoned flattens, runs cut off by a dead process), approval expiry, resending
+webhook pages lost with their sender, the armed-status checks and alerts, the drill's schedule —
+is done by the holder of the clock's lease (CLOCK_LEASE), renewed every [host] lease_interval_s
+and taken over after 3 missed renewals. Deadlines fire in whichever process claims them first
+(storage/timers.py): every process keeps the alarms, so one dead host delays none. Every
+process beats its heartbeat (commands/liveness.py) every lease interval.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,12 +39,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from rollbot.commands import checklist, drill_schedule, escalation, preflight, webhooks
 from rollbot.commands.approvals import Approvals
+from rollbot.commands.client_ids import lease_client_ids
 from rollbot.commands.context import Rollbot
 from rollbot.commands.dead_mans_switch import DeadMansSwitch
-from rollbot.commands.liveness import ME, holder_gone
+from rollbot.commands.liveness import holder_gone
 from rollbot.commands.monitors import MONITOR, Monitor, MonitorReport
 from rollbot.commands.risk_checks import record_venue_events
-from rollbot.commands.rollback import halt_abandoned_flattens
+from rollbot.commands.rollback import halt_abandoned_flattens, resume_unfinished
 from rollbot.commands.timers import Fired, Via, due, fire, fire_due, handlers
 from rollbot.storage.events import Actor
 from rollbot.storage.leases import Holder, Leases
@@ -45,6 +56,7 @@ log = logging.getLogger("rollbot.clock")
 AUDIT_GRACE_S = 60.0  # the auditor fires deadlines overdue by more than this
 JOB_DEFAULTS = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
 MONITOR_LEASE = "risk_monitor"
+CLOCK_LEASE = "clock"  # the sweeps and other once-per-desk work
 LEASE_INTERVALS = 3  # a holder that missed this many ticks is taken over
 ABANDONED_FLATTEN_S = 5.0  # how soon a dead flatten's REDUCING holds are HALTED again
 
@@ -65,21 +77,33 @@ class Clockwork:
         self._scheduled: dict[int, str] = {}  # timer id -> token its job fires
         self._failed: dict[int, str] = {}  # left to the auditor after a handler error
         # two clockworks in one process (tests) are two holders
+        me = app.me
         self.holder = Holder(
-            id=f"{ME['host']} pid {ME['pid']} #{secrets.token_hex(2)}",
-            host=ME["host"],
-            pid=ME["pid"],
-            started=ME["started"],
+            id=f"{me['host']} pid {me['pid']} #{secrets.token_hex(2)}",
+            host=me["host"],
+            pid=me["pid"],
+            started=me["started"],
         )
         self.monitor = Monitor(app)
         self._leading: bool | None = None
+        self._clock_until: datetime | None = None  # the clock's lease, held here until then
+        self._once: set[str] = set()  # interval jobs only the clock's lease holder runs
+        self._beating: threading.Event | None = None
+        self._clashes: set[str] = set()  # IBKR client ids another host uses, said once
+        lease_s = app.settings.host.lease_interval_s
+        # this process is alive, for other hosts; and which process does the once-per-desk work
+        self.every("heartbeat", lease_s, self.heartbeat)
         self.every("risk_monitor", app.settings.kill_switches.interval_s, self.risk_tick)
         # every posted copy of an expired request says EXPIRED without anyone clicking
-        self.every("approval_expiry", 15, Approvals(app).sweep)
+        self.every("approval_expiry", 15, Approvals(app).sweep, once=True)
         # the armed status: is the kill path able to work now (commands/preflight.py)
-        self.every("preflight", app.settings.preflight.interval_s, self.preflight)
+        self.every("preflight", app.settings.preflight.interval_s, self.preflight, once=True)
         # a flatten whose process died leaves its holds REDUCING: HALTED again within seconds
-        self.every("abandoned_flattens", ABANDONED_FLATTEN_S, self.halt_abandoned_flattens)
+        self.every(
+            "abandoned_flattens", ABANDONED_FLATTEN_S, self.halt_abandoned_flattens, once=True
+        )
+        # a run cut off by its process's death (here or on another host) is finished here
+        self.every("resume_orphans", lease_s, self.resume_orphans, once=True)
         # the exchanges' countdown cancel-all, refreshed every third of the shortest countdown
         self.dead_mans_switch = DeadMansSwitch(app)
         self.dead_mans_switch_notes: list[str] = []
@@ -88,11 +112,21 @@ class Clockwork:
             self.every("dead_mans_switch", refresh_s, self.dead_mans_switch.refresh)
 
     # -- public ---------------------------------------------------------------------------------
-    def every(self, name: str, seconds: float, coro_fn: Callable[[], Awaitable[Any]]) -> None:
-        """Run `await coro_fn()` every `seconds` (one at a time; errors are logged, not fatal)."""
+    def every(
+        self,
+        name: str,
+        seconds: float,
+        coro_fn: Callable[[], Awaitable[Any]],
+        *,
+        once: bool = False,
+    ) -> None:
+        """Run `await coro_fn()` every `seconds` (one at a time; errors are logged, not fatal);
+        `once`: only while this process holds the clock's lease (once per desk, not per host)."""
         if seconds <= 0:
             raise ValueError(f"interval for {name!r} must be positive, got {seconds}")
         self._intervals[name] = (seconds, coro_fn)
+        if once:
+            self._once.add(name)
         if self.scheduler is not None:
             self._add_interval(name, seconds, coro_fn)
 
@@ -101,11 +135,15 @@ class Clockwork:
             event_loop=asyncio.get_running_loop(), timezone=UTC, job_defaults=JOB_DEFAULTS
         )
         self.scheduler.start()
+        await self._guard("heartbeat", self.heartbeat)
+        if self._beating is None:
+            self._beating = self.app.heartbeats.beating(self.app.me)
         await self._guard("startup", lambda: self.run_due(via="startup"))
         await self._guard("dead_mans_switch", self._arm_dead_mans_switch)
-        await self._guard("resend", lambda: webhooks.resend_lost(self.app))
-        await self._guard("sweep", self.sweep)
-        await self._guard("drill_schedule", self._schedule_drill)
+        if self.leads_clock():
+            await self._guard("resend", lambda: webhooks.resend_lost(self.app))
+            await self._guard("sweep", self.sweep)
+            await self._guard("drill_schedule", self._schedule_drill)
         self.sync()
         self.scheduler.add_job(
             self._audit_job,
@@ -136,6 +174,73 @@ class Clockwork:
             with contextlib.suppress(Exception):
                 Leases(self.app.db).release(MONITOR_LEASE, self.holder)
             self._leading = None
+        if self._clock_until is not None:
+            with contextlib.suppress(Exception):
+                Leases(self.app.db).release(CLOCK_LEASE, self.holder)
+            self._clock_until = None
+        if self._beating is not None:
+            self._beating.set()
+            self._beating = None
+        with contextlib.suppress(Exception):
+            self.app.heartbeats.stop(self.app.me)
+
+    async def heartbeat(self) -> None:
+        """The clock's lease renewed (or taken over); this process's heartbeat beats in its own
+        thread as well (Heartbeats.beating)."""
+        self.app.heartbeats.beat(self.app.me)
+        for clash in lease_client_ids(self.app, self._clashes):
+            log.error(clash)
+        self.leads_clock(renew=True)
+
+    def _gone(self, lease: Any) -> bool:
+        return holder_gone(lease, self.app.me, self.app.beat)
+
+    def leads_clock(self, *, renew: bool = False) -> bool:
+        """Does this process hold the clock's lease (the once-per-desk work)? `renew`: renew or
+        take it now; otherwise it is taken only when not held until a moment from now."""
+        app = self.app
+        now = app.clock.now()
+        interval = app.settings.host.lease_interval_s
+        if (
+            not renew
+            and self._clock_until is not None
+            and self._clock_until - now > timedelta(seconds=interval)
+        ):
+            return True
+        ttl = LEASE_INTERVALS * interval
+        try:
+            with app.db.write():
+                held = Leases(app.db).hold(CLOCK_LEASE, self.holder, now, ttl, dead=self._gone)
+                if held.taken_from is not None and held.taken_from.holder:
+                    gone = held.taken_from
+                    app.events.append(
+                        "CLOCK_TAKEN_OVER",
+                        Actor.clock("leases"),
+                        reason=f"the clock's sweeps taken over by {self.holder.id} from"
+                        f" {gone.holder} (host {gone.host})",
+                        data={
+                            "holder": self.holder.id,
+                            "host": self.holder.host,
+                            "from": gone.holder,
+                            "from_host": gone.host,
+                        },
+                    )
+        except Exception:
+            log.exception("the clock's lease cannot be read; its sweeps wait")
+            self._clock_until = None
+            return False
+        self._clock_until = held.lease.expires_at if held.held else None
+        return held.held
+
+    async def resume_orphans(self) -> None:
+        """Finish runs whose process stopped (SIGKILL, a host lost): on this machine known at
+        once, on another host when its heartbeat runs out (3 lease intervals)."""
+        await resume_unfinished(
+            self.app,
+            Actor.clock("resume_orphans"),
+            reason="its run stopped with its process (no heartbeat): finished here by"
+            f" {self.holder.id}",
+        )
 
     async def risk_tick(self) -> MonitorReport | None:
         """The risk monitor's tick in the process holding its lease. A standby only stores the
@@ -151,7 +256,7 @@ class Clockwork:
         try:
             with app.db.write():
                 now = app.clock.now()
-                held = Leases(app.db).hold(MONITOR_LEASE, self.holder, now, ttl, dead=holder_gone)
+                held = Leases(app.db).hold(MONITOR_LEASE, self.holder, now, ttl, dead=self._gone)
                 if held.taken_from is not None:
                     gone = held.taken_from
                     why = (
@@ -203,8 +308,9 @@ class Clockwork:
         """Fire every deadline due now (by the app's clock), follow-ups included."""
         return await fire_due(self.app, via=via)
 
-    async def audit(self) -> list[Fired]:
-        """Fire deadlines overdue by more than a minute (their alarm was lost), then sweep."""
+    async def audit(self, *, sweep: bool = True) -> list[Fired]:
+        """Fire deadlines overdue by more than a minute (their alarm was lost), then sweep
+        (`sweep`: in the clock's lease holder only)."""
         fired = await fire_due(self.app, via="auditor", grace_s=AUDIT_GRACE_S)
         for f in fired:
             log.warning(
@@ -215,8 +321,9 @@ class Clockwork:
                 f.lag_s,
             )
         self._failed.clear()
-        await webhooks.resend_lost(self.app)  # pages whose sender died mid-POST
-        await self.sweep()
+        if sweep:
+            await webhooks.resend_lost(self.app)  # pages whose sender died mid-POST
+            await self.sweep()
         return fired
 
     async def halt_abandoned_flattens(self) -> None:
@@ -224,6 +331,7 @@ class Clockwork:
 
     async def sweep(self) -> None:
         await self.halt_abandoned_flattens()
+        self.app.heartbeats.forget_older_than(self.app.clock.now() - timedelta(days=1))
         escalation.sweep(self.app)
         checklist.open_finished_rollbacks(self.app)
 
@@ -281,7 +389,7 @@ class Clockwork:
             log.exception("reading the deadlines failed; will retry")
 
     async def _audit_job(self) -> None:
-        await self._guard("auditor", self.audit)
+        await self._guard("auditor", lambda: self.audit(sweep=self.leads_clock()))
 
     async def _guard(self, name: str, fn: Callable[[], Awaitable[Any]]) -> None:
         try:
@@ -293,6 +401,8 @@ class Clockwork:
         assert self.scheduler is not None
 
         async def job() -> None:
+            if name in self._once and not self.leads_clock():
+                return
             await self._guard(name, fn)
 
         self.scheduler.add_job(

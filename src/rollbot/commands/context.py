@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from rollbot.clock import Clock, SystemClock
 from rollbot.commands.gates import Gates
+from rollbot.commands.gates_agent import GatesViaAgent
 from rollbot.commands.guard import Guard
 from rollbot.commands.killswitch import KillSwitch
 from rollbot.commands.outbox import Outbox
@@ -19,6 +20,7 @@ from rollbot.storage.incidents import Incidents
 
 if TYPE_CHECKING:
     from rollbot.brokers.base import Venue, VenueEvent
+    from rollbot.commands.liveness import Beat, Heartbeats
     from rollbot.secrets import Secrets
 
 
@@ -29,7 +31,7 @@ class Rollbot:
     clock: Clock
     events: EventLog
     incidents: Incidents
-    gates: Gates
+    gates: Gates | GatesViaAgent
     killswitch: KillSwitch
     outbox: Outbox
     _venues: dict[str, Venue] | None = None
@@ -60,8 +62,12 @@ class Rollbot:
         StateUnavailable, never a fresh one answering ACTIVE."""
         clock = clock or SystemClock()
         db = Database(settings.database.path, settings.database.busy_timeout_ms, create=create)
-        events = EventLog(db, clock)
-        gates = Gates(settings.paths.live_environment, settings.paths.shadow_config, events)
+        events = EventLog(db, clock, host=settings.host.id)
+        gates: Gates | GatesViaAgent
+        if settings.gates.agent:  # the files are on the trading system's host (README)
+            gates = GatesViaAgent(db, clock, events, settings.gates)
+        else:
+            gates = Gates(settings.paths.live_environment, settings.paths.shadow_config, events)
         holder: list[Rollbot] = []
 
         def fresh_venue(name: str) -> Venue:
@@ -98,6 +104,28 @@ class Rollbot:
         """A venue event, stamped by this app's clock: the risk monitor counts them over windows
         of that clock, and a venue library stamps the wall clock (a test's clock is another)."""
         self.venue_events.append(event.model_copy(update={"at": self.clock.now()}))
+
+    @property
+    def me(self) -> dict[str, Any]:
+        """This process as claims record it: [host] id, pid, when it started."""
+        from rollbot.commands.liveness import me_on
+
+        return me_on(self.settings.host.id)
+
+    @property
+    def heartbeats(self) -> Heartbeats:
+        from rollbot.commands.liveness import Heartbeats
+
+        return Heartbeats(self.db, self.clock.now, self.settings.host.lease_interval_s)
+
+    def beat(self, claimer: dict[str, Any]) -> Beat:
+        """Is the process that made this claim still beating (another host's process)."""
+        return self.heartbeats.of(claimer)
+
+    def live_elsewhere(self, claimer: dict[str, Any]) -> bool:
+        from rollbot.commands.liveness import live_elsewhere
+
+        return live_elsewhere(claimer, self.me, self.beat)
 
     @property
     def venue_names(self) -> list[str]:

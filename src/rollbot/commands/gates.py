@@ -28,6 +28,7 @@ class GateValues(BaseModel):
     shadow_enabled: bool = True
     readable: bool = True
     problem: str = ""
+    pending: str = ""  # a change asked for that the gates agent has not applied yet
 
     @property
     def live_allowed(self) -> bool:
@@ -115,6 +116,14 @@ def _table(path: Path, name: str, flags: tuple[str, ...]) -> dict[str, Any]:
     return table
 
 
+def _stat(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _b(value: bool) -> str:
     return "true" if value else "false"
 
@@ -144,6 +153,17 @@ class Gates:
 
     def live_allowed(self) -> bool:
         return self.read().live_allowed
+
+    def where(self) -> str:
+        return f"Gates files: {self.live_path} and {self.shadow_path}"
+
+    def cache_key(self) -> Any:
+        """Changes whenever what read() answers may have changed (the guard's cache)."""
+        return (_stat(self.live_path), _stat(self.shadow_path))
+
+    async def settle(self, values: GateValues) -> GateValues:
+        """The gates once a change is in force: written here, at once."""
+        return values
 
     def write(self, values: GateValues, actor: Actor, reason: str, incident_id: str | None = None):
         """The one writer of both files: only the gate keys change, each file atomically."""
@@ -223,6 +243,8 @@ class Gates:
 
 def gate_lines(v: GateValues) -> list[tuple[bool, str]]:
     """(ok, text) per check, worded like the seed's expected output."""
+    if v.pending:
+        return [(False, v.pending), *gate_lines(v.model_copy(update={"pending": ""}))]
     if not v.readable:
         if "does not exist" in v.problem:  # a fresh install: nothing has written them yet
             return [

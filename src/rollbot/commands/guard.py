@@ -112,31 +112,22 @@ class StateCache:
 
 
 class GateCache:
-    """`Gates.read()` again only when either file's stat changed."""
+    """`Gates.read()` again only when its cache key moved (either file's stat; with the gates
+    agent, a few times a second)."""
 
     def __init__(self, gates: Gates | None) -> None:
         self.gates = gates
-        self._paths = (os.fspath(gates.live_path), os.fspath(gates.shadow_path)) if gates else ()
         self._key: Any = None
         self._open = False
 
     def live_allowed(self) -> bool:
         if self.gates is None:
             return True
-        live, shadow = self._paths
-        key = (_stat(live), _stat(shadow))
+        key = self.gates.cache_key()
         if key != self._key:
             self._open = self.gates.read().live_allowed
             self._key = key
         return self._open
-
-
-def _stat(path: str) -> tuple[int, int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 VenueRead = tuple[list[Order], list[Position]]

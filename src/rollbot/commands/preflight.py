@@ -172,7 +172,7 @@ def check_monitor_lease(app: Rollbot) -> Check:
             " PnL and drawdown",
             start,
         )
-    if holder_gone(lease):
+    if holder_gone(lease, app.me, app.beat):
         return failed("monitor_lease", f"{lease.holder} holds the lease but has ended", start)
     return passed("monitor_lease", f"held by {lease.holder} until {iso(lease.expires_at)}")
 

@@ -28,7 +28,7 @@ from rollbot.commands.flatten import VenueCloser, VenueFlatten, choose_strategy
 from rollbot.commands.held_incident import HOLD_WAIT_MS, store_held_incident
 from rollbot.commands.hooks import run_strategy_stop
 from rollbot.commands.kill_scope import AccountCancel, cancel_account, guard_probes
-from rollbot.commands.liveness import ME, live_elsewhere
+from rollbot.commands.liveness import is_me
 from rollbot.commands.mrkdwn import escape
 from rollbot.commands.positions import VenueBook, coverage_line, read_book
 from rollbot.commands.trading_state import TradingState, parse_scope
@@ -511,17 +511,39 @@ class Engine:
                 incident = self.app.incidents.get(incident.id)
             return self._outcome(incident, [done[s] for s in steps], new=new, books=None)
         with self.app.db.write():  # the claim: checked and taken in one transaction
+            # the incident's row locked first: a database with row locks (not one write lock)
+            # must not let two hosts both read "nobody runs it" and both run it
+            self.app.db.execute("UPDATE incidents SET phase = phase WHERE id = ?", (incident.id,))
             other = running_elsewhere(self.app, incident.id)
             if other:
                 raise Refused(
                     f"{incident.id} is being run by {other}; it finishes it there",
                     code="RUNNING_ELSEWHERE",
                 )
+            # the claim's heartbeat, so another host can tell when this process stops
+            self.app.heartbeats.beat(self.app.me)
             self.app.incidents.set_phase(
-                incident.id, "RUNNING", self.actor, steps=list(steps), runner=ME
+                incident.id, "RUNNING", self.actor, steps=list(steps), runner=self.app.me
             )
         if 1 not in steps or 1 in done:  # else step 1 pages once its cancels are out
             self._escalate(incident)
+        # the runner's heartbeat while the run lasts (a terminal's `rollbot rollback` has no
+        # clock beating for it): other hosts finish the run once it stops
+        beating = self.app.heartbeats.beating(self.app.me)
+        try:
+            return await self._steps(incident, steps, done, new=new, mark=mark)
+        finally:
+            beating.set()
+
+    async def _steps(
+        self,
+        incident: Incident,
+        steps: tuple[int, ...],
+        done: dict[int, StepReport],
+        *,
+        new: bool,
+        mark: int,
+    ) -> Outcome:
         first = self.app.db.one(
             "SELECT at FROM events WHERE incident_id = ? AND kind = 'STEP_STARTED' AND id > ?"
             " ORDER BY id LIMIT 1",
@@ -539,6 +561,13 @@ class Engine:
             if number in done:
                 reports.append(done[number])
                 continue
+            taken = taken_over(self.app, incident.id)
+            if taken:  # this process stalled past its heartbeat and another host took the run
+                raise Refused(
+                    f"{incident.id} was taken over by {taken} while this process could not renew"
+                    " its heartbeat; it finishes the run there",
+                    code="TAKEN_OVER",
+                )
             step = STEPS[number]
             await _maybe(self.on_start(step) if self.on_start else None)
             started = self.app.clock.now()
@@ -763,15 +792,22 @@ class Engine:
         if incident.scope == "global":
             try:
                 values = self.app.gates.disable(self.actor, incident.reason, incident.id)
+                values = await self.app.gates.settle(values)  # the gates agent's, elsewhere
             except Exception as exc:  # reported, and the venues below are still switched off
                 ok = False
                 actions.append(f"Live gates could NOT be disabled: {type(exc).__name__}: {exc}")
             else:
-                actions.append(
-                    "Live gates disabled: enable_live_trading=false, live_mode_armed=false,"
-                    " live_dry_run_mode=true; shadow mode enabled"
-                )
-                ok = values.shadow_active
+                ok = values.shadow_active and not values.pending
+                if ok:
+                    actions.append(
+                        "Live gates disabled: enable_live_trading=false, live_mode_armed=false,"
+                        " live_dry_run_mode=true; shadow mode enabled"
+                    )
+                else:  # read back, not assumed: the agent's report or the files say otherwise
+                    actions.append(
+                        "Live gates NOT confirmed disabled: "
+                        + (values.pending or values.problem or "shadow mode is not active")
+                    )
         for name, venue in venues.items():
             try:
                 venue.set_reconnect(False)
@@ -1191,8 +1227,9 @@ _RUNS: dict[tuple[int, str, str], asyncio.Event] = {}  # runs in this process, p
 
 
 def running_elsewhere(app: Rollbot, incident_id: str) -> str | None:
-    """Who runs this incident right now, when it is another live process on this host (the
-    claim is in the RUNNING phase event; a run that stopped says so with RUN_INTERRUPTED)."""
+    """Who runs this incident right now, when it is another live process: on this machine by
+    /proc, on another host by its heartbeat (the claim is in the RUNNING phase event; a run
+    that stopped says so with RUN_INTERRUPTED)."""
     row = app.db.one(
         "SELECT kind, data FROM events WHERE incident_id = ?"
         " AND kind IN ('INCIDENT_PHASE', 'RUN_INTERRUPTED') ORDER BY id DESC LIMIT 1",
@@ -1202,15 +1239,33 @@ def running_elsewhere(app: Rollbot, incident_id: str) -> str | None:
         return None
     data = loads(row["data"]) or {}
     runner = data.get("runner") or {}
-    if data.get("phase") != "RUNNING" or not live_elsewhere(runner):
+    if data.get("phase") != "RUNNING" or not app.live_elsewhere(runner):
         return None  # finished, crashed (the run is ours to finish), or this process (it waits)
     return f"process {runner['pid']} on {runner['host']}"
 
 
-async def resume_unfinished(app: Rollbot, actor: Actor, **kw: Any) -> list[Outcome]:
-    """At start: finish any incident whose run was cut off — a crash mid-run (RUNNING), or
-    between storing the hold and starting the run (OPENED for over a minute: younger ones may
-    be starting in another process right now)."""
+def taken_over(app: Rollbot, incident_id: str) -> str | None:
+    """Another process's claim on this incident, newer than this process's own (fencing: a
+    runner whose heartbeat lapsed must not go on beside the host that took over)."""
+    row = app.db.one(
+        "SELECT data FROM events WHERE incident_id = ? AND kind = 'INCIDENT_PHASE'"
+        " ORDER BY id DESC LIMIT 1",
+        (incident_id,),
+    )
+    data = (loads(row["data"]) or {}) if row else {}
+    runner = data.get("runner") or {}
+    if data.get("phase") != "RUNNING" or not runner or is_me(runner, app.me):
+        return None
+    return f"process {runner.get('pid')} on {runner.get('host')}"
+
+
+async def resume_unfinished(
+    app: Rollbot, actor: Actor, *, reason: str = "unfinished run found at start", **kw: Any
+) -> list[Outcome]:
+    """At start, and in the clock's sweeps: finish any incident whose run was cut off — a crash
+    mid-run (RUNNING, and its runner no longer alive: on this machine by /proc, on another host
+    by its heartbeat), or between storing the hold and starting the run (OPENED for over a
+    minute: younger ones may be starting in another process right now)."""
     halt_abandoned_flattens(app, actor)
     outcomes = []
     stale = app.clock.now() - OPENED_GRACE
@@ -1218,14 +1273,14 @@ async def resume_unfinished(app: Rollbot, actor: Actor, **kw: Any) -> list[Outco
         if incident.phase == "RUNNING" or (
             incident.phase == "OPENED" and incident.opened_at < stale
         ):
-            if running_elsewhere(app, incident.id):
-                continue  # not cut off: another live process is running it now
+            if _running_here(app, incident.id) or running_elsewhere(app, incident.id):
+                continue  # not cut off: a live process (maybe this one) is running it now
             engine = Engine(app, actor, **kw)
             app.events.append(
                 "INCIDENT_RESUMED",
                 actor,
                 incident_id=incident.id,
-                reason="unfinished run found at start",
+                reason=reason,
             )
             outcomes.append(await engine.run(incident, engine.steps_of(incident), new=False))
     # an approved flatten or rollback cut off with its run: the request takes the run's outcome

@@ -20,7 +20,6 @@ from typing import Literal
 
 from rollbot.clock import iso
 from rollbot.commands.context import Rollbot
-from rollbot.commands.liveness import ME
 from rollbot.storage.events import Actor
 from rollbot.storage.timers import Timer, Timers
 
@@ -77,9 +76,10 @@ def claim_and_fire(app: Rollbot, timer_id: int, token: str, via: Via) -> Fired |
                 "due_at": iso(claimed.due_at),
                 "lag_s": lag_s,
                 "via": via,
-                **ME,  # who holds the firing: a follow-up lost with its process is found again
+                **app.me,  # who holds the firing: a follow-up lost with its process is found again
             },
         )
+        app.heartbeats.beat(app.me)  # so another host can tell when this firer stops
         follow_up = table[claimed.kind](app, claimed, lag_s)
     return Fired(claimed, lag_s, via, follow_up)
 

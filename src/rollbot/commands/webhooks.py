@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from rollbot.clock import Clock, iso
 from rollbot.commands.context import Rollbot
-from rollbot.commands.liveness import ME, is_me, live_elsewhere
+from rollbot.commands.liveness import is_me
 from rollbot.config import Settings
 from rollbot.storage.db import loads
 from rollbot.storage.events import Actor
@@ -274,7 +274,7 @@ async def resend_lost(app: Rollbot) -> list[Delivery]:
             if last is None or last["kind"] in ("WEBHOOK_SENT", "WEBHOOK_FAILED"):
                 continue
             sender = loads(last["data"]) or {}
-            if not sender.get("pid") or is_me(sender) or live_elsewhere(sender):
+            if not sender.get("pid") or is_me(sender, app.me) or app.live_elsewhere(sender):
                 continue  # still in flight (here or in a live process), or of unknown origin
             timer = timers.get(row["id"])
             assert timer is not None
@@ -283,7 +283,11 @@ async def resend_lost(app: Rollbot) -> list[Delivery]:
                 Actor.clock(TIMER_KIND),
                 incident_id=timer.ref,
                 reason=f"process {sender.get('pid')} stopped with this page in flight",
-                data={"timer_id": timer.id, "host": host_of(str(timer.payload.get("url"))), **ME},
+                data={
+                    "timer_id": timer.id,
+                    "host": host_of(str(timer.payload.get("url"))),
+                    **app.me,
+                },
             )
         out.append(await deliver(app, timer))
     return out

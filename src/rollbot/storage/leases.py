@@ -61,9 +61,20 @@ class Leases:
     ) -> Held:
         """Take or renew `name` for `holder` until now + ttl_s, unless another holder's lease is
         still running and `dead` does not say that holder is gone. One write transaction: two
-        processes cannot both hold it."""
+        processes cannot both hold it. The row is made to exist and then locked before it is
+        read (an UPDATE of itself): SQLite's write lock does that already, and a database with
+        row locks (PostgreSQL under READ COMMITTED) must not let two holders read "expired"
+        side by side and both take it."""
         with self.db.write():
+            self.db.execute(
+                "INSERT INTO leases (name, holder, host, pid, started, taken_at, expires_at)"
+                " VALUES (?, '', '', 0, NULL, ?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, iso(now), iso(now)),
+            )
+            self.db.execute("UPDATE leases SET name = name WHERE name = ?", (name,))
             current = self.get(name)
+            if current is not None and not current.holder:  # the placeholder just made
+                current = None
             other = current if current is not None and current.holder != holder.id else None
             if other is not None and other.expires_at > now and not dead(other):
                 return Held(held=False, lease=other)
@@ -93,6 +104,14 @@ class Leases:
                 ),
             )
         return Held(held=True, lease=lease, taken_from=other)
+
+    def drop_expired(self, prefix: str, cutoff: datetime) -> int:
+        """Leases under `prefix` that ran out before `cutoff` (ISO-8601 UTC sorts as time)."""
+        cur = self.db.execute(
+            "DELETE FROM leases WHERE substr(name, 1, ?) = ? AND expires_at < ?",
+            (len(prefix), prefix, iso(cutoff)),
+        )
+        return cur.rowcount
 
     def release(self, name: str, holder: Holder) -> bool:
         """Let another process take it at once (a clean shutdown)."""

@@ -475,6 +475,30 @@ def v11_rearm_baseline(db: Database) -> None:
     )  # fmt: skip
 
 
+# gates across hosts (commands/gates_agent.py): each change asked for, in order, and what the
+# agent on the trading system's host last read back from its files
+V12_GATE_CHANGES = """
+CREATE TABLE IF NOT EXISTS gate_changes (
+    generation INTEGER PRIMARY KEY,
+    requested_at TEXT NOT NULL,
+    gate_values TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    incident_id TEXT,
+    applied_at TEXT,
+    applied_by TEXT
+);
+CREATE TABLE IF NOT EXISTS gate_readings (
+    name TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    gate_values TEXT NOT NULL,
+    readable INTEGER NOT NULL,
+    problem TEXT NOT NULL,
+    read_at TEXT NOT NULL
+);
+"""
+
 MIGRATIONS: list[Migration] = [
     V1_CORE,
     V2_LEASES,
@@ -487,4 +511,5 @@ MIGRATIONS: list[Migration] = [
     V9_DEAD_MANS_SWITCH,
     v10_event_chain,
     v11_rearm_baseline,
+    V12_GATE_CHANGES,
 ]

@@ -222,6 +222,7 @@ async def gates(bot: SlackBot, req: Req) -> None:
     if verb == "disable":
         bot.require(req, ["operator", "risk_officer"], "/gates disable")
         values = bot.rb.gates.disable(req.actor, f"/gates disable by {req.user_id}")
+        values = await bot.rb.gates.settle(values)
         bot.rb.outbox.put(
             "channel", text=f"Live gates disabled by <@{req.user_id}>: shadow mode on."
         )
