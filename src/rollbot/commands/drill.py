@@ -30,7 +30,7 @@ from rollbot.config import (
     Settings,
 )
 from rollbot.errors import BadInput
-from rollbot.storage.db import Database
+from rollbot.storage.backends import open_database
 from rollbot.storage.events import Actor, EventLog
 from rollbot.storage.nav import NavSamples
 
@@ -173,7 +173,7 @@ async def run_drill(
 
 def _allocate(base: Settings, clock: Clock) -> int:
     """The drill's number in the main database (DRILL-N), taken before it starts."""
-    db = Database(base.database.path, base.database.busy_timeout_ms)
+    db = open_database(base.database)
     try:
         with db.write():
             cur = db.execute(
@@ -208,7 +208,7 @@ def _record(
     clock: Clock,
 ) -> None:
     status = outcome.final_status.value if outcome else "FAILED"
-    db = Database(base.database.path, base.database.busy_timeout_ms)
+    db = open_database(base.database)
     try:
         with db.write():
             db.execute(

@@ -191,8 +191,8 @@ def _write(conn: sqlite3.Connection, config: KillConfig, reason: str, scope: str
         {"hold_id": cur.lastrowid, "source": "person", "state": "HALTED"},
     )
     conn.execute(
-        "INSERT OR IGNORE INTO outbox (at, kind, incident_id, target, payload, dedupe_key)"
-        " VALUES (?, 'headline', ?, NULL, ?, NULL)",
+        "INSERT INTO outbox (at, kind, incident_id, target, payload, dedupe_key)"
+        " VALUES (?, 'headline', ?, NULL, ?, NULL) ON CONFLICT DO NOTHING",
         (now, incident_id, dumps({"text": ""})),
     )
     event("BREAK_GLASS", reason, None, None, {"command": "kill trigger"})
