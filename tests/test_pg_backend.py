@@ -365,3 +365,23 @@ def test_a_sqlite_url_is_the_sqlite_file_and_a_postgresql_url_round_trips() -> N
     pg = DatabaseConfig(url="postgresql://ops@db:5432/rollbot")
     assert pg.backend == "postgresql"
     assert DatabaseConfig.model_validate(pg.model_dump()) == pg  # written back, read again
+
+
+async def test_the_armed_check_takes_the_writers_lock_on_postgresql(
+    settings: Any, pg_server: PgServer
+) -> None:
+    from rollbot.commands import preflight
+    from rollbot.commands.context import Rollbot
+
+    url = pg_server.new_database()
+    rb = Rollbot.open(settings.model_copy(update={"database": DatabaseConfig(url=url)}))
+    try:
+        assert preflight.check_database(rb).ok
+        with rb.db.write():  # another writer holds the lock for the whole check
+            locked = preflight.check_database(rb)
+        assert not locked.ok and "cannot take the write lock" in locked.reason
+        assert preflight.check_database(rb).ok
+        disk = preflight.check_disk(rb)  # the server's disk is not ours: the reports' folder
+        assert str(settings.paths.reports_dir.resolve().parent) in disk.reason
+    finally:
+        await rb.aclose()
