@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import Figure, Sizes, paper_venues
+from bench.common import PG, Figure, Sizes, paper_venues, pg_url_for
 from bench.serve_process import config_toml, query_one, rollbot_argv
 from rollbot.commands.context import Rollbot
 from rollbot.config import load_settings
@@ -46,6 +46,9 @@ def _one(template: Path, root: Path, argv: list[str]) -> float:
     shutil.copytree(template, root)
     # the config names the template's paths: point it at this copy
     text = (root / "rollbot.toml").read_text("utf-8").replace(str(template), str(root))
+    if (seeded := pg_url_for(template, create=False)) is not None:  # a copy of its database too
+        PG["urls"][root.resolve()] = copy = PG["server"].copy_database(seeded)
+        text = text.replace(seeded, copy)
     (root / "rollbot.toml").write_text(text, "utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "ROLLBOT_"))}
     env["ROLLBOT_CONFIG"] = str(root / "rollbot.toml")

@@ -36,6 +36,7 @@ from bench import (  # noqa: E402
     kill_ibkr,
     kill_latency,
     kill_startup,
+    postgres,
     scale,
 )
 from bench.common import Figure, Sizes, machine  # noqa: E402
@@ -56,6 +57,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "kill_ibkr": ("8. Kill on IBKR under 50 msg/s pacing", kill_ibkr.run),
     "crypto_kill": ("9. Kill on a per-symbol exchange (Binance spot)", crypto_kill.run),
     "scale": ("7. Scale: empty and history database (issue 18)", scale.run),
+    "postgresql": ("10. The kill on PostgreSQL (issue 19)", postgres.run),
 }
 
 

@@ -70,7 +70,8 @@ def find_binaries() -> Path:
 
 
 class PgServer:
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable  # the server's defaults (fsync, synchronous commit): benchmarks
         self.bindir = find_binaries()
         self.root = Path(tempfile.mkdtemp(prefix="rollbot-pg-"))
         self.data = self.root / "data"
@@ -101,8 +102,12 @@ class PgServer:
             **as_user,
         )
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 (the server's, kept open)
-        # fsync off: a test server's durability is the OS's page cache (a crash test kills
-        # rollbot's processes, never this server); the files are deleted at the end anyway
+        # fsync off for tests: a test server's durability is the OS's page cache (a crash test
+        # kills rollbot's processes, never this server); the files are deleted at the end anyway
+        fast = ["fsync=off", "synchronous_commit=off", "full_page_writes=off"]
+        settings = ["listen_addresses=", "max_connections=200", "shared_buffers=32MB"]
+        if not self.durable:
+            settings += fast
         self.proc = subprocess.Popen(
             [
                 str(self.bindir / "postgres"),
@@ -110,18 +115,7 @@ class PgServer:
                 str(self.data),
                 "-k",
                 str(self.socket_dir),
-                "-c",
-                "listen_addresses=",
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-                "-c",
-                "max_connections=200",
-                "-c",
-                "shared_buffers=32MB",
+                *(arg for s in settings for arg in ("-c", s)),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -161,6 +155,12 @@ class PgServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- databases -------------------------------------------------------------------------------
+    def version(self) -> str:
+        import psycopg
+
+        with psycopg.connect(self.url("postgres")) as conn:
+            return str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+
     def url(self, database: str) -> str:
         return f"postgresql://{USER}@/{database}?host={self.socket_dir}"
 
@@ -183,6 +183,14 @@ class PgServer:
         name = f"t{os.getpid()}_{next(self._names)}"
         template = TEMPLATE if migrated else "template0"
         self.admin(f"CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY")
+        return self.url(name)
+
+    def copy_database(self, url: str) -> str:
+        """A new database copied from the one at `url` (nobody may be connected to it)."""
+        from urllib.parse import urlsplit
+
+        name = f"c{os.getpid()}_{next(self._names)}"
+        self.admin(f"CREATE DATABASE {name} TEMPLATE {urlsplit(url).path.strip('/')}")
         return self.url(name)
 
     def drop_database(self, url: str) -> None:
