@@ -138,9 +138,10 @@ def pg_server() -> Iterator[PgServer]:
 
 @pytest.fixture
 def backend() -> str:
-    """SQLite; a directory or module whose tests run on both overrides this with
-    `@pytest.fixture(params=BOTH)` (pg_server.BOTH)."""
-    return "sqlite"
+    """SQLite (ROLLBOT_TEST_BACKEND=postgresql runs every other test on PostgreSQL too, where
+    it does not read the SQLite file itself); a directory or module whose tests run on both
+    overrides this with `@pytest.fixture(params=BOTH)` (pg_server.BOTH)."""
+    return os.environ.get("ROLLBOT_TEST_BACKEND", "sqlite")
 
 
 @pytest.fixture(autouse=True)

@@ -153,6 +153,7 @@ class PostgresDatabase:
         self._lock = threading.RLock()
         self._depth = 0
         self._identity: set[str] = set()
+        self._closed = False
         self.conn = self._connect()
         if not create:
             self._require_schema()
@@ -174,6 +175,13 @@ class PostgresDatabase:
                 row_factory=dict_row,
                 connect_timeout=CONNECT_TIMEOUT_S,
                 application_name="rollbot",
+                # a server gone silent (a host lost, a partition) fails a statement within about
+                # 10 s instead of hanging the process; libpq ignores these on a Unix socket
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+                tcp_user_timeout=10_000,
                 **kwargs,
             )
         except psycopg.Error as exc:
@@ -187,6 +195,8 @@ class PostgresDatabase:
     def _ensure_connected(self) -> None:
         """A connection the server or the network dropped is opened again between transactions
         (a failover, a restart): never inside one, where the writes so far are gone."""
+        if self._closed:  # closed by its owner: never quietly opened again (the guard refuses)
+            raise StorageError(f"database {self.path}: this connection was closed")
         if self.conn.closed or self.conn.broken:
             if self._depth:
                 raise StorageError(f"database {self.path}: the connection was lost mid-write")
@@ -301,6 +311,11 @@ class PostgresDatabase:
             try:
                 self.conn.execute("COMMIT")
             except psycopg.Error as exc:
+                if self.conn.broken:  # the server may have committed before the line dropped
+                    raise StorageError(
+                        f"database {self.path}: the connection was lost while committing;"
+                        f" whether this write was stored is unknown ({_first_line(exc)})"
+                    ) from None
                 self._rollback()
                 raise _explain(self.path, exc) from None
 
@@ -372,6 +387,7 @@ class PostgresDatabase:
         return None
 
     def close(self) -> None:
+        self._closed = True
         self.conn.close()
 
 
