@@ -36,6 +36,21 @@ EXPECTED = {
         "guard_service",
     },
     "crypto_kill": {"crypto_kill_cancel"},
+    "postgresql": {  # ack, kill and kill start-up again, the database on PostgreSQL
+        f"{key}_postgresql"
+        for key in (
+            "ack_latency",
+            "ack_latency_positions",
+            "ack_latency_kill",
+            "ack_bot_cpu",
+            "kill_latency",
+            "kill_guard",
+            "kill_step1",
+            "kill_step2",
+            "kill_startup",
+            "kill_startup_full_cli",
+        )
+    },
     "scale": {
         f"scale_{figure}_{db}"
         for db in ("empty", "history")
