@@ -191,6 +191,14 @@ def test_the_fast_hold_imports_no_pydantic() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+    # on PostgreSQL: psycopg (which loads asyncio for its async half), still no pydantic or typer
+    code = "import sys, rollbot.commands.fast_hold, rollbot.storage.postgres, psycopg"
+    code += "; print(sorted(m for m in sys.modules if m.split('.')[0] in"
+    code += " ('pydantic', 'pydantic_core', 'typer', 'rollbot.config')))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_config_invalid_beyond_what_the_hold_reads_keeps_the_hold_and_says_no_cancels_went(
