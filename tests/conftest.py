@@ -272,14 +272,27 @@ print("locked", flush=True)
 sys.stdin.read()  # until the test lets go
 conn.execute("ROLLBACK")
 """
+# on PostgreSQL: the writers' advisory lock, inside a transaction (storage/postgres.py)
+PG_LOCKER = """
+import sys
+from rollbot.storage.postgres import PostgresDatabase
+db = PostgresDatabase(sys.argv[1])
+with db.write():
+    print("locked", flush=True)
+    sys.stdin.read()  # until the test lets go
+"""
 
 
 @pytest.fixture
-def write_lock() -> Callable[[Path], AbstractContextManager[None]]:
+def write_lock() -> Callable[[Any], AbstractContextManager[None]]:
+    """`with write_lock(path or settings.database):` another process holds the writers' lock."""
+
     @contextmanager
-    def hold(db: Path) -> Iterator[None]:
+    def hold(db: Any) -> Iterator[None]:
+        url = getattr(db, "url", None)
+        target = [PG_LOCKER, url] if url else [LOCKER, str(getattr(db, "path", db))]
         locker = subprocess.Popen(
-            [sys.executable, "-c", LOCKER, str(db)],
+            [sys.executable, "-c", *target],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

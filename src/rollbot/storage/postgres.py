@@ -117,7 +117,7 @@ def _explain(where: str, exc: Exception) -> StorageError:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, e.LockNotAvailable | e.QueryCanceled | e.DeadlockDetected):
         return DatabaseBusy(
-            f"database {where} is locked by another writer (waited for the busy timeout);"
+            f"database {where} is locked by another process (waited for the busy timeout);"
             " nothing was written"
         )
     if isinstance(exc, e.SerializationFailure):
