@@ -48,7 +48,6 @@ EXPECTED = {
             "kill_step1",
             "kill_step2",
             "kill_startup",
-            "kill_startup_full_cli",
         )
     },
     "scale": {
