@@ -135,7 +135,9 @@ async def run_drill(
         )
     clock = clock or SystemClock()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    workdir = workdir or Path(base.database.path).parent / "drill"
+    # beside the database file; on PostgreSQL (no file here) beside the reports
+    local = base.database.path if base.database.url is None else base.paths.reports_dir
+    workdir = workdir or Path(local).parent / "drill"
     clear_sandbox(workdir)
     settings = drill_settings(base, workdir, scenario, latency_ms, faults, stamp)
     number = _allocate(base, clock)
