@@ -288,7 +288,11 @@ def settings_for(root: Path, venues: list[VenueConfig], **overrides: Any) -> Set
     """Production defaults everywhere except the paths (under `root`), the venues and the roles
     the loopback Slack's users need."""
     base = Settings(
-        database=DatabaseConfig(path=root / "rollbot.db"),
+        database=(
+            DatabaseConfig(url=url)
+            if (url := pg_url_for(root))
+            else DatabaseConfig(path=root / "rollbot.db")
+        ),
         paths=PathsConfig(
             reports_dir=root / "reports",
             live_environment=root / "config" / "live_environment.toml",
@@ -300,6 +304,43 @@ def settings_for(root: Path, venues: list[VenueConfig], **overrides: Any) -> Set
         approvals=ApprovalsConfig(),
     )
     return base.model_copy(update=overrides)
+
+
+# -- PostgreSQL (bench/postgres.py): while a server is set here, every desk a benchmark builds
+# under a root gets its own database on it instead of root/rollbot.db ---------------------------
+PG: dict[str, Any] = {"server": None, "urls": {}, "conns": {}}
+
+
+def pg_url_for(root: Path, *, create: bool = True) -> str | None:
+    server = PG["server"]
+    if server is None:
+        return None
+    key = Path(root).resolve()
+    if key not in PG["urls"] and create:
+        PG["urls"][key] = server.new_database(migrated=False)  # the bot migrates, as on SQLite
+    return PG["urls"].get(key)
+
+
+def pg_query_one(
+    root: Path, sql: str, params: tuple[object, ...] = ()
+) -> tuple[object, ...] | None:
+    import psycopg
+
+    url = pg_url_for(root, create=False)
+    conn = PG["conns"].get(url)
+    if conn is None:
+        conn = PG["conns"][url] = psycopg.connect(url, autocommit=True)
+    try:
+        row = conn.execute(sql.replace("?", "%s"), params).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return None  # not migrated yet
+    return tuple(row) if row else None
+
+
+def pg_forget() -> None:
+    for conn in PG["conns"].values():
+        conn.close()
+    PG.update(server=None, urls={}, conns={})
 
 
 @dataclass

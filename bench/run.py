@@ -36,6 +36,7 @@ from bench import (  # noqa: E402
     kill_ibkr,
     kill_latency,
     kill_startup,
+    postgres,
     scale,
     two_hosts,
 )
@@ -58,6 +59,7 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "crypto_kill": ("9. Kill on a per-symbol exchange (Binance spot)", crypto_kill.run),
     "scale": ("7. Scale: empty and history database (issue 18)", scale.run),
     "two_hosts": ("10. Two hosts on one database (issue 19)", two_hosts.run),
+    "postgresql": ("11. The kill on PostgreSQL (issue 19)", postgres.run),
 }
 
 

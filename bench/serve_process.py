@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fakes.slack import FakeSlack
 
-from bench.common import OPERATOR, OPS, RISK
+from bench.common import OPERATOR, OPS, RISK, pg_query_one, pg_url_for
 from rollbot.config import PaperVenueConfig
 
 READY = re.compile(r"rollbot ready: HTTP on [\d.]+:(\d+)")
@@ -30,9 +30,10 @@ def _s(value: object) -> str:
 
 def config_toml(root: Path, venues: list[PaperVenueConfig]) -> str:
     """Production defaults, paths under `root`; /rollback starts without a second approver."""
+    url = pg_url_for(root)
     lines = [
         "[database]",
-        f"path = {_s(root / 'rollbot.db')}",
+        f"url = {_s(url)}" if url else f"path = {_s(root / 'rollbot.db')}",
         "[paths]",
         f"reports_dir = {_s(root / 'reports')}",
         f"live_environment = {_s(root / 'config' / 'live_environment.toml')}",
@@ -133,7 +134,10 @@ async def serve_process(
 
 
 def query_one(db: Path, sql: str, params: tuple[object, ...] = ()) -> tuple[object, ...] | None:
-    """One row from the bot's database through a separate connection (WAL: no blocking)."""
+    """One row from the bot's database through a separate connection (WAL: no blocking); on
+    PostgreSQL (bench/postgres.py), the database `root` was given, through one kept connection."""
+    if pg_url_for(db.parent, create=False):
+        return pg_query_one(db.parent, sql, params)
     conn = sqlite3.connect(db, timeout=5)
     try:
         row = conn.execute(sql, params).fetchone()

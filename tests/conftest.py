@@ -38,13 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_server import CURRENT, PgServer, database_config
 from terminal_users import as_person
 
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import ManualClock
 from rollbot.commands.context import Rollbot
 from rollbot.config import (
-    DatabaseConfig,
     FlattenConfig,
     PaperVenueConfig,
     PathsConfig,
@@ -112,7 +112,7 @@ RISK_OFFICER = "U0RISK"
 
 def tmp_settings(root: Path) -> Settings:
     return Settings(
-        database=DatabaseConfig(path=root / "rollbot.db", busy_timeout_ms=5000),
+        database=database_config(root, busy_timeout_ms=5000),
         paths=PathsConfig(
             reports_dir=root / "reports",
             live_environment=root / "config" / "live_environment.toml",
@@ -122,6 +122,41 @@ def tmp_settings(root: Path) -> Settings:
         flatten=FlattenConfig(recheck_interval_s=0.05),
         roles={"operator": [OPERATOR], "risk_officer": [RISK_OFFICER]},
     )
+
+
+# -- the database backend -------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL for the session (tests/pg_server.py), started on first use."""
+    server = PgServer().start()
+    try:
+        server.make_template()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def backend() -> str:
+    """SQLite (ROLLBOT_TEST_BACKEND=postgresql runs every other test on PostgreSQL too, where
+    it does not read the SQLite file itself); a directory or module whose tests run on both
+    overrides this with `@pytest.fixture(params=BOTH)` (pg_server.BOTH)."""
+    return os.environ.get("ROLLBOT_TEST_BACKEND", "sqlite")
+
+
+@pytest.fixture(autouse=True)
+def _database_backend(backend: str, request: pytest.FixtureRequest) -> Iterator[None]:
+    if backend == "sqlite":
+        yield
+        return
+    server: PgServer = request.getfixturevalue("pg_server")
+    url = server.new_database()
+    CURRENT["url"] = url
+    try:
+        yield
+    finally:
+        CURRENT["url"] = None
+        server.drop_database(url)
 
 
 @pytest.fixture
@@ -237,14 +272,27 @@ print("locked", flush=True)
 sys.stdin.read()  # until the test lets go
 conn.execute("ROLLBACK")
 """
+# on PostgreSQL: the writers' advisory lock, inside a transaction (storage/postgres.py)
+PG_LOCKER = """
+import sys
+from rollbot.storage.postgres import PostgresDatabase
+db = PostgresDatabase(sys.argv[1])
+with db.write():
+    print("locked", flush=True)
+    sys.stdin.read()  # until the test lets go
+"""
 
 
 @pytest.fixture
-def write_lock() -> Callable[[Path], AbstractContextManager[None]]:
+def write_lock() -> Callable[[Any], AbstractContextManager[None]]:
+    """`with write_lock(path or settings.database):` another process holds the writers' lock."""
+
     @contextmanager
-    def hold(db: Path) -> Iterator[None]:
+    def hold(db: Any) -> Iterator[None]:
+        url = getattr(db, "url", None)
+        target = [PG_LOCKER, url] if url else [LOCKER, str(getattr(db, "path", db))]
         locker = subprocess.Popen(
-            [sys.executable, "-c", LOCKER, str(db)],
+            [sys.executable, "-c", *target],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

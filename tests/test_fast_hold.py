@@ -198,6 +198,14 @@ def test_the_fast_hold_imports_no_pydantic() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+    # on PostgreSQL: psycopg (which loads asyncio for its async half), still no pydantic or typer
+    code = "import sys, rollbot.commands.fast_hold, rollbot.storage.postgres, psycopg"
+    code += "; print(sorted(m for m in sys.modules if m.split('.')[0] in"
+    code += " ('pydantic', 'pydantic_core', 'typer', 'rollbot.config')))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_config_invalid_beyond_what_the_hold_reads_keeps_the_hold_and_says_no_cancels_went(
@@ -229,3 +237,89 @@ def test_the_console_scripts_kill_with_a_bad_scope_exits_2_and_stores_nothing(
     assert "unknown venue 'nope' in scope (configured: paper)" in text
     assert "Traceback" not in text
     assert rows(app.settings.database.path) == {table: [] for table in TABLES}
+
+
+# -- on PostgreSQL ([database] url) --------------------------------------------------------------
+def pg_rows(db: Any) -> dict[str, list[dict[str, Any]]]:
+    order = {"incidents": "seq"}
+    return {
+        table: [
+            {k: v for k, v in r.items() if k not in TIMES}
+            for r in db.query(f"SELECT * FROM {table} ORDER BY {order.get(table, 'id')}")
+        ]
+        for table in TABLES
+    }
+
+
+@pytest.mark.parametrize(("reason", "scope"), [("runaway algo", None), ("a venue", "p2")])
+def test_the_fast_hold_on_postgresql_writes_exactly_the_rows_the_full_path_writes(
+    settings: Settings,
+    tmp_path: Path,
+    write_config: Callable[..., Path],
+    pg_server: Any,
+    reason: str,
+    scope: str | None,
+) -> None:
+    me = pwd.getpwuid(os.getuid()).pw_name
+    base = settings.model_copy(
+        update={
+            "identities": {me: "U0ME"},
+            "venues": [*settings.venues, PaperVenueConfig(name="p2", book_path=tmp_path / "p2.db")],
+        }
+    )
+    desks = []
+    for name in ("full", "fast"):
+        s = base.model_copy(update={"database": DatabaseConfig(url=pg_server.new_database())})
+        rb = Rollbot.open(s, clock=ManualClock())
+        full_path_kill(rb, "an earlier kill", "p2")
+        desks.append((rb, write_config(s, f"{name}.toml")))
+    (full, _), (fast, fast_config) = desks
+    try:
+        assert full_path_kill(full, reason, scope) == "INC-0002"
+        config = read_kill_config(str(fast_config))
+        assert config is not None and config.url == fast.settings.database.url
+        assert store_kill_hold(config, reason, scope) == "INC-0002"
+        assert pg_rows(fast.db) == pg_rows(full.db)
+        assert [e["kind"] for e in pg_rows(fast.db)["events"][-3:]] == [
+            "INCIDENT_OPENED",
+            "HOLD_SET",
+            "BREAK_GLASS",
+        ]
+    finally:
+        full.db.close()
+        fast.db.close()
+
+
+def test_the_fast_hold_on_postgresql_waits_no_longer_than_its_bound_for_another_writer(
+    pg_server: Any,
+) -> None:
+    import threading
+    import time
+
+    from rollbot.storage.postgres import PostgresDatabase
+
+    url = pg_server.new_database()
+    other = PostgresDatabase(url)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with other.write():
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert inside.wait(10)
+    try:
+        started = time.monotonic()
+        assert store_kill_hold(KillConfig(url=url), "x", None) == HELD_ELSEWHERE
+        assert time.monotonic() - started < 1.5  # connect + HOLD_WAIT_MS, never the busy timeout
+    finally:
+        release.set()
+        thread.join()
+    assert other.query("SELECT * FROM holds") == []  # nothing written
+    assert store_kill_hold(KillConfig(url=url), "x", None) == "INC-0001"  # free again: stored
+    assert other.one("SELECT state FROM holds") == {"state": "HALTED"}
+    other.close()
+    empty = pg_server.new_database(migrated=False)  # no schema: left to the full path
+    assert store_kill_hold(KillConfig(url=empty), "x", None) is None

@@ -16,9 +16,10 @@ from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
+from pg_server import BOTH, read_rows
 
 from rollbot.commands.context import Rollbot
-from rollbot.config import CryptoVenueConfig, Settings
+from rollbot.config import CryptoVenueConfig, DatabaseConfig, Settings
 from rollbot.storage.events import Actor
 
 Run = Callable[..., CompletedProcess[str]]
@@ -37,11 +38,11 @@ def working_orders(book: Path) -> int:
     return int(row[0])
 
 
-def stored(db: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql).fetchall()
+def stored(db: DatabaseConfig, sql: str) -> list[tuple[object, ...]]:
+    return read_rows(db, sql)
 
 
+@pytest.mark.parametrize("backend", BOTH)
 @pytest.mark.parametrize("script", [False, True], ids=["python-m-cli", "console-script"])
 def test_a_kill_cancels_at_once_while_another_process_holds_the_write_lock_then_stores_its_hold(
     app: Rollbot, settings: Settings, rollbot: Any, script: bool, write_lock: Any
@@ -49,7 +50,7 @@ def test_a_kill_cancels_at_once_while_another_process_holds_the_write_lock_then_
     book = settings.venues[0].book_path  # type: ignore[union-attr]
     app.venue("paper")  # the seeded book: 24 working orders
     assert working_orders(book) == 24
-    with write_lock(settings.database.path):
+    with write_lock(settings.database):
         kill = subprocess.Popen(
             rollbot.argv(("kill", "trigger", "--reason", "runaway algo"), script),
             cwd=rollbot.cwd,
@@ -64,7 +65,7 @@ def test_a_kill_cancels_at_once_while_another_process_holds_the_write_lock_then_
             time.sleep(0.02)
         assert working_orders(book) == 0, "the cancels waited for the database"
         assert kill.poll() is None, "the kill gave up instead of retrying its hold"
-        assert stored(settings.database.path, "SELECT * FROM holds") == []  # still locked out
+        assert stored(settings.database, "SELECT * FROM holds") == []  # still locked out
     out, err = kill.communicate(timeout=60)
     assert kill.returncode == 0, out + err
     text = flat(out)
@@ -74,11 +75,9 @@ def test_a_kill_cancels_at_once_while_another_process_holds_the_write_lock_then_
     assert "Before the hold was stored (the database was locked for" in text
     assert "paper: 24 of 24 orders cancelled, none left" in text
 
-    holds = stored(
-        settings.database.path, "SELECT scope, state FROM holds WHERE cleared_at IS NULL"
-    )
+    holds = stored(settings.database, "SELECT scope, state FROM holds WHERE cleared_at IS NULL")
     assert holds == [("global", "HALTED")]
-    kinds = [k for (k,) in stored(settings.database.path, "SELECT kind FROM events ORDER BY id")]
+    kinds = [k for (k,) in stored(settings.database, "SELECT kind FROM events ORDER BY id")]
     assert kinds.index("BREAK_GLASS") < kinds.index("CANCELLED_BEFORE_HOLD")
     assert "HOLD_SET" in kinds and "GATES_WRITTEN" in kinds
     status = json.loads(rollbot("kill", "status", "--json").stdout)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from decimal import Decimal
 
 import pytest
+from pg_server import BOTH
 
 from rollbot.brokers.paper.scenario import Scenario, ScenarioAccount, ScenarioPosition
 from rollbot.clock import ManualClock
@@ -14,6 +14,7 @@ from rollbot.commands.killswitch import Decision
 from rollbot.commands.trading_state import TradingState, parse_scope
 from rollbot.config import Settings
 from rollbot.errors import BadInput, Refused
+from rollbot.storage.backends import open_database
 from rollbot.storage.events import Actor
 
 ALICE = Actor(id="U0ALICE", source="slack")
@@ -181,6 +182,7 @@ def test_a_flatten_moves_only_its_own_holds_without_clearing_them(live: Rollbot)
     assert len(live.events.list(kinds=["HOLD_STATE"])) == 2
 
 
+@pytest.mark.parametrize("backend", BOTH)
 @pytest.mark.parametrize("breakage", ["connection closed", "table gone"])
 def test_the_guard_fails_closed_when_state_cannot_be_read(
     live: Rollbot, settings: Settings, breakage: str
@@ -189,7 +191,7 @@ def test_the_guard_fails_closed_when_state_cannot_be_read(
     if breakage == "connection closed":
         live.db.close()
     else:
-        other = sqlite3.connect(settings.database.path)
+        other = open_database(settings.database)
         other.execute("DROP TABLE holds")
         other.close()
     d = check(live, "BUY", "1")

@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -71,9 +72,68 @@ OffsetBps = Annotated[Decimal, Field(ge=0, le=1000)]
 HttpUrl = Annotated[str | None, AfterValidator(_http_url)]
 
 
+PASSWORD_ENV = "ROLLBOT_DATABASE_PASSWORD"  # or libpq's own PGPASSWORD / ~/.pgpass
+
+
 class DatabaseConfig(_Section):
+    """SQLite by `path` (or `url = "sqlite:///path"`), PostgreSQL by
+    `url = "postgresql://user@host:port/db"`: the password never in this file (it would sit in
+    the repository and every copy of the config), only in ROLLBOT_DATABASE_PASSWORD or libpq's
+    PGPASSWORD / ~/.pgpass."""
+
     path: Path = Path("var/rollbot.db")
+    url: str | None = None
     busy_timeout_ms: int = Field(5000, gt=0, le=600_000)
+
+    @model_validator(mode="after")
+    def _one_database(self) -> DatabaseConfig:
+        from urllib.parse import parse_qs, urlsplit
+
+        if self.url is None:
+            return self
+        if "path" in self.model_fields_set:
+            raise ValueError("give either path or url, not both")
+        scheme = self.url.partition("://")[0].lower()
+        if scheme == "sqlite":
+            rest = self.url.partition("://")[2]
+            if not rest.startswith("/") or rest == "/":
+                raise ValueError(
+                    "a SQLite url is sqlite:///relative/path.db or sqlite:////absolute/path.db"
+                )
+            self.path = Path(rest[1:])
+            self.url = None
+            return self
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError(
+                "url must start with postgresql:// (PostgreSQL) or sqlite:/// (a SQLite file)"
+            )
+        try:
+            parts = urlsplit(self.url)
+            has_password = parts.password is not None
+            query = parse_qs(parts.query)
+        except ValueError as exc:  # a bad port, brackets: the text itself is not repeated
+            raise ValueError(f"url is not a valid PostgreSQL URL ({exc})") from None
+        if has_password or "password" in query:
+            raise ValueError(
+                "url must not contain a password (this file is not a secret store): remove it"
+                f" and set {PASSWORD_ENV} (or PGPASSWORD, or ~/.pgpass) in the environment"
+            )
+        if not parts.path.strip("/"):
+            raise ValueError("url names no database: postgresql://user@host:port/DATABASE")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _written_back(self, handler: Any) -> Any:
+        """Written back as it was given: a url without the unused default path beside it (read
+        again, the two together would be refused)."""
+        data = handler(self)
+        if self.url is not None and isinstance(data, dict):
+            data.pop("path", None)
+        return data
+
+    @property
+    def backend(self) -> Literal["sqlite", "postgresql"]:
+        return "sqlite" if self.url is None else "postgresql"
 
 
 def _hostname() -> str:

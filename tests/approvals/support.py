@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_server import database_config
 from terminal_users import login
 
 from rollbot.brokers.paper.venue import PaperVenue
@@ -17,7 +18,6 @@ from rollbot.commands.context import Rollbot
 from rollbot.config import (
     ApprovalRule,
     ApprovalsConfig,
-    DatabaseConfig,
     FlattenConfig,
     PaperVenueConfig,
     PathsConfig,
@@ -41,7 +41,7 @@ IDENTITIES = {
 
 def make_settings(tmp_path: Path, **approvals: Any) -> Settings:
     return Settings(
-        database=DatabaseConfig(path=tmp_path / "rollbot.db"),
+        database=database_config(tmp_path),
         paths=PathsConfig(
             reports_dir=tmp_path / "reports",
             live_environment=tmp_path / "config" / "live_environment.toml",
@@ -125,11 +125,13 @@ def write_config(
     )
     idents = "\n".join(f'{u} = "{uid}"' for u, uid in (identities or IDENTITIES).items())
     book = f'scenario = "{scenario}"' if scenario else ""
+    db = base.database
+    database = f'url = "{db.url}"' if db.url else f'path = "{db.path}"'
     cfg = tmp_path / "rollbot.toml"
     cfg.write_text(
         f"""
 [database]
-path = "{tmp_path / "rollbot.db"}"
+{database}
 
 [paths]
 reports_dir = "{tmp_path / "reports"}"

@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
 
+from pg_server import read_rows
 from terminal_users import as_person
 
 from approvals.support import OPERATOR, RISK, make_settings, slack
@@ -21,7 +21,8 @@ from rollbot.bot.scheduler import Clockwork
 from rollbot.clock import ManualClock, parse_iso
 from rollbot.commands.context import Rollbot
 from rollbot.commands.rollback import Engine
-from rollbot.config import PaperVenueConfig
+from rollbot.config import DatabaseConfig, PaperVenueConfig
+from rollbot.errors import StateUnavailable, StorageError
 
 UNFILLED = """
 recheck_interval_s = 0.05
@@ -56,27 +57,25 @@ def approve_in_background(cfg: Path, approval_id: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_for(db: Path, sql: str, timeout: float = 20) -> None:
+def wait_for(db: DatabaseConfig, sql: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with sqlite3.connect(db, timeout=5) as conn:
-                if conn.execute(sql).fetchone():
-                    return
-        except sqlite3.OperationalError:
+            if read_rows(db, sql):
+                return
+        except (StateUnavailable, StorageError):
             pass  # not created yet
         time.sleep(0.05)
     raise AssertionError(f"never true: {sql}")
 
 
-def rows(db: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-    with sqlite3.connect(db, timeout=5) as conn:
-        return conn.execute(sql, params).fetchall()
+def rows(db: DatabaseConfig, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    return read_rows(db, sql, params)
 
 
 def test_a_kill_stops_an_approved_flatten_before_its_next_order(tmp_path: Path):
     cfg = unfilled_desk(tmp_path, timeout=6)
-    db = tmp_path / "rollbot.db"
+    db = make_settings(tmp_path).database
     asked = rollbot(cfg, "alice", "request", "flatten", "--venue", "paper", "-r", "close it all")
     assert asked.returncode == 3, asked.stderr
     flatten = approve_in_background(cfg, "APR-0001")
@@ -146,7 +145,7 @@ async def test_a_flatten_of_one_venue_never_loosens_another_kill_s_hold(tmp_path
 
 def test_holds_a_dead_flatten_loosened_are_halted_again_by_the_clock(tmp_path: Path):
     cfg = unfilled_desk(tmp_path, timeout=60)
-    db = tmp_path / "rollbot.db"
+    db = make_settings(tmp_path).database
     assert rollbot(cfg, "alice", "request", "flatten", "-r", "close it all").returncode == 3
     flatten = approve_in_background(cfg, "APR-0001")
     wait_for(db, "SELECT 1 FROM holds WHERE state = 'REDUCING'")

@@ -37,6 +37,20 @@ EXPECTED = {
     },
     "crypto_kill": {"crypto_kill_cancel"},
     "two_hosts": {"two_hosts_trials", "two_hosts_ack"},
+    "postgresql": {  # ack, kill and kill start-up again, the database on PostgreSQL
+        f"{key}_postgresql"
+        for key in (
+            "ack_latency",
+            "ack_latency_positions",
+            "ack_latency_kill",
+            "ack_bot_cpu",
+            "kill_latency",
+            "kill_guard",
+            "kill_step1",
+            "kill_step2",
+            "kill_startup",
+        )
+    },
     "scale": {
         f"scale_{figure}_{db}"
         for db in ("empty", "history")

@@ -15,13 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pg_server import BOTH, read_rows
 
 from engine.support import START, book_positions, closing_orders, open_order_count
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.commands.context import Rollbot
 from rollbot.commands.flatten import client_order_id
 from rollbot.commands.rollback import ROLLBACK_STEPS, Engine, StepStatus
-from rollbot.config import ApprovalsConfig, FlattenConfig, PaperVenueConfig, Settings
+from rollbot.config import (
+    ApprovalsConfig,
+    DatabaseConfig,
+    FlattenConfig,
+    PaperVenueConfig,
+    Settings,
+)
+from rollbot.errors import StateUnavailable, StorageError
 from rollbot.storage.events import Actor
 
 LATENCY_MS = 150  # every venue call takes this long: time to land the kill where we want it
@@ -60,16 +68,23 @@ def paper(settings: Settings) -> Iterator[PaperVenue]:
     venue.book.db.close()
 
 
-def wait_for(db: Path, sql: str, proc: subprocess.Popen[str], timeout: float = 30) -> None:
-    """Poll the rollbot database (read-only) until `sql` returns a row."""
+@pytest.fixture(params=BOTH)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The rollbot database on SQLite and on PostgreSQL (the paper book is SQLite either way)."""
+    return request.param
+
+
+def wait_for(
+    db: Path | DatabaseConfig, sql: str, proc: subprocess.Popen[str], timeout: float = 30
+) -> None:
+    """Poll a database (read-only) until `sql` returns a row."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"rollback ended before the kill: {proc.communicate()}"
         try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-                if conn.execute(sql).fetchone():
-                    return
-        except sqlite3.OperationalError:
+            if rows(db, sql):
+                return
+        except (sqlite3.OperationalError, StateUnavailable, StorageError):
             pass  # not created yet
         time.sleep(0.01)
     raise AssertionError(f"timed out waiting for: {sql}")
@@ -81,8 +96,10 @@ def kill(proc: subprocess.Popen[str]) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def rows(db: Path, sql: str) -> list[Any]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+def rows(db: Path | DatabaseConfig, sql: str) -> list[Any]:
+    if not isinstance(db, Path):
+        return read_rows(db, sql)
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
         return conn.execute(sql).fetchall()
 
 
@@ -102,7 +119,7 @@ def assert_closed_exactly_once(paper: PaperVenue, incident: str) -> None:
 def test_sigkill_between_steps_then_recover_finishes_without_a_duplicate(
     rollbot: Any, settings: Settings, paper: PaperVenue, fast_config: list[str]
 ) -> None:
-    db = settings.database.path
+    db = settings.database
     proc = rollbot.popen("rollback", "--reason", "crash between steps", "--confirm")
     wait_for(
         db,
@@ -154,7 +171,7 @@ def test_sigkill_mid_flatten_then_a_second_rollback_finishes_without_a_duplicate
     rollbot: Any, settings: Settings, paper: PaperVenue, fast_config: list[str]
 ) -> None:
     """Killed once the first closing order is written down: sent or not, no one knows."""
-    db = settings.database.path
+    db = settings.database
     proc = rollbot.popen("rollback", "--reason", "crash mid-flatten", "--confirm")
     wait_for(db, "SELECT 1 FROM order_intents", proc)
     kill(proc)
@@ -182,7 +199,7 @@ def test_sigkill_after_the_venue_took_orders_then_recover_reads_them_back(
 ) -> None:
     """Killed once closing orders exist at the venue, before the ledger heard back: the restart
     must find them by client order id instead of sending them again."""
-    db = settings.database.path
+    db = settings.database
     proc = rollbot.popen("rollback", "--reason", "crash after sending", "--confirm")
     wait_for(paper.book.db.path, "SELECT 1 FROM orders WHERE client_order_id LIKE 'rb%'", proc)
     kill(proc)

@@ -69,7 +69,8 @@ class Drill:
 
 @pytest.fixture
 def drill(settings: Settings, write_config: Callable[..., Path]) -> Drill:
-    return Drill(write_config(settings), Path(settings.database.path).parent)
+    local = settings.database.path if settings.database.url is None else settings.paths.reports_dir
+    return Drill(write_config(settings), Path(local).parent)
 
 
 def test_default_drill_on_a_fresh_machine_succeeds_and_writes_three_reports(

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pg_server import database_config
+
 from rollbot.commands.context import Rollbot
 from rollbot.config import (
     Contact,
-    DatabaseConfig,
     EscalationConfig,
     PaperVenueConfig,
     PathsConfig,
@@ -54,7 +55,7 @@ def contacts() -> list[Contact]:
 
 def make_settings(tmp_path: Path, **escalation: Any) -> Settings:
     return Settings(
-        database=DatabaseConfig(path=tmp_path / "rollbot.db"),
+        database=database_config(tmp_path),
         paths=PathsConfig(
             reports_dir=tmp_path / "reports",
             live_environment=tmp_path / "config" / "live_environment.toml",

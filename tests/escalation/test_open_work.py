@@ -24,6 +24,13 @@ from rollbot.storage.events import Actor
 from rollbot.storage.migrations import MIGRATIONS
 
 
+@pytest.fixture
+def backend() -> str:
+    """SQLite only: these read the statements SQLite runs (its trace callback) and its indexes
+    by name (INDEXED BY); PostgreSQL's planner chooses its own plans."""
+    return "sqlite"
+
+
 def history_app(tmp_path: Path, clock: ManualClock, incidents: int) -> Rollbot:
     settings = make_settings(tmp_path, repeat=1)
     if incidents:

@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from pg_server import database_config
+
 from fakes.slack import FakeSlack
 from rollbot.bot.slack.server import Server
 from rollbot.clock import Clock
 from rollbot.config import (
-    DatabaseConfig,
     FlattenConfig,
     PaperVenueConfig,
     PathsConfig,
@@ -29,7 +30,7 @@ OUTSIDER = "U0NOBODY"
 
 def bot_settings(tmp_path: Path, **overrides: object) -> Settings:
     base = Settings(
-        database=DatabaseConfig(path=tmp_path / "rollbot.db"),
+        database=database_config(tmp_path),
         paths=PathsConfig(
             reports_dir=tmp_path / "reports",
             live_environment=tmp_path / "config" / "live_environment.toml",

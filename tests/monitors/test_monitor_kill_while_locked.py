@@ -9,6 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+from pg_server import BOTH
+
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.commands.context import Rollbot
 from rollbot.commands.monitors import Monitor
@@ -16,6 +19,11 @@ from rollbot.commands.rollback import Engine
 from rollbot.storage.events import Actor
 
 MakeApp = Callable[..., Rollbot]
+
+
+@pytest.fixture(params=BOTH)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 async def test_an_automatic_kill_under_a_lock_cancels_at_once_and_holds_once_it_can(
@@ -29,7 +37,7 @@ async def test_an_automatic_kill_under_a_lock_cancels_at_once_and_holds_once_it_
     assert len(await paper.open_orders()) == 24
     monitor = Monitor(app)
 
-    with write_lock(app.settings.database.path):
+    with write_lock(app.settings.database):
         started = time.monotonic()
         report = await monitor.tick()
         took = time.monotonic() - started

@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from escalation.helpers import make_settings, outbox
+from pg_server import BOTH
 
 from rollbot.bot.scheduler import MONITOR_LEASE, Clockwork
 from rollbot.clock import ManualClock, SystemClock
@@ -22,6 +24,12 @@ from rollbot.storage.leases import Leases
 from rollbot.storage.nav import NavSamples
 
 ROLLBOT = str(Path(sys.executable).with_name("rollbot"))
+
+
+@pytest.fixture(params=BOTH)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The lease on SQLite and on PostgreSQL."""
+    return request.param
 
 
 def taken_over(app: Rollbot) -> list[str]:

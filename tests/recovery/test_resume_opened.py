@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from pg_server import BOTH, database_config
+
 from rollbot.clock import ManualClock
 from rollbot.commands.context import Rollbot
 from rollbot.commands.rollback import Engine, resume_unfinished
-from rollbot.config import DatabaseConfig, PaperVenueConfig, PathsConfig, Settings
+from rollbot.config import PaperVenueConfig, PathsConfig, Settings
 from rollbot.storage.events import Actor
+
+
+@pytest.fixture(params=BOTH)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 def settings(tmp: Path) -> Settings:
     return Settings(
-        database=DatabaseConfig(path=tmp / "rollbot.db"),
+        database=database_config(tmp),
         paths=PathsConfig(
             reports_dir=tmp / "reports",
             live_environment=tmp / "live.toml",

@@ -1,13 +1,21 @@
-"""/kill while another process holds SQLite's write lock: the ack comes at once, the cancels go
-out at once, and the hold is stored as soon as the lock is let go (issue 14 item 7a)."""
+"""/kill while another process holds the database's write lock (SQLite, PostgreSQL): the ack
+comes at once, the cancels go out at once, and the hold is stored as soon as the lock is let go
+(issue 14 item 7a)."""
 
 from __future__ import annotations
 
+import pytest
 from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running
 from fakes.slack import FakeSlack
+from pg_server import BOTH
 
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.commands.trading_state import TradingState
+
+
+@pytest.fixture(params=BOTH)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 async def test_kill_while_the_database_is_locked_cancels_at_once_and_holds_once_it_can(
@@ -19,7 +27,7 @@ async def test_kill_while_the_database_is_locked_cancels_at_once_and_holds_once_
         paper = rb.venue("paper")
         assert isinstance(paper, PaperVenue)
         assert len(await paper.open_orders()) == 24
-        with write_lock(settings.database.path):
+        with write_lock(settings.database):
             d = await slack.deliver_slash_command(
                 "/kill", "runaway algo", user_id=OPERATOR, channel_id=OPS
             )

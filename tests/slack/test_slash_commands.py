@@ -1,8 +1,9 @@
 """End to end: real slack-bolt over a real websocket (Socket Mode) and real HTTP to the
-loopback Slack, the real paper venue and SQLite. No mocks."""
+loopback Slack, the real paper venue and the database on SQLite and on PostgreSQL. No mocks."""
 
 from __future__ import annotations
 
+import pytest
 from fakes.rollbot_harness import (
     OPERATOR,
     OPS,
@@ -14,9 +15,15 @@ from fakes.rollbot_harness import (
     running,
 )
 from fakes.slack import FakeSlack
+from pg_server import BOTH
 
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.commands.trading_state import TradingState
+
+
+@pytest.fixture(params=BOTH)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 def top_level(slack: FakeSlack) -> list:

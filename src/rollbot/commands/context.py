@@ -14,6 +14,7 @@ from rollbot.commands.killswitch import KillSwitch
 from rollbot.commands.outbox import Outbox
 from rollbot.config import Settings
 from rollbot.errors import BadInput
+from rollbot.storage.backends import open_database
 from rollbot.storage.db import Database
 from rollbot.storage.events import EventLog
 from rollbot.storage.incidents import Incidents
@@ -61,7 +62,7 @@ class Rollbot:
         """`create=False` for readers of state: no database, an empty or a foreign one is
         StateUnavailable, never a fresh one answering ACTIVE."""
         clock = clock or SystemClock()
-        db = Database(settings.database.path, settings.database.busy_timeout_ms, create=create)
+        db = cast("Database", open_database(settings.database, create=create))
         events = EventLog(db, clock, host=settings.host.id)
         gates: Gates | GatesViaAgent
         if settings.gates.agent:  # the files are on the trading system's host (README)

@@ -30,7 +30,7 @@ from rollbot.config import (
     Settings,
 )
 from rollbot.errors import BadInput
-from rollbot.storage.db import Database
+from rollbot.storage.backends import open_database
 from rollbot.storage.events import Actor, EventLog
 from rollbot.storage.nav import NavSamples
 
@@ -136,7 +136,9 @@ async def run_drill(
         )
     clock = clock or SystemClock()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    workdir = workdir or Path(base.database.path).parent / "drill"
+    # beside the database file; on PostgreSQL (no file here) beside the reports
+    local = base.database.path if base.database.url is None else base.paths.reports_dir
+    workdir = workdir or Path(local).parent / "drill"
     clear_sandbox(workdir)
     settings = drill_settings(base, workdir, scenario, latency_ms, faults, stamp)
     number = _allocate(base, clock)
@@ -174,7 +176,7 @@ async def run_drill(
 
 def _allocate(base: Settings, clock: Clock) -> int:
     """The drill's number in the main database (DRILL-N), taken before it starts."""
-    db = Database(base.database.path, base.database.busy_timeout_ms)
+    db = open_database(base.database)
     try:
         with db.write():
             cur = db.execute(
@@ -209,7 +211,7 @@ def _record(
     clock: Clock,
 ) -> None:
     status = outcome.final_status.value if outcome else "FAILED"
-    db = Database(base.database.path, base.database.busy_timeout_ms)
+    db = open_database(base.database)
     try:
         with db.write():
             db.execute(

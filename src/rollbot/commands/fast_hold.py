@@ -44,8 +44,10 @@ class KillConfig:
         database: str = DEFAULT_DB,
         venue_names: list[str] | None = None,
         identities: dict[str, str] | None = None,
+        url: str | None = None,
     ) -> None:
         self.database = database
+        self.url = url  # PostgreSQL ([database] url): the hold goes there instead
         self.venue_names = venue_names if venue_names is not None else ["paper"]
         self.identities = identities or {}
 
@@ -72,8 +74,15 @@ def read_kill_config(explicit: str | None) -> KillConfig | None:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return None
     db = raw.get("database", {})
-    if not isinstance(db, dict) or set(db) - {"path", "busy_timeout_ms"}:
+    if not isinstance(db, dict) or set(db) - {"path", "busy_timeout_ms", "url"}:
         return None
+    url = db.get("url")
+    if url is not None:  # only a plain postgresql:// URL; anything else config.py explains
+        if "path" in db or not _text(url) or not url.startswith("postgresql://"):
+            return None
+        userinfo = url[len("postgresql://") :].split("/", 1)[0].rpartition("@")[0]
+        if ":" in userinfo or "password" in url:
+            return None  # config.py refuses it with the reason
     db_path = db.get("path", DEFAULT_DB)
     busy = db.get("busy_timeout_ms", DEFAULT_BUSY_TIMEOUT_MS)
     if not _text(db_path) or type(busy) is not int or not 0 < busy <= 600_000:
@@ -94,7 +103,7 @@ def read_kill_config(explicit: str | None) -> KillConfig | None:
         _text(k) and _text(v) for k, v in identities.items()
     ):
         return None
-    return KillConfig(database=db_path, venue_names=names, identities=identities)
+    return KillConfig(database=db_path, venue_names=names, identities=identities, url=url)
 
 
 HOLD_STATES = ("HALTED", "REDUCING")
@@ -109,6 +118,8 @@ def store_kill_hold(
     scope = parse_scope(scope_text, config.venue_names)
     if state not in HOLD_STATES:
         return None  # the full path says what is wrong
+    if config.url is not None:
+        return _store_on_postgresql(config, reason, scope, state)
     if not os.path.isfile(config.database):
         return None  # no database yet: the full path creates and migrates it
     try:
@@ -142,6 +153,38 @@ def store_kill_hold(
         return None
     finally:
         conn.close()
+
+
+class _LeaveIt(Exception):
+    """_write found something for the full path's rules: roll back, write nothing."""
+
+
+def _store_on_postgresql(config: KillConfig, reason: str, scope: str, state: str) -> str | None:
+    """The same rows through storage/postgres.py (pydantic-free as this module): a reader's
+    open (never creating or migrating), the writers' lock waited for HOLD_WAIT_MS at most."""
+    from rollbot.errors import DatabaseBusy, StorageError
+    from rollbot.storage.pg_migrations import PG_MIGRATIONS
+    from rollbot.storage.postgres import PostgresDatabase
+
+    assert config.url is not None
+    try:
+        db = PostgresDatabase(config.url, HOLD_WAIT_MS, create=False)
+    except Exception:
+        return None  # unreachable, no schema: the full path says what is wrong
+    try:
+        if db.schema_version != len(PG_MIGRATIONS):
+            return None  # the full path migrates first
+        with db.write() as conn:
+            incident_id = _write(conn, config, reason, scope, state)  # type: ignore[arg-type]
+            if incident_id is None:
+                raise _LeaveIt
+        return incident_id
+    except DatabaseBusy:
+        return HELD_ELSEWHERE
+    except (_LeaveIt, StorageError):
+        return None
+    finally:
+        db.close()
 
 
 def _locked(exc: sqlite3.Error) -> bool:
@@ -207,8 +250,8 @@ def _write(
         {"hold_id": cur.lastrowid, "source": "person", "state": state},
     )
     conn.execute(
-        "INSERT OR IGNORE INTO outbox (at, kind, incident_id, target, payload, dedupe_key)"
-        " VALUES (?, 'headline', ?, NULL, ?, NULL)",
+        "INSERT INTO outbox (at, kind, incident_id, target, payload, dedupe_key)"
+        " VALUES (?, 'headline', ?, NULL, ?, NULL) ON CONFLICT DO NOTHING",
         (now, incident_id, dumps({"text": ""})),
     )
     event("BREAK_GLASS", reason, None, None, {"command": "kill trigger"})

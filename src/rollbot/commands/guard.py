@@ -72,6 +72,12 @@ def _number(value: Any) -> Any:
     return value if type(value) is int else str(value)
 
 
+HELD_SCOPES_SQL = (
+    "SELECT scope, MAX(CASE WHEN state = 'HALTED' THEN 1 ELSE 0 END) AS halted FROM holds"
+    " WHERE cleared_at IS NULL GROUP BY scope"
+)
+
+
 class StateCache:
     """The strictest state per held scope, re-read only when the database changed."""
 
@@ -93,21 +99,26 @@ class StateCache:
                 raise StateUnavailable(f"database {db.path} was moved away or replaced")
         except FileNotFoundError:
             raise StateUnavailable(f"database {db.path} no longer exists") from None
+        if db.dialect != "sqlite":  # no cheap "did anyone commit" counter: read them again
+            return self._reread(db.query(HELD_SCOPES_SQL), None, -1)
         conn = db.conn
         version = conn.execute("PRAGMA data_version").fetchone()[0]
         changes = conn.total_changes
         if version != self._version or changes != self._changes:
-            # one row per held scope, however many kills hold it (each kill is its own hold)
-            self.states = {
-                scope: TradingState.HALTED if halted else TradingState.REDUCING
-                for scope, halted in conn.execute(
-                    "SELECT scope, MAX(state = 'HALTED') FROM holds WHERE cleared_at IS NULL"
-                    " GROUP BY scope"
-                ).fetchall()
-            }
-            self.folded = {s.casefold(): s for s in self.states}
+            self._reread(conn.execute(HELD_SCOPES_SQL).fetchall(), version, changes)
+        return self.states
+
+    def _reread(self, rows: Any, version: Any, changes: int) -> dict[str, TradingState]:
+        # one row per held scope, however many kills hold it (each kill is its own hold)
+        states = {}
+        for row in rows:
+            scope, halted = (row["scope"], row["halted"]) if isinstance(row, dict) else row
+            states[scope] = TradingState.HALTED if halted else TradingState.REDUCING
+        if version is not None or states != self.states:  # verdicts follow from the states
             self.verdicts = {}
-            self._version, self._changes = version, changes
+        self.states = states
+        self.folded = {s.casefold(): s for s in self.states}
+        self._version, self._changes = version, changes
         return self.states
 
 

@@ -70,8 +70,8 @@ class Outbox:
         if data is not None:
             payload["data"] = data
         cur = self.db.execute(
-            "INSERT OR IGNORE INTO outbox (at, kind, incident_id, target, payload, dedupe_key)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO outbox (at, kind, incident_id, target, payload, dedupe_key)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (iso(self.clock.now()), kind, incident_id, target, dumps(payload), dedupe_key),
         )
         return int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None

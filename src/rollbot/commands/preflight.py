@@ -26,6 +26,7 @@ from rollbot.clock import iso, parse_iso
 from rollbot.commands import dead_mans_switch
 from rollbot.commands.context import Rollbot
 from rollbot.commands.liveness import holder_gone
+from rollbot.errors import StateUnavailable, StorageError
 from rollbot.storage.events import Actor
 from rollbot.storage.leases import Leases
 
@@ -128,6 +129,8 @@ def check_gates(app: Rollbot) -> Check:
 
 
 def check_database(app: Rollbot) -> Check:
+    if app.db.dialect != "sqlite":
+        return _check_postgresql(app)
     try:
         conn = sqlite3.connect(app.settings.database.path, timeout=2)
         try:
@@ -144,8 +147,37 @@ def check_database(app: Rollbot) -> Check:
     return passed("database", "writable")
 
 
+def _check_postgresql(app: Rollbot) -> Check:
+    """The writers' lock taken within 2 s on a connection of its own, and the right to write
+    the hold table: what a kill needs of the server."""
+    from rollbot.storage.backends import open_database
+
+    try:
+        db = open_database(app.settings.database, create=False)
+        try:
+            with db.patience(2000), db.write():
+                row = db.one("SELECT has_table_privilege('holds', 'INSERT') AS ok")
+        finally:
+            db.close()
+    except (StorageError, StateUnavailable) as exc:
+        return failed(
+            "database",
+            f"cannot take the write lock on {app.db.path}: {exc}",
+            "check the server, the network and what else holds the lock",
+        )
+    if not row or not row["ok"]:
+        return failed(
+            "database",
+            f"the role in {app.db.path} may not write the holds table",
+            "GRANT SELECT, INSERT, UPDATE on rollbot's tables to that role",
+        )
+    return passed("database", "writable (PostgreSQL)")
+
+
 def check_disk(app: Rollbot) -> Check:
-    folder = Path(app.settings.database.path).resolve().parent
+    # on PostgreSQL the database's disk is the server's to watch: here, the reports' folder
+    local = app.settings.database.path if app.db.dialect == "sqlite" else None
+    folder = Path(local or app.settings.paths.reports_dir).resolve().parent
     need = app.settings.preflight.min_free_mb
     try:
         free = shutil.disk_usage(folder).free / 2**20
@@ -156,6 +188,12 @@ def check_disk(app: Rollbot) -> Check:
             "disk",
             f"{free:,.0f} MiB free under {folder}, below the {need:,} MiB threshold",
             "free space on that disk: a full disk stops every write, holds included",
+        )
+    if local is None:  # say what was read: never the server's disk
+        return passed(
+            "disk",
+            f"{free:,.0f} MiB free under {folder} (threshold {need:,} MiB); the database's"
+            " disk is the PostgreSQL server's, not read here",
         )
     return passed("disk", f"{free:,.0f} MiB free (threshold {need:,} MiB)")
 

@@ -148,9 +148,14 @@ def record_rca(app: Rollbot, incident_id: str, fields: dict[str, Any], actor: Ac
     with app.db.write():
         existed = app.db.one("SELECT 1 AS x FROM rca WHERE incident_id = ?", (incident.id,))
         app.db.execute(
-            "INSERT OR REPLACE INTO rca (incident_id, timeline, root_cause, contributing_factors,"
+            "INSERT INTO rca (incident_id, timeline, root_cause, contributing_factors,"
             " lessons_learned, recommended_actions, recorded_by, recorded_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (incident_id) DO UPDATE SET"
+            " timeline = excluded.timeline, root_cause = excluded.root_cause,"
+            " contributing_factors = excluded.contributing_factors,"
+            " lessons_learned = excluded.lessons_learned,"
+            " recommended_actions = excluded.recommended_actions,"
+            " recorded_by = excluded.recorded_by, recorded_at = excluded.recorded_at",
             (
                 incident.id,
                 rca.timeline,

@@ -248,7 +248,7 @@ def _log_step(s: StepReport, logs_archived: str) -> LogStep:
 def build_log(app: Rollbot, incident: Incident) -> RollbackLog:
     steps = ended_steps(app, incident.id)
     rca = app.db.one("SELECT * FROM rca WHERE incident_id = ?", (incident.id,))
-    archived = f"{app.settings.database.path} (table events, incident_id = {incident.id})"
+    archived = f"{app.db.path} (table events, incident_id = {incident.id})"
     log_steps = [_log_step(s, archived) for s in steps]
     final_pnl = None
     for ls in log_steps:

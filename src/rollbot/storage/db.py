@@ -37,11 +37,13 @@ def _explain(path: Path, exc: sqlite3.Error) -> StorageError:
 
 
 class Database:
-    """A connection plus the transaction discipline. Not shared across threads.
+    """A connection plus the transaction discipline. Shared across threads under its lock.
 
     `create=False` is for readers of state (the guard, `kill status`, the monitors): a missing,
     empty or schema-less file is StateUnavailable, never a fresh empty database whose answer
     would be "ACTIVE"."""
+
+    dialect = "sqlite"
 
     def __init__(
         self,

@@ -64,9 +64,9 @@ class Intents:
     def create(self, intent: Intent) -> bool:
         """False when this client order id exists already (a concurrent or repeated run)."""
         cur = self.db.execute(
-            "INSERT OR IGNORE INTO order_intents (client_order_id, incident_id, venue, symbol,"
+            "INSERT INTO order_intents (client_order_id, incident_id, venue, symbol,"
             " side, quantity, type, limit_price, attempt, status, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 intent.client_order_id,
                 intent.incident_id,

@@ -378,12 +378,19 @@ BACKFILL_BATCH = 2000
 
 
 def v10_event_chain(db: Database) -> None:
-    for statement in V10_EVENT_CHAIN_COLUMNS.split(";"):
+    pg = getattr(db, "dialect", "sqlite") == "postgresql"
+    columns = V10_EVENT_CHAIN_COLUMNS
+    if pg:  # the PostgreSQL schema's text is byte-compared (storage/pg_migrations.py)
+        columns = columns.replace(" TEXT;", ' TEXT COLLATE "C";')
+    for statement in columns.split(";"):
         if statement.strip():
             db.execute(statement.strip())
     if db.one("SELECT 1 AS x FROM events WHERE hash IS NULL LIMIT 1") is None:
         return
-    db.execute("DROP TRIGGER IF EXISTS events_no_update")
+    if pg:
+        db.execute("ALTER TABLE events DISABLE TRIGGER events_no_update")
+    else:
+        db.execute("DROP TRIGGER IF EXISTS events_no_update")
     seq, prev, after = 0, GENESIS, -1
     while True:
         rows = db.query(
@@ -406,7 +413,7 @@ def v10_event_chain(db: Database) -> None:
             )
             prev = digest
         after = rows[-1]["id"]
-    db.execute(_EVENTS_NO_UPDATE)
+    db.execute("ALTER TABLE events ENABLE TRIGGER events_no_update" if pg else _EVENTS_NO_UPDATE)
 
 
 def loads_object(text: object) -> object:
@@ -452,8 +459,8 @@ def v11_rearm_baseline(db: Database) -> None:
         "SELECT MIN(e.id) - 1 AS after FROM events e JOIN incidents i ON i.id = e.incident_id"
         " WHERE e.kind = 'INCIDENT_OPENED' AND (i.status = 'OPEN'"
         " OR EXISTS (SELECT 1 FROM holds h WHERE h.incident_id = i.id AND h.cleared_at IS NULL)"
-        " OR (? AND e.id > ?))",
-        (left_off, armed_at),
+        " OR (? = 1 AND e.id > ?))",
+        (1 if left_off else 0, armed_at),
     )
     last = db.one("SELECT COALESCE(MAX(id), 0) AS last FROM events")
     after = first["after"] if first and first["after"] is not None else last["last"]  # type: ignore[index]

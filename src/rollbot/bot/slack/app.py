@@ -213,7 +213,7 @@ class SlackBot:
         try:
             with self.rb.db.patience(HOLD_FIRST_WAIT_MS if kill else self.rb.db.busy_timeout_ms):
                 cur = self.rb.db.execute(
-                    "INSERT OR IGNORE INTO deliveries (key, at) VALUES (?, ?)",
+                    "INSERT INTO deliveries (key, at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                     (f"{req.kind}:{key}", iso(self.rb.clock.now())),
                 )
         except DatabaseBusy:

@@ -317,12 +317,14 @@ class Courier:
         ref = data.get("id") or data.get("alert_id") if isinstance(data, dict) else None
         if view in ("approval", "risk_alert", "checklist") and ref:
             self.app.db.execute(
-                "INSERT OR IGNORE INTO message_copies (kind, ref, channel, ts) VALUES (?, ?, ?, ?)",
+                "INSERT INTO message_copies (kind, ref, channel, ts) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 (view, str(ref), channel, ts),
             )
         if view == "checklist" and isinstance(data, dict) and data.get("incident_id"):
             self.app.db.execute(
-                "INSERT OR IGNORE INTO message_copies (kind, ref, channel, ts) VALUES (?, ?, ?, ?)",
+                "INSERT INTO message_copies (kind, ref, channel, ts) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 ("checklist", str(data["incident_id"]), channel, ts),
             )
 

@@ -1,0 +1,420 @@
+"""The PostgreSQL backend: the same `Database` API as storage/db.py, for several hosts.
+
+Writers are serialized as SQLite serializes them: every write transaction first takes one
+transaction-scoped advisory lock (WRITE_LOCK), so the code above storage/ keeps the guarantee it
+was written for — inside `write()`, what it read is what it writes over, with no other writer in
+between (a vote counted, an intent claimed, a lease taken, an outbox row numbered). Row locks or
+SERIALIZABLE would let unrelated writes run side by side, but every one of those read-then-write
+sequences would then need its own proof; a kill's write is a few rows, and one lock keeps them
+all correct. Reads take no lock (MVCC): a reader never waits for a writer, as with SQLite's WAL.
+
+SQL is written once, in SQLite's dialect where both agree, and passed through `translate`: `?`
+placeholders become psycopg's `%s`, and SQLite's `INDEXED BY` hint (a plan choice, never a
+result) is dropped. `json_extract` and `IFNULL` exist on PostgreSQL as functions the migrations
+create (pg_migrations.py). Nothing here imports pydantic: the break-glass kill uses this too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from rollbot.errors import DatabaseBusy, StateUnavailable, StorageError
+from rollbot.storage.pg_migrations import PG_MIGRATIONS
+
+# pg_advisory_xact_lock's key for "a rollbot write is in progress" (b"rollbot\0" as an int64):
+# advisory locks are per database, so two rollbot databases on one server never share it
+WRITE_LOCK = 0x726F6C6C626F7400
+PASSWORD_ENV = "ROLLBOT_DATABASE_PASSWORD"
+CONNECT_TIMEOUT_S = 5
+
+_TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|\?|%|:[A-Za-z_]\w*""")
+_INDEXED_BY = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.IGNORECASE)
+_INSERT_INTO = re.compile(r"^\s*INSERT\s+(?:OR\s+\w+\s+)?INTO\s+(\w+)", re.IGNORECASE)
+_RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
+
+
+@lru_cache(maxsize=2048)
+def translate(sql: str, named: bool = False) -> str:
+    """SQLite's `?` (or `:name`) placeholders to psycopg's, outside quotes and comments; a
+    literal `%` doubled (psycopg reads it as a placeholder); `INDEXED BY x` dropped."""
+
+    def token(m: re.Match[str]) -> str:
+        text = m.group(0)
+        if text == "?":
+            return "%s"
+        if text == "%":
+            return "%%"
+        if text.startswith(":"):
+            return f"%({text[1:]})s" if named else text
+        return text.replace("%", "%%")  # psycopg reads % inside quotes too
+
+    return _TOKENS.sub(token, _INDEXED_BY.sub("", sql))
+
+
+def redact(url: str) -> str:
+    """The URL as messages may show it: never a password (config.py refuses one anyway)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Result:
+    """What a statement returned, read at once: `rowcount`, `lastrowid` (the id an INSERT gave
+    its row, as sqlite3's cursor has it), and the rows, if any."""
+
+    def __init__(self, rowcount: int, rows: list[dict[str, Any]], lastrowid: int | None) -> None:
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+        self._rows = rows
+        self._next = 0
+
+    def fetchone(self) -> Any:
+        if self._next >= len(self._rows):
+            return None
+        row = self._rows[self._next]
+        self._next += 1
+        return _Row(row)
+
+    def fetchall(self) -> list[Any]:
+        rows = [_Row(r) for r in self._rows[self._next :]]
+        self._next = len(self._rows)
+        return rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+class _Row(dict):  # type: ignore[type-arg]
+    """A row both ways, like sqlite3.Row: row["id"] and row[0]; unpacks as a tuple."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, int):
+            return list(self.values())[key]
+        return super().__getitem__(key)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return iter(list(self.values()))
+
+    def keys(self) -> Any:
+        return super().keys()
+
+
+def _explain(where: str, exc: Exception) -> StorageError:
+    import psycopg.errors as e
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, e.LockNotAvailable | e.QueryCanceled | e.DeadlockDetected):
+        return DatabaseBusy(
+            f"database {where} is locked by another process (waited for the busy timeout);"
+            " nothing was written"
+        )
+    if isinstance(exc, e.SerializationFailure):
+        return DatabaseBusy(f"database {where}: a concurrent write conflicted; nothing was written")
+    if isinstance(exc, e.DiskFull):
+        return StorageError(f"database {where}: the disk is full; nothing was written")
+    if isinstance(exc, e.InsufficientPrivilege | e.ReadOnlySqlTransaction):
+        return StorageError(f"database {where} cannot be written: {text}")
+    if isinstance(exc, e.OperationalError) and getattr(exc, "sqlstate", None) is None:
+        return StorageError(f"database {where} cannot be reached: {text}; nothing was written")
+    return StorageError(f"database {where}: {text}")
+
+
+class PostgresDatabase:
+    """One connection plus the transaction discipline of storage/db.py's Database."""
+
+    dialect = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        busy_timeout_ms: int = 5000,
+        migrations: list[str] | None = None,
+        *,
+        create: bool = True,
+    ) -> None:
+        self.url = url
+        self.path = redact(url)  # what messages name (SQLite's is the file)
+        self.inode: int | None = None  # no file to be moved away
+        self.busy_timeout_ms = int(busy_timeout_ms)
+        self._migrations = PG_MIGRATIONS if migrations is None else migrations
+        self._create = create
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._identity: set[str] = set()
+        self._closed = False
+        self.conn = self._connect()
+        if not create:
+            self._require_schema()
+        self._migrate()
+        self._identity = self._identity_tables()
+
+    # -- connection ------------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        kwargs: dict[str, Any] = {}
+        if os.environ.get(PASSWORD_ENV):
+            kwargs["password"] = os.environ[PASSWORD_ENV]
+        try:
+            conn = psycopg.connect(
+                self.url,
+                autocommit=True,  # BEGIN and COMMIT are ours, as with SQLite
+                row_factory=dict_row,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name="rollbot",
+                # a server gone silent (a host lost, a partition) fails a statement within about
+                # 10 s instead of hanging the process; libpq ignores these on a Unix socket
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+                tcp_user_timeout=10_000,
+                **kwargs,
+            )
+        except psycopg.Error as exc:
+            message = f"database {self.path} cannot be reached: {_first_line(exc)}"
+            if not self._create:
+                raise StateUnavailable(message) from None
+            raise StorageError(message) from None
+        _bools_as_integers(conn)
+        return conn
+
+    def _ensure_connected(self) -> None:
+        """A connection the server or the network dropped is opened again between transactions
+        (a failover, a restart): never inside one, where the writes so far are gone."""
+        if self._closed:  # closed by its owner: never quietly opened again (the guard refuses)
+            raise StorageError(f"database {self.path}: this connection was closed")
+        if self.conn.closed or self.conn.broken:
+            if self._depth:
+                raise StorageError(f"database {self.path}: the connection was lost mid-write")
+            self.conn = self._connect()
+
+    def _require_schema(self) -> None:
+        row = self.conn.execute(
+            "SELECT to_regclass('schema_version') AS v, to_regclass('holds') AS h"
+        ).fetchone()
+        version = 0
+        if row["v"] is not None:
+            got = self.conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
+            version = got["v"] or 0
+        if not version or row["h"] is None:
+            self.conn.close()
+            raise StateUnavailable(f"database {self.path} has no rollbot schema")
+
+    def _identity_tables(self) -> set[str]:
+        rows = self.conn.execute(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema ="
+            " current_schema() AND column_name = 'id' AND is_identity = 'YES'"
+        ).fetchall()
+        return {r["table_name"] for r in rows}
+
+    # -- migrations ------------------------------------------------------------------------------
+    def _current_version(self) -> int:
+        row = self.conn.execute("SELECT to_regclass('schema_version') AS v").fetchone()
+        if row["v"] is None:
+            return 0
+        got = self.conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
+        return int(got["v"] or 0)
+
+    def _migrate(self) -> None:
+        import psycopg
+
+        try:
+            if self._current_version() >= len(self._migrations):
+                return  # up to date: no write lock, a reader never waits for a writer
+            with self.write():
+                self.conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+                    " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+                )
+                current = self._current_version()
+                for version, script in enumerate(self._migrations, start=1):
+                    if version <= current:
+                        continue
+                    if callable(script):  # a function over the Database (storage/migrations.py)
+                        script(self)  # type: ignore[arg-type]
+                    else:  # no parameters: one simple-protocol round trip
+                        self.conn.execute(script)
+                    self.conn.execute(
+                        "INSERT INTO schema_version (version) VALUES (%s)", (version,)
+                    )
+        except StorageError:
+            raise
+        except psycopg.Error as exc:
+            raise _explain(self.path, exc) from None
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return self._current_version()
+
+    @property
+    def utils(self) -> Any:
+        raise StorageError("sqlite-utils works on the SQLite backend only")
+
+    # -- transactions ----------------------------------------------------------------------------
+    @contextmanager
+    def patience(self, busy_timeout_ms: int) -> Iterator[None]:
+        """Wait at most this long for another writer inside the block: SET LOCAL lock_timeout in
+        each write transaction begun inside it (the advisory lock's wait obeys lock_timeout)."""
+        with self._lock:
+            before = self.busy_timeout_ms
+            self.busy_timeout_ms = int(busy_timeout_ms)
+            try:
+                yield
+            finally:
+                self.busy_timeout_ms = before
+
+    @contextmanager
+    def write(self) -> Iterator[_Connection]:
+        """BEGIN; the writers' lock; ... COMMIT. Nested calls join the outer transaction."""
+        import psycopg
+
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield _Connection(self)
+                finally:
+                    self._depth -= 1
+                return
+            self._ensure_connected()
+            try:
+                # one round trip: a kill pays it once before its first row
+                self.conn.execute(
+                    f"BEGIN; SET LOCAL lock_timeout = {max(1, int(self.busy_timeout_ms))};"
+                    f" SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+                )
+            except psycopg.Error as exc:
+                self._rollback()
+                raise _explain(self.path, exc) from None
+            self._depth = 1
+            try:
+                yield _Connection(self)
+            except BaseException as exc:
+                self._depth = 0
+                self._rollback()
+                if isinstance(exc, psycopg.Error):
+                    raise _explain(self.path, exc) from None
+                raise
+            self._depth = 0
+            try:
+                self.conn.execute("COMMIT")
+            except psycopg.Error as exc:
+                if self.conn.broken:  # the server may have committed before the line dropped
+                    raise StorageError(
+                        f"database {self.path}: the connection was lost while committing;"
+                        f" whether this write was stored is unknown ({_first_line(exc)})"
+                    ) from None
+                self._rollback()
+                raise _explain(self.path, exc) from None
+
+    def _rollback(self) -> None:
+        import psycopg
+
+        try:
+            if not self.conn.closed and self.conn.info.transaction_status != 0:  # not IDLE
+                self.conn.execute("ROLLBACK")
+        except psycopg.Error:
+            pass  # a lost connection rolled it back on the server
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
+
+    # -- statements ------------------------------------------------------------------------------
+    def _run(self, sql: str, params: tuple[Any, ...] | dict[str, Any] | list[Any]) -> Result:
+        named = isinstance(params, dict)
+        text = translate(sql, named)
+        table = None
+        m = _INSERT_INTO.match(sql)
+        if m and m.group(1).lower() in self._identity and not _RETURNING.search(sql):
+            table = m.group(1)
+            text += " RETURNING id"  # sqlite3's lastrowid, which PostgreSQL has not
+        cur = self.conn.execute(text, params if named else tuple(params))
+        rows = cur.fetchall() if cur.description is not None else []
+        lastrowid = None
+        if rows and "id" in rows[-1] and (table or _RETURNING.search(sql)):
+            lastrowid = rows[-1]["id"]
+        if table:
+            rows = []  # the caller asked for no rows: the id is its lastrowid only
+        return Result(cur.rowcount, rows, lastrowid)
+
+    def query(
+        self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        import psycopg
+
+        try:
+            with self._lock:
+                if not self._depth:
+                    self._ensure_connected()
+                cur = self.conn.execute(translate(sql, isinstance(params, dict)), params)
+                return cur.fetchall() if cur.description is not None else []
+        except psycopg.Error as exc:
+            raise _explain(self.path, exc) from None
+
+    def one(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> dict[str, Any] | None:
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> Result:
+        """A statement inside the caller's write transaction (or its own, if none)."""
+        import psycopg
+
+        try:
+            with self._lock:
+                if self._depth:
+                    return self._run(sql, params)
+                with self.write():
+                    return self._run(sql, params)
+        except psycopg.Error as exc:
+            raise _explain(self.path, exc) from None
+
+    def change_marker(self) -> None:
+        """SQLite's guard re-reads the holds only when PRAGMA data_version moved; PostgreSQL has
+        no such counter for other connections' commits: None, read them again."""
+        return None
+
+    def close(self) -> None:
+        self._closed = True
+        self.conn.close()
+
+
+class _Connection:
+    """What `write()` yields: `execute` as on a sqlite3 connection, inside the transaction."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    def execute(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> Result:
+        return self._db._run(sql, params)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _bools_as_integers(conn: Any) -> None:
+    """The schema stores flags as INTEGER 0/1 (SQLite's way): a Python bool goes as 0/1."""
+    from psycopg.types.numeric import IntDumper
+
+    class BoolAsInt(IntDumper):
+        def dump(self, obj: Any) -> bytes:
+            return b"1" if obj else b"0"
+
+    conn.adapters.register_dumper(bool, BoolAsInt)
