@@ -1,10 +1,9 @@
 """The pre-trade guard a trading system calls before every order, in-process (`check_order`) or
 over the guard service. Fails closed; fast enough for every order.
 
-Speed without staleness: the holds are re-read only when the WAL-index header SQLite keeps in
-the `-shm` file (rewritten by every commit of any connection; read through a memory map, no
-system call), then `PRAGMA data_version`, or this connection's own change count moved; the gates
-files are re-parsed only when their stat (inode, size, mtime, ctime) changed; rollbot writes them by
+Speed without staleness: the holds are re-read only when SQLite's `PRAGMA data_version` (a
+commit by any other connection) or this connection's own change count moved, and the gates files
+are re-parsed only when their stat (inode, size, mtime, ctime) changed; rollbot writes them by
 rename, so every write it makes is a new inode. The database file is stat-ed on every call too:
 moved away or replaced, the answer is STATE_UNAVAILABLE, never the old file's.
 
@@ -16,10 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import mmap
 import os
-import sqlite3
-import struct
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -77,46 +73,6 @@ def _number(value: Any) -> Any:
     return value if type(value) is int else str(value)
 
 
-class WalHeader:
-    """The WAL-index header in the database's `-shm` file, mapped read-only: the bytes SQLite
-    itself compares to learn that another connection committed (every commit rewrites them:
-    its frame count, change counter, salts and checksum; https://sqlite.org/walformat.html,
-    "The WAL-Index Header"). Reading them is a memory read; `PRAGMA data_version` is a read
-    transaction, two fcntl locks on the same file. Any doubt (no WAL, no -shm, a file too short
-    to hold the header) is None: the caller then asks SQLite."""
-
-    SIZE = 136  # both 48-byte copies of the header and the checkpoint info after them
-    VERSION = 3007000  # iVersion of every WAL-index SQLite has written since 3.7.0
-
-    def __init__(self, conn: sqlite3.Connection, db_path: str) -> None:
-        self._map: mmap.mmap | None = None
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                return
-            # SQLite names the file after the database's real path (symlinks resolved)
-            fd = os.open(os.path.realpath(db_path) + "-shm", os.O_RDONLY)
-        except (OSError, sqlite3.Error):
-            return
-        try:
-            if os.fstat(fd).st_size >= self.SIZE:
-                mapped = mmap.mmap(fd, self.SIZE, prot=mmap.PROT_READ)
-                version, _, _, initialised = struct.unpack_from("=IIIB", mapped)
-                if version == self.VERSION and initialised == 1:
-                    self._map = mapped
-                else:
-                    mapped.close()
-        except (OSError, ValueError):
-            self._map = None
-        finally:
-            os.close(fd)  # the mapping keeps the file
-
-    def read(self) -> bytes | None:
-        """Both copies of the header: a writer updates the second, then the first, so a read
-        in the middle of a commit differs from the last one too."""
-        m = self._map
-        return m[:96] if m is not None else None
-
-
 class StateCache:
     """The strictest state per held scope, re-read only when the database changed."""
 
@@ -125,8 +81,6 @@ class StateCache:
         self._path = os.fspath(db.path)
         self._version: Any = None
         self._changes = -1
-        self._wal = WalHeader(db.conn, self._path)
-        self._header: bytes | None = None
         self.states: dict[str, TradingState] = {}
         self.folded: dict[str, str] = {}  # casefolded scope -> the held scope
         # what the holds decide per (venue, account, strategy), valid until they are re-read:
@@ -141,12 +95,8 @@ class StateCache:
         except FileNotFoundError:
             raise StateUnavailable(f"database {db.path} no longer exists") from None
         conn = db.conn
-        changes = conn.total_changes
-        header = self._wal.read()  # before the holds are read: a commit after it shows next time
-        if header is not None and header == self._header and changes == self._changes:
-            return self.states  # nobody committed since the holds were read
         version = conn.execute("PRAGMA data_version").fetchone()[0]
-        self._header = header
+        changes = conn.total_changes
         if version != self._version or changes != self._changes:
             # one row per held scope, however many kills hold it (each kill is its own hold)
             self.states = {
