@@ -27,6 +27,22 @@ Profiled with py-spy (the `rollbot serve` process) and pyinstrument (in-process 
   The sender is lean on purpose (bench/sender.py): FakeSlack.http_slash_command opens a new
   HTTP session per request, and against a do-nothing server it alone took 45 ms (median) to
   110 ms (max) to get 50 concurrent requests answered.
+  *The p99 spikes (h-perf, found with a gc.callbacks log in the bot):* generation-2 garbage
+  collections. Start-up leaves ~80,000 tracked objects (modules, pydantic schemas, bolt, the
+  config) that live as long as the process; every full collection walked all of them with the
+  loop stopped: 43-75 ms of CPU, 100-450 ms wall on the loaded machine, one every few bursts,
+  landing in the middle of one. `rollbot serve` now runs gc.collect(); gc.freeze() once it is
+  ready: a full collection walks only what was made since, 4-8 ms of CPU. Second cause, in every
+  burst: bolt's `respond()` opened an aiohttp session and a TCP connection (a resolver thread
+  included) per /positions reply and closed both, a third of the listeners' CPU, on the loop
+  that acks the rest of the burst; replies now go over the bot's pooled session (bot/slack/
+  app.py `pooled`). Bot CPU per burst (10 bursts; four runs each of the branch point cdcf152
+  and h-perf, back to back on the same shared machine, load 4-13): median 70-130 -> 70-105 ms,
+  p99 147-185 -> 110-150 ms. The ack figure itself cannot be judged on that machine (p99 287-780
+  ms before, 364-578 ms after: the bot had half a core). What remains per burst is ~1.4 ms of
+  CPU per request (aiohttp, the signature,
+  bolt, two SQLite write transactions per /kill, the escalation hook after the ack) plus bolt's
+  10 ms ack poll, one per pending request.
 - **Kill latency.** The guard refuses as soon as the hold is stored, before the ack. Cancelling
   is one global-cancel message per venue (like IB's reqGlobalCancel), sent to the three venues
   at once: an account read and the cancel, two 25 ms round trips, plus one SQLite transaction
@@ -69,6 +85,23 @@ Profiled with py-spy (the `rollbot serve` process) and pyinstrument (in-process 
   floor of two round trips is that CPU. A close read every mark in the book (n^1.4-1.7 for a
   rollback); it reads one now, and a 2,000-position rollback grows with exponent ~1: per
   close the engine writes its intent, two events and three book transactions.
+- **The pre-trade guard (h-perf).** A check is three stat() calls (the database file, moved or
+  replaced, and the two gates files) and one `PRAGMA data_version` (a read transaction: two
+  fcntl locks), plus the decision: five system calls, and on this virtual machine each has a
+  wall-clock tail of its own (a bare stat(): median 1.7 us, p99 12 us at load 6), so the p99
+  follows the machine's load more than the code. CPython builds a stat_result with three
+  nanosecond integers per stat (~4,800 instructions each). Cut: check_order passed its
+  parameters as **kw, a dict built and unpacked twice per check (check_order -> Guard.check ->
+  _decide); now by position; the default position is a shared Decimal zero and the gates' stats
+  are made inline. callgrind, one ACTIVE check: 59,300 -> 49,000 instructions. In-process p99
+  on the shared machine (load 5-13): 23-165 us before, 19-33 us after; the target needs a
+  quieter machine or fewer system calls (each is what makes a change seen at once).
+  The guard *service* spent 55 ms of CPU per second on its state watch whether or not anybody
+  streamed (asyncio.wait_for every 10 ms: a task, a timer, a cancellation), each look up to
+  0.5 ms in front of the checks; it now looks only while an event stream is open. Server CPU
+  per check at 5,000/s: 55-75 -> 46-50 us (the bare asyncio floor: 12-25 us). Its p99 on the
+  loaded machine was 6-26 ms for both, and for the bare floor server too (2-24 ms): the machine,
+  not the service, decided those runs.
 
 ## Found while profiling (not changed by the benchmarks)
 
@@ -80,7 +113,12 @@ Measured when this section was written; re-check after changing the code involve
   mode: ~5 ms of blocked event loop per kill, 22 % of the bot's busy time in a storm of 50 kills.
 - slack-sdk's AsyncWebClient opens and closes a TCP connection per API call (no shared
   session): about half of the courier's time in a storm, and the courier is about a third of
-  the bot's busy time there.
+  the bot's busy time there. (Since fixed: `rollbot serve` gives the client one pooled session,
+  and bolt's `respond()` goes over it too.)
+- The guard cannot skip `PRAGMA data_version` by reading SQLite's WAL-index header from a
+  memory map of the `-shm` file (tried on h-perf, reverted): a descriptor of that file, closed
+  (Python 3.11's mmap keeps a dup and closes it later), drops every POSIX lock the process holds
+  on it, SQLite's included; another process then rebuilt the index and the bot died.
 - `Courier.run`, cancelled while it waits, leaves its two `Event.wait` tasks pending: the
   "Task was destroyed but it is pending!" lines in `make bench`'s output.
 """

@@ -315,3 +315,29 @@ async def test_a_head_parsed_and_token_checked_once_is_still_one_services_alone(
             writer.close()
     finally:
         await other.stop()
+
+
+async def test_every_open_stream_carries_each_change_whenever_it_was_opened(
+    running: Running, rollbot: Any
+) -> None:
+    """The watch sleeps while no stream is open: a stream opened after the last one closed gets
+    the next change, and so does every stream open at once, whenever each was opened."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(running.url + "/guard/events", headers=AUTH) as early:
+            assert (await _next_event(early))["scopes"]["global"] == "ACTIVE"
+        await asyncio.sleep(0.05)  # no stream open: the watch goes idle
+        async with session.get(running.url + "/guard/events", headers=AUTH) as first:
+            assert (await _next_event(first))["scopes"]["global"] == "ACTIVE"
+            running.rb.killswitch.trigger("global", "stop", ALICE)
+            async with session.get(running.url + "/guard/events", headers=AUTH) as second:
+                assert (await _next_event(second))["scopes"]["global"] == "HALTED"
+                changed = await _next_event(first)
+                while changed["scopes"]["global"] != "HALTED":
+                    changed = await _next_event(first)
+                kill = await asyncio.to_thread(rollbot, "kill", "trigger", "--reason", "again")
+                assert kill.returncode == 0, kill.stdout + kill.stderr
+                running.rb.killswitch.clear("global", "ok", ALICE)
+                for stream in (first, second):  # HALTED (the CLI's kill), then ACTIVE again
+                    seen = await _next_event(stream)
+                    while seen["scopes"]["global"] == "HALTED":
+                        seen = await _next_event(stream)

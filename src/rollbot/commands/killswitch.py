@@ -200,13 +200,5 @@ class KillSwitch:
         """The pre-trade guard a trading system calls before sending (commands/guard.py).
         Fails closed. `position` is not trusted: under REDUCING the venue's read counts."""
         return self.guard.check(
-            venue,
-            symbol,
-            side,
-            quantity,
-            position=position,
-            account=account,
-            strategy=strategy,
-            cancel=cancel,
-            order_id=order_id,
+            venue, symbol, side, quantity, position, account, strategy, cancel, order_id
         )

@@ -19,11 +19,13 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.context.respond.internals import _build_message
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from rollbot.bot.slack.courier import Courier
 from rollbot.bot.slack.ids import Command
@@ -81,6 +83,22 @@ class Req:
 
 
 Handler = Callable[["SlackBot", Req], Awaitable[None]]
+
+
+def pooled(respond: Any, session: Any) -> Any:
+    """bolt's `respond`, over the bot's pooled HTTP session. bolt's own opens a session and a
+    TCP connection per message and closes both: in a burst of /positions that was a third of
+    the listeners' CPU, on the loop that acks the rest of the burst (bench/ack_latency.py).
+    The message is built by bolt, as before; without a session or a response_url, bolt's."""
+    url = getattr(respond, "response_url", None)
+    if session is None or not url:
+        return respond
+
+    async def send(**kw: Any) -> Any:
+        client = AsyncWebhookClient(url=url, proxy=respond.proxy, ssl=respond.ssl, session=session)
+        return await client.send_dict(_build_message(**kw))
+
+    return send
 
 
 def _user(body: dict[str, Any]) -> tuple[str, str]:
@@ -276,7 +294,7 @@ class SlackBot:
                 text=text,
                 body=body,
                 ack=ack,
-                respond=respond,
+                respond=pooled(respond, self.client.session),
                 client=client,
             )
 
