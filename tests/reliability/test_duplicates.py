@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import shutil
 import time
@@ -320,10 +321,21 @@ def check(t: Trial) -> None:
     }
     expected = t.expected | approved
     keys = Counter(r["dedupe_key"] for r in incidents)
-    extra = sum(c - 1 for c in keys.values() if c > 1) + sum(
-        c for k, c in keys.items() if k not in expected | t.optional
+    # a flatten or rollback (approved, or one a person may start alone) asked while an incident
+    # covered it continues that incident (one INCIDENT_CONTINUED under its key) instead of
+    # opening its own
+    continued = Counter(
+        json.loads(e["data"]).get("key")
+        for e in rb.db.query("SELECT data FROM events WHERE kind = 'INCIDENT_CONTINUED'")
     )
-    lost = len([k for k in expected if not keys[k]])
+    extra = (
+        sum(c - 1 for c in keys.values() if c > 1)
+        + sum(c for k, c in keys.items() if k not in expected | t.optional)
+        + sum(c - 1 for c in continued.values() if c > 1)
+        + len([k for k in continued if keys[k]])  # both continued and opened its own
+        + sum(c for k, c in continued.items() if k not in expected | t.optional)
+    )
+    lost = len([k for k in expected if not keys[k] and not continued[k]])
     tally.duplicate_incidents += extra
     tally.lost += lost
     if extra or lost:
@@ -351,9 +363,13 @@ def check(t: Trial) -> None:
     tally.unfinished += len(left)
     if left:
         tally.problem(n, f"unfinished after the restart: {left}")
+    # per run of an incident: a continued incident (a flatten or rollback after its kill) runs
+    # its steps again after each INCIDENT_CONTINUED, once
     twice_run = rb.db.query(
-        "SELECT incident_id, json_extract(data, '$.step') AS step, COUNT(*) AS n FROM events"
-        " WHERE kind = 'STEP_ENDED' GROUP BY incident_id, step HAVING n > 1"
+        "SELECT e.incident_id, json_extract(e.data, '$.step') AS step, (SELECT COUNT(*)"
+        " FROM events c WHERE c.incident_id = e.incident_id AND c.kind = 'INCIDENT_CONTINUED'"
+        " AND c.id < e.id) AS run, COUNT(*) AS n FROM events e WHERE e.kind = 'STEP_ENDED'"
+        " GROUP BY e.incident_id, step, run HAVING n > 1"
     )
     tally.steps_twice += len(twice_run)
     for r in rb.db.query("SELECT status FROM approvals"):

@@ -108,6 +108,7 @@ from rollbot.config import ApprovalRule
 from rollbot.errors import BadInput, NotFound, Refused, RollbotError
 from rollbot.storage.db import dumps, loads
 from rollbot.storage.events import Actor
+from rollbot.storage.json_text import text_field
 
 __all__ = [
     "ACTIONS",
@@ -710,7 +711,7 @@ class Approvals:
                     "SELECT id FROM incidents WHERE dedupe_key = ?", (f"approval:{request.id}",)
                 ) or self.app.db.one(  # or the open incident it continued
                     "SELECT incident_id AS id FROM events WHERE kind = 'INCIDENT_CONTINUED'"
-                    " AND json_extract(data, '$.key') = ?",
+                    f" AND {text_field(self.app.db, 'data', 'key')} = ?",
                     (f"approval:{request.id}",),
                 )
                 if found is not None:

@@ -38,6 +38,7 @@ from rollbot.storage.db import dumps, loads
 from rollbot.storage.events import Actor
 from rollbot.storage.holds import Hold
 from rollbot.storage.incidents import Incident
+from rollbot.storage.json_text import text_field
 from rollbot.storage.nav import NavSamples
 
 log = logging.getLogger(__name__)
@@ -392,7 +393,7 @@ class Engine:
             incident = self.app.incidents.get(incident_id)
             seen = self.app.db.one(
                 "SELECT id FROM events WHERE incident_id = ? AND kind = 'INCIDENT_CONTINUED'"
-                " AND json_extract(data, '$.key') = ?",
+                f" AND {text_field(self.app.db, 'data', 'key')} = ?",
                 (incident_id, dedupe_key),
             )
             if seen is None:

@@ -16,3 +16,14 @@ def dumps(data: Any) -> str:
 
 def loads(text: str | None) -> Any:
     return json.loads(text) if text else None
+
+
+def text_field(db: object, column: str, key: str) -> str:
+    """SQL for the text at `key` of a JSON column, to compare with a text parameter. On
+    PostgreSQL the migrations' json_extract answers numbers and flags only (what most queries
+    compare), so a text value is read with ->>."""
+    if not key.isidentifier():
+        raise ValueError(f"not a JSON key this reads: {key!r}")
+    if getattr(db, "dialect", "sqlite") == "postgresql":
+        return f"({column}::jsonb ->> '{key}')"
+    return f"json_extract({column}, '$.{key}')"
