@@ -139,3 +139,19 @@ def test_an_unreachable_or_missing_target_is_named_without_its_password(
     assert done.returncode != 0 and "Traceback" not in said, said
     assert "no_such_database" in flat(done.stderr) and "cannot be reached" in flat(done.stderr)
     assert SECRET not in said
+
+
+def test_a_target_that_already_has_the_schema_but_no_rows_takes_the_copy(
+    settings: Settings, audit_cli: Any, pg_server: PgServer
+) -> None:
+    """An operator who ran rollbot's migrations on the new database first (no rows yet)."""
+    build_history(settings.database.path, incidents=3, events=60,
+                  now=datetime(2026, 1, 1, tzinfo=UTC))  # fmt: skip
+    total = len(sqlite_tables(settings.database.path)["events"][1])
+    target = pg_server.new_database(migrated=True)
+    try:
+        done = audit_cli("db", "copy", "--to", target)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"target verified: {total} event(s), seq 1..{total}" in flat(done.stdout)
+    finally:
+        pg_server.drop_database(target)
