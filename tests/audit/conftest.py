@@ -10,31 +10,32 @@ Fixtures
                (slack), a terminal actor with hostile text (cli), a deadline (clock), over
                three days; returns the events' ids by name.
 
-PostgreSQL after the merge with h-pg: add "postgresql" to BACKENDS and a branch in `database`
-that starts the test server (h-pg's fixture), writes `[database] url` into the config, opens
-through the backend's open-by-URL factory, and lifts the triggers in `tamper` with
-`ALTER TABLE events DISABLE TRIGGER USER` / `ENABLE TRIGGER USER`.
+On PostgreSQL each test gets its own database on the session's server (tests/pg_server.py):
+`settings` and the config carry its `[database] url`, `open()` goes through the backend's
+factory, and `tamper` lifts the triggers with `ALTER TABLE events DISABLE TRIGGER USER`.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from pg_server import BOTH, PgServer
 
 from rollbot.clock import ManualClock
 from rollbot.commands.context import Rollbot
 from rollbot.commands.held_incident import store_held_incident
 from rollbot.config import Settings
+from rollbot.storage.backends import open_database
 from rollbot.storage.db import Database
 from rollbot.storage.events import Actor
 
-BACKENDS = ["sqlite"]  # + "postgresql" once its backend is merged (see the docstring)
+BACKENDS = BOTH
 
 SQLITE_GUARDS = (
     "CREATE TRIGGER events_no_update BEFORE UPDATE ON events\n"
@@ -51,13 +52,18 @@ class Backend:
     settings: Settings
     config: Path
     root: Path
+    server: PgServer | None = None
+    made: list[str] = field(default_factory=list)  # PostgreSQL databases to drop at the end
 
     def open(self) -> Database:
-        return Database(self.settings.database.path, create=False)
+        return cast("Database", open_database(self.settings.database, create=False))
 
     def tamper(self, *statements: str | tuple[str, tuple[Any, ...]]) -> None:
         """What an attacker with write access does: lift the append-only triggers, change rows,
         put the triggers back as they were."""
+        if self.name == "postgresql":
+            self._tamper_postgres(statements)
+            return
         conn = sqlite3.connect(self.settings.database.path, isolation_level=None)
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -72,18 +78,51 @@ class Backend:
         finally:
             conn.close()
 
+    def _tamper_postgres(self, statements: tuple[str | tuple[str, tuple[Any, ...]], ...]) -> None:
+        import psycopg
+
+        from rollbot.storage.postgres import translate
+
+        assert self.settings.database.url is not None
+        with psycopg.connect(self.settings.database.url) as conn:  # one transaction
+            conn.execute("ALTER TABLE events DISABLE TRIGGER USER")  # V1's no_update/no_delete
+            for statement in statements:
+                sql, params = statement if isinstance(statement, tuple) else (statement, ())
+                conn.execute(translate(sql), params)
+            conn.execute("ALTER TABLE events ENABLE TRIGGER USER")
+
     def target_url(self, name: str) -> str:
-        return f"sqlite:///{self.root / name}"
+        """A new, empty database of this backend (`name` is the SQLite file's)."""
+        if self.server is None:
+            return f"sqlite:///{self.root / name}"
+        url = self.server.new_database(migrated=False)
+        self.made.append(url)
+        return url
 
 
 @pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every audit test on both backends (conftest.py's `backend`, overridden)."""
+    return str(request.param)
+
+
+@pytest.fixture
 def database(
     request: pytest.FixtureRequest,
+    backend: str,
     settings: Settings,
     config_file: Path,
     tmp_path: Path,
-) -> Backend:
-    return Backend(request.param, settings, config_file, tmp_path)
+) -> Iterator[Backend]:
+    server = request.getfixturevalue("pg_server") if backend == "postgresql" else None
+    if server is not None:  # the autouse fixture made this test's database: the config names it
+        assert settings.database.url is not None
+        assert f'url = "{settings.database.url}"' in config_file.read_text()
+    found = Backend(backend, settings, config_file, tmp_path, server)
+    yield found
+    for url in found.made:
+        assert server is not None
+        server.drop_database(url)
 
 
 @pytest.fixture

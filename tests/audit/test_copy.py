@@ -35,6 +35,13 @@ def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         return {n: conn.execute(f"SELECT * FROM {n} ORDER BY rowid").fetchall() for n in names}
 
 
+@pytest.fixture
+def backend() -> str:
+    """The source of a copy is a one-host SQLite file by definition (the PostgreSQL targets are
+    below, on the session's server)."""
+    return "sqlite"
+
+
 def superseded_approval(database: Any) -> None:
     rb = Rollbot.open(database.settings, clock=ManualClock())
     try:  # as Approvals._supersede leaves them: the old row names the new one, stored after it
@@ -97,7 +104,9 @@ def test_bad_targets_are_refused_naming_them(
         own: "--to names the source database itself",
         "mysql://db/rollbot": "--to 'mysql://db/rollbot' is not a database URL",
         "sqlite:///": "--to 'sqlite:///': name a database file",
-        "postgresql://ops:hunter2@db.internal/rollbot": "no PostgreSQL backend yet",
+        "postgresql://ops:hunter2@db.internal/rollbot": "a password in the URL is refused",
+        "postgresql://ops@db.internal/rollbot?password=hunter2": "a password in the URL is",
+        "postgresql://ops@db.internal/": "names no database",
     }
     before = dump(database.settings.database.path)
     for url, said in cases.items():

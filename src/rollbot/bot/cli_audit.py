@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -23,12 +23,12 @@ ANCHOR = re.compile(r"^(\d+):([0-9a-f]{64})$")
 
 
 def _reader() -> Database:
-    """The configured database, never created by a reader (a missing file is an error)."""
+    """The configured database, SQLite or PostgreSQL ([database] path or url), never created by
+    a reader: a missing file or a database without rollbot's schema is an error."""
     from rollbot.bot.cli import settings
-    from rollbot.storage.db import Database
+    from rollbot.storage.backends import open_database
 
-    cfg = settings()
-    return Database(cfg.database.path, cfg.database.busy_timeout_ms, create=False)
+    return cast("Database", open_database(settings().database, create=False))
 
 
 def _anchor(text: str | None) -> tuple[int, str] | None:
@@ -162,18 +162,29 @@ def export_cmd(
 @db_app.command("copy")
 def copy_cmd(
     to: Annotated[
-        str, typer.Option("--to", help="sqlite:///PATH (or postgresql://... once supported).")
+        str,
+        typer.Option(
+            "--to",
+            help="postgresql://USER@HOST:PORT/DB (the password from ROLLBOT_DATABASE_PASSWORD or"
+            " PGPASSWORD, never the URL) or sqlite:///PATH.",
+        ),
     ],
 ) -> None:
     """Copy this host's whole database into a new, empty one, then verify its chain there.
     Stop `rollbot serve` and `rollbot clock` first: what they write during the copy is not in
     it (and is reported)."""
     from rollbot.bot.cli import err, escape, guarded, out, settings
-    from rollbot.storage.copy import copy_database, open_target
+    from rollbot.errors import BadInput
+    from rollbot.storage.copy import copy_database, open_target, redact_url
     from rollbot.storage.db import Database
 
     def go() -> int:
         cfg = settings()
+        if cfg.database.url is not None:
+            raise BadInput(
+                "db copy moves a one-host SQLite history: this config's [database] is already"
+                " PostgreSQL (url). Nothing was copied."
+            )
         source = Database(cfg.database.path, cfg.database.busy_timeout_ms, create=False)
         try:
             target = open_target(to, cfg.database.busy_timeout_ms)
@@ -189,7 +200,7 @@ def copy_cmd(
         assert verdict is not None
         total = sum(copied.tables.values())
         out.print(
-            f"db copy: {total} row(s) in {len(copied.tables)} tables to {escape(to)}",
+            f"db copy: {total} row(s) in {len(copied.tables)} tables to {escape(redact_url(to))}",
             soft_wrap=True,
         )
         code = 0

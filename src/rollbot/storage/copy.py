@@ -5,17 +5,18 @@ The source is SQLite by definition (what a one-host desk runs), so its tables, c
 foreign keys are read with sqlite-utils, in one read snapshot (WAL: the bot and the clock keep
 writing meanwhile; what they wrote after the snapshot is reported, not silently dropped). The
 target is written only through the Database API (write(), query(), one(), execute()) with
-portable SQL, so a PostgreSQL target works through the same code once its backend is in
-open_target.
+portable SQL, so a SQLite and a PostgreSQL target go through the same code; PostgreSQL's
+identity sequences are then moved past the copied ids, so the next event links on.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rollbot.errors import BadInput, StorageError
 from rollbot.storage.audit import Verdict, verify
@@ -36,8 +37,10 @@ class Target:
 def open_target(url: str, busy_timeout_ms: int = 5000) -> Target:
     """The database a URL names, created and migrated to this version's schema.
 
-    sqlite:///relative/path or sqlite:////absolute/path (SQLAlchemy's form). postgresql://
-    needs the PostgreSQL backend: point the branch below at its open-by-URL factory."""
+    sqlite:///relative/path or sqlite:////absolute/path (SQLAlchemy's form), or
+    postgresql://USER@HOST:PORT/DB: the database must exist (an empty one: CREATE DATABASE);
+    its password comes from ROLLBOT_DATABASE_PASSWORD or PGPASSWORD, never the URL (a command
+    line is visible to every user of the host, and lands in shell histories)."""
     text = url.strip()
     if text.startswith("sqlite:///"):
         raw = text[len("sqlite:///") :]
@@ -46,17 +49,42 @@ def open_target(url: str, busy_timeout_ms: int = 5000) -> Target:
         path = Path(raw)
         return Target(Database(path, busy_timeout_ms), text, "sqlite", path)
     if text.startswith(("postgresql://", "postgres://")):
-        raise BadInput(
-            f"--to {_redact(url)!r}: this build has no PostgreSQL backend yet; nothing was copied"
-        )
+        return Target(_open_postgres(text, busy_timeout_ms), redact_url(text), "postgresql")
     raise BadInput(
-        f"--to {_redact(url)!r} is not a database URL: use sqlite:///PATH or"
+        f"--to {redact_url(url)!r} is not a database URL: use sqlite:///PATH or"
         " postgresql://USER@HOST/DB (the password from the environment)"
     )
 
 
-def _redact(url: str) -> str:
+def _open_postgres(url: str, busy_timeout_ms: int) -> Database:
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        password = parts.password is not None or "password" in parse_qs(parts.query)
+        database = parts.path.strip("/")
+    except ValueError as exc:
+        raise BadInput(f"--to {redact_url(url)!r} is not a valid PostgreSQL URL ({exc})") from None
+    if password:
+        raise BadInput(
+            f"--to {redact_url(url)!r}: a password in the URL is refused (it would show in the"
+            " process list and shell history). Put it in ROLLBOT_DATABASE_PASSWORD or"
+            " PGPASSWORD. Nothing was copied."
+        )
+    if not database:
+        raise BadInput(
+            f"--to {redact_url(url)!r} names no database: postgresql://USER@HOST:PORT/DATABASE"
+        )
+    from rollbot.storage.postgres import PostgresDatabase
+
+    # created=True: an empty database gets this version's schema (the migrations) first
+    return cast("Database", PostgresDatabase(url, busy_timeout_ms))
+
+
+def redact_url(url: str) -> str:
     """A password typed into a URL is never echoed (secrets come from the environment)."""
+    if "password=" in url:
+        url = re.sub(r"password=[^&]*", "password=***", url)
     scheme, sep, rest = url.partition("://")
     creds, at, host = rest.rpartition("@")
     if sep and at and ":" in creds:
@@ -188,11 +216,17 @@ def copy_database(
 
 
 def _advance_sequences(target: Database, tables: list[Table]) -> None:
-    """Rows came with their ids: PostgreSQL's id sequences must start after them (SQLite's
-    AUTOINCREMENT follows by itself). Only reached with the PostgreSQL backend."""
-    for table in tables:
-        if "id" in table.columns:
-            target.execute(
-                f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'),"
-                f" COALESCE((SELECT MAX(id) FROM {table.name}), 0) + 1, false)"
-            )
+    """Rows came with their ids: PostgreSQL's identity sequences must start after them, or the
+    next event (or hold, timer, outbox row) would be refused as a duplicate id. SQLite's
+    AUTOINCREMENT follows by itself. Only identity columns have a sequence: incidents,
+    approvals and the like are keyed by text."""
+    copied = {t.name for t in tables if "id" in t.columns}
+    identity = target.query(
+        "SELECT table_name FROM information_schema.columns WHERE table_schema ="
+        " current_schema() AND column_name = 'id' AND is_identity = 'YES'"
+    )
+    for name in sorted({r["table_name"] for r in identity} & copied):
+        target.execute(
+            f"SELECT setval(pg_get_serial_sequence('{name}', 'id'),"
+            f" COALESCE((SELECT MAX(id) FROM {name}), 0) + 1, false)"
+        )
