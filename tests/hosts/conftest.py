@@ -49,6 +49,9 @@ def shared_db(
     yield location
     for url in made:
         request.getfixturevalue("pg_server").drop_database(url)
+    if made:  # a process that opened [database] path despite the url made one in its cwd
+        stray = [str(p) for p in tmp_path.rglob("*.db") if p.parent.name == "var"]
+        assert not stray, f"SQLite files made on a PostgreSQL desk: {stray}"
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
