@@ -1,8 +1,9 @@
 """Two `rollbot serve` processes (hosts a and b) on one database, both connected to the
 loopback Slack over Socket Mode; Slack spreads the envelopes over both connections. Randomized
 trials of retried deliveries, double clicks and concurrent votes, the processes reused across
-trials; then the audit: nothing happened twice, nothing was lost. Used by the `make test`
-sample (test_any_host.py) and the 1,000-trial soak (bench, `python -m tests.hosts.soak`)."""
+trials; then the audit: nothing happened twice, nothing was lost; then each host SIGKILLed in
+turn and /kill sent to the other. Used by the `make test` sample (test_any_host.py) and the
+1,000-trial run (`python -m bench.run --only two_hosts`), on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
