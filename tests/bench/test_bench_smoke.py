@@ -36,7 +36,11 @@ EXPECTED = {
         "guard_service",
     },
     "crypto_kill": {"crypto_kill_cancel"},
-    "two_hosts": {"two_hosts_trials", "two_hosts_ack"},
+    "two_hosts": {  # on SQLite, then on PostgreSQL
+        f"two_hosts_{figure}{db}"
+        for figure in ("trials", "ack", "dead_ack")
+        for db in ("", "_postgresql")
+    },
     "postgresql": {  # ack, kill and kill start-up again, the database on PostgreSQL
         f"{key}_postgresql"
         for key in (

@@ -1,8 +1,9 @@
 """Two `rollbot serve` processes (hosts a and b) on one database, both connected to the
 loopback Slack over Socket Mode; Slack spreads the envelopes over both connections. Randomized
 trials of retried deliveries, double clicks and concurrent votes, the processes reused across
-trials; then the audit: nothing happened twice, nothing was lost. Used by the `make test`
-sample (test_any_host.py) and the 1,000-trial soak (bench, `python -m tests.hosts.soak`)."""
+trials; then the audit: nothing happened twice, nothing was lost; then each host SIGKILLed in
+turn and /kill sent to the other. Used by the `make test` sample (test_any_host.py) and the
+1,000-trial run (`python -m bench.run --only two_hosts`), on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from rollbot.config import (
 )
 from rollbot.storage.db import Database
 from rollbot.storage.events import Actor
+from rollbot.storage.postgres import PostgresDatabase
 
 OPS = "C0OPS"
 RISKS = ["U0RISK1", "U0RISK2", "U0RISK3"]  # clear_hold needs two of them
@@ -61,7 +63,7 @@ class Tally:
             self.problems.append(text)
 
 
-def host_settings(root: Path, db: Path, name: str) -> Settings:
+def host_settings(root: Path, db: DatabaseConfig, name: str) -> Settings:
     s = settings_for(root, write_book(root), rollback_needs_approval=True)
     approvals = s.approvals.model_copy(
         update={"clear_hold": ApprovalRule(quorum=2, roles=["risk_officer"])}
@@ -70,7 +72,7 @@ def host_settings(root: Path, db: Path, name: str) -> Settings:
     home.mkdir(parents=True, exist_ok=True)
     return s.model_copy(
         update={
-            "database": DatabaseConfig(path=db, busy_timeout_ms=10_000),
+            "database": db,
             "host": HostConfig(id=name, lease_interval_s=LEASE_S),
             "roles": {"operator": list(OPERATORS), "risk_officer": list(RISKS)},
             "approvals": approvals,
@@ -127,7 +129,7 @@ class Serve:
 
 @asynccontextmanager
 async def two_serves(
-    root: Path, db: Path, write_config: Callable[..., Path]
+    root: Path, db: DatabaseConfig, write_config: Callable[..., Path]
 ) -> AsyncIterator[tuple[FakeSlack, Serve, Serve, Rollbot]]:
     async with FakeSlack() as slack:
         serves = []
@@ -261,7 +263,7 @@ async def settle(rb: Rollbot, incidents: int, timeout: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
-def audit(db: Database, tally: Tally) -> None:
+def audit(db: Database | PostgresDatabase, tally: Tally) -> None:
     """Each kill trial: one incident, one hold, each step ended once; each vote trial: one
     execution clearing its one hold once, two votes counted; no order at the venue twice."""
     incidents = db.query("SELECT id, dedupe_key, scope FROM incidents WHERE kind = 'kill'")
@@ -326,3 +328,44 @@ def summary(tally: Tally, seconds: float) -> str:
         f" ack p99 {p99(tally.acks) * 1000:.0f} ms, max {max(tally.acks, default=0) * 1000:.0f} ms;"
         f" {len(tally.problems)} problems"
     )
+
+
+@dataclass
+class DeadHostKill:
+    dead: str
+    alive: str
+    ack_s: float
+    problems: list[str]
+
+
+async def kill_while_each_host_dead(
+    slack: FakeSlack, a: Serve, b: Serve, rb: Rollbot
+) -> list[DeadHostKill]:
+    """Each host SIGKILLed in turn, /kill sent to the other: its ack time, and whether the hold
+    was stored and the kill ran to DONE; the dead host is started again before the other goes."""
+    out = []
+    for dead, alive in ((a, b), (b, a)):
+        scope = f"strategy:while-{dead.name}-dead"
+        await dead.kill()
+        await slack.wait_until(lambda: len(slack.active_connections()) == 1, timeout=10)
+        d = await slack.deliver_slash_command(
+            "/kill", f"{scope} one host is down", user_id=OPERATORS[0], channel_id=OPS
+        )
+        ack = await slack.wait_for_ack(d.envelope_id, timeout=10)
+        problems = []
+        if ack.latency >= ACK_LIMIT_S:
+            problems.append(f"acked in {ack.latency:.2f} s, over Slack's {ACK_LIMIT_S} s")
+        for what, sql, timeout in (
+            ("held", "SELECT 1 FROM holds WHERE scope = ? AND cleared_at IS NULL", 5),
+            ("done", "SELECT 1 FROM incidents WHERE scope = ? AND phase = 'DONE'", 15),
+        ):
+            try:
+                await slack.wait_until(
+                    lambda sql=sql, scope=scope: rb.db.one(sql, (scope,)), timeout=timeout
+                )
+            except TimeoutError as exc:
+                problems.append(f"/kill {scope} on {alive.name} not {what}: {exc}")
+        out.append(DeadHostKill(dead.name, alive.name, ack.latency, problems))
+        await dead.start()  # back before the other host goes
+        await slack.wait_until(lambda: len(slack.active_connections()) == 2, timeout=20)
+    return out

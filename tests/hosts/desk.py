@@ -22,12 +22,19 @@ from rollbot.brokers.paper.venue import PaperBook
 from rollbot.clock import SystemClock
 from rollbot.commands.context import Rollbot
 from rollbot.config import DatabaseConfig, FlattenConfig, HostConfig, Settings
+from rollbot.storage.backends import open_database
 from rollbot.storage.db import Database
 from rollbot.storage.events import Actor
+from rollbot.storage.postgres import PostgresDatabase
 
 ROLLBOT = str(Path(sys.executable).with_name("rollbot"))
 FIGURES: list[str] = []  # what the host tests measured, printed at the end of the run
 LEASE_S = 0.5  # [host] lease_interval_s of both hosts: heartbeats run out after 1.5 s
+Db = Database | PostgresDatabase
+
+
+def backend_of(database: DatabaseConfig) -> str:
+    return "postgresql" if database.url else "sqlite"
 
 
 @dataclass
@@ -53,7 +60,7 @@ class Host:
 
 def two_hosts(
     root: Path,
-    shared_db: Path,
+    shared_db: DatabaseConfig,
     write_config: Callable[..., Path],
     *,
     latency_ms: int = 80,
@@ -68,7 +75,7 @@ def two_hosts(
         flatten=FlattenConfig(recheck_interval_s=0.2),
         latency_ms=latency_ms,
     )
-    base.database = DatabaseConfig(path=shared_db, busy_timeout_ms=10_000)
+    base.database = shared_db
     hosts = []
     for name in ("host-a", "host-b"):
         home = root / name
@@ -90,7 +97,7 @@ def two_hosts(
     return hosts[0], hosts[1]
 
 
-def events(db: Database, kind: str, incident: str | None = None) -> list[dict[str, Any]]:
+def events(db: Db, kind: str, incident: str | None = None) -> list[dict[str, Any]]:
     sql = "SELECT * FROM events WHERE kind = ?" + (" AND incident_id = ?" if incident else "")
     rows = db.query(sql + " ORDER BY id", (kind, incident) if incident else (kind,))
     for r in rows:
@@ -128,7 +135,7 @@ def audit_once(settings: Settings, incident: str = "INC-0001") -> list[str]:
     """After the other host finished it: flat, each closing order once, each step ended once,
     the incident DONE, the hold kept."""
     problems: list[str] = []
-    db = Database(settings.database.path)
+    db = open_database(settings.database)
     book = PaperBook(settings.venues[0].book_path, SystemClock()).db  # type: ignore[union-attr]
     try:
         audit = audit_book(book, db, SMALL_START)

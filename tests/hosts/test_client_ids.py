@@ -5,12 +5,11 @@ message — rather than found when TWS logs the two off each other during a kill
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from rollbot.bot.scheduler import Clockwork
 from rollbot.clock import ManualClock
 from rollbot.commands.context import Rollbot
-from rollbot.config import HostConfig, IbkrVenueConfig, Settings
+from rollbot.config import DatabaseConfig, HostConfig, IbkrVenueConfig, Settings
 
 
 def host(settings: Settings, name: str, client_id: int, clock: ManualClock) -> Rollbot:
@@ -27,9 +26,9 @@ def host(settings: Settings, name: str, client_id: int, clock: ManualClock) -> R
 
 
 async def test_two_hosts_with_one_client_id_are_named_and_distinct_ids_are_not(
-    settings: Settings, clock: ManualClock, shared_db: Callable[[str], Path]
+    settings: Settings, clock: ManualClock, shared_db: Callable[[str], DatabaseConfig]
 ) -> None:
-    settings.database.path = shared_db("client-ids")
+    settings.database = shared_db("client-ids")
     a, b = host(settings, "host-a", 17, clock), host(settings, "host-b", 17, clock)
     c = host(settings, "host-c", 27, clock)
     try:

@@ -4,14 +4,13 @@ next step instead of running on beside it (fencing): each step still ends once."
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from rollbot.clock import ManualClock
 from rollbot.commands.context import Rollbot
 from rollbot.commands.rollback import Engine, StepReport
-from rollbot.config import HostConfig, Settings
+from rollbot.config import DatabaseConfig, HostConfig, Settings
 from rollbot.errors import Refused
 from rollbot.storage.events import Actor
 
@@ -19,9 +18,9 @@ OPERATOR = Actor(id="U0OPERATOR", source="slack")
 
 
 async def test_a_run_taken_over_by_another_host_stops_at_its_next_step(
-    settings: Settings, clock: ManualClock, shared_db: Callable[[str], Path]
+    settings: Settings, clock: ManualClock, shared_db: Callable[[str], DatabaseConfig]
 ) -> None:
-    settings.database.path = shared_db("fencing")
+    settings.database = shared_db("fencing")
     a = Rollbot.open(settings.model_copy(update={"host": HostConfig(id="host-a")}), clock=clock)
     b = Rollbot.open(settings.model_copy(update={"host": HostConfig(id="host-b")}), clock=clock)
     try:

@@ -22,9 +22,11 @@ from rollbot.clock import SystemClock
 from rollbot.commands.context import Rollbot
 from rollbot.commands.gates import SHADOW, Gates
 from rollbot.commands.gates_agent import GatesAgent, GatesViaAgent
-from rollbot.config import GatesConfig, HostConfig, PathsConfig
+from rollbot.config import DatabaseConfig, GatesConfig, HostConfig, PathsConfig
+from rollbot.storage.backends import open_database
 from rollbot.storage.db import Database
 from rollbot.storage.events import Actor
+from rollbot.storage.postgres import PostgresDatabase
 
 DESK_LIVE = """\
 # live_environment.toml: owned by the desk; rollbot flips the three gates only
@@ -56,7 +58,7 @@ def run(config: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]
 
 
 def test_the_agent_applies_changes_from_either_host_and_its_loss_reads_as_blocked(
-    tmp_path: Path, shared_db: Callable[[str], Path], write_config: Callable[..., Path]
+    tmp_path: Path, shared_db: Callable[[str], DatabaseConfig], write_config: Callable[..., Path]
 ) -> None:
     a, b = two_hosts(tmp_path, shared_db("gates"), write_config, latency_ms=0, gates=AGENT)
     # the rollbot hosts have no gates files: their [paths] point where nothing is
@@ -83,7 +85,7 @@ def test_the_agent_applies_changes_from_either_host_and_its_loss_reads_as_blocke
         stderr=subprocess.PIPE,
         text=True,
     )
-    db = Database(a.settings.database.path)
+    db = open_database(a.settings.database)
     try:
         assert agent.stdout is not None
         line = agent.stdout.readline()
@@ -125,7 +127,7 @@ def test_the_agent_applies_changes_from_either_host_and_its_loss_reads_as_blocke
 
 
 def test_a_rollback_waits_for_the_agent_and_says_so_when_it_never_applies(
-    tmp_path: Path, shared_db: Callable[[str], Path], write_config: Callable[..., Path]
+    tmp_path: Path, shared_db: Callable[[str], DatabaseConfig], write_config: Callable[..., Path]
 ) -> None:
     """Step 2 reads the gates back from the agent's report: with no agent it is FAILED, named,
     and the guard refuses orders (gates unreadable)."""
@@ -156,18 +158,23 @@ def test_a_rollback_waits_for_the_agent_and_says_so_when_it_never_applies(
 
 
 def test_the_agent_cut_off_from_the_database_puts_its_files_in_shadow_and_records_it_later(
-    tmp_path: Path,
+    tmp_path: Path, shared_db: Callable[[str], DatabaseConfig]
 ) -> None:
     live, shadow = tmp_path / "live.toml", tmp_path / "shadow.toml"
     live.write_text(DESK_LIVE)
     shadow.write_text(DESK_SHADOW)
-    path = tmp_path / "shared" / "rollbot.db"
+    database = shared_db("cut-off")
+    # where the database was, nothing answers: a directory in place of the SQLite file, or a
+    # PostgreSQL socket directory with no server in it
+    away = (
+        database.model_copy(update={"url": f"postgresql://rollbot@/x?host={tmp_path / 'none'}"})
+        if database.url
+        else database.model_copy(update={"path": tmp_path})
+    )
     reachable = {"yes": True}
 
-    def open_db() -> Database:
-        if not reachable["yes"]:  # a directory where the database was: opening it fails
-            return Database(tmp_path)
-        return Database(path)
+    def open_db() -> Database | PostgresDatabase:
+        return open_database(database if reachable["yes"] else away)
 
     cfg = GatesConfig(agent=True, agent_fail_closed_s=0.3)
     agent = GatesAgent(open_db, (live, shadow), SystemClock(), cfg, "trading-1")
@@ -187,7 +194,7 @@ def test_the_agent_cut_off_from_the_database_puts_its_files_in_shadow_and_record
 
     reachable["yes"] = True
     assert agent.poll().startswith("database back: shadow recorded as change 1")
-    db = Database(path)
+    db = open_database(database)
     try:
         [closed] = events(db, "GATES_FAIL_CLOSED")
         assert "trading-1 could not reach the database" in closed["reason"]

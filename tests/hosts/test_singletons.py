@@ -13,12 +13,12 @@ from pathlib import Path
 
 from escalation.helpers import contacts, operator
 
-from hosts.desk import FIGURES, LEASE_S, events, ready, two_hosts, wait_until
+from hosts.desk import FIGURES, LEASE_S, Db, backend_of, events, ready, two_hosts, wait_until
 from rollbot.clock import SystemClock
 from rollbot.commands.context import Rollbot
 from rollbot.commands.escalation import start_escalation
-from rollbot.config import EscalationConfig, KillSwitchesConfig
-from rollbot.storage.db import Database
+from rollbot.config import DatabaseConfig, EscalationConfig, KillSwitchesConfig
+from rollbot.storage.backends import open_database
 
 TICK_S = 0.5  # [kill_switches] interval_s: the monitor's lease runs 3 ticks
 # stated bounds: the monitor, one tick after the holder's heartbeat ran out (3 lease
@@ -29,12 +29,12 @@ SLACK_S = 3.0  # process scheduling on a loaded 2-core machine, not design
 INCIDENTS = 8
 
 
-def holders(db: Database) -> dict[str, str]:
+def holders(db: Db) -> dict[str, str]:
     return {r["name"]: r["host"] for r in db.query("SELECT name, host FROM leases")}
 
 
 def test_the_monitor_and_the_sweeps_move_hosts_and_each_deadline_fires_once(
-    tmp_path: Path, shared_db: Callable[[str], Path], write_config: Callable[..., Path]
+    tmp_path: Path, shared_db: Callable[[str], DatabaseConfig], write_config: Callable[..., Path]
 ) -> None:
     a, b = two_hosts(
         tmp_path,
@@ -45,7 +45,7 @@ def test_the_monitor_and_the_sweeps_move_hosts_and_each_deadline_fires_once(
         escalation=EscalationConfig(wait_minutes=0.05, repeat=0, auditor_interval_s=0.5),
         contacts=contacts(),
     )
-    db = Database(a.settings.database.path)
+    db = open_database(a.settings.database)
     rb = Rollbot.open(a.settings, clock=SystemClock())
     clock_a = a.start("clock")
     ready(clock_a)
@@ -102,8 +102,10 @@ def test_the_monitor_and_the_sweeps_move_hosts_and_each_deadline_fires_once(
         )
         assert set(pinged) == {(i, t) for i in incidents for t in (1, 2)}
         assert set(pinged.values()) == {1}, pinged
+        on = backend_of(a.settings.database)
         FIGURES.append(
-            f"monitor moved hosts {monitor_s:.2f} s after SIGKILL (bound {MONITOR_BOUND_S} s),"
+            f"{on}: monitor moved hosts {monitor_s:.2f} s after SIGKILL"
+            f" (bound {MONITOR_BOUND_S} s),"
             f" the clock's sweeps {clock_s:.2f} s (bound {CLOCK_BOUND_S} s);"
             f" {2 * INCIDENTS} deadlines fired once each",
         )

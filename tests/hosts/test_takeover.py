@@ -12,18 +12,28 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from hosts.desk import FIGURES, LEASE_S, audit_once, events, ready, two_hosts, wait_until
-from rollbot.storage.db import Database
+from hosts.desk import (
+    FIGURES,
+    LEASE_S,
+    audit_once,
+    backend_of,
+    events,
+    ready,
+    two_hosts,
+    wait_until,
+)
+from rollbot.config import DatabaseConfig
+from rollbot.storage.backends import open_database
 
 BOUND_S = 4 * LEASE_S  # the stated bound: heartbeat ttl (3 intervals) + one sweep interval
 SLACK_S = 3.0  # two processes per scenario on a shared 2-core machine: scheduling, not design
 
 
 def killed_at_step(
-    step: int, root: Path, shared_db: Path, write_config: Callable[..., Path]
+    step: int, root: Path, shared_db: DatabaseConfig, write_config: Callable[..., Path]
 ) -> tuple[float, list[str]]:
     a, b = two_hosts(root, shared_db, write_config)
-    db = Database(a.settings.database.path)
+    db = open_database(a.settings.database)
     clock_b = b.start("clock")
     try:
         ready(clock_b)
@@ -67,19 +77,19 @@ def killed_at_step(
 
 
 def test_a_host_killed_at_each_step_is_finished_by_the_other_host_once(
-    tmp_path: Path, shared_db: Callable[[str], Path], write_config: Callable[..., Path]
+    tmp_path: Path, shared_db: Callable[[str], DatabaseConfig], write_config: Callable[..., Path]
 ) -> None:
+    databases = {n: shared_db(f"step{n}") for n in (1, 2, 3, 4, 5)}
+    on = backend_of(databases[1])
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {
-            n: pool.submit(
-                killed_at_step, n, tmp_path / f"step{n}", shared_db(f"step{n}"), write_config
-            )
-            for n in (1, 2, 3, 4, 5)
+            n: pool.submit(killed_at_step, n, tmp_path / f"step{n}", database, write_config)
+            for n, database in databases.items()
         }
         results = {n: f.result() for n, f in futures.items()}
     seconds = time.perf_counter() - started
-    FIGURES.append(f"host a SIGKILLed at steps 1-5: {seconds:.1f} s for all five")
+    FIGURES.append(f"{on}: host a SIGKILLed at steps 1-5: {seconds:.1f} s for all five")
     for n, (took, _) in results.items():
         FIGURES.append(
             f"  step {n}: host b resumed {took:.2f} s after the kill (bound {BOUND_S} s)"

@@ -527,11 +527,11 @@ def gates_agent() -> None:
 
         from rollbot.clock import SystemClock
         from rollbot.commands.gates_agent import GatesAgent
-        from rollbot.storage.db import Database
+        from rollbot.storage.backends import open_database
 
         cfg = settings()
         agent = GatesAgent(
-            lambda: Database(cfg.database.path, cfg.database.busy_timeout_ms),
+            lambda: open_database(cfg.database),  # [database] url: the hosts' PostgreSQL
             (cfg.paths.live_environment, cfg.paths.shadow_config),
             SystemClock(),
             cfg.gates,
