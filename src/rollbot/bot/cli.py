@@ -45,8 +45,9 @@ app.add_typer(shadow_app, name="shadow")
 app.add_typer(paper_app, name="paper")
 app.add_typer(guard_app, name="guard")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# soft wrap: a message (a path, a command to copy) is never broken mid-word; tables still fit
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class _State:
