@@ -31,7 +31,6 @@ from rollbot.bot.slack.courier import Courier
 from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.metrics import Metrics
 from rollbot.clock import iso
-from rollbot.commands import escalation
 from rollbot.commands.context import Rollbot
 from rollbot.commands.mrkdwn import escape
 from rollbot.commands.rollback import HOLD_FIRST_WAIT_MS, Engine
@@ -203,18 +202,11 @@ class SlackBot:
         except Exception:  # the user's response_url may be gone; the log has it
             log.warning("could not tell %s: %s", req.user_id, text)
 
-    def incident_opened(self, incident_id: str, actor: Actor) -> None:
-        """Page the escalation chain now; the clock's sweep is the safety net if this fails."""
-        try:
-            escalation.start_escalation(self.rb, incident_id, actor)
-        except Exception:
-            log.exception("starting the escalation failed for %s", incident_id)
-
     def run_incident(
         self, engine: Engine, incident: Incident, steps: tuple[int, ...], req: Req | None
     ) -> None:
-        """Run the engine after the ack; a loss a step reports reaches the escalation at once."""
-        engine.on_step = escalation.loss_watcher(self.rb, incident.id, engine.actor)
+        """Run the engine after the ack. The run itself pages the chain and watches each step's
+        loss (Engine._escalate, Engine._watch_loss), by every path alike."""
         self.spawn(engine.run(incident, steps), req=req)
 
     # -- the one listener wrapper ---------------------------------------------------------------

@@ -10,7 +10,6 @@ from rollbot.bot.slack import parsing, views
 from rollbot.bot.slack.courier import fix_for
 from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.listeners import requests
-from rollbot.commands import escalation
 from rollbot.commands.escalation import close_incident
 from rollbot.commands.mrkdwn import escape
 from rollbot.commands.positions import read_books
@@ -59,8 +58,7 @@ async def kill(bot: SlackBot, req: Req) -> None:
         " follow the thread.",
         response_type="ephemeral",
     )
-    if new:
-        bot.incident_opened(incident.id, req.actor)
+    if new:  # the run pages the chain once step 1's cancels are out (Engine._escalate)
         bot.run_incident(engine, incident, KILL_STEPS, req)
 
 
@@ -68,8 +66,6 @@ async def _kill_once_stored(bot: SlackBot, engine: Engine, req: Req, kw: dict[st
     """The cancels go out at once (Engine.open_held), then the hold, escalation and steps."""
     incident, new = await engine.open_held(**kw)
     if new:
-        bot.incident_opened(incident.id, req.actor)
-        engine.on_step = escalation.loss_watcher(bot.rb, incident.id, engine.actor)
         await engine.run(incident, KILL_STEPS, new=new)
 
 

@@ -77,7 +77,6 @@ async def start_rollback(bot: SlackBot, req: Req, reason: str, dedupe_key: str) 
         kind="rollback", reason=reason, trigger="Manual rollback", dedupe_key=dedupe_key
     )
     if new:
-        bot.incident_opened(incident.id, req.actor)
         bot.run_incident(engine, incident, ROLLBACK_STEPS, req)
     return incident.id
 
