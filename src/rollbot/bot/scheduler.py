@@ -88,6 +88,9 @@ class Clockwork:
         self._leading: bool | None = None
         self._clock_until: datetime | None = None  # the clock's lease, held here until then
         self._once: set[str] = set()  # interval jobs only the clock's lease holder runs
+        # awaited before each periodic job: in `serve`, the bot's acks go first
+        # (bot/slack/acks_first.py); a deadline's page is not held back by it
+        self.yield_to: Callable[[], Awaitable[None]] | None = None
         self._beating: threading.Event | None = None
         self._clashes: set[str] = set()  # IBKR client ids another host uses, said once
         lease_s = app.settings.host.lease_interval_s
@@ -384,6 +387,8 @@ class Clockwork:
 
     async def _sync_job(self) -> None:
         try:
+            if self.yield_to is not None:
+                await self.yield_to()
             self.sync()
         except Exception:
             log.exception("reading the deadlines failed; will retry")
@@ -393,6 +398,8 @@ class Clockwork:
 
     async def _guard(self, name: str, fn: Callable[[], Awaitable[Any]]) -> None:
         try:
+            if self.yield_to is not None:
+                await self.yield_to()
             await fn()
         except Exception:
             log.exception("clock job %s failed", name)

@@ -27,6 +27,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from rollbot.bot.slack.acks_first import KILL_WAIT_S, OTHER_WAIT_S, AcksFirst
 from rollbot.bot.slack.courier import Courier
 from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.metrics import Metrics
@@ -39,6 +40,8 @@ from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
 
 log = logging.getLogger("rollbot.slack")
+
+ACK_BY_S = 2.5  # Slack drops a request not acked within 3 s
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Req:
     respond: Callable[..., Awaitable[Any]]
     client: AsyncWebClient
     acked: bool = False
+    late: bool = False  # acked for the handler when it had not by ACK_BY_S
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -69,6 +73,8 @@ class Req:
         if not self.acked:
             self.acked = True
             await self.ack(*args, **kw)
+        elif self.late and kw.get("text"):  # what the ack would have said, said after it
+            await self.reply(kw["text"], kw.get("blocks"))
 
     async def reply(
         self, text: str, blocks: list[dict[str, Any]] | None = None, public: bool = False
@@ -159,9 +165,14 @@ class SlackBot:
             signing_secret=signing_secret or "",
             request_verification_enabled=http_mode,
             logger=logging.getLogger("rollbot.bolt"),
+            # bolt awaits `listen`, which returns at the ack (the rest runs on as a task):
+            # without it bolt looks for the ack every 10 ms, 5 ms late on average
+            process_before_response=True,
         )
         channel = app.settings.slack.ops_channel
+        self.acks = AcksFirst()
         self.courier = Courier(app, client, channel)
+        self.courier.yield_to = self.acks.after_acks
         self.metrics = Metrics(app)
         self.courier.on_set_aside = lambda error: self.metrics.undeliverable.labels(error).inc()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -219,16 +230,20 @@ class SlackBot:
         )
         if not key:
             return False
-        kill = req.kind == Command.KILL
+        # SQLite waits for a lock with the event loop stopped: every other request's ack with
+        # it. So this write waits briefly, whatever the request.
         try:
-            with self.rb.db.patience(HOLD_FIRST_WAIT_MS if kill else self.rb.db.busy_timeout_ms):
+            with self.rb.db.patience(HOLD_FIRST_WAIT_MS):
                 cur = self.rb.db.execute(
                     "INSERT INTO deliveries (key, at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                     (f"{req.kind}:{key}", iso(self.rb.clock.now())),
                 )
         except DatabaseBusy:
-            if not kill:
-                raise
+            if req.kind != Command.KILL:
+                raise DatabaseBusy(
+                    "rollbot's database is locked by another process; nothing was done."
+                    " Try again in a few seconds (/kill works meanwhile)."
+                ) from None
             return False  # a /kill never waits on the lock: its incident's dedupe key catches it
         return cur.rowcount == 0
 
@@ -290,43 +305,69 @@ class SlackBot:
                 client=client,
             )
 
+            loop = asyncio.get_running_loop()
+            acked: asyncio.Future[None] = loop.create_future()
+            wait_s = KILL_WAIT_S if kind == Command.KILL else OTHER_WAIT_S
+
+            def resolve(*_: Any) -> None:
+                if not acked.done():
+                    acked.set_result(None)
+
             async def timed_ack(*args: Any, **kw: Any) -> None:
                 await ack(*args, **kw)
                 self.record_ack_latency(kind, time.perf_counter() - req.started)
+                resolve()
+                await self.acks.after_acks(wait_s)  # the rest of a burst is acked first
 
             req.ack = timed_ack
-            outcome = "ok"
+            task = asyncio.create_task(self._serve(kind, handler, req, request, ack_first))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(resolve)
+            late = loop.call_later(ACK_BY_S, resolve)
             try:
-                if self.is_retry(req, dict(request.headers)):
-                    outcome = "duplicate"
-                    await req.ack_now()
-                    return
-                if ack_first:
-                    await req.ack_now()
-                await handler(self, req)
-            except RollbotError as exc:
-                outcome = "refused" if isinstance(exc, Refused) else "bad_input"
-                # an error may quote what the user typed: plain text, escaped like any user text
-                if not req.acked:
-                    await req.ack_now(text=escape(str(exc)), response_type="ephemeral")
-                else:
-                    await self._tell(req, escape(str(exc)))
-            except Exception:
-                outcome = "error"
-                ref = uuid.uuid4().hex[:8]
-                log.exception("%s failed (ref %s)", kind, ref)
-                message = f"Something went wrong (ref `{ref}`); the bot's log has the details."
-                if not req.acked:
-                    await req.ack_now(text=message, response_type="ephemeral")
-                else:
-                    await self._tell(req, message)
+                await acked
             finally:
-                if not req.acked:
-                    await req.ack_now()
-                self.metrics.commands.labels(kind, outcome).inc()
-                self.courier.kick()
+                late.cancel()
+            if not req.acked:  # still working at ACK_BY_S: ack, and say the rest after
+                req.acked = req.late = True
+                await ack(text="Still working on it; the answer follows here.")
 
         return listen
+
+    async def _serve(
+        self, kind: str, handler: Handler, req: Req, request: Any, ack_first: bool
+    ) -> None:
+        outcome = "ok"
+        try:
+            if self.is_retry(req, dict(request.headers)):
+                outcome = "duplicate"
+                await req.ack_now()
+                return
+            if ack_first:
+                await req.ack_now()
+            await handler(self, req)
+        except RollbotError as exc:
+            outcome = "refused" if isinstance(exc, Refused) else "bad_input"
+            # an error may quote what the user typed: plain text, escaped like any user text
+            if not req.acked:
+                await req.ack_now(text=escape(str(exc)), response_type="ephemeral")
+            else:
+                await self._tell(req, escape(str(exc)))
+        except Exception:
+            outcome = "error"
+            ref = uuid.uuid4().hex[:8]
+            log.exception("%s failed (ref %s)", kind, ref)
+            message = f"Something went wrong (ref `{ref}`); the bot's log has the details."
+            if not req.acked:
+                await req.ack_now(text=message, response_type="ephemeral")
+            else:
+                await self._tell(req, message)
+        finally:
+            if not req.acked:
+                await req.ack_now()
+            self.metrics.commands.labels(kind, outcome).inc()
+            self.courier.kick()
 
     def record_ack_latency(self, kind: str, seconds: float) -> None:
         self.metrics.ack_latency.labels(kind).observe(seconds)

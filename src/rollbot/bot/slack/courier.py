@@ -15,7 +15,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -77,6 +77,8 @@ class Courier:
         self.channel = channel
         self.wake = asyncio.Event()
         self.backoff = 0.5
+        # awaited before each post: the bot's acks go first (bot/slack/acks_first.py)
+        self.yield_to: Callable[[], Awaitable[None]] | None = None
         self._lock = asyncio.Lock()
         self.retry_set_aside_s = RETRY_SET_ASIDE_S
         self._set_aside_tried = time.monotonic()
@@ -173,6 +175,8 @@ class Courier:
                     if self._superseded(msg, batch):
                         self.app.outbox.delivered(msg.id, {"coalesced": True})
                         continue
+                    if self.yield_to is not None:
+                        await self.yield_to()
                     await self._deliver_one(msg)
                     sent += 1
                 self.backoff = 0.5

@@ -98,8 +98,9 @@ def web_app(bot: SlackBot, *, slack_routes: bool) -> web.Application:
     app[UNVERIFIED] = unverified = UnverifiedRequests(bot)
 
     async def events(request: web.Request) -> web.Response:
-        bolt_req = await to_bolt_request(request)
-        bolt_resp = await bot.bolt.async_dispatch(bolt_req)
+        with bot.acks.acking():
+            bolt_req = await to_bolt_request(request)
+            bolt_resp = await bot.bolt.async_dispatch(bolt_req)
         if bolt_resp.status == 401:  # bolt refused the signature: say why, in the event log
             unverified(bolt_req.headers, bolt_req.body)
         return await to_aiohttp_response(bolt_resp)
@@ -249,6 +250,7 @@ class Server:
 
         assert self.bot is not None
         self.clockwork = Clockwork(self.rb, slack_probe=slack_probe(self.rb, self.bot.client))
+        self.clockwork.yield_to = self.bot.acks.after_acks
         self._tasks.append(asyncio.create_task(self.clockwork.run(self.stop_event)))
 
     async def _recover(self) -> None:
@@ -305,6 +307,10 @@ def freeze_startup_objects() -> None:
     lives as long as the process. Left to the collector, every generation-2 collection walked
     all of it: 100-450 ms with the event loop stopped, in the middle of a burst of /kill acks
     (bench/ack_latency.py). Frozen, a full collection walks only what was made since."""
+    # what a kill's run imports on first use (kept lazy for the terminal's fast kill), here,
+    # so the first /kill after a start does not pay it in the middle of acking
+    import tomlkit  # noqa: F401  (commands/gates.py writes the trading system's files with it)
+
     gc.collect()
     gc.freeze()
 

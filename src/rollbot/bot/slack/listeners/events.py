@@ -38,4 +38,8 @@ def register(bot: SlackBot) -> None:
     async def app_home_opened(event: dict[str, Any], client: Any) -> None:
         if event.get("tab", "home") != "home":
             return
-        await client.views_publish(user_id=event["user"], view=home_view(bot, event["user"]))
+
+        async def publish() -> None:
+            await client.views_publish(user_id=event["user"], view=home_view(bot, event["user"]))
+
+        bot.spawn(publish())  # after the ack: bolt awaits this listener before answering Slack
