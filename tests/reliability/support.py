@@ -193,6 +193,8 @@ class SlackDriver:
             client=self.bot.client,
             request=SimpleNamespace(headers={}),
         )
+        while self.bot.handling:  # bolt answers at the ack; the handler's replies come after
+            await asyncio.gather(*list(self.bot.handling), return_exceptions=True)
         return seen
 
     async def command(

@@ -34,6 +34,7 @@ from rollbot.commands.trading_state import (
     strictest,
 )
 from rollbot.errors import StateUnavailable
+from rollbot.file_watch import FileWatch
 from rollbot.storage.db import Database
 from rollbot.storage.reservations import Reservations
 
@@ -85,6 +86,10 @@ class StateCache:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._path = os.fspath(db.path)
+        # moved away or replaced? asked of the kernel, stat()ed only when it says so
+        sqlite = db.dialect == "sqlite" and db.inode is not None
+        self._moves = FileWatch([db.path] if sqlite else [])
+        self._moves_seen = -1
         self._version: Any = None
         self._changes = -1
         self.states: dict[str, TradingState] = {}
@@ -95,11 +100,14 @@ class StateCache:
 
     def current(self) -> dict[str, TradingState]:
         db = self.db
-        try:
-            if db.inode is not None and os.stat(self._path).st_ino != db.inode:
-                raise StateUnavailable(f"database {db.path} was moved away or replaced")
-        except FileNotFoundError:
-            raise StateUnavailable(f"database {db.path} no longer exists") from None
+        moves = self._moves.generation()
+        if moves != self._moves_seen:
+            try:
+                if db.inode is not None and os.stat(self._path).st_ino != db.inode:
+                    raise StateUnavailable(f"database {db.path} was moved away or replaced")
+            except FileNotFoundError:
+                raise StateUnavailable(f"database {db.path} no longer exists") from None
+            self._moves_seen = moves
         if db.dialect != "sqlite":  # no cheap "did anyone commit" counter: read them again
             return self._reread(db.query(HELD_SCOPES_SQL), None, -1)
         conn = db.conn
@@ -131,14 +139,21 @@ class GateCache:
         self.gates = gates
         self._key: Any = None
         self._open = False
+        # edited in place or renamed over (the gates agent's are rows: read a few times a second)
+        files = [gates.live_path, gates.shadow_path] if isinstance(gates, Gates) else []
+        self._edits = FileWatch(files, content=True)
+        self._edits_seen = -1
 
     def live_allowed(self) -> bool:
         if self.gates is None:
             return True
-        key = self.gates.cache_key()
-        if key != self._key:
-            self._open = self.gates.read().live_allowed
-            self._key = key
+        edits = self._edits.generation()
+        if edits != self._edits_seen:
+            key = self.gates.cache_key()
+            if key != self._key:
+                self._open = self.gates.read().live_allowed
+                self._key = key
+            self._edits_seen = edits
         return self._open
 
 

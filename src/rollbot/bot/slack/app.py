@@ -176,6 +176,7 @@ class SlackBot:
         self.metrics = Metrics(app)
         self.courier.on_set_aside = lambda error: self.metrics.undeliverable.labels(error).inc()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.handling: set[asyncio.Task[Any]] = set()  # listeners' handlers, past their ack too
         from rollbot.bot.slack.listeners import actions, commands, events
 
         commands.register(self)
@@ -321,8 +322,9 @@ class SlackBot:
 
             req.ack = timed_ack
             task = asyncio.create_task(self._serve(kind, handler, req, request, ack_first))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            for running in (self.tasks, self.handling):
+                running.add(task)
+                task.add_done_callback(running.discard)
             task.add_done_callback(resolve)
             late = loop.call_later(ACK_BY_S, resolve)
             try:
