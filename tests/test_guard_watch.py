@@ -32,6 +32,7 @@ def _code(rb: Rollbot) -> str:
 def guarded(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Rollbot:
     """A guard whose gate files and database exist; both watched (checked, not assumed)."""
     monkeypatch.setattr(file_watch, "RETRY_S", 0.0)
+    monkeypatch.setattr(file_watch, "WATCH_AFTER", 0)
     _gates(settings).arm(ALICE, "live")
     rb = Rollbot.open(settings)
     assert _code(rb) == "OK"
@@ -85,6 +86,7 @@ def test_a_database_whose_directory_is_renamed_and_replaced_is_refused(
     """The old stat() per check saw a new file at the path; so must the watch, although
     renaming a directory above the file says nothing to a watch on the file itself."""
     monkeypatch.setattr(file_watch, "RETRY_S", 0.0)
+    monkeypatch.setattr(file_watch, "WATCH_AFTER", 0)
     deep = tmp_path / "desk" / "state" / "rollbot.db"
     deep.parent.mkdir(parents=True)
     settings = settings.model_copy(
@@ -105,6 +107,7 @@ def test_gate_files_made_after_the_guard_started_are_watched_once_they_exist(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(file_watch, "RETRY_S", 0.0)
+    monkeypatch.setattr(file_watch, "WATCH_AFTER", 0)
     rb = Rollbot.open(settings)
     assert _code(rb) == "LIVE_GATES_DISABLED"  # no gate files yet: live trading is off
     _gates(settings).arm(ALICE, "live")
@@ -115,9 +118,10 @@ def test_gate_files_made_after_the_guard_started_are_watched_once_they_exist(
 
 
 def test_gate_files_reached_through_a_symbolic_link_are_stat_ed_every_time(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A watch would follow the link's directory, not its target's: not watched at all."""
+    monkeypatch.setattr(file_watch, "WATCH_AFTER", 0)
     real = tmp_path / "trading-system"
     real.mkdir()
     link = tmp_path / "linked"
@@ -136,6 +140,19 @@ def test_gate_files_reached_through_a_symbolic_link_are_stat_ed_every_time(
     text = (real / "live_environment.toml").read_text("utf-8")
     (real / "live_environment.toml").write_text(text.replace("= true", "= false"), "utf-8")
     assert _code(rb) == "LIVE_GATES_DISABLED"
+
+
+def test_a_short_lived_reader_takes_no_inotify_instance(settings: Settings) -> None:
+    """A user has 128 inotify instances in all: a CLI command that asks the guard a few
+    times takes none; a guard in front of every order takes one per file set."""
+    _gates(settings).arm(ALICE, "live")
+    rb = Rollbot.open(settings)
+    for _ in range(file_watch.WATCH_AFTER):
+        assert _code(rb) == "OK"
+    assert not rb.killswitch.guard.gate_cache._edits.watching
+    for _ in range(3):
+        assert _code(rb) == "OK"
+    assert rb.killswitch.guard.gate_cache._edits.watching
 
 
 def test_a_process_forked_after_the_guard_started_sees_changes_and_so_does_its_parent(

@@ -49,6 +49,7 @@ CONTENT = IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB
 _SELF = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_Q_OVERFLOW
 _EVENT = struct.Struct("iIII")
 RETRY_S = 1.0
+WATCH_AFTER = 64  # questions answered by stat() before the kernel is asked to watch
 
 
 class FileWatch:
@@ -68,7 +69,9 @@ class FileWatch:
         self._names: dict[int, set[bytes]] = {}  # per watched directory: the names that matter
         # nothing to watch: nothing to skip, every question answers "changed"
         self._retry_at = 0.0 if self._paths else math.inf
-        self._watch()
+        # a process that asks a few times (a CLI command) never takes one of the user's 128
+        # inotify instances; a guard in front of every order takes it at its WATCH_AFTER-th
+        self._questions = 0
         ref = weakref.ref(self)
         # a forked child would read the parent's queue, and the parent miss what it read
         os.register_at_fork(after_in_child=lambda: (w := ref()) is not None and w._forked())
@@ -82,7 +85,9 @@ class FileWatch:
         while nothing is watched)."""
         if self._fd < 0:
             self._gen += 1
-            self._watch()
+            self._questions += 1
+            if self._questions > WATCH_AFTER:
+                self._watch()
             return self._gen
         fcntl.ioctl(self._fd, termios.FIONREAD, self._buf)
         if self._buf != b"\0\0\0\0" and self._read():
@@ -97,6 +102,9 @@ class FileWatch:
             os.close(self._fd)
             self._fd = -1
         self._names = {}
+
+    def __del__(self) -> None:
+        self.close()
 
     def _forked(self) -> None:
         self._fd = -1  # the parent's: not closed here, not read either
