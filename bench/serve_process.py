@@ -61,7 +61,7 @@ def rollbot_argv() -> list[str]:
     script = Path(sys.executable).with_name("rollbot")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from rollbot.bot.cli import main; main()"]
+    return [sys.executable, "-c", "from rollbot.bot.cli.app import main; main()"]
 
 
 def serve_env(root: Path, slack: FakeSlack) -> dict[str, str]:

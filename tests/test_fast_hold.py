@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from rollbot.bot.breakglass import break_glass
+from rollbot.bot.cli.glass import break_glass
 from rollbot.clock import ManualClock
 from rollbot.commands.context import Rollbot
 from rollbot.commands.fast_hold import (

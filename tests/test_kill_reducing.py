@@ -18,7 +18,8 @@ from approvals.support import make_settings, write_config
 from terminal_users import as_person
 from terminal_users import tmp_path as tmp_path  # reachable by the people's own uids
 
-from rollbot.bot.breakglass import break_glass, kill_args
+from rollbot.bot.breakglass import kill_args
+from rollbot.bot.cli.glass import break_glass
 from rollbot.clock import ManualClock
 from rollbot.commands.context import Rollbot
 from rollbot.commands.fast_hold import read_kill_config, store_kill_hold

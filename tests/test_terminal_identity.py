@@ -13,7 +13,7 @@ import pytest
 from terminal_users import login, tmp_path
 from typer.testing import CliRunner
 
-from rollbot.bot import cli
+from rollbot.bot.cli import app as cli
 from rollbot.commands.approvals import Approvals, Status
 from rollbot.commands.context import Rollbot
 from rollbot.config import Settings

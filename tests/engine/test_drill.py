@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.support import START
-from rollbot.bot.cli import app as cli
+from rollbot.bot.cli.app import app as cli
 from rollbot.commands.report import RollbackLog
 from rollbot.config import Settings
 

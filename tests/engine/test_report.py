@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from engine.support import START, as_text
-from rollbot.bot.cli import app as cli
+from rollbot.bot.cli.app import app as cli
 from rollbot.clock import ManualClock, iso
 from rollbot.commands.context import Rollbot
 from rollbot.commands.report import RollbackLog, build_log, build_markdown, render, write_reports

@@ -17,7 +17,7 @@ from fakes.loopback import serve_post
 from typer.testing import CliRunner
 
 from engine.support import START, book_positions, closing_orders, open_order_count, step_events
-from rollbot.bot.cli import app as cli
+from rollbot.bot.cli.app import app as cli
 from rollbot.brokers.base import Side, VenueUnavailable
 from rollbot.clock import ManualClock, parse_iso
 from rollbot.commands.context import Rollbot

@@ -55,7 +55,7 @@ def cli(config: Path, count: int) -> dict[str, object]:
     """`rollbot kill trigger` and `rollbot request clear-hold` in one process, over and over."""
     from typer.testing import CliRunner
 
-    from rollbot.bot.cli import app
+    from rollbot.bot.cli.app import app
 
     runner = CliRunner()
     errors: list[str] = []

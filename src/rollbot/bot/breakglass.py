@@ -15,11 +15,6 @@ from __future__ import annotations
 
 import sys
 
-TYPE_CHECKING = False  # not typing's: importing typing costs the kill ~15 ms
-if TYPE_CHECKING:
-    from rollbot.commands.context import Rollbot
-    from rollbot.storage.events import Actor
-
 # --by is left to the full CLI: whatever it checks about who acts is checked there alone
 OPTIONS = {"--reason": "reason", "-r": "reason", "--scope": "scope"}
 FLAGS = {"--reducing": ("state", "REDUCING")}
@@ -51,10 +46,6 @@ def kill_args(argv: list[str]) -> dict[str, str] | None:
             return None  # help, a typo, a repeat: the full CLI says what is wrong
         out[OPTIONS[name]] = value if eq else rest.pop(0)
     return out if out.get("reason", "").strip() else None
-
-
-def break_glass(rb: Rollbot, who: Actor, command: str, reason: str | None = None) -> None:
-    rb.events.append("BREAK_GLASS", who, reason=reason, data={"command": command})
 
 
 def main() -> None:
@@ -89,14 +80,14 @@ def main() -> None:
 
 
 def _full_cli() -> None:
-    from rollbot.bot.cli import main as cli
+    from rollbot.bot.cli.app import main as cli
 
     cli()
 
 
 def _finish_stored(args: dict[str, str], incident_id: str) -> None:
     """The hold is stored: the cancels and the report, through the usual CLI code."""
-    from rollbot.bot.cli import finish_kill
+    from rollbot.bot.cli.shared import finish_kill
     from rollbot.commands.context import Rollbot
     from rollbot.commands.rollback import Engine
     from rollbot.config import load_settings
@@ -122,6 +113,7 @@ def _finish_stored(args: dict[str, str], incident_id: str) -> None:
 def _hold_by_full_path(args: dict[str, str]) -> None:
     """A config or database the fast hold leaves alone (new, older schema, unusual): the hold
     through the models, then the cancels and the report."""
+    from rollbot.bot.cli.glass import break_glass
     from rollbot.commands.context import Rollbot
     from rollbot.commands.held_incident import HOLD_WAIT_MS, store_held_incident
     from rollbot.commands.trading_state import TradingState
@@ -150,7 +142,7 @@ def _hold_by_full_path(args: dict[str, str]) -> None:
             rb.db.close()
         _full_cli()
         return
-    from rollbot.bot.cli import finish_kill
+    from rollbot.bot.cli.shared import finish_kill
     from rollbot.commands.rollback import Engine
 
     finish_kill(rb, Engine(rb, who), incident, new)

@@ -1,8 +1,7 @@
-"""`rollbot audit` (the event log's hash chain: verify it, note its head, export the trail) and
-`rollbot db copy` (move a one-host history into another database, chain intact).
+"""`rollbot audit`: the event log's hash chain — verify it, note its head, export the trail.
 
-Exit codes: 0 intact / done; 1 the chain is broken (the first bad event is named) or the copy
-is incomplete; 2 bad input, nothing changed."""
+Exit codes: 0 intact / done; 1 the chain is broken (the first bad event is named); 2 bad input,
+nothing changed."""
 
 from __future__ import annotations
 
@@ -12,12 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
+from rich.markup import escape
+
+from rollbot.bot.cli.shared import err, guarded, out, settings
 
 if TYPE_CHECKING:
     from rollbot.storage.db import Database
 
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident event log.")
-db_app = typer.Typer(no_args_is_help=True, help="The database itself.")
 
 ANCHOR = re.compile(r"^(\d+):([0-9a-f]{64})$")
 
@@ -25,7 +26,6 @@ ANCHOR = re.compile(r"^(\d+):([0-9a-f]{64})$")
 def _reader() -> Database:
     """The configured database, SQLite or PostgreSQL ([database] path or url), never created by
     a reader: a missing file or a database without rollbot's schema is an error."""
-    from rollbot.bot.cli import settings
     from rollbot.storage.backends import open_database
 
     return cast("Database", open_database(settings().database, create=False))
@@ -56,7 +56,6 @@ def verify_cmd(
     ] = None,
 ) -> None:
     """Check the hash chain from the first event to the last; name the first bad one."""
-    from rollbot.bot.cli import err, escape, guarded, out
     from rollbot.storage.audit import verify
 
     def go() -> int:
@@ -89,7 +88,6 @@ def verify_cmd(
 def head_cmd() -> None:
     """The chain's last event as SEQ:HASH: keep it elsewhere (a ticket, a WORM store, another
     system) and check later with `audit verify --anchor SEQ:HASH`."""
-    from rollbot.bot.cli import guarded
     from rollbot.storage.chain import HEAD_SQL
 
     def go() -> None:
@@ -119,7 +117,6 @@ def export_cmd(
 ) -> None:
     """The trail for a regulator: who, when, what, why, source, host, scope/venue/account/
     strategy, and each event's hash."""
-    from rollbot.bot.cli import err, escape, guarded
     from rollbot.commands.audit_export import (
         check_format,
         export_to_file,
@@ -155,75 +152,5 @@ def export_cmd(
             f"chain intact up to seq {verdict.head_seq} (head {verdict.head_hash})", soft_wrap=True
         )
         return 0
-
-    raise typer.Exit(guarded(go))
-
-
-@db_app.command("copy")
-def copy_cmd(
-    to: Annotated[
-        str,
-        typer.Option(
-            "--to",
-            help="postgresql://USER@HOST:PORT/DB (the password from ROLLBOT_DATABASE_PASSWORD or"
-            " PGPASSWORD, never the URL) or sqlite:///PATH.",
-        ),
-    ],
-) -> None:
-    """Copy this host's whole database into a new, empty one, then verify its chain there.
-    Stop `rollbot serve` and `rollbot clock` first: what they write during the copy is not in
-    it (and is reported)."""
-    from rollbot.bot.cli import err, escape, guarded, out, settings
-    from rollbot.errors import BadInput
-    from rollbot.storage.copy import copy_database, open_target, redact_url
-    from rollbot.storage.db import Database
-
-    def go() -> int:
-        cfg = settings()
-        if cfg.database.url is not None:
-            raise BadInput(
-                "db copy moves a one-host SQLite history: this config's [database] is already"
-                " PostgreSQL (url). Nothing was copied."
-            )
-        source = Database(cfg.database.path, cfg.database.busy_timeout_ms, create=False)
-        try:
-            target = open_target(to, cfg.database.busy_timeout_ms)
-            try:
-                copied = copy_database(
-                    source, target, lambda t, n: out.print(f"  {t}: {n} row(s)", soft_wrap=True)
-                )
-            finally:
-                target.db.close()
-        finally:
-            source.close()
-        verdict = copied.verdict
-        assert verdict is not None
-        total = sum(copied.tables.values())
-        out.print(
-            f"db copy: {total} row(s) in {len(copied.tables)} tables to {escape(redact_url(to))}",
-            soft_wrap=True,
-        )
-        code = 0
-        if verdict.broken is not None:
-            err.print(
-                f"[bold red]target chain BROKEN[/] at {escape(verdict.broken.describe())}",
-                soft_wrap=True,
-            )
-            code = 1
-        else:
-            out.print(
-                f"target verified: {verdict.events} event(s), seq 1..{verdict.head_seq},"
-                f" head {verdict.head_hash}",
-                soft_wrap=True,
-            )
-        if copied.source_moved_on:
-            err.print(
-                f"[bold red]incomplete:[/] the source took {copied.source_moved_on} event(s)"
-                " after the copy's snapshot; they are not in the target. Stop rollbot serve and"
-                " clock, then copy again into a new, empty target.",
-                soft_wrap=True,
-            )
-            code = 1
-        return code
 
     raise typer.Exit(guarded(go))

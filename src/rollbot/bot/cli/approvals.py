@@ -15,27 +15,40 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
+from rollbot.bot.cli.shared import (
+    EXIT_WAITING,
+    VenueOpt,
+    actor,
+    err,
+    folding_table,
+    guarded,
+    on_start,
+    out,
+    print_request,
+    print_step,
+    request_at_terminal,
+    run_async,
+    settings,
+)
 from rollbot.clock import iso
 from rollbot.errors import BadInput
 from rollbot.storage.events import Actor
 
 if TYPE_CHECKING:
-    from rollbot.commands.approvals import ApprovalRequest, VoteResult
+    from rollbot.commands.approvals import VoteResult
     from rollbot.commands.context import Rollbot
-
-EXIT_WAITING = 3  # filed or signed, nothing ran: a second person must still approve
 
 request_app = typer.Typer(
     no_args_is_help=True, help="Ask for a risky action; a second person must approve it."
 )
 
+# a request's own --reason and --by help (shared.py's speak of who acts, these of who asks)
 Reason = Annotated[str, typer.Option("--reason", "-r", help="Why (recorded and shown).")]
-VenueOpt = Annotated[str | None, typer.Option("--venue", "-v", help="One venue (default: all).")]
 IncidentOpt = Annotated[
     str | None, typer.Option("--incident", "-i", help="The incident this request belongs to.")
 ]
@@ -45,78 +58,18 @@ ByOpt = Annotated[
 ]
 
 
-def _cli() -> Any:
-    """bot/cli.py, imported late: it registers this module at its end."""
-    from rollbot.bot import cli
-
-    return cli
-
-
 def _me(rb: Rollbot) -> Actor:
     return Actor.terminal(None, rb.settings.identities)
 
 
 # -- printing -----------------------------------------------------------------------------------
-def plan_text(line: str | dict[str, str]) -> str:
-    if isinstance(line, str):
-        return line
-    note = f" ({line['note']})" if line.get("note") else ""
-    return (
-        f"{line['venue']}: {line['side']} {line['quantity']} {line['symbol']} {line['type']}{note}"
-    )
-
-
-def print_request(req: ApprovalRequest, title: str = "Approval request") -> None:
-    out = _cli().out
-    view = req.view()
-    out.print(
-        f"[bold]{title} {req.id}[/] — {view['action']} — [bold]{req.status.value}[/]"
-        f" (requested by {escape(req.requested_by)} at {iso(req.created_at)})"
-    )
-    out.print(f"  Reason: {escape(req.reason)}")
-    out.print("  Exactly what will run:")
-    for line in req.plan:
-        out.print(f"    {escape(plan_text(line))}")
-    out.print(f"  Plan hash {req.plan_hash[:16]}")
-    if req.status.value == "PENDING":
-        out.print(f"  {escape(view['note'])} Expires at {iso(req.expires_at)}.")
-    else:
-        who = escape(str(view.get("decided_by", "")))
-        out.print(f"  {view['status']} by {who} at {view.get('decided_at')}")
-        out.print(f"  {escape(view['note'])}")
-    for v in req.votes:
-        why = f": {escape(v.reason)}" if v.reason else ""
-        out.print(f"  vote: {v.vote} by {v.voter} at {iso(v.at)}{why}")
-
-
-async def request_at_terminal(
-    rb: Rollbot,
-    who: Actor,
-    action: str,
-    params: dict[str, Any],
-    reason: str,
-    incident_id: str | None = None,
-) -> int:
-    """Store the request (nothing runs) and say how the second person approves it."""
-    from rollbot.commands.approvals import Approvals
-
-    req = await Approvals(rb).request(action, params, who, reason, incident_id)
-    print_request(req)
-    _cli().err.print(
-        f"nothing ran: a second person must approve — `rollbot approve {req.id}` at their"
-        " terminal, or the Approve button in Slack"
-    )
-    return EXIT_WAITING
-
-
 def print_vote(result: VoteResult) -> int:
-    cli = _cli()
     if result.refused:
-        cli.err.print(f"[bold red]refused ({result.code}):[/] {escape(result.message)}")
+        err.print(f"[bold red]refused ({result.code}):[/] {escape(result.message)}")
         if result.superseded_by is not None:
             print_request(result.superseded_by, "Fresh request")
         return 1
-    cli.out.print(escape(result.message))
+    out.print(escape(result.message))
     if result.code == "VOTE_RECORDED":  # counted, but the request still needs more sign-offs
         return EXIT_WAITING
     if result.code == "EXECUTION_FAILED":
@@ -137,24 +90,22 @@ def request_flatten(
     by: ByOpt = None,
 ) -> None:
     """Close positions (every order is shown and bound to the request)."""
-    cli = _cli()
 
     async def go(rb: Rollbot) -> int:
         params = {"venue": venue, "symbols": sorted(symbol) if symbol else None}
-        return await request_at_terminal(rb, cli.actor(rb, by), "flatten", params, reason, incident)
+        return await request_at_terminal(rb, actor(rb, by), "flatten", params, reason, incident)
 
-    raise typer.Exit(cli.run_async(go))
+    raise typer.Exit(run_async(go))
 
 
 @request_app.command("rollback")
 def request_rollback(reason: Reason, by: ByOpt = None) -> None:
     """The whole five-step rollback."""
-    cli = _cli()
 
     async def go(rb: Rollbot) -> int:
-        return await request_at_terminal(rb, cli.actor(rb, by), "rollback", {}, reason)
+        return await request_at_terminal(rb, actor(rb, by), "rollback", {}, reason)
 
-    raise typer.Exit(cli.run_async(go))
+    raise typer.Exit(run_async(go))
 
 
 @request_app.command("clear-hold")
@@ -169,32 +120,25 @@ def request_clear_hold(
     by: ByOpt = None,
 ) -> None:
     """Clear kill-switch holds on a scope: exactly those active when asked (or named)."""
-    cli = _cli()
 
     async def go(rb: Rollbot) -> int:
         params = {"scope": scope, "source": source, "hold_ids": hold or None}
-        return await request_at_terminal(
-            rb, cli.actor(rb, by), "clear_hold", params, reason, incident
-        )
+        return await request_at_terminal(rb, actor(rb, by), "clear_hold", params, reason, incident)
 
-    raise typer.Exit(cli.run_async(go))
+    raise typer.Exit(run_async(go))
 
 
 @request_app.command("enable-gates")
 def request_enable_gates(reason: Reason, incident: IncidentOpt = None, by: ByOpt = None) -> None:
     """Arm the live trading gates (enable_live_trading, live_mode_armed, dry-run off)."""
-    cli = _cli()
 
     async def go(rb: Rollbot) -> int:
-        return await request_at_terminal(
-            rb, cli.actor(rb, by), "enable_gates", {}, reason, incident
-        )
+        return await request_at_terminal(rb, actor(rb, by), "enable_gates", {}, reason, incident)
 
-    raise typer.Exit(cli.run_async(go))
+    raise typer.Exit(run_async(go))
 
 
 def _resume(incident: str | None, reason: str | None, check: bool, by: str | None) -> None:
-    cli = _cli()
 
     async def go(rb: Rollbot) -> int:
         from rollbot.commands.resume import resume_blockers
@@ -208,19 +152,17 @@ def _resume(incident: str | None, reason: str | None, check: bool, by: str | Non
         if check:
             blockers = resume_blockers(rb, target)
             for b in blockers:
-                cli.out.print(f"❌ {escape(b)}")
+                out.print(f"❌ {escape(b)}")
             if not blockers:
-                cli.out.print(
-                    f"✅ {target}: every resume condition holds; request it with --reason"
-                )
+                out.print(f"✅ {target}: every resume condition holds; request it with --reason")
             return 1 if blockers else 0
         if not reason or not reason.strip():
             raise BadInput("--reason is required to request a resume (or use --check)")
         return await request_at_terminal(
-            rb, cli.actor(rb, by), "resume", {"incident_id": target}, reason
+            rb, actor(rb, by), "resume", {"incident_id": target}, reason
         )
 
-    raise typer.Exit(cli.run_async(go))
+    raise typer.Exit(run_async(go))
 
 
 def resume(
@@ -241,7 +183,6 @@ request_app.command("resume")(resume)  # `rollbot request resume` and `rollbot r
 
 # -- votes --------------------------------------------------------------------------------------
 def _vote(approval_id: str, decision: str, reason: str | None) -> int:
-    cli = _cli()
 
     async def go(rb: Rollbot) -> int:
         from rollbot.commands.approvals import Approvals
@@ -251,15 +192,15 @@ def _vote(approval_id: str, decision: str, reason: str | None) -> int:
             _me(rb),
             decision,
             reason,
-            on_start=cli.on_start,
-            on_step=cli.print_step,
+            on_start=on_start,
+            on_step=print_step,
         )
         code = print_vote(result)
         if result.executed:
             print_request(result.approval)
         return code
 
-    return int(cli.run_async(go))
+    return int(run_async(go))
 
 
 def approve(
@@ -275,7 +216,7 @@ def deny(
 ) -> None:
     """Deny a request (final: nothing runs)."""
     if not reason.strip():
-        _cli().err.print("[bold red]error:[/] --reason must not be empty")
+        err.print("[bold red]error:[/] --reason must not be empty")
         raise typer.Exit(2)
     raise typer.Exit(_vote(approval_id, "deny", reason))
 
@@ -286,13 +227,12 @@ def approvals(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Approval requests, newest first (expired ones are marked as such first)."""
-    cli = _cli()
 
     def go() -> int:
         from rollbot.commands.approvals import Approvals
         from rollbot.commands.context import Rollbot
 
-        rb = Rollbot.open(cli.settings())
+        rb = Rollbot.open(settings())
         book = Approvals(rb)
         book.expire_due()
         rows = [book.get(approval_id)] if approval_id else book.list(pending_only=pending)
@@ -303,7 +243,7 @@ def approvals(
         if approval_id:
             print_request(rows[0])
             return 0
-        table = _cli().folding_table(
+        table = folding_table(
             "Id", "Action", "Status", "Requested by", "Created", "Expires", "Decided by"
         )
         for r in rows:
@@ -317,10 +257,10 @@ def approvals(
                 iso(r.expires_at),
                 r.decided_by or "",
             )
-        cli.out.print(table if rows else "no approval requests")
+        out.print(table if rows else "no approval requests")
         return 0
 
-    raise typer.Exit(cli.guarded(go))
+    raise typer.Exit(guarded(go))
 
 
 # -- RCA ----------------------------------------------------------------------------------------
@@ -337,7 +277,6 @@ def rca(
     ],
 ) -> None:
     """Record the root-cause analysis of an incident (one condition for resuming)."""
-    cli = _cli()
 
     def go() -> int:
         from rollbot.commands.context import Rollbot
@@ -351,28 +290,16 @@ def rca(
         except (OSError, UnicodeDecodeError) as exc:
             raise BadInput(f"RCA file {file} cannot be read: {exc}") from None
         fields = parse_rca_text(text, str(file))
-        rb = Rollbot.open(cli.settings())
+        rb = Rollbot.open(settings())
         saved = record_rca(rb, incident, fields, _me(rb))
-        cli.out.print(f"RCA recorded for {saved.incident_id} by {saved.recorded_by}")
+        out.print(f"RCA recorded for {saved.incident_id} by {saved.recorded_by}")
         left = resume_blockers(rb, saved.incident_id)
         if left:
-            cli.out.print("Still missing before resume:")
+            out.print("Still missing before resume:")
             for b in left:
-                cli.out.print(f"  ❌ {escape(b)}")
+                out.print(f"  ❌ {escape(b)}")
         else:
-            cli.out.print(
-                f"Every resume condition holds: `rollbot resume {saved.incident_id} -r …`"
-            )
+            out.print(f"Every resume condition holds: `rollbot resume {saved.incident_id} -r …`")
         return 0
 
-    raise typer.Exit(cli.guarded(go))
-
-
-def register(app: typer.Typer) -> None:
-    """Called once by bot/cli.py."""
-    app.add_typer(request_app, name="request")
-    app.command()(approve)
-    app.command()(deny)
-    app.command()(approvals)
-    app.command()(rca)
-    app.command()(resume)
+    raise typer.Exit(guarded(go))

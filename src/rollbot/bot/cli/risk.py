@@ -9,9 +9,11 @@ from typing import Annotated
 
 import typer
 
+from rollbot.bot.cli.glass import break_glass
+from rollbot.bot.cli.shared import actor, folding_table, guarded, out, settings
 from rollbot.commands.monitors import MetricStatus
 
-app = typer.Typer(no_args_is_help=True, help="Automatic kill switches (risk monitors).")
+risk_app = typer.Typer(no_args_is_help=True, help="Automatic kill switches (risk monitors).")
 
 STATE_STYLE = {
     "OK": "green",
@@ -34,12 +36,11 @@ def _firing_text(m: MetricStatus) -> str:
     return text
 
 
-@app.command("status")
+@risk_app.command("status")
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
 ) -> None:
     """Each metric per venue (and desk-wide), its threshold, action and state."""
-    from rollbot.bot.cli import folding_table, guarded, out, settings
     from rollbot.commands.context import Rollbot
     from rollbot.commands.monitors import risk_status
 
@@ -83,7 +84,7 @@ def status(
     guarded(go)
 
 
-@app.command("ack")
+@risk_app.command("ack")
 def ack(
     alert_id: Annotated[str, typer.Argument(help="The alert, e.g. risk-3.")],
     reason: Annotated[str, typer.Option("--reason", "-r", help="Why (recorded).")] = "",
@@ -93,7 +94,6 @@ def ack(
 ) -> None:
     """Acknowledge a risk alert (the Slack button's twin): it may re-arm once its figure is
     back inside its threshold."""
-    from rollbot.bot.cli import actor, break_glass, guarded, out, settings
     from rollbot.commands.context import Rollbot
     from rollbot.commands.risk_alerts import acknowledge_alert
 

@@ -9,21 +9,18 @@ import logging
 import signal
 import sys
 
-from rollbot.bot.cli_serve import LogJson, LogLevel
+from rollbot.bot.cli.shared import LogJson, LogLevel, guarded, settings, slack_probe_for
 
 
 def clock(log_level: LogLevel = None, log_json: LogJson = False) -> None:
     """Fire escalation deadlines, checklist reminders and webhook pages until SIGTERM."""
     from rollbot.bot import logs
-    from rollbot.bot.cli import guarded
 
     guarded(lambda: logs.configure(log_level, log_json))
     guarded(lambda: asyncio.run(_run()))
 
 
 async def _run() -> None:
-    from rollbot.bot.cli import settings
-    from rollbot.bot.cli_preflight import slack_probe_for
     from rollbot.bot.scheduler import Clockwork
     from rollbot.commands.context import Rollbot
 

@@ -8,13 +8,7 @@ from typing import Annotated
 
 import typer
 
-LogLevel = Annotated[
-    str | None,
-    typer.Option(
-        "--log-level", help="DEBUG, INFO, WARNING or ERROR (default: $ROLLBOT_LOG_LEVEL or INFO)."
-    ),
-]
-LogJson = Annotated[bool, typer.Option("--log-json", help="One JSON object a log line.")]
+from rollbot.bot.cli.shared import LogJson, LogLevel, guarded, settings
 
 
 def serve(
@@ -35,7 +29,6 @@ def serve(
     """Run the Slack bot, the outbox courier and the clock in one asyncio loop (and the guard
     service with --guard-port/--guard-socket; ROLLBOT_GUARD_TOKEN in the environment)."""
     from rollbot.bot import logs
-    from rollbot.bot.cli import guarded, settings
     from rollbot.bot.slack.server import serve as run
 
     guarded(lambda: logs.configure(log_level, log_json))

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from rollbot.commands.context import Rollbot
-    from rollbot.commands.preflight import Check, SlackProbe
+from rollbot.bot.cli.shared import guarded, out, settings, slack_probe_for
 
 
 def preflight(
@@ -24,7 +22,6 @@ def preflight(
     from rich.markup import escape
     from rich.table import Table
 
-    from rollbot.bot.cli import guarded, out, settings
     from rollbot.commands import preflight as armed
     from rollbot.commands.context import Rollbot
 
@@ -57,33 +54,3 @@ def preflight(
         return 0 if all(c.ok for c in checks) else 1
 
     raise typer.Exit(guarded(go))
-
-
-def slack_probe_for(rb: Rollbot) -> SlackProbe | None:
-    """The Slack checks when Slack is set up (a token, or an ops channel that expects one)."""
-    from rollbot.commands.preflight import failed
-
-    token = rb.secrets.slack_bot_token
-    if token is None:
-        if not rb.settings.slack.ops_channel:
-            return None  # a desk without Slack: nothing to check there
-
-        async def missing() -> list[Check]:
-            return [
-                failed(
-                    "slack_token",
-                    "SLACK_BOT_TOKEN is not set, yet [slack] ops_channel is",
-                    "export SLACK_BOT_TOKEN (the app's xoxb-… bot token) or put it in .env",
-                )
-            ]
-
-        return missing
-    from slack_sdk.web.async_client import AsyncWebClient
-
-    from rollbot.bot.slack.probe import slack_probe
-    from rollbot.bot.slack.server import DEFAULT_API
-
-    client = AsyncWebClient(
-        token=token.get_secret_value(), base_url=rb.secrets.slack_api_url or DEFAULT_API
-    )
-    return slack_probe(rb, client)
