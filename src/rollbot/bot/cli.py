@@ -20,15 +20,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from rollbot.bot.breakglass import break_glass
-from rollbot.commands.context import Rollbot
-from rollbot.commands.gates import gate_lines
-from rollbot.commands.rollback import Outcome, Step, StepReport, StepStatus
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.gates import gate_lines
+from rollbot.commands.rollback.engine import Outcome, Step, StepReport, StepStatus
 from rollbot.config import Settings, load_settings
 from rollbot.errors import BadInput, RollbotError, StateUnavailable
 from rollbot.storage.events import Actor, IdentityRefused
 
 if TYPE_CHECKING:
-    from rollbot.commands.rollback import Engine
+    from rollbot.commands.rollback.engine import Engine
     from rollbot.storage.incidents import Incident
 
 T = TypeVar("T")
@@ -195,8 +195,8 @@ def kill_trigger(
     gates."""
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.rollback import Engine
-        from rollbot.commands.trading_state import TradingState
+        from rollbot.commands.killswitch.trading_state import TradingState
+        from rollbot.commands.rollback.engine import Engine
 
         who = actor(rb, by)
         require(reason, "--reason")
@@ -218,7 +218,7 @@ def kill_trigger(
 async def run_kill(engine: Engine, incident: Incident, new: bool) -> int:
     """Steps 1-2 once the hold is stored. An error now exits 1, never 2: the hold changed
     something (README: 2 only when nothing changed)."""
-    from rollbot.commands.rollback import KILL_STEPS
+    from rollbot.commands.rollback.engine import KILL_STEPS
 
     engine.on_step = print_step
     state = engine.held_state(incident).value
@@ -298,7 +298,7 @@ def positions(venue: VenueOpt = None, as_json: JsonOpt = False) -> None:
     """Positions, open orders, exposure and PnL per venue."""
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.positions import coverage_line, read_books
+        from rollbot.commands.rollback.positions import coverage_line, read_books
 
         books = await read_books(rb.select(venue))
         if as_json:
@@ -401,8 +401,8 @@ def flatten(
 
     async def go(rb: Rollbot) -> int:
         from rollbot.bot.cli_approvals import request_at_terminal
-        from rollbot.commands.flatten import plan_venue
-        from rollbot.commands.positions import read_books
+        from rollbot.commands.rollback.flatten import plan_venue
+        from rollbot.commands.rollback.positions import read_books
 
         who = actor(rb, by)
         books = await read_books(rb.select(venue))
@@ -441,8 +441,9 @@ def rollback(
     """The whole procedure: halt, disconnect, assess, flatten, verify; then the report."""
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.report import write_reports
-        from rollbot.commands.rollback import Engine, resume_unfinished
+        from rollbot.commands.approvals.recover import resume_unfinished
+        from rollbot.commands.rollback.engine import Engine
+        from rollbot.commands.rollback.report import write_reports
 
         who = actor(rb, by)
         require(reason, "--reason")
@@ -471,7 +472,7 @@ def recover(by: ByOpt = None) -> None:
     """Finish any rollback that a crash cut off (reads the venues back first)."""
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.rollback import resume_unfinished
+        from rollbot.commands.approvals.recover import resume_unfinished
 
         outcomes = await resume_unfinished(rb, actor(rb, by), on_step=print_step)
         if not outcomes:
@@ -527,7 +528,7 @@ def gates_agent() -> None:
         import signal
 
         from rollbot.clock import SystemClock
-        from rollbot.commands.gates_agent import GatesAgent
+        from rollbot.commands.killswitch.gates_agent import GatesAgent
         from rollbot.storage.backends import open_database
 
         cfg = settings()
@@ -722,7 +723,7 @@ def drill(
         raise typer.Exit(venue_drill(venue, by))
 
     def go() -> int:
-        from rollbot.commands.drill import parse_faults, run_drill
+        from rollbot.commands.rollback.drill import parse_faults, run_drill
 
         base = settings()
         chosen = parse_faults(faults)
@@ -768,7 +769,7 @@ def report(
     """Write an incident's rollback report (stored in SQLite and under the reports directory)."""
 
     def go() -> int:
-        from rollbot.commands.report import drill_report, write_reports
+        from rollbot.commands.rollback.report import drill_report, write_reports
 
         if fmt not in ("md", "json", "png"):
             raise BadInput(f"unknown --format {fmt!r}: use md, json or png")

@@ -25,8 +25,8 @@ from rollbot.errors import BadInput
 from rollbot.storage.events import Actor
 
 if TYPE_CHECKING:
-    from rollbot.commands.approvals import ApprovalRequest, VoteResult
-    from rollbot.commands.context import Rollbot
+    from rollbot.commands.approvals.two_person import ApprovalRequest, VoteResult
+    from rollbot.commands.desk.context import Rollbot
 
 EXIT_WAITING = 3  # filed or signed, nothing ran: a second person must still approve
 
@@ -98,7 +98,7 @@ async def request_at_terminal(
     incident_id: str | None = None,
 ) -> int:
     """Store the request (nothing runs) and say how the second person approves it."""
-    from rollbot.commands.approvals import Approvals
+    from rollbot.commands.approvals.two_person import Approvals
 
     req = await Approvals(rb).request(action, params, who, reason, incident_id)
     print_request(req)
@@ -197,7 +197,7 @@ def _resume(incident: str | None, reason: str | None, check: bool, by: str | Non
     cli = _cli()
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.resume import resume_blockers
+        from rollbot.commands.rollback.resume import resume_blockers
 
         target = incident
         if not target:
@@ -244,7 +244,7 @@ def _vote(approval_id: str, decision: str, reason: str | None) -> int:
     cli = _cli()
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.approvals import Approvals
+        from rollbot.commands.approvals.two_person import Approvals
 
         result = await Approvals(rb).vote(
             approval_id,
@@ -289,8 +289,8 @@ def approvals(
     cli = _cli()
 
     def go() -> int:
-        from rollbot.commands.approvals import Approvals
-        from rollbot.commands.context import Rollbot
+        from rollbot.commands.approvals.two_person import Approvals
+        from rollbot.commands.desk.context import Rollbot
 
         rb = Rollbot.open(cli.settings())
         book = Approvals(rb)
@@ -340,9 +340,9 @@ def rca(
     cli = _cli()
 
     def go() -> int:
-        from rollbot.commands.context import Rollbot
-        from rollbot.commands.rca import parse_rca_text, record_rca
-        from rollbot.commands.resume import resume_blockers
+        from rollbot.commands.desk.context import Rollbot
+        from rollbot.commands.rollback.rca import parse_rca_text, record_rca
+        from rollbot.commands.rollback.resume import resume_blockers
 
         try:
             text = file.read_text(encoding="utf-8")

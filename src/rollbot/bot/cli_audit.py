@@ -120,7 +120,7 @@ def export_cmd(
     """The trail for a regulator: who, when, what, why, source, host, scope/venue/account/
     strategy, and each event's hash."""
     from rollbot.bot.cli import err, escape, guarded
-    from rollbot.commands.audit_export import (
+    from rollbot.commands.desk.audit_export import (
         check_format,
         export_to_file,
         records,

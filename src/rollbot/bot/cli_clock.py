@@ -25,7 +25,7 @@ async def _run() -> None:
     from rollbot.bot.cli import settings
     from rollbot.bot.cli_preflight import slack_probe_for
     from rollbot.bot.scheduler import Clockwork
-    from rollbot.commands.context import Rollbot
+    from rollbot.commands.desk.context import Rollbot
 
     rb = Rollbot.open(settings())
     clockwork = Clockwork(rb, slack_probe=slack_probe_for(rb))

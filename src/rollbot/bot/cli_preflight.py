@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from rollbot.commands.context import Rollbot
-    from rollbot.commands.preflight import Check, SlackProbe
+    from rollbot.commands.desk.context import Rollbot
+    from rollbot.commands.risk.preflight import Check, SlackProbe
 
 
 def preflight(
@@ -25,8 +25,8 @@ def preflight(
     from rich.table import Table
 
     from rollbot.bot.cli import guarded, out, settings
-    from rollbot.commands import preflight as armed
-    from rollbot.commands.context import Rollbot
+    from rollbot.commands.desk.context import Rollbot
+    from rollbot.commands.risk import preflight as armed
 
     def go() -> int:
         rb = Rollbot.open(settings())
@@ -61,7 +61,7 @@ def preflight(
 
 def slack_probe_for(rb: Rollbot) -> SlackProbe | None:
     """The Slack checks when Slack is set up (a token, or an ops channel that expects one)."""
-    from rollbot.commands.preflight import failed
+    from rollbot.commands.risk.preflight import failed
 
     token = rb.secrets.slack_bot_token
     if token is None:

@@ -1,4 +1,4 @@
-"""`rollbot drill --venue NAME`: the venue drill (commands/venue_drill.py) at the terminal.
+"""`rollbot drill --venue NAME`: the venue drill (commands/rollback/venue_drill.py) at the terminal.
 Exit 0 when the sentinel was cancelled at the venue and the drill's hold cleared, 1 when not,
 2 when the venue is not marked paper/testnet (nothing placed)."""
 
@@ -7,11 +7,11 @@ from __future__ import annotations
 from rich.markup import escape
 
 from rollbot.bot.cli import actor, guarded, out, run_async, settings
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 
 
 def venue_drill(name: str, by: str | None) -> int:
-    from rollbot.commands.venue_drill import refuse_unless_paper, run_venue_drill
+    from rollbot.commands.rollback.venue_drill import refuse_unless_paper, run_venue_drill
 
     cfg = guarded(settings)
     rb = Rollbot.open(cfg)
