@@ -3,7 +3,7 @@
 Firing lag: the real bot (Server with its Clockwork, the courier delivering every page to the
 loopback Slack) runs while escalations are started one after another over a few seconds; each
 escalation pages tier 1, then its deadline pages tier 2, then the next one exhausts it. Every
-firing writes TIMER_FIRED with `lag_s` = fire time minus deadline (commands/timers.py); the
+firing writes TIMER_FIRED with `lag_s` = fire time minus deadline (commands/rollback/timers.py); the
 target is p99 <= 1 s.
 
 Restart: escalations whose deadlines passed while no bot was running (a database written with a
@@ -29,7 +29,7 @@ from bench.common import Figure, Sizes, paper_venues, settings_for
 from bench.serve_process import query_one, serve_process
 from rollbot.bot.slack.server import Server
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import Contact, EscalationConfig, Settings
 from rollbot.storage.events import Actor
 
@@ -69,7 +69,7 @@ def _fired_count(app: Rollbot) -> int:
 
 
 async def firing_lag(sizes: Sizes, root: Path, slack: FakeSlack) -> dict[str, Any]:
-    from rollbot.commands.escalation import get_escalation, start_escalation
+    from rollbot.commands.paging.escalation import get_escalation, start_escalation
 
     wait_s = sizes.escalation_wait_s
     server = Server(
@@ -116,7 +116,7 @@ async def firing_lag(sizes: Sizes, root: Path, slack: FakeSlack) -> dict[str, An
 
 def write_overdue(root: Path, count: int) -> tuple[Settings, list[int]]:
     """Escalations started ten minutes ago with a five-minute wait, by a bot that then stopped."""
-    from rollbot.commands.escalation import start_escalation
+    from rollbot.commands.paging.escalation import start_escalation
     from rollbot.storage.timers import Timers
 
     settings = _settings(root, wait_s=300)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from bench.common import BookWatcher, Figure, Sizes, paper_venues, seed_books, settings_for
 from rollbot.brokers.paper.venue import PaperVenue
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import Engine, Step, StepReport
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Engine, Step, StepReport
 from rollbot.storage.events import Actor
 
 ACTOR = Actor(id="bench", source="cli", name="bench")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from bench.common import BookWatcher, Figure, Sizes, paper_venues, seed_books, settings_for
 from bench.flatten_pacing import ACTOR, StepTimer
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import STEPS, Engine
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import STEPS, Engine
 
 
 async def one_run(sizes: Sizes, root: Path) -> dict[str, float]:

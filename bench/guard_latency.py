@@ -27,8 +27,8 @@ from bench.common import Figure, Sizes, settings_for
 from bench.serve_process import config_toml
 from rollbot.bot.guard_http import answer
 from rollbot.brokers.base import Side
-from rollbot.commands.context import Rollbot
-from rollbot.commands.guard import ALLOWED
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.guard import ALLOWED
 from rollbot.config import PaperVenueConfig
 from rollbot.storage.events import Actor
 

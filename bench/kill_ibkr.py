@@ -18,8 +18,8 @@ from pathlib import Path
 from fakes.tws import FakeTws
 
 from bench.common import Figure, Sizes, settings_for
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import Engine
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Engine
 from rollbot.config import IbkrVenueConfig
 from rollbot.storage.events import Actor
 

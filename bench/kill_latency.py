@@ -28,7 +28,7 @@ from bench.common import (
 from bench.loopback import running_bot, settle
 from rollbot.bot.slack.server import Server
 from rollbot.brokers.base import Side
-from rollbot.commands.rollback import STEPS
+from rollbot.commands.rollback.engine import STEPS
 from rollbot.storage.events import Actor
 
 POLL_S = 0.002

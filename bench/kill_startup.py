@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench.common import PG, Figure, Sizes, paper_venues, pg_url_for
 from bench.serve_process import config_toml, query_one, rollbot_argv
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import load_settings
 
 POLL_S = 0.001

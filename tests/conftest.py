@@ -43,7 +43,7 @@ from terminal_users import as_person
 
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import (
     FlattenConfig,
     PaperVenueConfig,

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import DatabaseConfig, Settings
 from rollbot.storage.events import Actor
 

@@ -20,9 +20,9 @@ from fakes.exchange import RunningFakeExchange, start_fake_exchange
 from fakes.loopback import serve_post
 
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.escalation import start_escalation
-from rollbot.commands.timers import fire_due
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.paging.escalation import start_escalation
+from rollbot.commands.rollback.timers import fire_due
 from rollbot.config import Contact, CryptoVenueConfig, Settings
 from rollbot.secrets import Secrets
 

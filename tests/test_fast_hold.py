@@ -1,8 +1,8 @@
-"""The terminal's kill stores its hold with the standard library alone (commands/fast_hold.py,
-issue 18 item 4). One source of truth: for the same kill it writes, field by field, the rows the
-full path writes (store_held_incident + BREAK_GLASS), times aside; and whatever it does not
-plainly understand it leaves to that full path, having written nothing.
-"""
+"""The terminal's kill stores its hold with the standard library alone
+(commands/killswitch/fast_hold.py, issue 18 item 4). One source of truth: for the same kill it
+writes, field by field, the rows the full path writes (store_held_incident + BREAK_GLASS), times
+aside; and whatever it does not plainly understand it leaves to that full path, having written
+nothing."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ import pytest
 
 from rollbot.bot.cli.glass import break_glass
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.fast_hold import (
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.fast_hold import (
     HELD_ELSEWHERE,
     KillConfig,
     read_kill_config,
     store_kill_hold,
 )
-from rollbot.commands.held_incident import store_held_incident
+from rollbot.commands.rollback.held_incident import store_held_incident
 from rollbot.config import DatabaseConfig, PaperVenueConfig, Settings
 from rollbot.errors import BadInput
 from rollbot.storage.audit import verify
@@ -192,14 +192,14 @@ def test_the_defaults_are_config_pys_defaults(tmp_path: Path) -> None:
 
 
 def test_the_fast_hold_imports_no_pydantic() -> None:
-    code = "import sys, rollbot.commands.fast_hold; print(sorted(m for m in sys.modules"
+    code = "import sys, rollbot.commands.killswitch.fast_hold; print(sorted(m for m in sys.modules"
     code += " if m.split('.')[0] in ('pydantic', 'pydantic_core', 'typer', 'asyncio')))"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
     # on PostgreSQL: psycopg (which loads asyncio for its async half), still no pydantic or typer
-    code = "import sys, rollbot.commands.fast_hold, rollbot.storage.postgres, psycopg"
+    code = "import sys, rollbot.commands.killswitch.fast_hold, rollbot.storage.postgres, psycopg"
     code += "; print(sorted(m for m in sys.modules if m.split('.')[0] in"
     code += " ('pydantic', 'pydantic_core', 'typer', 'rollbot.config')))"
     done = subprocess.run(

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
 
-from rollbot.commands.context import Rollbot
-from rollbot.commands.gates import Gates
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.gates import Gates
 from rollbot.storage.events import Actor
 
 Run = Callable[..., CompletedProcess[str]]
@@ -144,4 +144,4 @@ def test_only_the_gates_writer_writes_the_gates_files() -> None:
         for path in SRC.rglob("*.py")
         if "atomic_write(" in path.read_text("utf-8")
     )
-    assert writers == ["commands/gates.py"]
+    assert writers == ["commands/killswitch/gates.py"]

@@ -13,8 +13,8 @@ from subprocess import CompletedProcess
 
 import pytest
 
-from rollbot.commands.context import Rollbot
-from rollbot.commands.gates import Gates
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.gates import Gates
 from rollbot.errors import RollbotError
 from rollbot.storage.events import Actor
 

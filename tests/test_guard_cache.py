@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rollbot.commands.context import Rollbot
-from rollbot.commands.gates import Gates
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.gates import Gates
 from rollbot.config import Settings
 from rollbot.storage.events import Actor
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from rollbot.bot.slack.parsing import parse_kill
-from rollbot.commands.approval_plans import check_params
-from rollbot.commands.context import Rollbot
-from rollbot.commands.gates import Gates
-from rollbot.commands.trading_state import parse_scope
+from rollbot.commands.approvals.plans import check_params
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.gates import Gates
+from rollbot.commands.killswitch.trading_state import parse_scope
 from rollbot.config import Settings
 from rollbot.errors import BadInput, StateUnavailable
 from rollbot.storage.events import Actor

@@ -17,9 +17,9 @@ import pytest
 from rollbot.bot.guard_service import AUDIT_BURST, GuardService
 from rollbot.brokers.paper.scenario import Scenario, ScenarioAccount, ScenarioPosition
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.gates import Gates
-from rollbot.commands.trading_state import TradingState
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.gates import Gates
+from rollbot.commands.killswitch.trading_state import TradingState
 from rollbot.config import Settings
 from rollbot.storage.events import Actor
 

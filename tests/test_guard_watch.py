@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from rollbot import file_watch
-from rollbot.commands.context import Rollbot
-from rollbot.commands.gates import Gates
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.gates import Gates
 from rollbot.config import Settings
 from rollbot.storage.events import Actor
 

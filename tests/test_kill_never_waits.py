@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pg_server import BOTH, read_rows
 
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import CryptoVenueConfig, DatabaseConfig, Settings
 from rollbot.storage.events import Actor
 
@@ -140,10 +140,10 @@ def test_the_console_scripts_kill_stores_its_hold_before_the_rest_of_the_cli_is_
     app: Rollbot, rollbot: Any
 ) -> None:
     """Break-glass start-up (issue 18 item 4): pydantic, typer, rich, pydantic-settings and
-    asyncio load only after the hold is stored (bot/breakglass.py, commands/fast_hold.py: the
-    hold is written right after that module loads, with nothing imported meanwhile); the timing
+    asyncio load only after the hold is stored (bot/breakglass.py, commands/killswitch/fast_hold.py:
+    the hold is written right after that module loads, with nothing imported meanwhile); the timing
     is in bench/kill_startup.py."""
-    from rollbot.commands.fast_hold import read_kill_config
+    from rollbot.commands.killswitch.fast_hold import read_kill_config
 
     assert read_kill_config(str(rollbot.config)) is not None  # this desk takes the fast hold
     argv = rollbot.argv(("kill", "trigger", "--reason", "X"), script=True)
@@ -158,10 +158,10 @@ def test_the_console_scripts_kill_stores_its_hold_before_the_rest_of_the_cli_is_
     assert done.returncode == 0, done.stdout + done.stderr
     assert "INC-0001 kill: SUCCESS" in done.stdout
     imported = [line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line]
-    held = imported.index("rollbot.commands.fast_hold")
+    held = imported.index("rollbot.commands.killswitch.fast_hold")
     for heavy in (
         "pydantic",
-        "rollbot.commands.held_incident",
+        "rollbot.commands.rollback.held_incident",
         "typer",
         "rich.console",
         "pydantic_settings",

@@ -21,10 +21,10 @@ from terminal_users import tmp_path as tmp_path  # reachable by the people's own
 from rollbot.bot.breakglass import kill_args
 from rollbot.bot.cli.glass import break_glass
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.fast_hold import read_kill_config, store_kill_hold
-from rollbot.commands.held_incident import store_held_incident
-from rollbot.commands.trading_state import TradingState
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.fast_hold import read_kill_config, store_kill_hold
+from rollbot.commands.killswitch.trading_state import TradingState
+from rollbot.commands.rollback.held_incident import store_held_incident
 from rollbot.config import Settings
 from rollbot.storage.events import Actor
 

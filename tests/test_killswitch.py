@@ -9,9 +9,9 @@ from pg_server import BOTH
 
 from rollbot.brokers.paper.scenario import Scenario, ScenarioAccount, ScenarioPosition
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.killswitch import Decision
-from rollbot.commands.trading_state import TradingState, parse_scope
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.switch import Decision
+from rollbot.commands.killswitch.trading_state import TradingState, parse_scope
 from rollbot.config import Settings
 from rollbot.errors import BadInput, Refused
 from rollbot.storage.backends import open_database

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from rollbot.commands.liveness import ME, is_me, live_elsewhere, started
+from rollbot.commands.desk.liveness import ME, is_me, live_elsewhere, started
 
 
 def test_a_claimer_whose_pid_now_belongs_to_another_process_is_not_running() -> None:

@@ -375,8 +375,8 @@ def test_a_sqlite_url_is_the_sqlite_file_and_a_postgresql_url_round_trips() -> N
 async def test_the_armed_check_takes_the_writers_lock_on_postgresql(
     settings: Any, pg_server: PgServer
 ) -> None:
-    from rollbot.commands import preflight
-    from rollbot.commands.context import Rollbot
+    from rollbot.commands.desk.context import Rollbot
+    from rollbot.commands.risk import preflight
 
     url = pg_server.new_database()
     rb = Rollbot.open(settings.model_copy(update={"database": DatabaseConfig(url=url)}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rollbot.bot.slack import views
 from rollbot.brokers.base import Coverage
-from rollbot.commands.positions import VenueBook, coverage_line
+from rollbot.commands.rollback.positions import VenueBook, coverage_line
 
 
 def test_a_venue_that_reports_coverage_is_shown_with_what_it_did_not_check() -> None:

@@ -11,9 +11,9 @@ from subprocess import CompletedProcess
 import pytest
 from terminal_users import login, tmp_path
 
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rca import get_rca
-from rollbot.commands.rollback import Engine
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Engine
+from rollbot.commands.rollback.rca import get_rca
 from rollbot.config import Settings
 from rollbot.storage.events import Actor
 

@@ -14,8 +14,8 @@ from terminal_users import login, tmp_path
 from typer.testing import CliRunner
 
 from rollbot.bot.cli import app as cli
-from rollbot.commands.approvals import Approvals, Status
-from rollbot.commands.context import Rollbot
+from rollbot.commands.approvals.two_person import Approvals, Status
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import Settings
 
 __all__ = ["tmp_path"]  # the fixture: a directory other uids can reach

@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 from fakes.loopback import serve_post
 
-from rollbot.commands import escalation
-from rollbot.commands.context import Rollbot
-from rollbot.commands.timers import fire_due
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.paging import escalation
+from rollbot.commands.rollback.timers import fire_due
 from rollbot.config import Contact, Settings, SlackConfig
 
 Run = Callable[..., CompletedProcess[str]]
@@ -105,7 +105,7 @@ async def test_a_webhook_urls_secrets_are_never_stored_or_shown(
     ],
 )
 def test_redact_url_keeps_scheme_host_and_port_only(url: str, shown: str) -> None:
-    from rollbot.commands.webhooks import redact_url
+    from rollbot.commands.paging.webhooks import redact_url
 
     assert redact_url(url) == shown
     assert redact_url(shown) == shown or shown == "(unparsable URL)"  # idempotent

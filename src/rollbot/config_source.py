@@ -1,5 +1,6 @@
 """Which rollbot.toml a process reads. Standard library only: the terminal's kill reads the
-same file as the full CLI before pydantic (or pathlib) is imported (commands/fast_hold.py)."""
+same file as the full CLI before pydantic (or pathlib) is imported
+(commands/killswitch/fast_hold.py)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Has a path changed since it was last looked at? The pre-trade guard asks before every order
-(commands/guard.py): does the database's path still name the file it opened, were the gate
-files edited. A stat() per file per order was half of the guard's time; on Linux the kernel
-says it instead (inotify), with one ioctl per question whatever the number of files.
+(commands/killswitch/guard.py): does the database's path still name the file it opened,
+were the gate files edited. A stat() per file per order was half of the guard's time; on
+Linux the kernel says it instead (inotify), with one ioctl per question whatever the number
+of files.
 
 inotify queues an event inside the very call that changes a directory entry or a file (the
 rename, the unlink, the write), so a change made before a question is seen by it: the answer

@@ -1,5 +1,5 @@
 """Times as stored: ISO 8601, UTC, milliseconds, a Z. Standard library only, so the terminal's
-kill (commands/fast_hold.py) stamps its rows before typing or pydantic is imported."""
+kill (commands/killswitch/fast_hold.py) stamps its rows before typing or pydantic is imported."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ from terminal_users import login
 
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import ManualClock
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import (
     ApprovalRule,
     ApprovalsConfig,

@@ -15,10 +15,10 @@ from terminal_users import as_person
 
 from approvals.support import OPERATOR, make_settings, slack, write_config
 from rollbot.clock import ManualClock
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
-from rollbot.commands.drill import run_drill
-from rollbot.commands.rollback import Engine
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.drill import run_drill
+from rollbot.commands.rollback.engine import Engine
 
 ROLLBOT = str(Path(sys.executable).parent / "rollbot")
 SMALL_BOOK = """

@@ -23,8 +23,8 @@ from approvals.support import (
     slack,
     write_config,
 )
-from rollbot.commands.approvals import Approvals, Status, VoteResult
-from rollbot.commands.context import Rollbot
+from rollbot.commands.approvals.two_person import Approvals, Status, VoteResult
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import Settings
 
 ROLLBOT = str(Path(sys.executable).parent / "rollbot")

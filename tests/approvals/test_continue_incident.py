@@ -9,10 +9,11 @@ import asyncio
 
 from approvals.support import OPERATOR, RISK, slack
 from rollbot.clock import ManualClock
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
-from rollbot.commands.escalation import close_incident
-from rollbot.commands.rollback import Engine, resume_unfinished
+from rollbot.commands.approvals.recover import resume_unfinished
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.paging.escalation import close_incident
+from rollbot.commands.rollback.engine import Engine
 
 KILLER = slack(OPERATOR)
 

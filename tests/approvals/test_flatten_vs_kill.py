@@ -19,8 +19,8 @@ from approvals.support import OPERATOR, RISK, make_settings, slack
 from approvals.test_cli import ROLLBOT, rollbot, small_desk
 from rollbot.bot.scheduler import Clockwork
 from rollbot.clock import ManualClock, parse_iso
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import Engine
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Engine
 from rollbot.config import DatabaseConfig, PaperVenueConfig
 from rollbot.errors import StateUnavailable, StorageError
 

@@ -12,11 +12,11 @@ from approvals.support import OPERATOR, RISK, make_settings, slack, write_config
 from approvals.test_cli import rollbot, small_desk
 from approvals.test_resume import RCA
 from rollbot.clock import ManualClock
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
-from rollbot.commands.drill import run_drill
-from rollbot.commands.rca import record_rca
-from rollbot.commands.rollback import Engine
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.drill import run_drill
+from rollbot.commands.rollback.engine import Engine
+from rollbot.commands.rollback.rca import record_rca
 
 
 def state(cfg: Path, scope: str = "global") -> dict:

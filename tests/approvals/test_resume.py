@@ -9,12 +9,12 @@ import pytest
 
 from approvals.support import OPERATOR, OPERATOR2, RISK, events, make_settings, slack
 from rollbot.clock import ManualClock, iso
-from rollbot.commands.approvals import Approvals, Status
-from rollbot.commands.context import Rollbot
-from rollbot.commands.drill import run_drill
-from rollbot.commands.rca import RCA_FIELDS, parse_rca_text, record_rca
-from rollbot.commands.resume import resume_blockers
-from rollbot.commands.rollback import Engine
+from rollbot.commands.approvals.two_person import Approvals, Status
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.drill import run_drill
+from rollbot.commands.rollback.engine import Engine
+from rollbot.commands.rollback.rca import RCA_FIELDS, parse_rca_text, record_rca
+from rollbot.commands.rollback.resume import resume_blockers
 from rollbot.errors import BadInput, NotFound, Refused
 
 RCA = {

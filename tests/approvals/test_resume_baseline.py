@@ -15,13 +15,13 @@ import pytest
 
 from approvals.support import OPERATOR, RISK, make_settings, slack
 from rollbot.clock import ManualClock
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
-from rollbot.commands.drill import run_drill
-from rollbot.commands.escalation import close_incident
-from rollbot.commands.rca import record_rca
-from rollbot.commands.resume import incidents_since_resume, resume_blockers
-from rollbot.commands.rollback import Engine
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.paging.escalation import close_incident
+from rollbot.commands.rollback.drill import run_drill
+from rollbot.commands.rollback.engine import Engine
+from rollbot.commands.rollback.rca import record_rca
+from rollbot.commands.rollback.resume import incidents_since_resume, resume_blockers
 from rollbot.config import Settings
 from rollbot.errors import Refused
 from rollbot.storage.migrations import MIGRATIONS

@@ -21,10 +21,10 @@ from approvals.support import (
 )
 from rollbot.brokers.base import CloseRequest, OrderType, Side
 from rollbot.clock import ManualClock
-from rollbot.commands.approvals import Approvals, Status
-from rollbot.commands.context import Rollbot
-from rollbot.commands.flatten import plan_flatten
-from rollbot.commands.positions import read_books
+from rollbot.commands.approvals.two_person import Approvals, Status
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.flatten import plan_flatten
+from rollbot.commands.rollback.positions import read_books
 from rollbot.errors import BadInput, NotFound, Refused
 from rollbot.storage.db import loads
 from rollbot.storage.events import Actor

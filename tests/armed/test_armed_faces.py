@@ -28,11 +28,11 @@ from fakes.tws import FakeTws
 
 from rollbot.bot.slack.probe import slack_probe
 from rollbot.bot.slack.server import Server
-from rollbot.commands import preflight
-from rollbot.commands.context import Rollbot
-from rollbot.commands.drill import run_drill
-from rollbot.commands.liveness import ME
-from rollbot.commands.preflight import MONITOR_LEASE, PREFLIGHT
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.desk.liveness import ME
+from rollbot.commands.risk import preflight
+from rollbot.commands.risk.preflight import MONITOR_LEASE, PREFLIGHT
+from rollbot.commands.rollback.drill import run_drill
 from rollbot.config import CryptoVenueConfig, IbkrVenueConfig, PreflightConfig, Settings
 from rollbot.storage.events import Actor
 from rollbot.storage.leases import Holder, Leases

@@ -24,8 +24,8 @@ from fakes.okx import OkxBook
 
 from rollbot.bot.scheduler import Clockwork
 from rollbot.clock import ManualClock
-from rollbot.commands import preflight
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.risk import preflight
 from rollbot.config import CryptoVenueConfig, Settings
 
 SECONDS = 30  # OKX takes 0 or 10-120

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from rollbot.bot.scheduler import Clockwork
 from rollbot.clock import ManualClock
-from rollbot.commands import drill_schedule, preflight
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.risk import preflight
+from rollbot.commands.rollback import drill_schedule
 from rollbot.config import DrillsConfig, PreflightConfig, Settings
 from rollbot.storage.events import Actor
 from rollbot.storage.timers import Timers

@@ -15,8 +15,8 @@ from fakes.exchange import RunningFakeExchange, start_fake_exchange
 from fakes.okx import OkxBook
 
 from rollbot.brokers.base import OrderStatus
-from rollbot.commands.context import Rollbot
-from rollbot.commands.venue_drill import refuse_unless_paper, run_venue_drill
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.venue_drill import refuse_unless_paper, run_venue_drill
 from rollbot.config import CryptoVenueConfig, IbkrVenueConfig, Settings
 from rollbot.errors import BadInput
 from rollbot.storage.events import Actor

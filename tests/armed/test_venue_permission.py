@@ -15,11 +15,11 @@ from fakes.exchange import FakeExchange, RunningFakeExchange, fast_venue, start_
 
 from rollbot.bot.scheduler import Clockwork
 from rollbot.clock import ManualClock
-from rollbot.commands import preflight
-from rollbot.commands.context import Rollbot
-from rollbot.commands.liveness import ME
-from rollbot.commands.preflight import MONITOR_LEASE
-from rollbot.commands.rollback import Engine
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.desk.liveness import ME
+from rollbot.commands.risk import preflight
+from rollbot.commands.risk.preflight import MONITOR_LEASE
+from rollbot.commands.rollback.engine import Engine
 from rollbot.config import CryptoVenueConfig, Settings
 from rollbot.storage.events import Actor
 from rollbot.storage.leases import Holder, Leases

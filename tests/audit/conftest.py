@@ -28,8 +28,8 @@ import pytest
 from pg_server import BOTH, PgServer
 
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.held_incident import store_held_incident
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.held_incident import store_held_incident
 from rollbot.config import Settings
 from rollbot.storage.backends import open_database
 from rollbot.storage.db import Database

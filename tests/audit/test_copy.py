@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import DatabaseConfig
 from rollbot.storage import copy as copy_module
 from rollbot.storage.audit import verify

@@ -17,7 +17,7 @@ from fakes.history import build_history
 from pg_server import PgServer
 
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import DatabaseConfig, Settings
 from rollbot.storage.events import Actor
 

@@ -12,8 +12,8 @@ import pytest
 from fakes.history import build_history
 
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.fast_hold import read_kill_config, store_kill_hold
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.fast_hold import read_kill_config, store_kill_hold
 from rollbot.config import DatabaseConfig, Settings
 from rollbot.storage.chain import GENESIS, event_hash
 from rollbot.storage.db import Database

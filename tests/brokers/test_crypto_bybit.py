@@ -405,7 +405,7 @@ GARBLED_POSITIONS = {
 async def test_an_error_the_library_does_not_know_is_a_venue_error_naming_the_venue(
     fake: FakeExchange, venue: CryptoVenue, events: list[VenueEvent]
 ) -> None:
-    from rollbot.commands.positions import read_book
+    from rollbot.commands.rollback.positions import read_book
 
     fake.book.malformed["/v5/position/list"] = GARBLED_POSITIONS
     for read in (venue.positions, venue.account):

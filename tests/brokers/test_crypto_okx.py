@@ -14,7 +14,7 @@ from fakes.okx import OkxBook
 
 from rollbot.brokers.base import CloseRequest, OrderType, Side, VenueError
 from rollbot.brokers.registry import build_venue
-from rollbot.commands.positions import read_book
+from rollbot.commands.rollback.positions import read_book
 from rollbot.config import CryptoVenueConfig, Secrets
 from rollbot.errors import ConfigError
 

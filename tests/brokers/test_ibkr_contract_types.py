@@ -25,7 +25,7 @@ from rollbot.brokers.base import (
     RejectedForGood,
 )
 from rollbot.brokers.ibkr.venue import IbkrVenue
-from rollbot.commands.flatten import choose_strategy
+from rollbot.commands.rollback.flatten import choose_strategy
 from rollbot.config import FlattenConfig, IbkrVenueConfig
 
 try:

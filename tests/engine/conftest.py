@@ -16,7 +16,7 @@ import pytest
 
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import FlattenConfig, HooksConfig, PaperVenueConfig, Settings
 from rollbot.storage.events import Actor
 

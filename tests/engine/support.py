@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from rollbot.brokers.paper.scenario import load_scenario
 from rollbot.brokers.paper.venue import PaperVenue
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.storage.events import Event
 
 DEFAULT_BOOK = load_scenario(None)

@@ -19,9 +19,9 @@ from pg_server import BOTH, read_rows
 
 from engine.support import START, book_positions, closing_orders, open_order_count
 from rollbot.brokers.paper.venue import PaperVenue
-from rollbot.commands.context import Rollbot
-from rollbot.commands.flatten import client_order_id
-from rollbot.commands.rollback import ROLLBACK_STEPS, Engine, StepStatus
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import ROLLBACK_STEPS, Engine, StepStatus
+from rollbot.commands.rollback.flatten import client_order_id
 from rollbot.config import (
     ApprovalsConfig,
     DatabaseConfig,

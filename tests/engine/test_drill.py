@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from engine.support import START
 from rollbot.bot.cli.app import app as cli
-from rollbot.commands.report import RollbackLog
+from rollbot.commands.rollback.report import RollbackLog
 from rollbot.config import Settings
 
 

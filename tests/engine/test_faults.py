@@ -26,10 +26,10 @@ from rollbot.brokers.base import VenueEvent, VenueEventKind
 from rollbot.brokers.paper.scenario import Scenario, ScenarioAccount, ScenarioPosition
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.flatten import client_order_id
-from rollbot.commands.report import build_log, build_markdown
-from rollbot.commands.rollback import Engine, StepReport, StepStatus
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Engine, StepReport, StepStatus
+from rollbot.commands.rollback.flatten import client_order_id
+from rollbot.commands.rollback.report import build_log, build_markdown
 from rollbot.config import FlattenConfig, PaperVenueConfig
 from rollbot.storage.events import Actor
 

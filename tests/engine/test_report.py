@@ -21,9 +21,15 @@ from typer.testing import CliRunner
 from engine.support import START, as_text
 from rollbot.bot.cli.app import app as cli
 from rollbot.clock import ManualClock, iso
-from rollbot.commands.context import Rollbot
-from rollbot.commands.report import RollbackLog, build_log, build_markdown, render, write_reports
-from rollbot.commands.rollback import Engine, Outcome
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Engine, Outcome
+from rollbot.commands.rollback.report import (
+    RollbackLog,
+    build_log,
+    build_markdown,
+    render,
+    write_reports,
+)
 from rollbot.config import PaperVenueConfig
 from rollbot.storage.events import Actor
 
@@ -255,7 +261,7 @@ async def test_the_chart_says_when_in_what_money_and_which_pnl(
     step labels overlapped, and PnL before the halt was drawn as the rollback's."""
     import matplotlib.pyplot as plt
 
-    from rollbot.commands.report import chart
+    from rollbot.commands.rollback.report import chart
 
     app, outcome = await rolled_back(make_app, operator)
     fig = chart(app, outcome.incident)

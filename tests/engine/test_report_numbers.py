@@ -21,10 +21,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from rollbot.bot.slack import views
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.money import money
-from rollbot.commands.report import build_log, build_markdown, chart
-from rollbot.commands.rollback import Engine, Outcome, StepReport, ended_steps
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.desk.money import money
+from rollbot.commands.rollback.engine import Engine, Outcome, StepReport, ended_steps
+from rollbot.commands.rollback.report import build_log, build_markdown, chart
 from rollbot.storage.events import Actor
 from rollbot.storage.nav import NavSamples
 

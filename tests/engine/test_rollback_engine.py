@@ -20,8 +20,9 @@ from engine.support import START, book_positions, closing_orders, open_order_cou
 from rollbot.bot.cli.app import app as cli
 from rollbot.brokers.base import Side, VenueUnavailable
 from rollbot.clock import ManualClock, parse_iso
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import ROLLBACK_STEPS, STEPS, Engine, StepStatus, resume_unfinished
+from rollbot.commands.approvals.recover import resume_unfinished
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import ROLLBACK_STEPS, STEPS, Engine, StepStatus
 from rollbot.config import HookConfig, HooksConfig, Settings
 from rollbot.storage.events import Actor
 

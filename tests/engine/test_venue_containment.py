@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rollbot.brokers.paper.venue import PaperVenue
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import Engine, StepStatus
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Engine, StepStatus
 from rollbot.config import PaperVenueConfig
 from rollbot.storage.events import Actor
 

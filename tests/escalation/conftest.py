@@ -10,7 +10,7 @@ from pg_server import BOTH
 
 from escalation.helpers import make_settings
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from typing import Any
 
 from pg_server import database_config
 
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import (
     Contact,
     EscalationConfig,

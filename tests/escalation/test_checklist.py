@@ -9,10 +9,10 @@ import pytest
 
 from escalation.helpers import RISK, events, make_settings, open_incident, outbox, thread_texts
 from rollbot.clock import ManualClock, iso
-from rollbot.commands import checklist
-from rollbot.commands.context import Rollbot
-from rollbot.commands.report import CHECKLIST, build_markdown
-from rollbot.commands.timers import fire_due
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback import checklist
+from rollbot.commands.rollback.report import CHECKLIST, build_markdown
+from rollbot.commands.rollback.timers import fire_due
 from rollbot.errors import BadInput, NotFound
 from rollbot.storage.events import Actor
 

@@ -25,8 +25,8 @@ from escalation.helpers import (
     thread_texts,
 )
 from rollbot.clock import SystemClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.escalation import start_escalation
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.paging.escalation import start_escalation
 from rollbot.config import KillSwitchesConfig, load_settings
 from rollbot.storage.timers import Timers
 

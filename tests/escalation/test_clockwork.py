@@ -20,9 +20,9 @@ from escalation.helpers import (
 )
 from rollbot.bot.scheduler import Clockwork
 from rollbot.clock import ManualClock, SystemClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.escalation import get_escalation, loss_watcher, start_escalation
-from rollbot.commands.rollback import Engine
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.paging.escalation import get_escalation, loss_watcher, start_escalation
+from rollbot.commands.rollback.engine import Engine
 from rollbot.config import PaperVenueConfig
 from rollbot.storage.events import Actor
 

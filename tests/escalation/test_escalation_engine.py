@@ -29,8 +29,8 @@ from escalation.helpers import (
     thread_texts,
 )
 from rollbot.clock import ManualClock, iso
-from rollbot.commands.context import Rollbot
-from rollbot.commands.escalation import (
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.paging.escalation import (
     ACKED,
     ACTIVE,
     EXHAUSTED,
@@ -39,7 +39,7 @@ from rollbot.commands.escalation import (
     get_escalation,
     start_escalation,
 )
-from rollbot.commands.timers import claim_and_fire, fire_due
+from rollbot.commands.rollback.timers import claim_and_fire, fire_due
 from rollbot.config import Contact
 from rollbot.errors import BadInput, NotFound, Refused
 from rollbot.storage.events import Actor

@@ -16,10 +16,11 @@ from fakes.history import build_history
 from escalation.helpers import TIER1, dm_targets, make_settings, open_incident, operator, outbox
 from rollbot.bot.scheduler import Clockwork
 from rollbot.clock import ManualClock, iso
-from rollbot.commands import checklist, escalation
-from rollbot.commands.context import Rollbot
-from rollbot.commands.escalation import get_escalation, start_escalation
-from rollbot.commands.outbox import SET_ASIDE_SQL
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.desk.outbox import SET_ASIDE_SQL
+from rollbot.commands.paging import escalation
+from rollbot.commands.paging.escalation import get_escalation, start_escalation
+from rollbot.commands.rollback import checklist
 from rollbot.storage.events import Actor
 from rollbot.storage.migrations import MIGRATIONS
 

@@ -19,13 +19,14 @@ from monitors.support import one_stock_book
 from escalation.helpers import TIER1, TIER2, dm_targets, make_settings, operator, outbox
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import ManualClock, iso, parse_iso
-from rollbot.commands import escalation
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
-from rollbot.commands.drill import DRILL_DB, run_drill
-from rollbot.commands.monitors import Monitor
-from rollbot.commands.rollback import Engine, resume_unfinished
-from rollbot.commands.venue_drill import run_venue_drill
+from rollbot.commands.approvals.recover import resume_unfinished
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.paging import escalation
+from rollbot.commands.risk.monitors import Monitor
+from rollbot.commands.rollback.drill import DRILL_DB, run_drill
+from rollbot.commands.rollback.engine import Engine
+from rollbot.commands.rollback.venue_drill import run_venue_drill
 from rollbot.storage.db import Database
 from rollbot.storage.events import Actor
 

@@ -26,10 +26,10 @@ from escalation.helpers import (
 )
 from rollbot.bot.scheduler import Clockwork
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.escalation import acknowledge, close_incident, start_escalation
-from rollbot.commands.timers import fire_due
-from rollbot.commands.webhooks import post_json
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.paging.escalation import acknowledge, close_incident, start_escalation
+from rollbot.commands.paging.webhooks import post_json
+from rollbot.commands.rollback.timers import fire_due
 from rollbot.config import Contact, Settings
 from rollbot.storage.events import Actor
 
@@ -198,8 +198,9 @@ async def test_a_page_lost_by_an_earlier_process_with_this_pid_is_sent_again(
     """A bot restarted in its container gets its old pid back (often 1). The page its earlier
     life claimed, and died before sending, is not this process's page in flight: it is sent
     again, once, under the same idempotency key."""
-    from rollbot.commands import liveness, webhooks
-    from rollbot.commands.timers import claim_and_fire
+    from rollbot.commands.desk import liveness
+    from rollbot.commands.paging import webhooks
+    from rollbot.commands.rollback.timers import claim_and_fire
     from rollbot.storage.timers import Timers
 
     rb = Rollbot.open(with_webhook(tmp_path, receiver.url), clock=ManualClock())

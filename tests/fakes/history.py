@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rollbot.clock import iso
-from rollbot.commands.report import CHECKLIST
+from rollbot.commands.rollback.report import CHECKLIST
 from rollbot.storage.chain import GENESIS, event_hash
 from rollbot.storage.db import Database
 from rollbot.storage.migrations import MIGRATIONS

@@ -24,8 +24,8 @@ from fakes.slack import FakeSlack
 from reliability.support import OPERATORS, settings_for, write_book
 
 from rollbot.clock import SystemClock
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import (
     ApprovalRule,
     DatabaseConfig,

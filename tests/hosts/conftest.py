@@ -1,7 +1,7 @@
 """Two rollbot hosts on one machine: two processes with separate working directories and host
 ids ([host] id) sharing one database. /proc on this machine knows both, but each judges the
 other only as another host would — by its heartbeat in the database — because their host ids
-differ (commands/liveness.py).
+differ (commands/desk/liveness.py).
 
 Every test here runs on both backends (`backend`, pg_server.BOTH): a SQLite file, and
 PostgreSQL — the store several hosts on different machines would actually share.

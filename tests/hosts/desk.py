@@ -20,7 +20,7 @@ from terminal_users import as_person
 
 from rollbot.brokers.paper.venue import PaperBook
 from rollbot.clock import SystemClock
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import DatabaseConfig, FlattenConfig, HostConfig, Settings
 from rollbot.storage.backends import open_database
 from rollbot.storage.db import Database

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from rollbot.bot.scheduler import Clockwork
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import DatabaseConfig, HostConfig, IbkrVenueConfig, Settings
 
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import Engine, StepReport
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Engine, StepReport
 from rollbot.config import DatabaseConfig, HostConfig, Settings
 from rollbot.errors import Refused
 from rollbot.storage.events import Actor

@@ -19,9 +19,9 @@ from terminal_users import as_person
 from hosts.desk import ROLLBOT, events, two_hosts
 from rollbot.brokers.base import Side
 from rollbot.clock import SystemClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.gates import SHADOW, Gates
-from rollbot.commands.gates_agent import GatesAgent, GatesViaAgent
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.gates import SHADOW, Gates
+from rollbot.commands.killswitch.gates_agent import GatesAgent, GatesViaAgent
 from rollbot.config import DatabaseConfig, GatesConfig, HostConfig, PathsConfig
 from rollbot.storage.backends import open_database
 from rollbot.storage.db import Database
@@ -131,7 +131,7 @@ def test_a_rollback_waits_for_the_agent_and_says_so_when_it_never_applies(
 ) -> None:
     """Step 2 reads the gates back from the agent's report: with no agent it is FAILED, named,
     and the guard refuses orders (gates unreadable)."""
-    from rollbot.commands.rollback import Engine
+    from rollbot.commands.rollback.engine import Engine
 
     gates = AGENT.model_copy(update={"apply_timeout_s": 0.3})
     a, _ = two_hosts(tmp_path, shared_db("no-agent"), write_config, latency_ms=0, gates=gates)

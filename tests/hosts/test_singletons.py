@@ -15,8 +15,8 @@ from escalation.helpers import contacts, operator
 
 from hosts.desk import FIGURES, LEASE_S, Db, backend_of, events, ready, two_hosts, wait_until
 from rollbot.clock import SystemClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.escalation import start_escalation
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.paging.escalation import start_escalation
 from rollbot.config import DatabaseConfig, EscalationConfig, KillSwitchesConfig
 from rollbot.storage.backends import open_database
 

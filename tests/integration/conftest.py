@@ -27,7 +27,7 @@ import pytest
 
 from rollbot.brokers.base import Venue
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import ApprovalsConfig, FlattenConfig, Settings
 from rollbot.storage.events import Actor
 

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from fakes.tws import FakeTws
 
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import Engine, StepStatus
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Engine, StepStatus
 from rollbot.config import IbkrVenueConfig, Settings
 from rollbot.storage.events import Actor
 

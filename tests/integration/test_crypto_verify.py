@@ -16,8 +16,8 @@ from fakes.exchange import FakeExchange, fast_venue
 from fakes.okx import OkxBook
 
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import Engine, StepStatus
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Engine, StepStatus
 from rollbot.config import CryptoVenueConfig, FlattenConfig, Settings
 from rollbot.storage.events import Actor
 

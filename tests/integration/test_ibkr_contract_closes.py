@@ -10,9 +10,9 @@ from decimal import Decimal
 import pytest
 from fakes.tws import FakeTws
 
-from rollbot.commands.context import Rollbot
-from rollbot.commands.flatten import VenueCloser
-from rollbot.commands.rollback import Engine, StepStatus
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Engine, StepStatus
+from rollbot.commands.rollback.flatten import VenueCloser
 from rollbot.config import FlattenConfig, IbkrVenueConfig, Settings
 from rollbot.storage.events import Actor
 

@@ -18,10 +18,10 @@ from fakes.tws import FakeTws
 from rollbot.brokers.base import VenueEventKind
 from rollbot.brokers.crypto.venue import CryptoVenue
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.flatten import client_order_id
-from rollbot.commands.risk_checks import record_venue_events, venue_metrics
-from rollbot.commands.rollback import Engine, Outcome, StepStatus
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.risk.checks import record_venue_events, venue_metrics
+from rollbot.commands.rollback.engine import Engine, Outcome, StepStatus
+from rollbot.commands.rollback.flatten import client_order_id
 from rollbot.config import CryptoVenueConfig, FlattenConfig, IbkrVenueConfig, Settings
 from rollbot.storage.events import Actor
 

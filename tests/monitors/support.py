@@ -8,8 +8,8 @@ from typing import Any
 
 from rollbot.brokers.paper.scenario import Scenario, ScenarioAccount, ScenarioPosition
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.monitors import Monitor, MonitorReport
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.risk.monitors import Monitor, MonitorReport
 
 
 def one_stock_book(path: list[str]) -> Scenario:

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from rollbot.brokers.base import VenueEvent, VenueEventKind
-from rollbot.commands.context import Rollbot
-from rollbot.commands.monitors import Monitor
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.risk.monitors import Monitor
 from rollbot.config import Settings
 
 

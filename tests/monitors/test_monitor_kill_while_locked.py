@@ -13,9 +13,9 @@ import pytest
 from pg_server import BOTH
 
 from rollbot.brokers.paper.venue import PaperVenue
-from rollbot.commands.context import Rollbot
-from rollbot.commands.monitors import Monitor
-from rollbot.commands.rollback import Engine
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.risk.monitors import Monitor
+from rollbot.commands.rollback.engine import Engine
 from rollbot.storage.events import Actor
 
 MakeApp = Callable[..., Rollbot]

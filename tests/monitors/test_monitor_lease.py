@@ -18,7 +18,7 @@ from pg_server import BOTH
 
 from rollbot.bot.scheduler import MONITOR_LEASE, Clockwork
 from rollbot.clock import ManualClock, SystemClock
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import KillSwitchesConfig
 from rollbot.storage.leases import Leases
 from rollbot.storage.nav import NavSamples

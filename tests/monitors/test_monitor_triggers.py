@@ -11,11 +11,11 @@ from monitors.support import one_stock_book, risk_alerts, tick_after
 from rollbot.brokers.base import AccountSnapshot, VenueEvent, VenueEventKind
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import ManualClock, iso
-from rollbot.commands.context import Rollbot
-from rollbot.commands.monitors import Monitor, MonitorReport, risk_status, status_lines
-from rollbot.commands.report import build_log, build_markdown
-from rollbot.commands.risk_alerts import acknowledge_alert
-from rollbot.commands.rollback import Engine
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.risk.alerts import acknowledge_alert
+from rollbot.commands.risk.monitors import Monitor, MonitorReport, risk_status, status_lines
+from rollbot.commands.rollback.engine import Engine
+from rollbot.commands.rollback.report import build_log, build_markdown
 from rollbot.config import Settings
 from rollbot.errors import BadInput, NotFound
 from rollbot.storage.events import Actor

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from rollbot.clock import ManualClock
-from rollbot.commands.risk_metrics import (
+from rollbot.commands.risk.metrics import (
     kurtosis,
     max_drawdown,
     median,

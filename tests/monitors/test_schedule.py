@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from rollbot.bot.scheduler import Clockwork
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.storage.nav import NavSamples
 
 

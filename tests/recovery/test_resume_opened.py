@@ -8,8 +8,9 @@ import pytest
 from pg_server import BOTH, database_config
 
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import Engine, resume_unfinished
+from rollbot.commands.approvals.recover import resume_unfinished
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Engine
 from rollbot.config import PaperVenueConfig, PathsConfig, Settings
 from rollbot.storage.events import Actor
 

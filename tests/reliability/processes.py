@@ -30,8 +30,8 @@ from reliability.support import (
 )
 from rollbot.brokers.paper.venue import PaperBook
 from rollbot.clock import SystemClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.gates import Gates
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.gates import Gates
 from rollbot.config import FlattenConfig, Settings
 from rollbot.storage.db import Database
 from rollbot.storage.events import Actor

@@ -19,7 +19,7 @@ from terminal_users import login
 from rollbot.bot.slack.app import SlackBot
 from rollbot.bot.slack.ids import Action, Command
 from rollbot.bot.slack.listeners import actions, commands
-from rollbot.commands.gates import Gates
+from rollbot.commands.killswitch.gates import Gates
 from rollbot.config import (
     ApprovalsConfig,
     DatabaseConfig,

@@ -48,12 +48,13 @@ from reliability.support import (
 )
 from rollbot.bot.slack.ids import Action, Command
 from rollbot.clock import ManualClock
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
-from rollbot.commands.drill import run_drill
-from rollbot.commands.rca import record_rca
-from rollbot.commands.rollback import Engine, resume_unfinished
-from rollbot.commands.trading_state import TradingState
+from rollbot.commands.approvals.recover import resume_unfinished
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.trading_state import TradingState
+from rollbot.commands.rollback.drill import run_drill
+from rollbot.commands.rollback.engine import Engine
+from rollbot.commands.rollback.rca import record_rca
 from rollbot.config import PaperVenueConfig, Settings
 from rollbot.errors import RollbotError
 from rollbot.storage.events import Actor

@@ -28,12 +28,13 @@ from fakes.slack import FakeSlack
 from reliability.figures import record
 from rollbot.bot.scheduler import Clockwork
 from rollbot.clock import ManualClock, iso
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
-from rollbot.commands.drill import run_drill
-from rollbot.commands.rca import record_rca
-from rollbot.commands.rollback import Engine, resume_unfinished
-from rollbot.commands.trading_state import TradingState
+from rollbot.commands.approvals.recover import resume_unfinished
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.trading_state import TradingState
+from rollbot.commands.rollback.drill import run_drill
+from rollbot.commands.rollback.engine import Engine
+from rollbot.commands.rollback.rca import record_rca
 from rollbot.config import PaperVenueConfig
 from rollbot.errors import RollbotError
 from rollbot.storage.events import Actor

@@ -37,10 +37,11 @@ from reliability.support import (
 from rollbot.bot.slack import parsing
 from rollbot.bot.slack.ids import Action, Command
 from rollbot.clock import ManualClock, iso
-from rollbot.commands import checklist, escalation
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import Engine
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.paging import escalation
+from rollbot.commands.rollback import checklist
+from rollbot.commands.rollback.engine import Engine
 from rollbot.config import EscalationConfig, EscalationTier, Settings, load_settings
 from rollbot.errors import BadInput, ConfigError
 from rollbot.storage.events import Actor
@@ -373,7 +374,7 @@ def test_an_rca_from_someone_without_a_role_is_refused_audited_and_not_recorded(
     from slack_bolt.request.async_request import AsyncBoltRequest
 
     from rollbot.bot.slack.ids import Callback
-    from rollbot.commands.rca import RCA_FIELDS, get_rca
+    from rollbot.commands.rollback.rca import RCA_FIELDS, get_rca
 
     loop, rb, real = targets(tmp_path)
     slack = SlackDriver(rb)
@@ -412,7 +413,7 @@ def test_slash_commands_from_unknown_users_or_without_the_role_change_nothing(
     The incident's resume conditions all hold, so a /resume that got through would show."""
     from slack_sdk.web.async_client import AsyncWebClient
 
-    from rollbot.commands.rca import RCA_FIELDS, record_rca
+    from rollbot.commands.rollback.rca import RCA_FIELDS, record_rca
 
     loop, rb, real = targets(tmp_path, resumable=True)
     record_rca(

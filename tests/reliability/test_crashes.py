@@ -33,8 +33,8 @@ from reliability.processes import (
 from reliability.support import OPERATORS, SMALL_START, log_gaps, settings_for, write_book
 from rollbot.brokers.paper.venue import PaperBook
 from rollbot.clock import SystemClock, parse_iso
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import EscalationConfig, KillSwitchesConfig
 from rollbot.storage.db import Database
 from rollbot.storage.events import Actor
@@ -146,7 +146,7 @@ def clock_killed(root: Path, write_config: Callable[..., Path]) -> Scenario:
     config = write_config(settings, f"{root.name}.toml")
     rb = Rollbot.open(settings, clock=SystemClock())
     try:
-        from rollbot.commands.escalation import start_escalation
+        from rollbot.commands.paging.escalation import start_escalation
 
         first = start(config, "clock")
         _ready(first)
@@ -239,7 +239,7 @@ def webhook_killed(root: Path, write_config: Callable[..., Path]) -> Scenario:
     config = write_config(settings, f"{root.name}.toml")
     rb = Rollbot.open(settings, clock=SystemClock())
     try:
-        from rollbot.commands.escalation import start_escalation
+        from rollbot.commands.paging.escalation import start_escalation
 
         first = start(config, "clock")
         _ready(first)

@@ -37,9 +37,10 @@ from reliability.support import (
 from rollbot.bot.slack.ids import Action, Command
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import ManualClock
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import ROLLBACK_STEPS, Engine, resume_unfinished
+from rollbot.commands.approvals.recover import resume_unfinished
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import ROLLBACK_STEPS, Engine
 from rollbot.storage.events import Actor
 
 TRIALS = 1000

@@ -41,9 +41,10 @@ from reliability.support import (
 )
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import ManualClock, SystemClock
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import Engine, resume_unfinished
+from rollbot.commands.approvals.recover import resume_unfinished
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Engine
 from rollbot.config import EscalationConfig, KillSwitchesConfig
 from rollbot.errors import StorageError
 from rollbot.storage.audit import verify

@@ -33,9 +33,9 @@ from reliability.support import (
 from rollbot.bot.scheduler import Clockwork
 from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
-from rollbot.commands.escalation import get_escalation
-from rollbot.commands.rollback import Engine, Outcome, Step, StepStatus
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.paging.escalation import get_escalation
+from rollbot.commands.rollback.engine import Engine, Outcome, Step, StepStatus
 from rollbot.config import FlattenConfig
 from rollbot.storage.events import Actor
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from reliability.support import RISK, SlackDriver
 from rollbot.bot.slack.ids import Action, Command
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.context import Rollbot
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import load_settings
 from rollbot.storage.events import Actor
 

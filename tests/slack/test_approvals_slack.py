@@ -1,4 +1,5 @@
-"""The two-person rule through the Slack face: buttons only present commands/approvals.py."""
+"""The two-person rule through the Slack face: buttons only present
+commands/approvals/two_person.py."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from fakes.rollbot_harness import (
 from fakes.slack import FakeSlack
 
 from rollbot.brokers.base import VenueEvent, VenueEventKind
-from rollbot.commands.monitors import Monitor
-from rollbot.commands.report import build_log
+from rollbot.commands.risk.monitors import Monitor
+from rollbot.commands.rollback.report import build_log
 
 
 def _copies_text(slack: FakeSlack) -> str:

@@ -12,7 +12,7 @@ from fakes.rollbot_harness import OPS, RISK, bot_settings, running
 from fakes.slack import BOT_SCOPES, FakeSlack
 
 from rollbot.bot.slack.probe import slack_probe
-from rollbot.commands import preflight
+from rollbot.commands.risk import preflight
 
 
 async def _health(port: int) -> tuple[int, dict, str]:  # type: ignore[type-arg]

@@ -8,7 +8,7 @@ from pathlib import Path
 from fakes.rollbot_harness import OPERATOR, OPS, RISK, bot_settings, no_rollback_approval, running
 from fakes.slack import FakeSlack
 
-from rollbot.commands import checklist
+from rollbot.commands.rollback import checklist
 from rollbot.config import Contact
 
 DESK = "U0DESK"

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.server import Server
-from rollbot.commands.trading_state import TradingState
+from rollbot.commands.killswitch.trading_state import TradingState
 from rollbot.config import Secrets
 from rollbot.errors import ConfigError
 

@@ -9,8 +9,8 @@ from decimal import Decimal
 from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running
 from fakes.slack import FakeSlack
 
-from rollbot.commands.context import Rollbot
-from rollbot.commands.trading_state import TradingState
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.trading_state import TradingState
 
 
 async def slash(slack: FakeSlack, text: str) -> str:

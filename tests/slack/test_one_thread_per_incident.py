@@ -21,7 +21,7 @@ from fakes.rollbot_harness import (
 from fakes.slack import FakeSlack
 
 from rollbot.clock import ManualClock
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.config import Contact, PaperVenueConfig
 
 DESK = "U0DESK"

@@ -18,7 +18,7 @@ from fakes.slack import FakeSlack
 from pg_server import BOTH
 
 from rollbot.brokers.paper.venue import PaperVenue
-from rollbot.commands.trading_state import TradingState
+from rollbot.commands.killswitch.trading_state import TradingState
 
 
 @pytest.fixture(params=BOTH)

@@ -23,8 +23,8 @@ from fakes.slack import FakeSlack, block_errors
 from rollbot.brokers.paper.scenario import Scenario, ScenarioAccount, ScenarioPosition
 from rollbot.brokers.paper.venue import PaperBook
 from rollbot.clock import SystemClock
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.rca import RCA_FIELDS
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.rollback.rca import RCA_FIELDS
 from rollbot.config import Contact
 from rollbot.storage.events import Actor
 

@@ -5,10 +5,10 @@ arguments this does not plainly understand, goes to the full CLI unchanged.
 
 Break-glass start-up is the time from exec to the hold stored, with the process's imports in
 it; the full CLI imports about twice what a kill needs, and pydantic alone (the config and the
-storage models) more than the rest of the kill. So the hold is written by commands/fast_hold.py
-with the standard library; a config or database it does not plainly understand takes the hold
-through the models as before, and a write lock held elsewhere goes to the full CLI, which
-cancels first and retries the hold.
+storage models) more than the rest of the kill. So the hold is written by
+commands/killswitch/fast_hold.py with the standard library; a config or database it does not
+plainly understand takes the hold through the models as before, and a write lock held
+elsewhere goes to the full CLI, which cancels first and retries the hold.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main() -> None:
     if args is None:
         _full_cli()
         return
-    from rollbot.commands.fast_hold import (
+    from rollbot.commands.killswitch.fast_hold import (
         HELD_ELSEWHERE,
         read_kill_config,
         store_kill_hold,
@@ -88,8 +88,8 @@ def _full_cli() -> None:
 def _finish_stored(args: dict[str, str], incident_id: str) -> None:
     """The hold is stored: the cancels and the report, through the usual CLI code."""
     from rollbot.bot.cli.shared import finish_kill
-    from rollbot.commands.context import Rollbot
-    from rollbot.commands.rollback import Engine
+    from rollbot.commands.desk.context import Rollbot
+    from rollbot.commands.rollback.engine import Engine
     from rollbot.config import load_settings
     from rollbot.errors import RollbotError
     from rollbot.storage.events import Actor
@@ -114,9 +114,9 @@ def _hold_by_full_path(args: dict[str, str]) -> None:
     """A config or database the fast hold leaves alone (new, older schema, unusual): the hold
     through the models, then the cancels and the report."""
     from rollbot.bot.cli.glass import break_glass
-    from rollbot.commands.context import Rollbot
-    from rollbot.commands.held_incident import HOLD_WAIT_MS, store_held_incident
-    from rollbot.commands.trading_state import TradingState
+    from rollbot.commands.desk.context import Rollbot
+    from rollbot.commands.killswitch.trading_state import TradingState
+    from rollbot.commands.rollback.held_incident import HOLD_WAIT_MS, store_held_incident
     from rollbot.config import load_settings
     from rollbot.errors import RollbotError
     from rollbot.storage.events import Actor
@@ -143,6 +143,6 @@ def _hold_by_full_path(args: dict[str, str]) -> None:
         _full_cli()
         return
     from rollbot.bot.cli.shared import finish_kill
-    from rollbot.commands.rollback import Engine
+    from rollbot.commands.rollback.engine import Engine
 
     finish_kill(rb, Engine(rb, who), incident, new)

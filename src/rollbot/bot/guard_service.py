@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from rollbot.bot.guard_http import Connection, Request, answer
 from rollbot.clock import iso
-from rollbot.commands.context import Rollbot
-from rollbot.commands.guard import (
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.guard import (
     ALLOWED,
     CANCEL,
     HALTED,

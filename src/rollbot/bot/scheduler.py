@@ -20,7 +20,7 @@ webhook pages lost with their sender, the armed-status checks and alerts, the dr
 is done by the holder of the clock's lease (CLOCK_LEASE), renewed every [host] lease_interval_s
 and taken over after 3 missed renewals. Deadlines fire in whichever process claims them first
 (storage/timers.py): every process keeps the alarms, so one dead host delays none. Every
-process beats its heartbeat (commands/liveness.py) every lease interval.
+process beats its heartbeat (commands/desk/liveness.py) every lease interval.
 """
 
 from __future__ import annotations
@@ -37,16 +37,19 @@ from typing import Any
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from rollbot.commands import checklist, drill_schedule, escalation, preflight, webhooks
-from rollbot.commands.approvals import Approvals
-from rollbot.commands.client_ids import lease_client_ids
-from rollbot.commands.context import Rollbot
-from rollbot.commands.dead_mans_switch import DeadMansSwitch
-from rollbot.commands.liveness import holder_gone
-from rollbot.commands.monitors import MONITOR, Monitor, MonitorReport
-from rollbot.commands.risk_checks import record_venue_events
-from rollbot.commands.rollback import halt_abandoned_flattens, resume_unfinished
-from rollbot.commands.timers import Fired, Via, due, fire, fire_due, handlers
+from rollbot.commands.approvals.recover import resume_unfinished
+from rollbot.commands.approvals.two_person import Approvals
+from rollbot.commands.desk.client_ids import lease_client_ids
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.desk.liveness import holder_gone
+from rollbot.commands.paging import escalation, webhooks
+from rollbot.commands.risk import preflight
+from rollbot.commands.risk.checks import record_venue_events
+from rollbot.commands.risk.dead_mans_switch import DeadMansSwitch
+from rollbot.commands.risk.monitors import MONITOR, Monitor, MonitorReport
+from rollbot.commands.rollback import checklist, drill_schedule
+from rollbot.commands.rollback.engine import halt_abandoned_flattens
+from rollbot.commands.rollback.timers import Fired, Via, due, fire, fire_due, handlers
 from rollbot.storage.events import Actor
 from rollbot.storage.leases import Holder, Leases
 from rollbot.storage.timers import Timers
@@ -99,7 +102,7 @@ class Clockwork:
         self.every("risk_monitor", app.settings.kill_switches.interval_s, self.risk_tick)
         # every posted copy of an expired request says EXPIRED without anyone clicking
         self.every("approval_expiry", 15, Approvals(app).sweep, once=True)
-        # the armed status: is the kill path able to work now (commands/preflight.py)
+        # the armed status: is the kill path able to work now (commands/risk/preflight.py)
         self.every("preflight", app.settings.preflight.interval_s, self.preflight, once=True)
         # a flatten whose process died leaves its holds REDUCING: HALTED again within seconds
         self.every(

@@ -1,9 +1,9 @@
 """The event log's hash chain: each event's hash covers its content and the hash before it, so an
 edited, deleted or reordered event breaks the chain from that point on (`rollbot audit verify`).
 
-Standard library only: the terminal's kill (commands/fast_hold.py) chains its events before
-pydantic is imported. The serialization is the audit format (README "Audit log"): a JSON array,
-sorted keys, no spaces, ASCII, in this order —
+Standard library only: the terminal's kill (commands/killswitch/fast_hold.py) chains its events
+before pydantic is imported. The serialization is the audit format (README "Audit log"): a JSON
+array, sorted keys, no spaces, ASCII, in this order —
 
     ["rollbot-event-1", seq, at, kind, actor, source, host, scope, incident_id, reason, data,
      prev_hash]

@@ -1,5 +1,5 @@
 """JSON as stored in the event log, the outbox and elsewhere: sorted keys, no spaces. Standard
-library only, for the terminal's kill (commands/fast_hold.py)."""
+library only, for the terminal's kill (commands/killswitch/fast_hold.py)."""
 
 from __future__ import annotations
 

@@ -272,7 +272,7 @@ CREATE TABLE leases (
 );
 """
 
-# the armed status: the latest answer of each preflight check (commands/preflight.py)
+# the armed status: the latest answer of each preflight check (commands/risk/preflight.py)
 V5_ARMED_CHECKS = """
 CREATE TABLE IF NOT EXISTS armed_checks (
     name TEXT PRIMARY KEY,
@@ -337,13 +337,13 @@ CREATE INDEX IF NOT EXISTS timers_kind_fired ON timers (kind, fired_at);
 CREATE INDEX IF NOT EXISTS escalations_open ON escalations (status, critical);
 """
 
-# messages Slack refused, kept aside (commands/outbox.py): counted on every /healthz and scrape
+# messages Slack refused, kept aside (commands/desk/outbox.py): counted on every /healthz and scrape
 V8_OUTBOX_SET_ASIDE = """
 CREATE INDEX IF NOT EXISTS outbox_set_aside ON outbox (id)
     WHERE json_extract(result, '$.set_aside') = 1;
 """
 
-# the exchanges' countdown cancel-all per venue, as last armed (commands/dead_mans_switch.py)
+# the exchanges' countdown cancel-all per venue, as last armed (commands/risk/dead_mans_switch.py)
 V9_DEAD_MANS_SWITCH = """
 CREATE TABLE IF NOT EXISTS dead_mans_switches (
     venue TEXT PRIMARY KEY,
@@ -427,12 +427,12 @@ def loads_object(text: object) -> object:
     return text
 
 
-# Where the resume rule (commands/resume.py, commands/rearm.py) starts counting incidents on a
-# desk that already had them: the rule counts incidents opened since the last TRADING_RESUMED,
-# and a desk upgraded with years of incidents, settled before the rule existed, has none. Its
-# incidents are settled up to the earliest one that is not (fail closed): still OPEN, holding,
-# or opened since live trading was last armed while the gates were last written off. Those stay
-# counted. One event, written once by this migration, and only where there were incidents. A
+# Where the resume rule (commands/rollback/resume.py, commands/rollback/rearm.py) starts counting
+# incidents on a desk that already had them: the rule counts incidents opened since the last
+# TRADING_RESUMED, and a desk upgraded with years of incidents, settled before the rule existed, has
+# none. Its incidents are settled up to the earliest one that is not (fail closed): still OPEN,
+# holding, or opened since live trading was last armed while the gates were last written off. Those
+# stay counted. One event, written once by this migration, and only where there were incidents. A
 # function rather than SQL: the JSON and time functions differ between SQLite and PostgreSQL.
 _LIVE_KEYS = {"enable_live_trading": True, "live_mode_armed": True, "live_dry_run_mode": False}
 
@@ -482,8 +482,8 @@ def v11_rearm_baseline(db: Database) -> None:
     )  # fmt: skip
 
 
-# gates across hosts (commands/gates_agent.py): each change asked for, in order, and what the
-# agent on the trading system's host last read back from its files
+# gates across hosts (commands/killswitch/gates_agent.py): each change asked for, in order, and what
+# the agent on the trading system's host last read back from its files
 V12_GATE_CHANGES = """
 CREATE TABLE IF NOT EXISTS gate_changes (
     generation INTEGER PRIMARY KEY,

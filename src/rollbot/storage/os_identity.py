@@ -1,5 +1,5 @@
 """Who is at this terminal, from the OS alone. Standard library only: the terminal's kill
-(commands/fast_hold.py) names its actor by these rules before pydantic is imported."""
+(commands/killswitch/fast_hold.py) names its actor by these rules before pydantic is imported."""
 
 from __future__ import annotations
 

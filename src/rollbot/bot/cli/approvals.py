@@ -40,8 +40,8 @@ from rollbot.errors import BadInput
 from rollbot.storage.events import Actor
 
 if TYPE_CHECKING:
-    from rollbot.commands.approvals import VoteResult
-    from rollbot.commands.context import Rollbot
+    from rollbot.commands.approvals.two_person import VoteResult
+    from rollbot.commands.desk.context import Rollbot
 
 request_app = typer.Typer(
     no_args_is_help=True, help="Ask for a risky action; a second person must approve it."
@@ -141,7 +141,7 @@ def request_enable_gates(reason: Reason, incident: IncidentOpt = None, by: ByOpt
 def _resume(incident: str | None, reason: str | None, check: bool, by: str | None) -> None:
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.resume import resume_blockers
+        from rollbot.commands.rollback.resume import resume_blockers
 
         target = incident
         if not target:
@@ -185,7 +185,7 @@ request_app.command("resume")(resume)  # `rollbot request resume` and `rollbot r
 def _vote(approval_id: str, decision: str, reason: str | None) -> int:
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.approvals import Approvals
+        from rollbot.commands.approvals.two_person import Approvals
 
         result = await Approvals(rb).vote(
             approval_id,
@@ -229,8 +229,8 @@ def approvals(
     """Approval requests, newest first (expired ones are marked as such first)."""
 
     def go() -> int:
-        from rollbot.commands.approvals import Approvals
-        from rollbot.commands.context import Rollbot
+        from rollbot.commands.approvals.two_person import Approvals
+        from rollbot.commands.desk.context import Rollbot
 
         rb = Rollbot.open(settings())
         book = Approvals(rb)
@@ -279,9 +279,9 @@ def rca(
     """Record the root-cause analysis of an incident (one condition for resuming)."""
 
     def go() -> int:
-        from rollbot.commands.context import Rollbot
-        from rollbot.commands.rca import parse_rca_text, record_rca
-        from rollbot.commands.resume import resume_blockers
+        from rollbot.commands.desk.context import Rollbot
+        from rollbot.commands.rollback.rca import parse_rca_text, record_rca
+        from rollbot.commands.rollback.resume import resume_blockers
 
         try:
             text = file.read_text(encoding="utf-8")

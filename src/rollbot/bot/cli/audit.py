@@ -117,7 +117,7 @@ def export_cmd(
 ) -> None:
     """The trail for a regulator: who, when, what, why, source, host, scope/venue/account/
     strategy, and each event's hash."""
-    from rollbot.commands.audit_export import (
+    from rollbot.commands.desk.audit_export import (
         check_format,
         export_to_file,
         records,

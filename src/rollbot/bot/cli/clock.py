@@ -22,7 +22,7 @@ def clock(log_level: LogLevel = None, log_json: LogJson = False) -> None:
 
 async def _run() -> None:
     from rollbot.bot.scheduler import Clockwork
-    from rollbot.commands.context import Rollbot
+    from rollbot.commands.desk.context import Rollbot
 
     rb = Rollbot.open(settings())
     clockwork = Clockwork(rb, slack_probe=slack_probe_for(rb))

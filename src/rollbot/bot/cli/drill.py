@@ -1,7 +1,7 @@
 """`rollbot drill`: rehearse the whole rollback on a seeded paper venue in a sandbox; with
---venue, the venue drill (commands/venue_drill.py): exit 0 when the sentinel was cancelled at
-the venue and the drill's hold cleared, 1 when not, 2 when the venue is not marked
-paper/testnet (nothing placed). `rollbot paper seed` resets a paper venue's book."""
+--venue, the venue drill (commands/rollback/venue_drill.py): exit 0 when the sentinel was
+cancelled at the venue and the drill's hold cleared, 1 when not, 2 when the venue is not
+marked paper/testnet (nothing placed). `rollbot paper seed` resets a paper venue's book."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from rollbot.bot.cli.shared import (
     run_async,
     settings,
 )
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.errors import BadInput
 
 paper_app = typer.Typer(no_args_is_help=True, help="The embedded paper venue.")
@@ -51,7 +51,7 @@ def drill(
         raise typer.Exit(venue_drill(venue, by))
 
     def go() -> int:
-        from rollbot.commands.drill import parse_faults, run_drill
+        from rollbot.commands.rollback.drill import parse_faults, run_drill
 
         base = settings()
         chosen = parse_faults(faults)
@@ -91,7 +91,7 @@ def drill(
 
 def venue_drill(name: str, by: str | None) -> int:
     """`drill --venue NAME`: a sentinel order placed, killed and read back on that venue."""
-    from rollbot.commands.venue_drill import refuse_unless_paper, run_venue_drill
+    from rollbot.commands.rollback.venue_drill import refuse_unless_paper, run_venue_drill
 
     cfg = guarded(settings)
     rb = Rollbot.open(cfg)

@@ -10,8 +10,8 @@ import typer
 
 from rollbot.bot.cli.glass import break_glass
 from rollbot.bot.cli.shared import ByOpt, Confirm, actor, guarded, out, settings
-from rollbot.commands.context import Rollbot
-from rollbot.commands.gates import gate_lines
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.gates import gate_lines
 from rollbot.errors import BadInput
 
 gates_app = typer.Typer(no_args_is_help=True, help="Live trading gates.")
@@ -63,7 +63,7 @@ def gates_agent() -> None:
         import signal
 
         from rollbot.clock import SystemClock
-        from rollbot.commands.gates_agent import GatesAgent
+        from rollbot.commands.killswitch.gates_agent import GatesAgent
         from rollbot.storage.backends import open_database
 
         cfg = settings()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # not typing's: the console script's kill imports this before its hold
 if TYPE_CHECKING:
-    from rollbot.commands.context import Rollbot
+    from rollbot.commands.desk.context import Rollbot
     from rollbot.storage.events import Actor
 
 

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from rollbot.bot.cli.shared import guarded, out, require, settings
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.errors import BadInput, StateUnavailable
 
 guard_app = typer.Typer(no_args_is_help=True, help="The pre-trade guard.")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from rollbot.bot.cli.shared import folding_table, guarded, out, settings
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.errors import BadInput
 
 
@@ -19,7 +19,7 @@ def report(
     """Write an incident's rollback report (stored in SQLite and under the reports directory)."""
 
     def go() -> int:
-        from rollbot.commands.report import drill_report, write_reports
+        from rollbot.commands.rollback.report import drill_report, write_reports
 
         if fmt not in ("md", "json", "png"):
             raise BadInput(f"unknown --format {fmt!r}: use md, json or png")

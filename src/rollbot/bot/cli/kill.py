@@ -24,7 +24,7 @@ from rollbot.bot.cli.shared import (
     run_kill,
     settings,
 )
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 
 kill_app = typer.Typer(no_args_is_help=True, help="Hold, inspect and clear the kill switch.")
 
@@ -54,8 +54,8 @@ def kill_trigger(
     gates."""
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.rollback import Engine
-        from rollbot.commands.trading_state import TradingState
+        from rollbot.commands.killswitch.trading_state import TradingState
+        from rollbot.commands.rollback.engine import Engine
 
         who = actor(rb, by)
         require(reason, "--reason")

@@ -23,7 +23,7 @@ from rollbot.bot.cli.shared import (
     request_at_terminal,
     run_async,
 )
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.errors import BadInput
 
 
@@ -31,7 +31,7 @@ def positions(venue: VenueOpt = None, as_json: JsonOpt = False) -> None:
     """Positions, open orders, exposure and PnL per venue."""
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.positions import coverage_line, read_books
+        from rollbot.commands.rollback.positions import coverage_line, read_books
 
         books = await read_books(rb.select(venue))
         if as_json:
@@ -131,8 +131,8 @@ def flatten(
     """Show the flatten plan; with --confirm, ask a second person to approve it."""
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.flatten import plan_venue
-        from rollbot.commands.positions import read_books
+        from rollbot.commands.rollback.flatten import plan_venue
+        from rollbot.commands.rollback.positions import read_books
 
         who = actor(rb, by)
         books = await read_books(rb.select(venue))

@@ -22,8 +22,8 @@ def preflight(
     from rich.markup import escape
     from rich.table import Table
 
-    from rollbot.commands import preflight as armed
-    from rollbot.commands.context import Rollbot
+    from rollbot.commands.desk.context import Rollbot
+    from rollbot.commands.risk import preflight as armed
 
     def go() -> int:
         rb = Rollbot.open(settings())

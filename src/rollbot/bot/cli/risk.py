@@ -11,7 +11,7 @@ import typer
 
 from rollbot.bot.cli.glass import break_glass
 from rollbot.bot.cli.shared import actor, folding_table, guarded, out, settings
-from rollbot.commands.monitors import MetricStatus
+from rollbot.commands.risk.monitors import MetricStatus
 
 risk_app = typer.Typer(no_args_is_help=True, help="Automatic kill switches (risk monitors).")
 
@@ -41,8 +41,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
 ) -> None:
     """Each metric per venue (and desk-wide), its threshold, action and state."""
-    from rollbot.commands.context import Rollbot
-    from rollbot.commands.monitors import risk_status
+    from rollbot.commands.desk.context import Rollbot
+    from rollbot.commands.risk.monitors import risk_status
 
     def go() -> None:
         rb = Rollbot.open(settings(), create=False)  # a reader never creates the database
@@ -94,8 +94,8 @@ def ack(
 ) -> None:
     """Acknowledge a risk alert (the Slack button's twin): it may re-arm once its figure is
     back inside its threshold."""
-    from rollbot.commands.context import Rollbot
-    from rollbot.commands.risk_alerts import acknowledge_alert
+    from rollbot.commands.desk.context import Rollbot
+    from rollbot.commands.risk.alerts import acknowledge_alert
 
     def go() -> None:
         rb = Rollbot.open(settings())

@@ -19,7 +19,7 @@ from rollbot.bot.cli.shared import (
     require,
     run_async,
 )
-from rollbot.commands.context import Rollbot
+from rollbot.commands.desk.context import Rollbot
 from rollbot.errors import BadInput
 
 
@@ -31,8 +31,9 @@ def rollback(
     """The whole procedure: halt, disconnect, assess, flatten, verify; then the report."""
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.report import write_reports
-        from rollbot.commands.rollback import Engine, resume_unfinished
+        from rollbot.commands.approvals.recover import resume_unfinished
+        from rollbot.commands.rollback.engine import Engine
+        from rollbot.commands.rollback.report import write_reports
 
         who = actor(rb, by)
         require(reason, "--reason")
@@ -58,7 +59,7 @@ def recover(by: ByOpt = None) -> None:
     """Finish any rollback that a crash cut off (reads the venues back first)."""
 
     async def go(rb: Rollbot) -> int:
-        from rollbot.commands.rollback import resume_unfinished
+        from rollbot.commands.approvals.recover import resume_unfinished
 
         outcomes = await resume_unfinished(rb, actor(rb, by), on_step=print_step)
         if not outcomes:

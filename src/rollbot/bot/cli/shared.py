@@ -21,16 +21,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from rollbot.clock import iso
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import Outcome, Step, StepReport, StepStatus
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.rollback.engine import Outcome, Step, StepReport, StepStatus
 from rollbot.config import Settings, load_settings
 from rollbot.errors import BadInput, RollbotError
 from rollbot.storage.events import Actor, IdentityRefused
 
 if TYPE_CHECKING:
-    from rollbot.commands.approvals import ApprovalRequest
-    from rollbot.commands.preflight import Check, SlackProbe
-    from rollbot.commands.rollback import Engine
+    from rollbot.commands.approvals.two_person import ApprovalRequest
+    from rollbot.commands.risk.preflight import Check, SlackProbe
+    from rollbot.commands.rollback.engine import Engine
     from rollbot.storage.incidents import Incident
 
 T = TypeVar("T")
@@ -160,7 +160,7 @@ def on_start(step: Step) -> None:
 async def run_kill(engine: Engine, incident: Incident, new: bool) -> int:
     """Steps 1-2 once the hold is stored. An error now exits 1, never 2: the hold changed
     something (README: 2 only when nothing changed)."""
-    from rollbot.commands.rollback import KILL_STEPS
+    from rollbot.commands.rollback.engine import KILL_STEPS
 
     engine.on_step = print_step
     state = engine.held_state(incident).value
@@ -227,7 +227,7 @@ async def request_at_terminal(
     incident_id: str | None = None,
 ) -> int:
     """Store the request (nothing runs) and say how the second person approves it."""
-    from rollbot.commands.approvals import Approvals
+    from rollbot.commands.approvals.two_person import Approvals
 
     req = await Approvals(rb).request(action, params, who, reason, incident_id)
     print_request(req)
@@ -241,7 +241,7 @@ async def request_at_terminal(
 # -- the Slack checks (`preflight`, and the clock's armed status) -------------------------------
 def slack_probe_for(rb: Rollbot) -> SlackProbe | None:
     """The Slack checks when Slack is set up (a token, or an ops channel that expects one)."""
-    from rollbot.commands.preflight import failed
+    from rollbot.commands.risk.preflight import failed
 
     token = rb.secrets.slack_bot_token
     if token is None:

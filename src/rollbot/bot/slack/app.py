@@ -32,9 +32,9 @@ from rollbot.bot.slack.courier import Courier
 from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.metrics import Metrics
 from rollbot.clock import iso
-from rollbot.commands.context import Rollbot
-from rollbot.commands.mrkdwn import escape
-from rollbot.commands.rollback import HOLD_FIRST_WAIT_MS, Engine
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.desk.mrkdwn import escape
+from rollbot.commands.rollback.engine import HOLD_FIRST_WAIT_MS, Engine
 from rollbot.errors import DatabaseBusy, Refused, RollbotError
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident

@@ -25,10 +25,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from rollbot.bot.slack import views
 from rollbot.clock import iso
-from rollbot.commands.context import Rollbot
-from rollbot.commands.liveness import holder_gone
-from rollbot.commands.mrkdwn import escape
-from rollbot.commands.outbox import OutboxMessage
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.desk.liveness import holder_gone
+from rollbot.commands.desk.mrkdwn import escape
+from rollbot.commands.desk.outbox import OutboxMessage
 from rollbot.storage.db import loads
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident

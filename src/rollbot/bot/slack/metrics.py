@@ -8,9 +8,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from rollbot.commands import preflight
-from rollbot.commands.context import Rollbot
-from rollbot.commands.trading_state import TradingState
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.killswitch.trading_state import TradingState
+from rollbot.commands.risk import preflight
 
 STATE_VALUE = {TradingState.ACTIVE: 0, TradingState.REDUCING: 1, TradingState.HALTED: 2}
 

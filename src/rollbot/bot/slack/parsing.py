@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from rollbot.commands.trading_state import SCOPE_KINDS, TradingState, parse_scope
+from rollbot.commands.killswitch.trading_state import SCOPE_KINDS, TradingState, parse_scope
 from rollbot.errors import BadInput
 
 INCIDENT_ID = re.compile(r"^INC-\d{1,9}$", re.IGNORECASE)

@@ -1,4 +1,4 @@
-"""The Slack half of the armed status (commands/preflight.py): the token, the ops channel and
+"""The Slack half of the armed status (commands/risk/preflight.py): the token, the ops channel and
 the people the escalation would page. Only reads: nothing is posted to prove a post would work;
 the ops channel is judged by what the courier last saw when it posted there."""
 
@@ -9,8 +9,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from rollbot.commands.context import Rollbot
-from rollbot.commands.preflight import Check, SlackProbe, failed, passed
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.risk.preflight import Check, SlackProbe, failed, passed
 
 
 def _error(exc: Exception) -> str:

@@ -22,9 +22,9 @@ from rollbot.bot.loop_lag import LoopLagProbe
 from rollbot.bot.slack.app import SlackBot
 from rollbot.bot.slack.unverified import UnverifiedRequests
 from rollbot.clock import Clock
-from rollbot.commands import preflight
-from rollbot.commands.context import Rollbot
-from rollbot.commands.rollback import resume_unfinished
+from rollbot.commands.approvals.recover import resume_unfinished
+from rollbot.commands.desk.context import Rollbot
+from rollbot.commands.risk import preflight
 from rollbot.config import Secrets, Settings
 from rollbot.errors import ConfigError
 from rollbot.storage.events import Actor
@@ -114,7 +114,7 @@ def web_app(bot: SlackBot, *, slack_routes: bool) -> web.Application:
             problems.append(bot.courier.channel_problem)
         if set_aside:
             problems.append(f"{set_aside} message(s) Slack refused, retried until it takes them")
-        # the armed status (commands/preflight.py): a kill path that cannot work is an outage
+        # the armed status (commands/risk/preflight.py): a kill path that cannot work is an outage
         failing = {c.name: c.reason for c in preflight.latest(bot.rb) if not c.ok}
         problems += [f"armed status: {name} fails: {why}" for name, why in failing.items()]
         body = {
@@ -309,7 +309,7 @@ def freeze_startup_objects() -> None:
     (bench/ack_latency.py). Frozen, a full collection walks only what was made since."""
     # what a kill's run imports on first use (kept lazy for the terminal's fast kill), here,
     # so the first /kill after a start does not pay it in the middle of acking
-    import tomlkit  # noqa: F401  (commands/gates.py writes the trading system's files with it)
+    import tomlkit  # noqa: F401  (commands/killswitch/gates.py writes the trading system's files with it)
 
     gc.collect()
     gc.freeze()

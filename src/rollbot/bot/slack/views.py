@@ -9,11 +9,11 @@ from typing import Any
 
 from rollbot.bot.slack.ids import Action
 from rollbot.clock import parse_iso
-from rollbot.commands.money import money
-from rollbot.commands.mrkdwn import escape
-from rollbot.commands.positions import VenueBook, coverage_line
-from rollbot.commands.report import RollbackLog, pnl_lines
-from rollbot.commands.rollback import StepReport
+from rollbot.commands.desk.money import money
+from rollbot.commands.desk.mrkdwn import escape
+from rollbot.commands.rollback.engine import StepReport
+from rollbot.commands.rollback.positions import VenueBook, coverage_line
+from rollbot.commands.rollback.report import RollbackLog, pnl_lines
 
 Blocks = list[dict[str, Any]]
 STATUS_EMOJI = {

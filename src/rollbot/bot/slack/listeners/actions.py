@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from rollbot.bot.slack.ids import Action, Callback
 from rollbot.bot.slack.listeners import requests
-from rollbot.commands import checklist, risk_alerts
-from rollbot.commands.rca import RCA_FIELDS, record_rca
+from rollbot.commands.risk import alerts as risk_alerts
+from rollbot.commands.rollback import checklist
+from rollbot.commands.rollback.rca import RCA_FIELDS, record_rca
 from rollbot.config import ROLES
 from rollbot.errors import BadInput, RollbotError
 

@@ -10,12 +10,12 @@ from rollbot.bot.slack import parsing, views
 from rollbot.bot.slack.courier import fix_for
 from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.listeners import requests
-from rollbot.commands.escalation import close_incident
-from rollbot.commands.mrkdwn import escape
-from rollbot.commands.positions import read_books
-from rollbot.commands.report import build_log, build_markdown, render
-from rollbot.commands.rollback import HOLD_FIRST_WAIT_MS, KILL_STEPS, Engine, ended_steps
-from rollbot.commands.trading_state import TradingState
+from rollbot.commands.desk.mrkdwn import escape
+from rollbot.commands.killswitch.trading_state import TradingState
+from rollbot.commands.paging.escalation import close_incident
+from rollbot.commands.rollback.engine import HOLD_FIRST_WAIT_MS, KILL_STEPS, Engine, ended_steps
+from rollbot.commands.rollback.positions import read_books
+from rollbot.commands.rollback.report import build_log, build_markdown, render
 from rollbot.errors import BadInput, DatabaseBusy, Refused
 from rollbot.storage.incidents import Incident
 
@@ -210,7 +210,7 @@ async def gates(bot: SlackBot, req: Req) -> None:
         await req.reply(help_for("gates"))
         return
     verb = parsing.parse_gates(req.text)
-    from rollbot.commands.gates import gate_lines
+    from rollbot.commands.killswitch.gates import gate_lines
 
     if verb != "disable":
         bot.require_view(req, "/gates status")

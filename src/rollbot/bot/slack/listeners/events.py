@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rollbot.bot.slack import views
-from rollbot.commands import preflight
-from rollbot.commands.gates import gate_lines
-from rollbot.commands.risk_checks import risk_status, status_lines
+from rollbot.commands.killswitch.gates import gate_lines
+from rollbot.commands.risk import preflight
+from rollbot.commands.risk.checks import risk_status, status_lines
 
 if TYPE_CHECKING:
     from rollbot.bot.slack.app import SlackBot

@@ -1,18 +1,19 @@
-"""Risky actions asked for in Slack go through the two-person rule (commands/approvals.py):
-the request shows exactly what will run, a second person approves it with a button, and what
-was approved is what runs. A rollback the config lets a person start alone runs at once."""
+"""Risky actions asked for in Slack go through the two-person rule
+(commands/approvals/two_person.py): the request shows exactly what will run, a second person
+approves it with a button, and what was approved is what runs. A rollback the config lets a person
+start alone runs at once."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from rollbot.bot.slack import parsing, views
-from rollbot.commands import escalation
-from rollbot.commands.approval_records import APPROVED_STATES, label
-from rollbot.commands.approvals import ApprovalRequest, Approvals
-from rollbot.commands.mrkdwn import escape
-from rollbot.commands.resume import resume_blockers
-from rollbot.commands.rollback import ROLLBACK_STEPS, Engine, covering_incident
+from rollbot.commands.approvals.records import APPROVED_STATES, label
+from rollbot.commands.approvals.two_person import ApprovalRequest, Approvals
+from rollbot.commands.desk.mrkdwn import escape
+from rollbot.commands.paging import escalation
+from rollbot.commands.rollback.engine import ROLLBACK_STEPS, Engine, covering_incident
+from rollbot.commands.rollback.resume import resume_blockers
 from rollbot.errors import BadInput, Refused
 
 if TYPE_CHECKING:
@@ -129,7 +130,8 @@ async def rollback_from_alert(bot: SlackBot, req: Req, alert_id: str) -> None:
 
 
 async def acknowledge(bot: SlackBot, req: Req, incident_id: str) -> None:
-    """Stops the escalation; the thread and headline say who and when (commands/escalation)."""
+    """Stops the escalation; the thread and headline say who and when
+    (commands/paging/escalation)."""
     settings = bot.rb.settings
     if not settings.roles_of(req.user_id) and req.user_id not in {
         c.slack_id for c in settings.contacts if c.slack_id

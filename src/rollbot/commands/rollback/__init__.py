@@ -1,0 +1,14 @@
+"""The rollback: from a kill to trading resumed (the IBKR seed's steps, Live -> Shadow).
+
+engine.py (HALT -> DISCONNECT -> ASSESS -> FLATTEN -> VERIFY on every venue at once; /kill is
+steps 1-2), held_incident.py (the incident and hold a kill stores first), hooks.py (the
+strategy-stop hook), flatten.py and positions.py (closing each venue to zero exactly once; the
+books read back), report.py and checklist.py (the report and its post-rollback checklist),
+drill.py, drill_schedule.py and venue_drill.py (rehearsals: in a sandbox, on schedule, against a
+venue), rca.py, resume.py and rearm.py (the root cause, the resume conditions, and the one rule
+for re-arming live trading with the resume that obeys it), and timers.py, the dispatcher of
+durable deadlines: it lives here, the lowest room that sees every kind (paging's, the
+checklist's, the drill schedule's).
+
+May import: paging, desk, killswitch.
+"""
