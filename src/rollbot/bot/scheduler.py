@@ -28,20 +28,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from rollbot.bot.deadline_alarms import DeadlineAlarms
+from rollbot.bot.process_lease import ProcessLease, process_holder
 from rollbot.commands.approvals.recover import resume_unfinished
 from rollbot.commands.approvals.two_person import Approvals
 from rollbot.commands.desk.client_ids import lease_client_ids
 from rollbot.commands.desk.context import Rollbot
-from rollbot.commands.desk.liveness import holder_gone
 from rollbot.commands.paging import escalation, webhooks
 from rollbot.commands.risk import preflight
 from rollbot.commands.risk.checks import record_venue_events
@@ -49,9 +48,9 @@ from rollbot.commands.risk.dead_mans_switch import DeadMansSwitch
 from rollbot.commands.risk.monitors import MONITOR, Monitor, MonitorReport
 from rollbot.commands.rollback import checklist, drill_schedule
 from rollbot.commands.rollback.engine import halt_abandoned_flattens
-from rollbot.commands.rollback.timers import Fired, Via, due, fire, fire_due, handlers
+from rollbot.commands.rollback.timers import Fired, Via, due, fire_due
 from rollbot.storage.events import Actor
-from rollbot.storage.leases import Holder, Leases
+from rollbot.storage.leases import Lease
 from rollbot.storage.timers import Timers
 
 log = logging.getLogger("rollbot.clock")
@@ -77,19 +76,13 @@ class Clockwork:
         self.sync_interval_s = sync_interval_s
         self.scheduler: AsyncIOScheduler | None = None
         self._intervals: dict[str, tuple[float, Callable[[], Awaitable[Any]]]] = {}
-        self._scheduled: dict[int, str] = {}  # timer id -> token its job fires
-        self._failed: dict[int, str] = {}  # left to the auditor after a handler error
+        self.alarms = DeadlineAlarms(app)
         # two clockworks in one process (tests) are two holders
-        me = app.me
-        self.holder = Holder(
-            id=f"{me['host']} pid {me['pid']} #{secrets.token_hex(2)}",
-            host=me["host"],
-            pid=me["pid"],
-            started=me["started"],
-        )
+        self.holder = process_holder(app)
+        self._clock = ProcessLease(app, CLOCK_LEASE, self.holder, self._clock_taken)
+        self._monitor_lease = ProcessLease(app, MONITOR_LEASE, self.holder, self._monitor_taken)
         self.monitor = Monitor(app)
         self._leading: bool | None = None
-        self._clock_until: datetime | None = None  # the clock's lease, held here until then
         self._once: set[str] = set()  # interval jobs only the clock's lease holder runs
         # awaited before each periodic job: in `serve`, the bot's acks go first
         # (bot/slack/acks_first.py); a deadline's page is not held back by it
@@ -175,15 +168,11 @@ class Clockwork:
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.scheduler = None
-        self._scheduled.clear()
-        if self._leading:  # a standby takes over at its next tick, not after the lease runs out
-            with contextlib.suppress(Exception):
-                Leases(self.app.db).release(MONITOR_LEASE, self.holder)
-            self._leading = None
-        if self._clock_until is not None:
-            with contextlib.suppress(Exception):
-                Leases(self.app.db).release(CLOCK_LEASE, self.holder)
-            self._clock_until = None
+        self.alarms.scheduled.clear()
+        # a standby takes over at its next tick, not after the lease runs out
+        self._monitor_lease.release()
+        self._leading = None
+        self._clock.release()
         if self._beating is not None:
             self._beating.set()
             self._beating = None
@@ -198,45 +187,40 @@ class Clockwork:
             log.error(clash)
         self.leads_clock(renew=True)
 
-    def _gone(self, lease: Any) -> bool:
-        return holder_gone(lease, self.app.me, self.app.beat)
-
     def leads_clock(self, *, renew: bool = False) -> bool:
         """Does this process hold the clock's lease (the once-per-desk work)? `renew`: renew or
         take it now; otherwise it is taken only when not held until a moment from now."""
         app = self.app
-        now = app.clock.now()
         interval = app.settings.host.lease_interval_s
+        until = self._clock.until
         if (
             not renew
-            and self._clock_until is not None
-            and self._clock_until - now > timedelta(seconds=interval)
+            and until is not None
+            and until - app.clock.now() > timedelta(seconds=interval)
         ):
             return True
-        ttl = LEASE_INTERVALS * interval
         try:
-            with app.db.write():
-                held = Leases(app.db).hold(CLOCK_LEASE, self.holder, now, ttl, dead=self._gone)
-                if held.taken_from is not None and held.taken_from.holder:
-                    gone = held.taken_from
-                    app.events.append(
-                        "CLOCK_TAKEN_OVER",
-                        Actor.clock("leases"),
-                        reason=f"the clock's sweeps taken over by {self.holder.id} from"
-                        f" {gone.holder} (host {gone.host})",
-                        data={
-                            "holder": self.holder.id,
-                            "host": self.holder.host,
-                            "from": gone.holder,
-                            "from_host": gone.host,
-                        },
-                    )
+            return self._clock.hold(LEASE_INTERVALS * interval).held
         except Exception:
             log.exception("the clock's lease cannot be read; its sweeps wait")
-            self._clock_until = None
+            self._clock.until = None
             return False
-        self._clock_until = held.lease.expires_at if held.held else None
-        return held.held
+
+    def _clock_taken(self, gone: Lease, now: datetime, ttl_s: float) -> None:
+        if not gone.holder:  # the placeholder row made for the first holder
+            return
+        self.app.events.append(
+            "CLOCK_TAKEN_OVER",
+            Actor.clock("leases"),
+            reason=f"the clock's sweeps taken over by {self.holder.id} from"
+            f" {gone.holder} (host {gone.host})",
+            data={
+                "holder": self.holder.id,
+                "host": self.holder.host,
+                "from": gone.holder,
+                "from_host": gone.host,
+            },
+        )
 
     async def resume_orphans(self) -> None:
         """Finish runs whose process stopped (SIGKILL, a host lost): on this machine known at
@@ -257,27 +241,10 @@ class Clockwork:
         return await self.monitor.tick()
 
     def _lead(self) -> bool:
-        app = self.app
-        ttl = LEASE_INTERVALS * app.settings.kill_switches.interval_s
         try:
-            with app.db.write():
-                now = app.clock.now()
-                held = Leases(app.db).hold(MONITOR_LEASE, self.holder, now, ttl, dead=self._gone)
-                if held.taken_from is not None:
-                    gone = held.taken_from
-                    why = (
-                        "its process has ended"
-                        if gone.expires_at > now
-                        else f"it has not renewed its lease in {ttl:g} s"
-                    )
-                    text = f"Risk monitor taken over by {self.holder.id} from {gone.holder}: {why}."
-                    app.events.append(
-                        "MONITOR_TAKEN_OVER",
-                        MONITOR,
-                        reason=text,
-                        data={"holder": self.holder.id, "from": gone.holder},
-                    )
-                    app.outbox.put("channel", text=f"⚠️ {text}")
+            held = self._monitor_lease.hold(
+                LEASE_INTERVALS * self.app.settings.kill_switches.interval_s
+            )
         except Exception:
             # a monitor run twice is better than none: when in doubt, watch
             log.exception("risk monitor: the lease cannot be read; ticking anyway")
@@ -293,6 +260,21 @@ class Clockwork:
                 )
         self._leading = held.held
         return held.held
+
+    def _monitor_taken(self, gone: Lease, now: datetime, ttl_s: float) -> None:
+        why = (
+            "its process has ended"
+            if gone.expires_at > now
+            else f"it has not renewed its lease in {ttl_s:g} s"
+        )
+        text = f"Risk monitor taken over by {self.holder.id} from {gone.holder}: {why}."
+        self.app.events.append(
+            "MONITOR_TAKEN_OVER",
+            MONITOR,
+            reason=text,
+            data={"holder": self.holder.id, "from": gone.holder},
+        )
+        self.app.outbox.put("channel", text=f"⚠️ {text}")
 
     async def preflight(self) -> list[preflight.Check]:
         return await preflight.preflight(self.app, self.slack_probe)
@@ -326,7 +308,7 @@ class Clockwork:
                 f.timer.ref,
                 f.lag_s,
             )
-        self._failed.clear()
+        self.alarms.failed.clear()
         if sweep:
             await webhooks.resend_lost(self.app)  # pages whose sender died mid-POST
             await self.sweep()
@@ -343,51 +325,12 @@ class Clockwork:
 
     def sync(self) -> int:
         """One alarm per pending deadline; drop alarms of deadlines fired or cancelled elsewhere."""
-        if self.scheduler is None:
-            return 0
-        known = handlers()
-        pending = {
-            t.id: t for t in Timers(self.app.db, self.app.clock).pending() if t.kind in known
-        }
-        for timer_id in [i for i in self._scheduled if i not in pending]:
-            self._scheduled.pop(timer_id, None)
-            with contextlib.suppress(JobLookupError):
-                self.scheduler.remove_job(f"timer:{timer_id}")
-        added = 0
-        now = self.app.clock.now()
-        for timer in pending.values():
-            if self._scheduled.get(timer.id) == timer.token:
-                continue
-            if self._failed.get(timer.id) == timer.token:
-                continue
-            # the app's clock may be a test's ManualClock: keep the distance, not the instant
-            delay = max(0.0, (timer.due_at - now).total_seconds())
-            self.scheduler.add_job(
-                self._fire_job,
-                "date",
-                run_date=datetime.now(UTC) + timedelta(seconds=delay),
-                args=[timer.id, timer.token],
-                id=f"timer:{timer.id}",
-                replace_existing=True,
-            )
-            self._scheduled[timer.id] = timer.token
-            added += 1
-        return added
+        return 0 if self.scheduler is None else self.alarms.sync(self.scheduler)
 
     def overdue(self) -> int:
         return len(due(self.app))
 
     # -- jobs -----------------------------------------------------------------------------------
-    async def _fire_job(self, timer_id: int, token: str) -> None:
-        try:
-            await fire(self.app, timer_id, token, "scheduler")
-        except Exception:
-            log.exception("deadline %s failed; the auditor will retry it", timer_id)
-            self._failed[timer_id] = token
-        finally:
-            if self._scheduled.get(timer_id) == token:
-                del self._scheduled[timer_id]
-
     async def _sync_job(self) -> None:
         try:
             if self.yield_to is not None:

@@ -11,28 +11,25 @@ in order, every `retry_set_aside_s` until Slack takes them (someone invited the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from rollbot.bot.process_lease import ProcessLease, process_holder
 from rollbot.bot.slack import views
 from rollbot.clock import iso
 from rollbot.commands.desk.context import Rollbot
-from rollbot.commands.desk.liveness import holder_gone
 from rollbot.commands.desk.mrkdwn import escape
 from rollbot.commands.desk.outbox import OutboxMessage
 from rollbot.storage.db import loads
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
-from rollbot.storage.leases import Holder, Lease, Leases
 
 # one courier per desk posts the outbox, in order: with several hosts, the holder of this lease
 OUTBOX_LEASE = "outbox_courier"
@@ -87,50 +84,33 @@ class Courier:
         # last refusal); None once a message there went through
         self.channel_problem: str | None = None
 
-        me = app.me
-        self.holder = Holder(
-            id=f"{me['host']} pid {me['pid']} courier #{secrets.token_hex(2)}",
-            host=me["host"],
-            pid=me["pid"],
-            started=me["started"],
-        )
-        self._lease_until: datetime | None = None
+        self.holder = process_holder(app, "courier")
+        self._lease = ProcessLease(app, OUTBOX_LEASE, self.holder)
         self._lease_checked = -1e9  # monotonic: a standby asks at most twice a lease interval
 
     def kick(self) -> None:
         self.wake.set()
 
-    def _gone(self, lease: Lease) -> bool:
-        return holder_gone(lease, self.app.me, self.app.beat)
-
     def delivers_here(self) -> bool:
         """Does this process hold the courier's lease? Two couriers (two hosts) would post each
         message twice and out of order; a standby takes over 3 lease intervals after the
         holder's last renewal, at once when the holder is known to have ended."""
-        app = self.app
-        interval = app.settings.host.lease_interval_s
-        now = app.clock.now()
-        if self._lease_until is not None and self._lease_until - now > timedelta(seconds=interval):
+        interval = self.app.settings.host.lease_interval_s
+        until = self._lease.until
+        if until is not None and until - self.app.clock.now() > timedelta(seconds=interval):
             return True
-        if self._lease_until is None and time.monotonic() - self._lease_checked < interval / 2:
+        if until is None and time.monotonic() - self._lease_checked < interval / 2:
             return False
         self._lease_checked = time.monotonic()
         try:
-            held = Leases(app.db).hold(
-                OUTBOX_LEASE, self.holder, now, 3 * interval, dead=self._gone
-            )
+            return self._lease.hold(3 * interval).held
         except Exception:
             log.warning("courier: its lease cannot be read; not posting meanwhile", exc_info=True)
-            self._lease_until = None
+            self._lease.until = None
             return False
-        self._lease_until = held.lease.expires_at if held.held else None
-        return held.held
 
     def release(self) -> None:
-        if self._lease_until is not None:
-            with contextlib.suppress(Exception):
-                Leases(self.app.db).release(OUTBOX_LEASE, self.holder)
-            self._lease_until = None
+        self._lease.release()
 
     async def run(self, stop: asyncio.Event, poll_s: float = 1.0) -> None:
         """Drain whenever kicked, and poll (other processes — CLI, clock, other hosts — queue
