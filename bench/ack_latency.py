@@ -87,7 +87,8 @@ async def run(sizes: Sizes, root: Path) -> list[Figure]:
     note = (
         f"{sizes.ack_bursts} bursts of {sizes.ack_burst_size} concurrent signed requests"
         f" (half /positions, half /kill) to `rollbot serve --http` on 127.0.0.1, 3 paper venues"
-        f" at {sizes.latency_ms:g} ms; bolt checks for the ack every 10 ms"
+        f" at {sizes.latency_ms:g} ms; bolt answers at the ack (process_before_response), the"
+        " work after the acks waits for them (bot/slack/acks_first.py)"
     )
     return [
         Figure(
@@ -117,6 +118,6 @@ async def run(sizes: Sizes, root: Path) -> list[Figure]:
             samples=cpu,
             note="utime + stime of the bot process (10 ms ticks) while a burst is acked: what"
             " the acks cost the bot whatever else the machine runs; with a core of its own the"
-            " last ack leaves about this long (plus bolt's 10 ms poll) after the burst arrives",
+            " last ack leaves about this long after the burst arrives",
         ),
     ]
