@@ -20,9 +20,9 @@ class CloseLedger:
     """One venue's closes for one incident, as recorded; what went wrong on the way (errors),
     and the symbols whose close the venue refused for good (refused: symbol -> its words)."""
 
-    def __init__(self, app: Rollbot, venue: str, incident_id: str, actor: Actor) -> None:
+    def __init__(self, app: Rollbot, venue_name: str, incident_id: str, actor: Actor) -> None:
         self.app = app
-        self.venue = venue
+        self.venue_name = venue_name
         self.incident_id = incident_id
         self.actor = actor
         self.intents = Intents(app.db)
@@ -52,7 +52,7 @@ class CloseLedger:
             "ORDER_REJECTED",
             self.actor,
             incident_id=self.incident_id,
-            scope=f"venue:{self.venue}",
+            scope=f"venue:{self.venue_name}",
             reason=detail,
             data={
                 "client_order_id": intent.client_order_id,
@@ -70,7 +70,7 @@ class CloseLedger:
         return {
             e.data["symbol"]: e.reason or ""
             for e in self.app.events.list(incident_id=self.incident_id, kinds=["ORDER_REJECTED"])
-            if e.data.get("final") and e.scope == f"venue:{self.venue}"
+            if e.data.get("final") and e.scope == f"venue:{self.venue_name}"
         }
 
     def refuse(self, intent: Intent, detail: str) -> None:
@@ -83,10 +83,10 @@ class CloseLedger:
             self.app.outbox.put(
                 "thread",
                 incident_id=self.incident_id,
-                text=f"⚠️ {self.venue} refused the close of {intent.symbol} "
+                text=f"⚠️ {self.venue_name} refused the close of {intent.symbol} "
                 f"({intent.side} {intent.quantity}) and would refuse it again: {detail}. "
                 "Not re-sent: close it by hand.",
-                dedupe_key=f"refused:{self.incident_id}:{self.venue}:{intent.symbol}",
+                dedupe_key=f"refused:{self.incident_id}:{self.venue_name}:{intent.symbol}",
             )
         try:
             escalation.escalate_incident(self.app, self.incident_id, self.actor)
@@ -123,7 +123,7 @@ class CloseLedger:
             kind,
             self.actor,
             incident_id=self.incident_id,
-            scope=f"venue:{self.venue}",
+            scope=f"venue:{self.venue_name}",
             reason=reason,
             data={
                 "client_order_id": client_id,

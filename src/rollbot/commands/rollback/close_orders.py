@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -29,26 +30,22 @@ from rollbot.commands.rollback.close_plan import D0, Strategy, aggressive_limit,
 from rollbot.storage.intents import Intent
 
 
+@dataclass
 class ClosePlacer:
-    """Asks `stop_now` before every new order (a kill since the flatten started stops it)."""
+    """Places one venue's closes for the closer (flatten.py), which reads the venue back."""
 
-    def __init__(
-        self,
-        app: Rollbot,
-        venue: Venue,
-        ledger: CloseLedger,
-        strategy: Strategy,
-        stop_now: Callable[[], bool],
-    ) -> None:
-        self.app = app
-        self.venue = venue
-        self.ledger = ledger
-        self.strategy = strategy
-        self.stop_now = stop_now
-        self.cfg = app.settings.flatten
-        # what orders sent since the closer's last read of positions filled (it clears this at
-        # each read): with that read, the residual if the venue goes away
-        self.filled_since_read: dict[str, Decimal] = {}
+    app: Rollbot
+    venue: Venue
+    ledger: CloseLedger
+    strategy: Strategy
+    # asked before every new order: a kill since the flatten started stops it
+    stop_now: Callable[[], bool]
+    # what orders sent since the closer's last read of positions filled (it clears this at each
+    # read): with that read, the residual if the venue goes away
+    filled_since_read: dict[str, Decimal] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.cfg = self.app.settings.flatten
 
     async def advance_all(self, positions: list[Position]) -> bool:
         limit = asyncio.Semaphore(16)  # hide round trips; the venue's pacer bounds the rate

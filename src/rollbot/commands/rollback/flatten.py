@@ -109,6 +109,11 @@ class VenueCloser:
         self._last_seen = [p for p in assessed or [] if self._wanted(p)]
         self._known = assessed is not None
 
+    @property
+    def errors(self) -> list[str]:
+        """What went wrong on the way (the ledger notes it)."""
+        return self.ledger.errors
+
     def _wanted(self, p: Position) -> bool:
         return p.quantity != 0 and (not self.symbols or p.symbol in self.symbols)
 
@@ -249,7 +254,7 @@ class VenueCloser:
             strategy=self.strategy,
             outcomes=outcomes,
             residual=residual,
-            errors=self.ledger.errors,
+            errors=self.errors,
             verified=verified,
             timed_out=timed_out,
             known=self._known,
