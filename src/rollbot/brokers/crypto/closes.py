@@ -81,15 +81,8 @@ class CryptoCloses(CryptoOrders):
             order=draft,
         )
         try:
-            raw = await self._link.call(
-                "create_order",
-                self.exchange.create_order,
-                symbol,
-                kind,
-                request.side.value.lower(),
-                float(amount),
-                None if price is None else float(price),
-                params,
+            raw = await self._create_order(
+                symbol, kind, request.side.value.lower(), amount, price, params
             )
         except OrderRejected as exc:
             # refused as a duplicate client id? then a twin got there first: that is ours
@@ -112,6 +105,21 @@ class CryptoCloses(CryptoOrders):
             order = await self._read_back(request.client_order_id, symbol, order) or order
         self._link.emit(VenueEventKind.ORDER, message=f"{order.status}", order=order)
         return order
+
+    async def _create_order(
+        self, symbol: str, kind: str, side: str, amount: Decimal, price: Decimal | None, params: Raw
+    ) -> Raw:
+        """One order sent: amount and price as the floats ccxt takes."""
+        return await self._link.call(
+            "create_order",
+            self.exchange.create_order,
+            symbol,
+            kind,
+            side,
+            float(amount),
+            None if price is None else float(price),
+            params,
+        )
 
     # ---- close sizing ------------------------------------------------------------------
     async def _close_size(self, request: CloseRequest, market: Raw) -> tuple[Decimal, Raw]:
@@ -221,16 +229,7 @@ class CryptoCloses(CryptoOrders):
         if amount <= 0:
             raise VenueError(self.name, f"{symbol}: no smallest size to read", "NO_MIN_SIZE")
         params: Raw = {"clientOrderId": client_order_id}
-        raw = await self._link.call(
-            "create_order",
-            self.exchange.create_order,
-            symbol,
-            "limit",
-            "buy",
-            float(amount),
-            float(price),
-            params,
-        )
+        raw = await self._create_order(symbol, "limit", "buy", amount, price, params)
         self._client_symbol[client_order_id] = symbol
         sent: Raw = {
             "id": raw.get("id") or "",

@@ -103,13 +103,7 @@ class IbCloses(IbReads):
         rollbot reads."""
         await self._first_use()
         self._require_writable()
-        held = [
-            p
-            for p in await self.positions()
-            if p.market_price > 0
-            and p.instrument.get("conId")
-            and p.instrument.get("secType", "") in mapping.CLOSABLE_TYPES
-        ]
+        held = [p for p in await self._closable() if p.market_price > 0]
         if not held:
             raise UnsupportedOperation(
                 self.name,

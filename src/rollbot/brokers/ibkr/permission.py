@@ -86,12 +86,7 @@ class IbPermission(IbReads):
     async def _what_if_target(self) -> tuple[Contract, str, str, str]:
         """(contract, action, label, account): a held contract's closing side, else BUY the
         probe stock. A what-if needs no price: a market order."""
-        held = [
-            p
-            for p in await self.positions()
-            if p.instrument.get("conId")
-            and p.instrument.get("secType", "") in mapping.CLOSABLE_TYPES
-        ]
+        held = await self._closable()
         if held:
             position = held[0]
             listing = await self._listing(position)

@@ -97,6 +97,16 @@ class IbReads(IbContracts):
             trade = self._trade_by_ref(client_order_id)
         return self._order(trade) if trade is not None else None
 
+    async def _closable(self) -> list[Position]:
+        """The positions, read afresh, that rollbot can trade at IBKR: a contract (conId) of a
+        type it closes (the drill's sentinel and the what-if take theirs from these)."""
+        return [
+            p
+            for p in await self.positions()
+            if p.instrument.get("conId")
+            and p.instrument.get("secType", "") in mapping.CLOSABLE_TYPES
+        ]
+
     async def _held(self, con_id: str | None) -> list[Position]:
         """The last read of positions while it still holds for this contract: nothing we sent
         in it moved since that read began, and it is recent; else a fresh read."""
