@@ -19,13 +19,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, computed_field, field_validator
 
 from rollbot.brokers.base import OrderType, Side
+from rollbot.brokers.paper.book import PaperBook
 from rollbot.brokers.paper.scenario import (
     Scenario,
     ScenarioAccount,
     ScenarioOrder,
     ScenarioPosition,
 )
-from rollbot.brokers.paper.venue import PaperBook
 from rollbot.clock import SystemClock
 from rollbot.config import (
     ApprovalsConfig,

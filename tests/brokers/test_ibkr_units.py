@@ -7,7 +7,7 @@ from decimal import Decimal
 from rollbot.brokers.base import OrderType, Side, VenueEventKind
 from rollbot.brokers.ibkr import mapping
 from rollbot.brokers.ibkr._ib import Contract
-from rollbot.brokers.ibkr.venue import _Listing
+from rollbot.brokers.ibkr.contracts import _Listing
 from rollbot.brokers.pacing import TokenBucket
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from reliability.support import OPERATORS, SMALL_START, audit_book, settings_for, write_book
 from terminal_users import as_person
 
-from rollbot.brokers.paper.venue import PaperBook
+from rollbot.brokers.paper.book import PaperBook
 from rollbot.clock import SystemClock
 from rollbot.commands.desk.context import Rollbot
 from rollbot.config import DatabaseConfig, FlattenConfig, HostConfig, Settings

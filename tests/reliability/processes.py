@@ -28,7 +28,7 @@ from reliability.support import (
     settings_for,
     write_book,
 )
-from rollbot.brokers.paper.venue import PaperBook
+from rollbot.brokers.paper.book import PaperBook
 from rollbot.clock import SystemClock
 from rollbot.commands.desk.context import Rollbot
 from rollbot.commands.killswitch.gates import Gates

@@ -31,7 +31,7 @@ from reliability.processes import (
     start,
 )
 from reliability.support import OPERATORS, SMALL_START, log_gaps, settings_for, write_book
-from rollbot.brokers.paper.venue import PaperBook
+from rollbot.brokers.paper.book import PaperBook
 from rollbot.clock import SystemClock, parse_iso
 from rollbot.commands.approvals.two_person import Approvals
 from rollbot.commands.desk.context import Rollbot

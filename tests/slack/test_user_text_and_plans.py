@@ -20,8 +20,8 @@ from fakes.rollbot_harness import (
 )
 from fakes.slack import FakeSlack, block_errors
 
+from rollbot.brokers.paper.book import PaperBook
 from rollbot.brokers.paper.scenario import Scenario, ScenarioAccount, ScenarioPosition
-from rollbot.brokers.paper.venue import PaperBook
 from rollbot.clock import SystemClock
 from rollbot.commands.approvals.two_person import Approvals
 from rollbot.commands.rollback.rca import RCA_FIELDS

@@ -22,6 +22,7 @@ from rollbot.brokers.base import (
     VenueUnavailable,
 )
 from rollbot.brokers.crypto.errors import map_ccxt_error
+from rollbot.brokers.listeners import deliver
 from rollbot.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,4 @@ class Link:
             order=order,
             at=self.clock.now(),
         )
-        for listener in list(self.listeners):
-            try:
-                listener(event)
-            except Exception:  # a broken listener must not break the kill path
-                log.exception("%s: event listener failed on %s", self.venue, kind)
+        deliver(event, self.listeners, log)
