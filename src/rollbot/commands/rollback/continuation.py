@@ -55,19 +55,21 @@ def record_continuation(
             (incident_id, dedupe_key),
         )
         if seen is None:
+            # what steps_of, as_run and symbols_of read back for every later run
+            data = {
+                "kind": kind,
+                "scope": scope,
+                "steps": list(steps),
+                "key": dedupe_key,
+                "symbols": sorted(symbols) if symbols else None,
+            }
             app.events.append(
                 "INCIDENT_CONTINUED",
                 actor,
                 reason=reason,
                 scope=scope,
                 incident_id=incident_id,
-                data={
-                    "kind": kind,
-                    "scope": scope,
-                    "steps": list(steps),
-                    "key": dedupe_key,
-                    "symbols": sorted(symbols) if symbols else None,
-                },
+                data=data,
             )
             app.outbox.put(
                 "thread",

@@ -117,27 +117,17 @@ def outcome_of(incident: Incident, reports: list[StepReport], *, new: bool) -> O
         final = StepStatus.FAILED
     else:
         final = StepStatus.PARTIAL
-    residual: dict[str, dict[str, str]] = {}
-    open_orders: dict[str, int] = {}
-    unreachable: list[str] = []
+    left: dict[str, Any] = {}  # what step 5 saw left: none when the run had no step 5
     last = reports[-1] if reports else None
     if last and last.verification:
-        # verified where the venue answered, last known where it did not (see unreachable)
-        residual = {
-            **last.verification.get("residual", {}),
-            **last.verification.get("last_known_residual", {}),
+        seen = last.verification
+        left = {
+            # verified where the venue answered, last known where it did not (see unreachable)
+            "residual": {**seen.get("residual", {}), **seen.get("last_known_residual", {})},
+            "open_orders": seen.get("open_orders", {}),
+            "unreachable": seen.get("unreachable", []),
         }
-        open_orders = last.verification.get("open_orders", {})
-        unreachable = last.verification.get("unreachable", [])
-    return Outcome(
-        incident=incident,
-        steps=reports,
-        final_status=final,
-        residual=residual,
-        open_orders=open_orders,
-        unreachable=unreachable,
-        new_incident=new,
-    )
+    return Outcome(incident=incident, steps=reports, final_status=final, new_incident=new, **left)
 
 
 def outcome_view(outcome: Outcome, run: Incident) -> dict[str, Any]:

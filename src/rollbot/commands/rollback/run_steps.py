@@ -16,7 +16,6 @@ from rollbot.commands.rollback.run_model import (
     STEPS,
     Outcome,
     StartCallback,
-    Step,
     StepCallback,
     StepReport,
     maybe_await,
@@ -69,17 +68,16 @@ async def run_steps(
                 " its heartbeat; it finishes the run there",
                 code="TAKEN_OVER",
             )
-        step = STEPS[number]
-        await maybe_await(on_start(step) if on_start else None)
+        await maybe_await(on_start(STEPS[number]) if on_start else None)
         started = app.clock.now()
         app.events.append(
             "STEP_STARTED",
             run.actor,
             incident_id=incident.id,
-            data={"step": number, "name": step.name},
+            data={"step": number, "name": STEPS[number].name},
         )
         fields = await STEP_FUNCTIONS[number](run)
-        report = _record_step(run, step, started, t0, fields)
+        report = _record_step(run, number, started, t0, fields)
         reports.append(report)
         run.watch_loss(report)
         await maybe_await(on_step(report) if on_step else None)
@@ -99,10 +97,10 @@ async def run_steps(
 
 
 def _record_step(
-    run: RunContext, step: Step, started: datetime, t0: datetime, fields: dict[str, Any]
+    run: RunContext, number: int, started: datetime, t0: datetime, fields: dict[str, Any]
 ) -> StepReport:
     """The step's report: its STEP_ENDED event, then its line in the thread and the headline."""
-    app, incident = run.app, run.incident
+    app, incident, step = run.app, run.incident, STEPS[number]
     ended = app.clock.now()
     report = StepReport(
         step=step.number,
