@@ -218,7 +218,7 @@ class SlackBot:
         self, engine: Engine, incident: Incident, steps: tuple[int, ...], req: Req | None
     ) -> None:
         """Run the engine after the ack. The run itself pages the chain and watches each step's
-        loss (Engine._escalate, Engine._watch_loss), by every path alike."""
+        loss (RunContext.escalate, RunContext.watch_loss), by every path alike."""
         self.spawn(engine.run(incident, steps), req=req)
 
     # -- the one listener wrapper ---------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The rollback: from a kill to trading resumed (the IBKR seed's steps, Live -> Shadow).
 
 engine.py (HALT -> DISCONNECT -> ASSESS -> FLATTEN -> VERIFY on every venue at once; /kill is
-steps 1-2), held_incident.py (the incident and hold a kill stores first), hooks.py (the
+steps 1-2: its run is in run_*.py, continuation.py and hold_first.py, its five steps in steps/,
+one module each), held_incident.py (the incident and hold a kill stores first), hooks.py (the
 strategy-stop hook), flatten.py and positions.py (closing each venue to zero exactly once; the
 books read back; the closes planned in close_plan.py, placed by close_orders.py and recorded by
 close_ledger.py), report.py and checklist.py (the report and its post-rollback checklist),

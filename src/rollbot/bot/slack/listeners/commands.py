@@ -58,7 +58,7 @@ async def kill(bot: SlackBot, req: Req) -> None:
         " follow the thread.",
         response_type="ephemeral",
     )
-    if new:  # the run pages the chain once step 1's cancels are out (Engine._escalate)
+    if new:  # the run pages the chain once step 1's cancels are out (RunContext.escalate)
         bot.run_incident(engine, incident, KILL_STEPS, req)
 
 
