@@ -79,6 +79,7 @@ from rollbot.commands.approvals.plans import (
     compute_plan,
     plan_hash,
     plan_sync,
+    refuse_rearm,
 )
 from rollbot.commands.approvals.records import (
     ACTION_LABELS,
@@ -102,7 +103,7 @@ from rollbot.commands.rollback.engine import (
     StepCallback,
     covering_incident,
 )
-from rollbot.commands.rollback.rearm import check_rearm, execute_resume
+from rollbot.commands.rollback.rearm import execute_resume
 from rollbot.commands.rollback.resume import resume_blockers
 from rollbot.config import ApprovalRule
 from rollbot.errors import BadInput, NotFound, Refused, RollbotError
@@ -198,16 +199,6 @@ class Approvals:
             )
         return action in ACTIONS
 
-    def _check_rearm(
-        self, action: str, params: dict[str, Any], filed_at: datetime | None = None
-    ) -> None:
-        """Refused when this action would re-arm live trading outside a resume (rearm.py)."""
-        if action == "clear_hold":
-            named = [h.id for h in clear_targets(self.app, params, filed_at)]
-            check_rearm(self.app, "clear_hold", clear_ids=named)
-        elif action == "enable_gates":
-            check_rearm(self.app, "enable_gates", arm_gates=True)
-
     # -- requesting ---------------------------------------------------------------------------
     def _refuse_request(
         self, action: str, requester: Actor, code: str, message: str, incident_id: str | None
@@ -255,7 +246,7 @@ class Approvals:
                 action, requester, "NOTHING_TO_DO", plan.problem, incident_id
             )
         try:
-            self._check_rearm(action, params)
+            refuse_rearm(self.app, action, params)
         except Refused as exc:
             raise self._refuse_request(action, requester, exc.code, str(exc), incident_id) from None
         with self.app.db.write():
@@ -575,7 +566,7 @@ class Approvals:
                         blockers=blockers,
                     )
             try:
-                self._check_rearm(request.action, request.params, request.created_at)
+                refuse_rearm(self.app, request.action, request.params, request.created_at)
             except Refused as exc:
                 return self._refuse(request, voter, decision, exc.code, str(exc))
             plan = fresh_plan or plan_sync(self.app, request.action, request.params)
@@ -812,7 +803,7 @@ class Approvals:
             elif request.action == "clear_hold":
                 scope = request.params["scope"]
                 with self.app.db.write():  # checked and cleared with no kill in between
-                    self._check_rearm(request.action, request.params, request.created_at)
+                    refuse_rearm(self.app, request.action, request.params, request.created_at)
                     named = clear_targets(self.app, request.params, request.created_at)
                     cleared = self.app.killswitch.clear_ids([h.id for h in named], why, voter)
                 result = {
@@ -822,7 +813,7 @@ class Approvals:
                 }
             elif request.action == "enable_gates":
                 with self.app.db.write():  # no hold cleared between the check and the arming
-                    self._check_rearm(request.action, request.params)
+                    refuse_rearm(self.app, request.action, request.params)
                     values = self.app.gates.arm(voter, why, request.incident_id)
                 result = {"live_allowed": values.live_allowed}
             else:
