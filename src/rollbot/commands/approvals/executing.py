@@ -26,6 +26,17 @@ from rollbot.storage.events import Actor
 from rollbot.storage.json_text import text_field
 
 
+def run_result(outcome: Outcome) -> dict[str, Any]:
+    """What a request that ran a flatten or rollback stores of its run."""
+    return {
+        "incident_id": outcome.incident.id,
+        "final_status": outcome.final_status.value,
+        "residual": outcome.residual,
+        "open_orders": outcome.open_orders,
+        "unreachable": outcome.unreachable,
+    }
+
+
 class Execution:
     def __init__(self, ledger: Ledger) -> None:
         self.app = ledger.app
@@ -84,13 +95,7 @@ class Execution:
                     alert_rolled_back(self.app, alert, outcome.incident.id, voter)
                 else:
                     outcome = await engine.rollback(why, dedupe_key=key)
-                result: dict[str, Any] = {
-                    "incident_id": outcome.incident.id,
-                    "final_status": outcome.final_status.value,
-                    "residual": outcome.residual,
-                    "open_orders": outcome.open_orders,
-                    "unreachable": outcome.unreachable,
-                }
+                result: dict[str, Any] = run_result(outcome)
             elif request.action == "clear_hold":
                 scope = request.params["scope"]
                 with self.app.db.write():  # checked and cleared with no kill in between
@@ -183,13 +188,7 @@ class Execution:
                     if alert:
                         with contextlib.suppress(Refused):  # linked to another run meanwhile
                             alert_rolled_back(self.app, alert, incident.id, actor)
-                    result = {
-                        "incident_id": incident.id,
-                        "final_status": outcome.final_status.value,
-                        "residual": outcome.residual,
-                        "open_orders": outcome.open_orders,
-                        "unreachable": outcome.unreachable,
-                    }
+                    result = run_result(outcome)
             else:
                 named = self.app.db.query(
                     "SELECT kind FROM events WHERE reason LIKE ? ORDER BY id",
