@@ -182,14 +182,11 @@ class Voting:
                 return self._supersede(request, voter, decision, plan)
         self._store_vote(request, voter, me, "approve", reason)
         if not completes:
-            self.ledger.refresh(request.id)
             still = f"; still needed: {', '.join(missing)}" if missing else ""
-            return VoteResult(
-                approval=self.ledger.get(request.id),
-                accepted=True,
-                code="VOTE_RECORDED",
-                message=f"approval recorded ({len(signers)} of {request.quorum}) for"
-                f" {request.id}{still}",
+            return self._accepted(
+                request,
+                "VOTE_RECORDED",
+                f"approval recorded ({len(signers)} of {request.quorum}) for {request.id}{still}",
             )
         self.ledger.set_status(request.id, Status.APPROVED, decided_by=me)
         self.app.events.append(
@@ -205,12 +202,13 @@ class Voting:
             },
         )
         self.ledger.set_status(request.id, Status.EXECUTING)
+        return self._accepted(request, "EXECUTING", f"{request.id} approved; running")
+
+    def _accepted(self, request: ApprovalRequest, code: str, message: str) -> VoteResult:
+        """A vote that counted: every posted copy shows the new state, then the voter's answer."""
         self.ledger.refresh(request.id)
         return VoteResult(
-            approval=self.ledger.get(request.id),
-            accepted=True,
-            code="EXECUTING",
-            message=f"{request.id} approved; running",
+            approval=self.ledger.get(request.id), accepted=True, code=code, message=message
         )
 
     def _store_vote(
@@ -240,12 +238,8 @@ class Voting:
             incident_id=request.incident_id,
             data={"approval_id": request.id, "action": request.action, "withdrawn": withdrawn},
         )
-        self.ledger.refresh(request.id)
-        return VoteResult(
-            approval=self.ledger.get(request.id),
-            accepted=True,
-            code="DENIED",
-            message=f"{request.id} {'withdrawn' if withdrawn else 'denied'}; nothing ran",
+        return self._accepted(
+            request, "DENIED", f"{request.id} {'withdrawn' if withdrawn else 'denied'}; nothing ran"
         )
 
     def _supersede(
