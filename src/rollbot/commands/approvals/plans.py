@@ -1,7 +1,8 @@
 """What an approval binds to: each action's parameters checked, and its plan — exactly what will
 run, shown to people and hashed. A flatten's plan is every closing order (venue, symbol, side,
 quantity, type) and its hash is FlattenPlan.hash; other actions list each change they make.
-At approval the plan is computed again and must hash the same, or nothing runs."""
+At approval the plan is computed again and must hash the same, or nothing runs. Here too: the
+check that an action would not re-arm live trading outside a resume (refuse_rearm)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from rollbot.commands.killswitch.trading_state import TradingState, parse_scope,
 from rollbot.commands.risk.alerts import get_alert, rollback_request
 from rollbot.commands.rollback.flatten import FlattenPlan, plan_venue
 from rollbot.commands.rollback.positions import read_books
+from rollbot.commands.rollback.rearm import check_rearm
 from rollbot.commands.rollback.resume import gate_changes, resume_plan
 from rollbot.errors import BadInput
 from rollbot.storage.holds import Hold, Holds
@@ -123,6 +125,18 @@ def clear_targets(
         for h in Holds(app.db).active([params["scope"]])
         if (not source or h.source == source) and (filed_at is None or h.created_at <= filed_at)
     ]
+
+
+def refuse_rearm(
+    app: Rollbot, action: str, params: dict[str, Any], filed_at: datetime | None = None
+) -> None:
+    """Refused when this action would re-arm live trading outside a resume (rearm.py): asked
+    when a request is filed, again at the vote that completes it, and again as it runs."""
+    if action == "clear_hold":
+        named = [h.id for h in clear_targets(app, params, filed_at)]
+        check_rearm(app, "clear_hold", clear_ids=named)
+    elif action == "enable_gates":
+        check_rearm(app, "enable_gates", arm_gates=True)
 
 
 async def compute_plan(app: Rollbot, action: str, params: dict[str, Any]) -> Plan:
