@@ -10,7 +10,6 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -191,7 +190,6 @@ class SlackDriver:
             body=body,
             respond=respond,
             client=self.bot.client,
-            request=SimpleNamespace(headers={}),
         )
         while self.bot.handling:  # bolt answers at the ack; the handler's replies come after
             await asyncio.gather(*list(self.bot.handling), return_exceptions=True)

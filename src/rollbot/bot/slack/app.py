@@ -42,6 +42,8 @@ from rollbot.storage.incidents import Incident
 log = logging.getLogger("rollbot.slack")
 
 ACK_BY_S = 2.5  # Slack drops a request not acked within 3 s
+RECORD_BY_S = 2.0  # how long a request's delivery record waits for the database's lock
+RECORD_TRY_MS = 20  # ... in tries this long, the event loop free between them
 
 
 @dataclass
@@ -222,7 +224,7 @@ class SlackBot:
         self.spawn(engine.run(incident, steps), req=req)
 
     # -- the one listener wrapper ---------------------------------------------------------------
-    def is_retry(self, req: Req, headers: dict[str, Any]) -> bool:
+    async def is_retry(self, req: Req) -> bool:
         """Seen this delivery before? (Socket Mode redelivers; HTTP retries with a header.)"""
         key = (
             req.trigger_id
@@ -231,22 +233,29 @@ class SlackBot:
         )
         if not key:
             return False
-        # SQLite waits for a lock with the event loop stopped: every other request's ack with
-        # it. So this write waits briefly, whatever the request.
-        try:
-            with self.rb.db.patience(HOLD_FIRST_WAIT_MS):
-                cur = self.rb.db.execute(
-                    "INSERT INTO deliveries (key, at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    (f"{req.kind}:{key}", iso(self.rb.clock.now())),
-                )
-        except DatabaseBusy:
-            if req.kind != Command.KILL:
-                raise DatabaseBusy(
-                    "rollbot's database is locked by another process; nothing was done."
-                    " Try again in a few seconds (/kill works meanwhile)."
-                ) from None
-            return False  # a /kill never waits on the lock: its incident's dedupe key catches it
-        return cur.rowcount == 0
+        kill = req.kind == Command.KILL
+        row = (f"{req.kind}:{key}", iso(self.rb.clock.now()))
+        # SQLite waits for a lock with the event loop stopped, every other request's ack with
+        # it: this write waits in short tries with the loop free between them, until RECORD_BY_S
+        # (another host's writes hold the lock for moments at a time)
+        deadline = time.monotonic() + RECORD_BY_S
+        while True:
+            try:
+                with self.rb.db.patience(HOLD_FIRST_WAIT_MS if kill else RECORD_TRY_MS):
+                    cur = self.rb.db.execute(
+                        "INSERT INTO deliveries (key, at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                        row,
+                    )
+                return cur.rowcount == 0
+            except DatabaseBusy:
+                if kill:  # a /kill never waits on the lock: its incident's dedupe key catches it
+                    return False
+                if time.monotonic() >= deadline:
+                    raise DatabaseBusy(
+                        "rollbot's database is locked by another process; nothing was done."
+                        " Try again in a few seconds (/kill works meanwhile)."
+                    ) from None
+            await asyncio.sleep(RECORD_TRY_MS / 1000)
 
     def require(self, req: Req, roles: list[str], what: str) -> None:
         allowed = self.rb.settings.slack.allowed_channels
@@ -290,7 +299,7 @@ class SlackBot:
         self, kind: str, handler: Handler, *, ack_first: bool = True
     ) -> Callable[..., Awaitable[None]]:
         async def listen(
-            ack: Any, body: dict[str, Any], respond: Any, client: AsyncWebClient, request: Any
+            ack: Any, body: dict[str, Any], respond: Any, client: AsyncWebClient
         ) -> None:
             user_id, user_name = _user(body)
             text = body.get("text") or ""
@@ -321,7 +330,7 @@ class SlackBot:
                 await self.acks.after_acks(wait_s)  # the rest of a burst is acked first
 
             req.ack = timed_ack
-            task = asyncio.create_task(self._serve(kind, handler, req, request, ack_first))
+            task = asyncio.create_task(self._serve(kind, handler, req, ack_first))
             for running in (self.tasks, self.handling):
                 running.add(task)
                 task.add_done_callback(running.discard)
@@ -337,12 +346,10 @@ class SlackBot:
 
         return listen
 
-    async def _serve(
-        self, kind: str, handler: Handler, req: Req, request: Any, ack_first: bool
-    ) -> None:
+    async def _serve(self, kind: str, handler: Handler, req: Req, ack_first: bool) -> None:
         outcome = "ok"
         try:
-            if self.is_retry(req, dict(request.headers)):
+            if await self.is_retry(req):
                 outcome = "duplicate"
                 await req.ack_now()
                 return
