@@ -231,6 +231,7 @@ async def run(sizes: Sizes, workdir: Path) -> list[Figure]:
         rb.gates.arm(BENCH, "bench: live, so ACTIVE answers OK")
         rb.killswitch.trigger("strategy:elsewhere", "bench: one unrelated hold", BENCH)
         active = _inprocess(rb, calls)
+        watched = rb.killswitch.guard.watched
         cpu = _cpu_per_call(rb, calls)
         after = _after_change(rb, other, 2000 if full else 20)
         floor = _floor(rb, calls)
@@ -267,7 +268,8 @@ async def run(sizes: Sizes, workdir: Path) -> list[Figure]:
             target=20,
             target_text="p99 <= 20 us",
             bound=floor_p99,
-            note=f"floor: one PRAGMA data_version, p99 {floor_p99:.1f} us; load {load:.1f}",
+            note=f"floor: one PRAGMA data_version, p99 {floor_p99:.1f} us; files watched by"
+            f" the kernel: {'yes' if watched else 'no, stat per check'}; load {load:.1f}",
         ),
         Figure(
             key="guard_inprocess_cpu",

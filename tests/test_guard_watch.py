@@ -36,8 +36,8 @@ def guarded(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Rollbot:
     _gates(settings).arm(ALICE, "live")
     rb = Rollbot.open(settings)
     assert _code(rb) == "OK"
-    assert rb.killswitch.guard.state_cache._moves.watching
-    assert rb.killswitch.guard.gate_cache._edits.watching
+    assert rb.killswitch.guard.state_cache.moves.watching
+    assert rb.killswitch.guard.gate_cache.edits.watching
     return rb
 
 
@@ -112,7 +112,7 @@ def test_gate_files_made_after_the_guard_started_are_watched_once_they_exist(
     assert _code(rb) == "LIVE_GATES_DISABLED"  # no gate files yet: live trading is off
     _gates(settings).arm(ALICE, "live")
     assert _code(rb) == "OK"
-    assert rb.killswitch.guard.gate_cache._edits.watching
+    assert rb.killswitch.guard.gate_cache.edits.watching
     _gates(settings).disable(ALICE, "shadow")
     assert _code(rb) == "LIVE_GATES_DISABLED"
 
@@ -136,7 +136,7 @@ def test_gate_files_reached_through_a_symbolic_link_are_stat_ed_every_time(
     _gates(settings).arm(ALICE, "live")
     rb = Rollbot.open(settings)
     assert _code(rb) == "OK"
-    assert not rb.killswitch.guard.gate_cache._edits.watching
+    assert not rb.killswitch.guard.gate_cache.edits.watching
     text = (real / "live_environment.toml").read_text("utf-8")
     (real / "live_environment.toml").write_text(text.replace("= true", "= false"), "utf-8")
     assert _code(rb) == "LIVE_GATES_DISABLED"
@@ -149,10 +149,10 @@ def test_a_short_lived_reader_takes_no_inotify_instance(settings: Settings) -> N
     rb = Rollbot.open(settings)
     for _ in range(file_watch.WATCH_AFTER):
         assert _code(rb) == "OK"
-    assert not rb.killswitch.guard.gate_cache._edits.watching
+    assert not rb.killswitch.guard.gate_cache.edits.watching
     for _ in range(3):
         assert _code(rb) == "OK"
-    assert rb.killswitch.guard.gate_cache._edits.watching
+    assert rb.killswitch.guard.gate_cache.edits.watching
 
 
 def test_a_process_forked_after_the_guard_started_sees_changes_and_so_does_its_parent(

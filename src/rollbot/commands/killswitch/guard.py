@@ -88,8 +88,8 @@ class StateCache:
         self._path = os.fspath(db.path)
         # moved away or replaced? asked of the kernel, stat()ed only when it says so
         sqlite = db.dialect == "sqlite" and db.inode is not None
-        self._moves = FileWatch([db.path] if sqlite else [])
-        self._moves_seen = -1
+        self.moves = FileWatch([db.path] if sqlite else [])
+        self.moves_seen = -1
         self._version: Any = None
         self._changes = -1
         self.states: dict[str, TradingState] = {}
@@ -100,14 +100,14 @@ class StateCache:
 
     def current(self) -> dict[str, TradingState]:
         db = self.db
-        moves = self._moves.generation()
-        if moves != self._moves_seen:
+        moves = self.moves.generation()
+        if moves != self.moves_seen:
             try:
                 if db.inode is not None and os.stat(self._path).st_ino != db.inode:
                     raise StateUnavailable(f"database {db.path} was moved away or replaced")
             except FileNotFoundError:
                 raise StateUnavailable(f"database {db.path} no longer exists") from None
-            self._moves_seen = moves
+            self.moves_seen = moves
         if db.dialect != "sqlite":  # no cheap "did anyone commit" counter: read them again
             return self._reread(db.query(HELD_SCOPES_SQL), None, -1)
         conn = db.conn
@@ -141,19 +141,19 @@ class GateCache:
         self._open = False
         # edited in place or renamed over (the gates agent's are rows: read a few times a second)
         files = [gates.live_path, gates.shadow_path] if isinstance(gates, Gates) else []
-        self._edits = FileWatch(files, content=True)
-        self._edits_seen = -1
+        self.edits = FileWatch(files, content=True)
+        self.edits_seen = -1
 
     def live_allowed(self) -> bool:
         if self.gates is None:
             return True
-        edits = self._edits.generation()
-        if edits != self._edits_seen:
+        edits = self.edits.generation()
+        if edits != self.edits_seen:
             key = self.gates.cache_key()
             if key != self._key:
                 self._open = self.gates.read().live_allowed
                 self._key = key
-            self._edits_seen = edits
+            self.edits_seen = edits
         return self._open
 
 
@@ -182,6 +182,11 @@ class Guard:
         self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     # -- the decision -----------------------------------------------------------------------
+    @property
+    def watched(self) -> bool:
+        """Whether the kernel tells this guard of file changes (else it stats per check)."""
+        return self.state_cache.moves.watching and self.gate_cache.edits.watching
+
     def check(
         self,
         venue: str,
