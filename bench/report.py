@@ -43,6 +43,13 @@ Profiled with py-spy (the `rollbot serve` process) and pyinstrument (in-process 
   CPU per request (aiohttp, the signature,
   bolt, two SQLite write transactions per /kill, the escalation hook after the ack) plus bolt's
   10 ms ack poll, one per pending request.
+  *Acks first (issue 18, this session).* A slow-callback log in the bot showed the burst's later
+  acks waiting behind work its earlier requests had started: response_url posts, the courier's
+  thread messages, each kill's run, the clock's jobs. bolt now answers at the ack
+  (process_before_response; `listen` returns when the handler acks and the handler runs on as a
+  task), and that work waits while requests still wait for their ack (bot/slack/acks_first.py;
+  a kill's run at most 0.1 s). Quiet machine, 10 bursts of 50: median 95-104 -> 44-49 ms, p99
+  126-146 -> 64-87 ms; bot CPU per burst 105 -> 50 ms. What is left is the requests' own work.
 - **Kill latency.** The guard refuses as soon as the hold is stored, before the ack. Cancelling
   is one global-cancel message per venue (like IB's reqGlobalCancel), sent to the three venues
   at once: an account read and the cancel, two 25 ms round trips, plus one SQLite transaction
@@ -96,6 +103,12 @@ Profiled with py-spy (the `rollbot serve` process) and pyinstrument (in-process 
   are made inline. callgrind, one ACTIVE check: 59,300 -> 49,000 instructions. In-process p99
   on the shared machine (load 5-13): 23-165 us before, 19-33 us after; the target needs a
   quieter machine or fewer system calls (each is what makes a change seen at once).
+  *Fewer system calls (this session):* the three stat() calls are now one ioctl per file set
+  (rollbot/file_watch.py): the kernel's inotify queue says whether anything along the paths
+  changed, queued in the very call that changed it, so the answer is as fresh as a stat.
+  Quiet machine: median 10-16 -> 5.5-6 us, p99 27-30 -> 11-15 us (ACTIVE). What is left is the
+  `PRAGMA data_version` (2.5-4.5 us here, more with a long WAL) and the decision; after 2,000
+  changes by another connection (the HALTED row runs then) a check takes 7.5-9.8 us median.
   The guard *service* spent 55 ms of CPU per second on its state watch whether or not anybody
   streamed (asyncio.wait_for every 10 ms: a task, a timer, a cancellation), each look up to
   0.5 ms in front of the checks; it now looks only while an event stream is open. Server CPU
