@@ -99,3 +99,8 @@ async def click(slack: FakeSlack, channel: str, action_id: str, user_id: str) ->
             action_id, button["value"], user_id=user_id, channel_id=channel, message_ts=ts
         )
     )
+
+
+def events_url(server: Server) -> str:
+    """Where `serve --http` takes Slack's signed requests."""
+    return f"http://127.0.0.1:{server.bound_port}/slack/events"

@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running
+from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, events_url, running
 from fakes.slack import FakeSlack
 
 from rollbot.bot.slack import app as slack_app
@@ -51,7 +51,7 @@ async def test_while_another_process_holds_the_database_requests_are_acked_withi
     a /kill at the same moment is acked at once."""
     settings = bot_settings(tmp_path)
     async with running(slack, settings, http=True) as server:
-        url = f"http://127.0.0.1:{server.bound_port}/slack/events"
+        url = events_url(server)
         with write_lock(settings.database):
             positions, kill = await asyncio.gather(
                 slack.http_slash_command(url, "/positions", user_id=OPERATOR, channel_id=OPS),
@@ -74,7 +74,7 @@ async def test_a_lock_held_for_moments_delays_a_click_and_loses_nothing(
     request waits them out (in tries) instead of being refused."""
     settings = bot_settings(tmp_path)
     async with running(slack, settings, http=True) as server:
-        url = f"http://127.0.0.1:{server.bound_port}/slack/events"
+        url = events_url(server)
 
         async def lock_briefly() -> None:
             with write_lock(settings.database):
@@ -104,7 +104,7 @@ async def test_an_answer_not_ready_in_time_is_acked_as_still_working_and_follows
             await req.ack_now(text="the slow answer")
 
         bot.bolt.command("/slow")(bot.listener("/slow", slow, ack_first=False))
-        url = f"http://127.0.0.1:{server.bound_port}/slack/events"
+        url = events_url(server)
         ack = await slack.http_slash_command(url, "/slow", user_id=OPERATOR, channel_id=OPS)
         assert ack.status == 200 and ack.latency < 0.5
         assert "Still working on it" in ack.response_text

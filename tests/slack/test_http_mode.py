@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
-from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running, secrets_for
+from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, events_url, running, secrets_for
 from fakes.slack import FakeSlack
 from pydantic import SecretStr
 
@@ -19,10 +19,6 @@ from rollbot.config import Secrets
 from rollbot.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def events_url(server: Server) -> str:
-    return f"http://127.0.0.1:{server.bound_port}/slack/events"
 
 
 async def test_signed_kill_over_http_halts_and_bad_or_stale_signatures_get_401(
