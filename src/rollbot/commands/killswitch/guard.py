@@ -1,8 +1,9 @@
 """The pre-trade guard a trading system calls before every order, in-process (`check_order`) or
 over the guard service. Fails closed; fast enough for every order.
 
-Speed without staleness: the holds are re-read only when SQLite's `PRAGMA data_version` (a
-commit by any other connection) or this connection's own change count moved, and the gates files
+Speed without staleness: the holds are re-read only when a commit happened (the wal-index
+header's bytes moved, storage/wal_index.py; SQLite's `PRAGMA data_version` where that header
+cannot be read) or this connection's own change count moved, and the gates files
 are re-parsed only when their stat (inode, size, mtime, ctime) changed; rollbot writes them by
 rename, so every write it makes is a new inode. The database file is stat-ed on every call too:
 moved away or replaced, the answer is STATE_UNAVAILABLE, never the old file's.
@@ -37,6 +38,7 @@ from rollbot.errors import StateUnavailable
 from rollbot.file_watch import FileWatch
 from rollbot.storage.db import Database
 from rollbot.storage.reservations import Reservations
+from rollbot.storage.wal_index import WalIndexHead
 
 if TYPE_CHECKING:
     import asyncio  # imported where used: a kill stores its hold before asyncio loads
@@ -89,6 +91,8 @@ class StateCache:
         # moved away or replaced? asked of the kernel, stat()ed only when it says so
         sqlite = db.dialect == "sqlite" and db.inode is not None
         self.moves = FileWatch([db.path] if sqlite else [])
+        # "committed since?" from the wal-index header's bytes (storage/wal_index.py)
+        self.head = WalIndexHead(db.path) if sqlite else None
         self.moves_seen = -1
         self._version: Any = None
         self._changes = -1
@@ -108,10 +112,11 @@ class StateCache:
             except FileNotFoundError:
                 raise StateUnavailable(f"database {db.path} no longer exists") from None
             self.moves_seen = moves
-        if db.dialect != "sqlite":  # no cheap "did anyone commit" counter: read them again
+        if self.head is None:  # no cheap "did anyone commit" counter: read them again
             return self._reread(db.query(HELD_SCOPES_SQL), None, -1)
         conn = db.conn
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        # read before the holds are: a commit after this read moves it for the next check
+        version = self.head.read() or conn.execute("PRAGMA data_version").fetchone()[0]
         changes = conn.total_changes
         if version != self._version or changes != self._changes:
             self._reread(conn.execute(HELD_SCOPES_SQL).fetchall(), version, changes)
