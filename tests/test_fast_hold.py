@@ -29,6 +29,7 @@ from rollbot.commands.killswitch.fast_hold import (
 from rollbot.commands.rollback.held_incident import store_held_incident
 from rollbot.config import DatabaseConfig, PaperVenueConfig, Settings
 from rollbot.errors import BadInput
+from rollbot.storage import libpq
 from rollbot.storage.audit import verify
 from rollbot.storage.events import Actor
 
@@ -198,10 +199,11 @@ def test_the_fast_hold_imports_no_pydantic() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
-    # on PostgreSQL: psycopg (which loads asyncio for its async half), still no pydantic or typer
-    code = "import sys, rollbot.commands.killswitch.fast_hold, rollbot.storage.postgres, psycopg"
-    code += "; print(sorted(m for m in sys.modules if m.split('.')[0] in"
-    code += " ('pydantic', 'pydantic_core', 'typer', 'rollbot.config')))"
+    # on PostgreSQL: libpq itself, not psycopg (its import alone was 130-160 ms)
+    code = "import sys, rollbot.commands.killswitch.fast_hold, rollbot.storage.libpq as l"
+    code += "; assert l.load() is not None; print(sorted(m for m in sys.modules if m.split('.')[0]"
+    code += " in ('pydantic', 'pydantic_core', 'typer', 'psycopg', 'asyncio', 'rollbot.config')"
+    code += " or m == 'rollbot.storage.postgres'))"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
@@ -251,6 +253,7 @@ def pg_rows(db: Any) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+@pytest.mark.parametrize("client", ["libpq", "psycopg"])
 @pytest.mark.parametrize(("reason", "scope"), [("runaway algo", None), ("a venue", "p2")])
 def test_the_fast_hold_on_postgresql_writes_exactly_the_rows_the_full_path_writes(
     settings: Settings,
@@ -259,7 +262,13 @@ def test_the_fast_hold_on_postgresql_writes_exactly_the_rows_the_full_path_write
     pg_server: Any,
     reason: str,
     scope: str | None,
+    client: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Through libpq itself (the break-glass path) and, where libpq cannot be loaded, through
+    psycopg: the same rows as the full path either way."""
+    if client == "psycopg":
+        monkeypatch.setattr(libpq, "load", lambda: None)
     me = pwd.getpwuid(os.getuid()).pw_name
     base = settings.model_copy(
         update={
@@ -323,3 +332,16 @@ def test_the_fast_hold_on_postgresql_waits_no_longer_than_its_bound_for_another_
     other.close()
     empty = pg_server.new_database(migrated=False)  # no schema: left to the full path
     assert store_kill_hold(KillConfig(url=empty), "x", None) is None
+
+
+def test_a_postgresql_it_cannot_reach_or_that_refuses_is_left_to_the_full_path(
+    pg_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing stored, nothing raised: the full path then says what is wrong, by name."""
+    url = pg_server.new_database()
+    nowhere = url.split("?")[0] + f"?host={tmp_path}"  # no server listens there
+    assert store_kill_hold(KillConfig(url=nowhere), "x", None) is None
+    no_role = url.replace("rollbot@", "nobody_here@")
+    assert store_kill_hold(KillConfig(url=no_role), "x", None) is None
+    monkeypatch.setenv("ROLLBOT_DATABASE_PASSWORD", "wrong but unused over trust")
+    assert store_kill_hold(KillConfig(url=url), "x", None) == "INC-0001"

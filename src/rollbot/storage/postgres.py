@@ -26,18 +26,17 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from rollbot.errors import DatabaseBusy, StateUnavailable, StorageError
+from rollbot.storage.pg_common import (
+    CONNECT_TIMEOUT_S,
+    INDEXED_BY,
+    INSERT_INTO,
+    PASSWORD_ENV,
+    RETURNING,
+    TOKENS,
+    Result,
+    begin_write,
+)
 from rollbot.storage.pg_migrations import PG_MIGRATIONS
-
-# pg_advisory_xact_lock's key for "a rollbot write is in progress" (b"rollbot\0" as an int64):
-# advisory locks are per database, so two rollbot databases on one server never share it
-WRITE_LOCK = 0x726F6C6C626F7400
-PASSWORD_ENV = "ROLLBOT_DATABASE_PASSWORD"
-CONNECT_TIMEOUT_S = 5
-
-_TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|\?|%|:[A-Za-z_]\w*""")
-_INDEXED_BY = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.IGNORECASE)
-_INSERT_INTO = re.compile(r"^\s*INSERT\s+(?:OR\s+\w+\s+)?INTO\s+(\w+)", re.IGNORECASE)
-_RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
 
 
 @lru_cache(maxsize=2048)
@@ -55,7 +54,7 @@ def translate(sql: str, named: bool = False) -> str:
             return f"%({text[1:]})s" if named else text
         return text.replace("%", "%%")  # psycopg reads % inside quotes too
 
-    return _TOKENS.sub(token, _INDEXED_BY.sub("", sql))
+    return TOKENS.sub(token, INDEXED_BY.sub("", sql))
 
 
 def redact(url: str) -> str:
@@ -68,47 +67,6 @@ def redact(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-class Result:
-    """What a statement returned, read at once: `rowcount`, `lastrowid` (the id an INSERT gave
-    its row, as sqlite3's cursor has it), and the rows, if any."""
-
-    def __init__(self, rowcount: int, rows: list[dict[str, Any]], lastrowid: int | None) -> None:
-        self.rowcount = rowcount
-        self.lastrowid = lastrowid
-        self._rows = rows
-        self._next = 0
-
-    def fetchone(self) -> Any:
-        if self._next >= len(self._rows):
-            return None
-        row = self._rows[self._next]
-        self._next += 1
-        return _Row(row)
-
-    def fetchall(self) -> list[Any]:
-        rows = [_Row(r) for r in self._rows[self._next :]]
-        self._next = len(self._rows)
-        return rows
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.fetchall())
-
-
-class _Row(dict):  # type: ignore[type-arg]
-    """A row both ways, like sqlite3.Row: row["id"] and row[0]; unpacks as a tuple."""
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, int):
-            return list(self.values())[key]
-        return super().__getitem__(key)
-
-    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        return iter(list(self.values()))
-
-    def keys(self) -> Any:
-        return super().keys()
 
 
 def _explain(where: str, exc: Exception) -> StorageError:
@@ -293,11 +251,7 @@ class PostgresDatabase:
                 return
             self._ensure_connected()
             try:
-                # one round trip: a kill pays it once before its first row
-                self.conn.execute(
-                    f"BEGIN; SET LOCAL lock_timeout = {max(1, int(self.busy_timeout_ms))};"
-                    f" SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-                )
+                self.conn.execute(begin_write(self.busy_timeout_ms))
             except psycopg.Error as exc:
                 self._rollback()
                 raise _explain(self.path, exc) from None
@@ -340,14 +294,14 @@ class PostgresDatabase:
         named = isinstance(params, dict)
         text = translate(sql, named)
         table = None
-        m = _INSERT_INTO.match(sql)
-        if m and m.group(1).lower() in self._identity and not _RETURNING.search(sql):
+        m = INSERT_INTO.match(sql)
+        if m and m.group(1).lower() in self._identity and not RETURNING.search(sql):
             table = m.group(1)
             text += " RETURNING id"  # sqlite3's lastrowid, which PostgreSQL has not
         cur = self.conn.execute(text, params if named else tuple(params))
         rows = cur.fetchall() if cur.description is not None else []
         lastrowid = None
-        if rows and "id" in rows[-1] and (table or _RETURNING.search(sql)):
+        if rows and "id" in rows[-1] and (table or RETURNING.search(sql)):
             lastrowid = rows[-1]["id"]
         if table:
             rows = []  # the caller asked for no rows: the id is its lastrowid only

@@ -12,6 +12,7 @@ a database that is missing or not at the current schema version — it leaves to
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import tomllib
@@ -160,8 +161,44 @@ class _LeaveIt(Exception):
 
 
 def _store_on_postgresql(config: KillConfig, reason: str, scope: str, state: str) -> str | None:
-    """The same rows through storage/postgres.py (pydantic-free as this module): a reader's
-    open (never creating or migrating), the writers' lock waited for HOLD_WAIT_MS at most."""
+    """The same rows, through libpq itself (storage/libpq.py: psycopg's import alone was most
+    of the 150 ms), or storage/postgres.py where libpq cannot be loaded; the writers' lock is
+    waited for HOLD_WAIT_MS at most."""
+    from rollbot.storage import libpq
+    from rollbot.storage.pg_common import begin_write
+    from rollbot.storage.pg_migrations import PG_MIGRATIONS
+
+    assert config.url is not None
+    try:
+        conn = libpq.connect(config.url)
+    except libpq.LibpqError:
+        return None  # unreachable, refused: the full path says what is wrong
+    if conn is None:
+        return _store_through_psycopg(config, reason, scope, state)
+    try:
+        try:
+            (version,) = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        except libpq.LibpqError:
+            return None  # no schema: the full path says so
+        if version != len(PG_MIGRATIONS):
+            return None  # the full path migrates first
+        conn.identity_tables = {"holds"}  # the hold's id goes into its event
+        try:
+            conn.script(begin_write(HOLD_WAIT_MS))
+            incident_id = _write(conn, config, reason, scope, state)  # type: ignore[arg-type]
+            conn.script("COMMIT" if incident_id is not None else "ROLLBACK")
+        except libpq.LibpqError as exc:
+            with contextlib.suppress(libpq.LibpqError):
+                conn.script("ROLLBACK")
+            return HELD_ELSEWHERE if exc.sqlstate in libpq.BUSY_SQLSTATES else None
+        return incident_id
+    finally:
+        conn.close()
+
+
+def _store_through_psycopg(config: KillConfig, reason: str, scope: str, state: str) -> str | None:
+    """storage/postgres.py (pydantic-free as this module): a reader's open (never creating or
+    migrating)."""
     from rollbot.errors import DatabaseBusy, StorageError
     from rollbot.storage.pg_migrations import PG_MIGRATIONS
     from rollbot.storage.postgres import PostgresDatabase
