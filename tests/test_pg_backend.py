@@ -19,6 +19,7 @@ from pg_server import BOTH, PgServer
 from rollbot.clock import ManualClock
 from rollbot.config import DatabaseConfig
 from rollbot.errors import DatabaseBusy, StateUnavailable, StorageError
+from rollbot.storage.audit import verify
 from rollbot.storage.backends import open_database
 from rollbot.storage.events import Actor, EventLog
 from rollbot.storage.migrations import MIGRATIONS
@@ -98,6 +99,35 @@ def test_a_failed_transaction_writes_nothing_and_nested_writes_join_it(connect: 
     assert [e.kind for e in log.list()] == ["FIRST", "SECOND"]
 
 
+def test_events_in_one_transaction_chain_on_and_a_rolled_back_one_leaves_no_link(
+    connect: Any,
+) -> None:
+    """A second event in a transaction links on from the first without reading it back; a
+    transaction rolled back takes its links with it, so the next event links to the last
+    stored one (audit verify finds every link)."""
+    db = connect()
+    log = EventLog(db, ManualClock())
+    with db.write():
+        for kind in ("A", "B", "C"):
+            log.append(kind, WHO)
+    with pytest.raises(RuntimeError), db.write():
+        log.append("GONE", WHO)
+        log.append("GONE TOO", WHO)
+        raise RuntimeError("crash before commit")
+    log.append("D", WHO)
+    with db.write():
+        log.append("E", WHO)
+    other = connect()  # another connection appends between this one's transactions
+    EventLog(other, ManualClock()).append("F", WHO)
+    with db.write():
+        log.append("G", WHO)
+        log.append("H", WHO)
+    verdict = verify(db)
+    assert verdict.intact, verdict.broken
+    assert [e.kind for e in log.list()] == list("ABCDEFGH")
+    assert verdict.head_seq == 8
+
+
 def test_an_insert_gives_its_id_and_a_conflict_gives_none(connect: Any) -> None:
     db = connect()
     sql = (
@@ -152,6 +182,41 @@ def test_concurrent_read_then_write_has_one_winner_each_time(connect: Any) -> No
         t.join()
     assert errors == []
     assert db.one("SELECT n FROM counter") == {"n": 200}
+
+
+def test_a_delivery_record_never_waits_behind_another_writers_transaction(
+    connect: Any, kind: str
+) -> None:
+    """A request's delivery record (is it a retry?) is one INSERT ... ON CONFLICT DO NOTHING:
+    on PostgreSQL it takes no writers' lock, so a click is recorded while another host's write
+    is in progress, and a second record of the same delivery is still refused."""
+    writer, clicks = connect(), connect()
+    sql = "INSERT INTO deliveries (key, at) VALUES (?, ?) ON CONFLICT DO NOTHING"
+    inside, release = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with writer.write():
+            writer.execute("INSERT INTO deliveries (key, at) VALUES ('other', 't')")
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert inside.wait(10)
+    try:
+        with clicks.patience(20):
+            if kind == "postgresql":
+                assert clicks.execute_alone(sql, ("click:1", "t")).rowcount == 1
+                assert clicks.execute_alone(sql, ("click:1", "t")).rowcount == 0
+            else:  # one write at a time on SQLite: the lock is waited for as by any write
+                with pytest.raises(DatabaseBusy):
+                    clicks.execute_alone(sql, ("click:1", "t"))
+    finally:
+        release.set()
+        thread.join()
+    assert clicks.execute_alone(sql, ("click:1", "t")).rowcount == (kind == "sqlite")
+    keys = [r["key"] for r in clicks.query("SELECT key FROM deliveries ORDER BY key")]
+    assert keys == ["click:1", "other"]
 
 
 def test_a_writer_past_its_patience_is_busy_and_writes_nothing(connect: Any) -> None:
@@ -220,7 +285,8 @@ WRITER = textwrap.dedent(
     from pathlib import Path
     from rollbot.clock import SystemClock
     from rollbot.config import DatabaseConfig
-    from rollbot.storage.backends import open_database
+    from rollbot.storage.audit import verify
+from rollbot.storage.backends import open_database
     from rollbot.storage.events import Actor, EventLog
 
     config = DatabaseConfig.model_validate_json(sys.argv[1])

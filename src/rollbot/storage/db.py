@@ -89,6 +89,8 @@ class Database:
         if self.inode is None:  # a reader (the guard) refuses once the file is moved away
             self.inode = _inode(self.path)
         self._depth = 0
+        # the chain's next (seq, prev_hash) once this transaction appended an event
+        self.next_link: tuple[int, str] | None = None
         self._lock = threading.RLock()
         self._migrate()
 
@@ -152,15 +154,18 @@ class Database:
             except sqlite3.Error as exc:
                 raise _explain(self.path, exc) from None
             self._depth = 1
+            self.next_link = None  # read afresh in each transaction (storage/events.py)
             try:
                 yield self.conn
             except BaseException as exc:
                 self._depth = 0
+                self.next_link = None
                 self._rollback()
                 if isinstance(exc, sqlite3.Error):
                     raise _explain(self.path, exc) from None
                 raise
             self._depth = 0
+            self.next_link = None
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -203,6 +208,13 @@ class Database:
                     return self.conn.execute(sql, params)
         except sqlite3.Error as exc:
             raise _explain(self.path, exc) from None
+
+    def execute_alone(
+        self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()
+    ) -> sqlite3.Cursor:
+        """One statement atomic by itself (an INSERT ... ON CONFLICT DO NOTHING): on SQLite,
+        as `execute` (a write is one lock either way); PostgreSQL spares it the writers' lock."""
+        return self.execute(sql, params)
 
     def close(self) -> None:
         self.conn.close()

@@ -116,10 +116,15 @@ class EventLog:
         host = actor.host or self.host
         text = dumps(payload)
         # the head is read in the write transaction that appends: writers are serialized
-        # (BEGIN IMMEDIATE; PostgreSQL's advisory lock), so no two events claim one link
+        # (BEGIN IMMEDIATE; PostgreSQL's advisory lock), so no two events claim one link; a
+        # second event in the same transaction links on from the first without reading it back
+        # (every event is appended here; the memo lives and dies with the transaction)
         with self.db.write():
-            head = self.db.one(HEAD_SQL)
-            seq, prev = next_link(None if head is None else (head["seq"], head["hash"]))
+            link = self.db.next_link
+            if link is None:
+                head = self.db.one(HEAD_SQL)
+                link = next_link(None if head is None else (head["seq"], head["hash"]))
+            seq, prev = link
             digest = event_hash(
                 seq, when, kind, actor.id, actor.source, host, scope, incident_id, reason,
                 text, prev,
@@ -129,6 +134,7 @@ class EventLog:
                 (when, kind, actor.id, actor.source, host, scope, incident_id, reason, text,
                  seq, prev, digest),
             )  # fmt: skip
+            self.db.next_link = (seq + 1, digest)
         return int(cur.lastrowid or 0)
 
     def list(

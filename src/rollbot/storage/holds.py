@@ -82,13 +82,14 @@ class Holds:
         actor: str,
         incident_id: str | None,
         now: datetime,
-    ) -> int:
-        cur = self.db.execute(
+    ) -> Hold:
+        """The new hold as stored (RETURNING: no second round trip to read it back)."""
+        row = self.db.execute(
             "INSERT INTO holds (scope, source, state, reason, actor, incident_id, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
             (scope, source, state, reason, actor, incident_id, iso(now), iso(now)),
-        )
-        return int(cur.lastrowid or 0)
+        ).fetchone()
+        return _hold(row)
 
     def set_state(self, hold_id: int, state: str, now: datetime) -> None:
         self.db.execute(

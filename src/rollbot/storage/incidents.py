@@ -70,18 +70,21 @@ class Incidents:
     ) -> tuple[Incident, bool]:
         """Open an incident; with a dedupe_key seen before, return that one (False: not new)."""
         with self.db.write():
-            if dedupe_key:
-                row = self.db.one("SELECT * FROM incidents WHERE dedupe_key = ?", (dedupe_key,))
-                if row:
-                    return _row(row), False
-            seq_row = self.db.one("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM incidents")
+            # one round trip: the incident this key opened before, and the next number
+            seq_row = self.db.one(
+                "SELECT COALESCE(MAX(seq), 0) + 1 AS n, (SELECT id FROM incidents"
+                " WHERE dedupe_key = ? LIMIT 1) AS seen FROM incidents",
+                (dedupe_key,),
+            )
+            if dedupe_key and seq_row and seq_row["seen"]:
+                return self.get(seq_row["seen"]), False
             seq = max(int(seq_row["n"]) if seq_row else 1, self.first_seq)
             incident_id = f"{self.prefix}-{seq:04d}"
             now = self.clock.now()
-            self.db.execute(
+            row = self.db.execute(
                 "INSERT INTO incidents (id, seq, opened_at, opened_by, source, kind, reason, scope,"
                 " trigger, trigger_value, trigger_threshold, dedupe_key)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
                 (
                     incident_id,
                     seq,
@@ -96,7 +99,7 @@ class Incidents:
                     trigger_threshold,
                     dedupe_key,
                 ),
-            )
+            ).fetchone()
             self.events.append(
                 "INCIDENT_OPENED",
                 actor,
@@ -110,7 +113,7 @@ class Incidents:
                     "trigger_threshold": trigger_threshold,
                 },
             )
-        return self.get(incident_id), True
+        return _row(row), True  # as stored (RETURNING: not read back)
 
     def get(self, incident_id: str) -> Incident:
         row = self.db.one("SELECT * FROM incidents WHERE id = ?", (incident_id,))

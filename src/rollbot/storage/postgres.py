@@ -57,6 +57,18 @@ def translate(sql: str, named: bool = False) -> str:
     return TOKENS.sub(token, INDEXED_BY.sub("", sql))
 
 
+@lru_cache(maxsize=2048)
+def _statement(sql: str, named: bool, identity: frozenset[str]) -> tuple[str, str | None, bool]:
+    """(PostgreSQL's text, the table whose new id it returns for lastrowid, whether the caller's
+    SQL has RETURNING itself): worked out once per statement, not per execution."""
+    text = translate(sql, named)
+    returning = bool(RETURNING.search(sql))
+    m = INSERT_INTO.match(sql)
+    if m and m.group(1).lower() in identity and not returning:
+        return text + " RETURNING id", m.group(1), False  # sqlite3's lastrowid, which PG lacks
+    return text, None, returning
+
+
 def redact(url: str) -> str:
     """The URL as messages may show it: never a password (config.py refuses one anyway)."""
     parts = urlsplit(url)
@@ -110,13 +122,15 @@ class PostgresDatabase:
         self._create = create
         self._lock = threading.RLock()
         self._depth = 0
-        self._identity: set[str] = set()
+        # the chain's next (seq, prev_hash) once this transaction appended an event
+        self.next_link: tuple[int, str] | None = None
+        self._identity: frozenset[str] = frozenset()
         self._closed = False
         self.conn = self._connect()
         if not create:
             self._require_schema()
         self._migrate()
-        self._identity = self._identity_tables()
+        self._identity = frozenset(self._identity_tables())
 
     # -- connection ------------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -256,15 +270,18 @@ class PostgresDatabase:
                 self._rollback()
                 raise _explain(self.path, exc) from None
             self._depth = 1
+            self.next_link = None  # read afresh in each transaction (storage/events.py)
             try:
                 yield _Connection(self)
             except BaseException as exc:
                 self._depth = 0
+                self.next_link = None
                 self._rollback()
                 if isinstance(exc, psycopg.Error):
                     raise _explain(self.path, exc) from None
                 raise
             self._depth = 0
+            self.next_link = None
             try:
                 self.conn.execute("COMMIT")
             except psycopg.Error as exc:
@@ -292,16 +309,11 @@ class PostgresDatabase:
     # -- statements ------------------------------------------------------------------------------
     def _run(self, sql: str, params: tuple[Any, ...] | dict[str, Any] | list[Any]) -> Result:
         named = isinstance(params, dict)
-        text = translate(sql, named)
-        table = None
-        m = INSERT_INTO.match(sql)
-        if m and m.group(1).lower() in self._identity and not RETURNING.search(sql):
-            table = m.group(1)
-            text += " RETURNING id"  # sqlite3's lastrowid, which PostgreSQL has not
+        text, table, returning = _statement(sql, named, self._identity)
         cur = self.conn.execute(text, params if named else tuple(params))
-        rows = cur.fetchall() if cur.description is not None else []
+        rows = cur.fetchall() if cur.rownumber is not None else []
         lastrowid = None
-        if rows and "id" in rows[-1] and (table or RETURNING.search(sql)):
+        if rows and "id" in rows[-1] and (table or returning):
             lastrowid = rows[-1]["id"]
         if table:
             rows = []  # the caller asked for no rows: the id is its lastrowid only
@@ -317,7 +329,7 @@ class PostgresDatabase:
                 if not self._depth:
                     self._ensure_connected()
                 cur = self.conn.execute(translate(sql, isinstance(params, dict)), params)
-                return cur.fetchall() if cur.description is not None else []
+                return cur.fetchall() if cur.rownumber is not None else []
         except psycopg.Error as exc:
             raise _explain(self.path, exc) from None
 
@@ -335,6 +347,22 @@ class PostgresDatabase:
                     return self._run(sql, params)
                 with self.write():
                     return self._run(sql, params)
+        except psycopg.Error as exc:
+            raise _explain(self.path, exc) from None
+
+    def execute_alone(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> Result:
+        """One statement atomic by itself (an INSERT ... ON CONFLICT DO NOTHING, which the
+        unique key makes one winner of): outside a write, its own implicit transaction without
+        the writers' lock, one round trip where a write takes three, and no wait behind
+        another writer's transaction (a burst's delivery records, before each ack). Inside a
+        write, part of it."""
+        import psycopg
+
+        try:
+            with self._lock:
+                if not self._depth:
+                    self._ensure_connected()
+                return self._run(sql, params)
         except psycopg.Error as exc:
             raise _explain(self.path, exc) from None
 

@@ -242,7 +242,7 @@ class SlackBot:
         while True:
             try:
                 with self.rb.db.patience(HOLD_FIRST_WAIT_MS if kill else RECORD_TRY_MS):
-                    cur = self.rb.db.execute(
+                    cur = self.rb.db.execute_alone(
                         "INSERT INTO deliveries (key, at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                         row,
                     )

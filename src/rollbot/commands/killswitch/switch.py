@@ -86,18 +86,16 @@ class KillSwitch:
                         data={"hold_id": existing.id, "source": source, "state": existing.state},
                     )
                 return self._get(existing.id), False
-            hold_id = self.holds.insert(
-                scope, source, state.value, reason, actor.id, incident_id, now
-            )
+            hold = self.holds.insert(scope, source, state.value, reason, actor.id, incident_id, now)
             self.events.append(
                 "HOLD_SET",
                 actor,
                 reason=reason,
                 scope=scope,
                 incident_id=incident_id,
-                data={"hold_id": hold_id, "source": source, "state": state.value},
+                data={"hold_id": hold.id, "source": source, "state": state.value},
             )
-        return self._get(hold_id), True
+        return hold, True
 
     def _get(self, hold_id: int) -> Hold:
         [hold] = self.holds.by_ids([hold_id])  # one row: each kill adds a hold to the scope
