@@ -172,3 +172,21 @@ def test_sqlites_locks_on_the_wal_index_outlive_every_guard_that_read_it(
         assert (held, int(pid)) == ("True", os.getpid()), "SQLite's shared lock is still held"
     finally:
         rb.db.close()
+
+
+def test_a_process_guarding_many_databases_keeps_a_bounded_number_of_descriptors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The descriptors are never closed (SQLite's locks), so they are capped: past the cap a
+    database is guarded through `PRAGMA data_version`, still never stale."""
+    monkeypatch.setattr(wal_index, "_DESCRIPTORS", {})
+    monkeypatch.setattr(wal_index, "_EXTRA", [])
+    monkeypatch.setattr(wal_index, "MAX_DESCRIPTORS", 2)
+    monkeypatch.setattr(wal_index, "_mapped_here", lambda dev, inode: True)
+    heads = []
+    for i in range(4):
+        db = tmp_path / f"d{i}.db"
+        Path(str(db) + "-shm").write_bytes(_header() * 2 + bytes(40))
+        heads.append(WalIndexHead(db))
+    assert [h.read() is not None for h in heads] == [True, True, False, False]
+    assert len(wal_index._DESCRIPTORS) == 2

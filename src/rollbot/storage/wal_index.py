@@ -97,6 +97,9 @@ class WalIndexHead:
 _DESCRIPTORS: dict[tuple[int, int], int] = {}  # (device, inode) -> a descriptor, never closed
 _EXTRA: list[int] = []  # a second descriptor of a file, opened in a race: kept, never closed
 _LOCK = threading.Lock()
+# never closed, so never more than this many: a process guarding more databases than that (a
+# test run opening thousands) asks SQLite's `PRAGMA data_version` for the others
+MAX_DESCRIPTORS = 64
 
 
 def _descriptor(path: Path) -> int:
@@ -107,6 +110,8 @@ def _descriptor(path: Path) -> int:
             known = _DESCRIPTORS.get((st.st_dev, st.st_ino))
             if known is not None:
                 return known
+            if len(_DESCRIPTORS) + len(_EXTRA) >= MAX_DESCRIPTORS:
+                return -1
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return -1
