@@ -115,6 +115,25 @@ Profiled with py-spy (the `rollbot serve` process) and pyinstrument (in-process 
   per check at 5,000/s: 55-75 -> 46-50 us (the bare asyncio floor: 12-25 us). Its p99 on the
   loaded machine was 6-26 ms for both, and for the bare floor server too (2-24 ms): the machine,
   not the service, decided those runs.
+  *No SQL per check (next session):* what moves on every commit is SQLite's wal-index header,
+  the first 96 bytes of the `-shm` file, and a commit is visible to readers only once that is
+  written; the guard reads it with one pread(2) (~0.5 us) and asks SQL only when it moved
+  (storage/wal_index.py). Median ~6 -> 3.7 us, p99 18-23 -> 7-10 us, and no longer growing with
+  the WAL (the HALTED row, measured after 2,000 commits by another connection, equals ACTIVE).
+- **The kill on PostgreSQL.** Each statement is a round trip to a server on the same two
+  cores: 120-220 us under a burst, of which psycopg's own Python is ~40 us of the bot's CPU.
+  *Before an ack* a burst of 50 ran 500 statements: per request a delivery record (BEGIN and
+  the writers' lock, INSERT, COMMIT) and per kill a hold transaction of 12. Now 300: the
+  delivery record is one INSERT ... ON CONFLICT DO NOTHING without the writers' lock (the unique
+  key picks the one winner), the hold and the incident come back from RETURNING, the dedupe
+  check and the next incident number are one query, and a transaction's second event links on
+  from its first without reading the chain's head again. Ack p99 167 -> 116 ms (target 100 ms:
+  still missed). What is left is the server's time per statement, which varies from burst to
+  burst by a factor of ~2 with its own background work (autovacuum, WAL) on the cores the bot
+  and the client share; fewer round trips would take batching the bursts' delivery records or
+  pipelining the hold's transaction. *Break glass:* `rollbot kill trigger` imported psycopg
+  (130-160 ms alone); it now stores the hold through libpq itself over ctypes (storage/libpq.py,
+  the libpq psycopg's binary wheel ships): exec to hold stored p99 303 -> 102 ms.
 
 ## Found while profiling (not changed by the benchmarks)
 

@@ -345,3 +345,27 @@ def test_a_postgresql_it_cannot_reach_or_that_refuses_is_left_to_the_full_path(
     assert store_kill_hold(KillConfig(url=no_role), "x", None) is None
     monkeypatch.setenv("ROLLBOT_DATABASE_PASSWORD", "wrong but unused over trust")
     assert store_kill_hold(KillConfig(url=url), "x", None) == "INC-0001"
+
+
+def test_the_fast_hold_stores_a_reason_in_any_database_encoding(pg_server: Any) -> None:
+    """libpq is told the text is UTF-8, so a database in another encoding stores the reason
+    as typed (psycopg's full path does the same), never mojibake."""
+    import os as _os
+
+    from rollbot.storage.postgres import PostgresDatabase
+
+    name = f"latin1_{_os.getpid()}"
+    pg_server.admin(
+        f"CREATE DATABASE {name} TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'"
+    )
+    url = pg_server.url(name)
+    PostgresDatabase(url).close()  # migrated
+    reason = "déjà vu: coût élevé"
+    assert store_kill_hold(KillConfig(url=url), reason, None) == "INC-0001"
+    db = PostgresDatabase(url)
+    try:
+        assert db.one("SELECT reason FROM holds") == {"reason": reason}
+        assert verify(db).intact
+    finally:
+        db.close()
+        pg_server.drop_database(url)

@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -190,3 +191,21 @@ def test_a_process_guarding_many_databases_keeps_a_bounded_number_of_descriptors
         heads.append(WalIndexHead(db))
     assert [h.read() is not None for h in heads] == [True, True, False, False]
     assert len(wal_index._DESCRIPTORS) == 2
+
+
+def test_a_header_that_cannot_be_used_is_looked_for_ever_more_rarely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look reads /proc/self/maps (a millisecond in a large process): a trading system whose
+    database's header cannot be used pays it at 1, 2, 4 ... 64 s intervals, not per check."""
+    now = [1000.0]
+    monkeypatch.setattr(wal_index, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    looks = []
+    monkeypatch.setattr(wal_index, "_mapped_here", lambda dev, inode: looks.append(now[0]))
+    db = tmp_path / "x.db"
+    Path(str(db) + "-shm").write_bytes(_header() * 2 + bytes(40))
+    head = WalIndexHead(db)
+    for _ in range(200):
+        assert head.read() is None
+        now[0] += 0.5
+    assert [t - 1000.0 for t in looks] == [0.0, 1.0, 3.0, 7.0, 15.0, 31.0, 63.0]

@@ -188,6 +188,7 @@ def connect(url: str) -> LibpqConnection | None:
         "dbname": url,  # expanded: the URL's own parameters count, as with psycopg
         "connect_timeout": str(CONNECT_TIMEOUT_S),
         "application_name": "rollbot",
+        "client_encoding": "UTF8",  # what execute() sends, whatever the database's own encoding
         "keepalives": "1",
         "keepalives_idle": "5",
         "keepalives_interval": "2",

@@ -38,7 +38,8 @@ HEADER = 96  # both copies of the wal-index header
 _VERSION = struct.Struct("=I")  # iVersion, first field of each copy
 WAL_INDEX_VERSION = 3007000
 _IS_INIT = 12  # offset of isInit in a copy
-RETRY_S = 1.0
+RETRY_S = 1.0  # after a failed look, the next one; doubled after each, up to RETRY_MAX_S
+RETRY_MAX_S = 64.0
 
 
 class WalIndexHead:
@@ -49,13 +50,17 @@ class WalIndexHead:
         self._fd = -1
         self.inode: int | None = None
         self._retry_at = 0.0
+        self._retry_s = RETRY_S
 
     def open(self) -> bool:
-        """Find the -shm of the database's path; False when it is not usable (then tried again
-        at most once a RETRY_S: the maps are a read of their own)."""
-        if time.monotonic() < self._retry_at:
+        """Find the -shm of the database's path; False when it is not usable. A look reads
+        /proc/self/maps (a millisecond in a large process), so after a failed one the next is
+        RETRY_S later, then twice that, up to RETRY_MAX_S: a check never pays it often."""
+        now = time.monotonic()
+        if now < self._retry_at:
             return False
-        self._retry_at = time.monotonic() + RETRY_S
+        self._retry_at = now + self._retry_s
+        self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
         fd = _descriptor(self.path)
         if fd < 0:
             return False
