@@ -369,3 +369,18 @@ def test_the_fast_hold_stores_a_reason_in_any_database_encoding(pg_server: Any) 
     finally:
         db.close()
         pg_server.drop_database(url)
+
+
+def test_a_reason_libpq_would_cut_short_is_left_to_the_full_path(pg_server: Any) -> None:
+    """A NUL would end a C string there: the hold is not stored with half its reason; the full
+    path says what is wrong, and nothing was written."""
+    from rollbot.storage.postgres import PostgresDatabase
+
+    url = pg_server.new_database()
+    assert store_kill_hold(KillConfig(url=url), "runaway\x00 algo", None) is None
+    db = PostgresDatabase(url)
+    try:
+        assert db.query("SELECT * FROM holds") == []
+        assert db.query("SELECT * FROM incidents") == []
+    finally:
+        db.close()

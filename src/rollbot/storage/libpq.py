@@ -60,40 +60,44 @@ def load() -> Any:
     for name in _candidates():
         try:
             lib = ctypes.CDLL(name)
-        except OSError:
+            _declare(lib)
+        except (OSError, AttributeError):  # not there, or a libpq without a function used here
             continue
-        p, c, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
-        lib.PQconnectdbParams.restype = p
-        lib.PQconnectdbParams.argtypes = [ctypes.POINTER(c), ctypes.POINTER(c), i]
-        lib.PQstatus.argtypes = [p]
-        lib.PQerrorMessage.restype = c
-        lib.PQerrorMessage.argtypes = [p]
-        lib.PQfinish.argtypes = [p]
-        lib.PQexec.restype = p
-        lib.PQexec.argtypes = [p, c]
-        lib.PQexecParams.restype = p
-        lib.PQexecParams.argtypes = [p, c, i, p, ctypes.POINTER(c), p, p, i]
-        lib.PQresultStatus.argtypes = [p]
-        lib.PQresultErrorMessage.restype = c
-        lib.PQresultErrorMessage.argtypes = [p]
-        lib.PQresultErrorField.restype = c
-        lib.PQresultErrorField.argtypes = [p, i]
-        lib.PQntuples.argtypes = [p]
-        lib.PQnfields.argtypes = [p]
-        lib.PQfname.restype = c
-        lib.PQfname.argtypes = [p, i]
-        lib.PQftype.restype = ctypes.c_uint
-        lib.PQftype.argtypes = [p, i]
-        lib.PQgetvalue.restype = c
-        lib.PQgetvalue.argtypes = [p, i, i]
-        lib.PQgetisnull.argtypes = [p, i, i]
-        lib.PQcmdTuples.restype = c
-        lib.PQcmdTuples.argtypes = [p]
-        lib.PQclear.argtypes = [p]
         _lib = lib
         return lib
     _lib = False
     return None
+
+
+def _declare(lib: Any) -> None:
+    p, c, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+    lib.PQconnectdbParams.restype = p
+    lib.PQconnectdbParams.argtypes = [ctypes.POINTER(c), ctypes.POINTER(c), i]
+    lib.PQstatus.argtypes = [p]
+    lib.PQerrorMessage.restype = c
+    lib.PQerrorMessage.argtypes = [p]
+    lib.PQfinish.argtypes = [p]
+    lib.PQexec.restype = p
+    lib.PQexec.argtypes = [p, c]
+    lib.PQexecParams.restype = p
+    lib.PQexecParams.argtypes = [p, c, i, p, ctypes.POINTER(c), p, p, i]
+    lib.PQresultStatus.argtypes = [p]
+    lib.PQresultErrorMessage.restype = c
+    lib.PQresultErrorMessage.argtypes = [p]
+    lib.PQresultErrorField.restype = c
+    lib.PQresultErrorField.argtypes = [p, i]
+    lib.PQntuples.argtypes = [p]
+    lib.PQnfields.argtypes = [p]
+    lib.PQfname.restype = c
+    lib.PQfname.argtypes = [p, i]
+    lib.PQftype.restype = ctypes.c_uint
+    lib.PQftype.argtypes = [p, i]
+    lib.PQgetvalue.restype = c
+    lib.PQgetvalue.argtypes = [p, i, i]
+    lib.PQgetisnull.argtypes = [p, i, i]
+    lib.PQcmdTuples.restype = c
+    lib.PQcmdTuples.argtypes = [p]
+    lib.PQclear.argtypes = [p]
 
 
 def positional(sql: str) -> str:
@@ -129,9 +133,10 @@ class LibpqConnection:
         returning = bool(m) and m.group(1).lower() in self.identity_tables  # type: ignore[union-attr]
         if returning and not RETURNING.search(sql):
             sql += " RETURNING id"
-        values = (ctypes.c_char_p * max(1, len(params)))(
-            *[None if v is None else str(v).encode() for v in params]
-        )
+        texts = [None if v is None else str(v).encode() for v in params]
+        if any(t is not None and b"\0" in t for t in texts):  # C strings would cut it there
+            raise LibpqError("a NUL character cannot be stored in PostgreSQL text")
+        values = (ctypes.c_char_p * max(1, len(params)))(*texts)
         res = self._lib.PQexecParams(
             self._conn, positional(sql).encode(), len(params), None, values, None, None, 0
         )
