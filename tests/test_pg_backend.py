@@ -286,7 +286,7 @@ WRITER = textwrap.dedent(
     from rollbot.clock import SystemClock
     from rollbot.config import DatabaseConfig
     from rollbot.storage.audit import verify
-from rollbot.storage.backends import open_database
+    from rollbot.storage.backends import open_database
     from rollbot.storage.events import Actor, EventLog
 
     config = DatabaseConfig.model_validate_json(sys.argv[1])

@@ -104,7 +104,7 @@ _EXTRA: list[int] = []  # a second descriptor of a file, opened in a race: kept,
 _LOCK = threading.Lock()
 # never closed, so never more than this many: a process guarding more databases than that (a
 # test run opening thousands) asks SQLite's `PRAGMA data_version` for the others
-MAX_DESCRIPTORS = 64
+MAX_DESCRIPTORS = 256
 
 
 def _descriptor(path: Path) -> int:
