@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from rollbot.errors import DatabaseBusy, StateUnavailable, StorageError
+from rollbot.storage.chain import HEAD_SQL, next_link
 from rollbot.storage.pg_common import (
     CONNECT_TIMEOUT_S,
     INDEXED_BY,
@@ -129,8 +130,10 @@ class PostgresDatabase:
         self.conn = self._connect()
         if not create:
             self._require_schema()
+        self._chained = False  # the head is read with each BEGIN once the schema has the chain
         self._migrate()
         self._identity = frozenset(self._identity_tables())
+        self._chained = len(self._migrations) >= len(PG_MIGRATIONS)
 
     # -- connection ------------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -265,12 +268,12 @@ class PostgresDatabase:
                 return
             self._ensure_connected()
             try:
-                self.conn.execute(begin_write(self.busy_timeout_ms))
+                link = self._begin()
             except psycopg.Error as exc:
                 self._rollback()
                 raise _explain(self.path, exc) from None
             self._depth = 1
-            self.next_link = None  # read afresh in each transaction (storage/events.py)
+            self.next_link = link  # storage/events.py links the transaction's events on from it
             try:
                 yield _Connection(self)
             except BaseException as exc:
@@ -292,6 +295,19 @@ class PostgresDatabase:
                     ) from None
                 self._rollback()
                 raise _explain(self.path, exc) from None
+
+    def _begin(self) -> tuple[int, str] | None:
+        """BEGIN and the writers' lock; once migrated, the chain's head too, in the same round
+        trip: nearly every write appends an event, and read apart it was one more round trip
+        per write (a burst of kills waits for each)."""
+        if not self._chained:  # migrating, or an older schema: no chain to read yet
+            self.conn.execute(begin_write(self.busy_timeout_ms))
+            return None
+        cur = self.conn.execute(f"{begin_write(self.busy_timeout_ms)}; {HEAD_SQL}")
+        while cur.nextset():  # to the last statement's rows: the head
+            pass
+        head = cur.fetchone()
+        return next_link(None if head is None else (head["seq"], head["hash"]))
 
     def _rollback(self) -> None:
         import psycopg
