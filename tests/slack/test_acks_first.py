@@ -12,6 +12,7 @@ from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, events_url, runni
 from fakes.slack import FakeSlack
 
 from rollbot.bot.slack import app as slack_app
+from rollbot.bot.slack import deliveries
 from rollbot.bot.slack.acks_first import AcksFirst
 
 
@@ -60,7 +61,7 @@ async def test_while_another_process_holds_the_database_requests_are_acked_withi
             assert kill.status == 200 and kill.latency < 1.0
             assert "locked by another process" in kill.response_text
             assert positions.status == 200
-            assert slack_app.RECORD_BY_S <= positions.latency < 3.0
+            assert deliveries.RECORD_BY_S <= positions.latency < 3.0
             assert "locked by another process; nothing was done" in positions.response_text
         again = await slack.http_slash_command(url, "/positions", user_id=OPERATOR, channel_id=OPS)
         assert again.status == 200 and "locked" not in again.response_text

@@ -209,12 +209,18 @@ class Database:
         except sqlite3.Error as exc:
             raise _explain(self.path, exc) from None
 
-    def execute_alone(
-        self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()
-    ) -> sqlite3.Cursor:
-        """One statement atomic by itself (an INSERT ... ON CONFLICT DO NOTHING): on SQLite,
-        as `execute` (a write is one lock either way); PostgreSQL spares it the writers' lock."""
-        return self.execute(sql, params)
+    def execute_alone(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """One statement atomic by itself (an INSERT ... ON CONFLICT DO NOTHING RETURNING), its
+        rows: on SQLite a write of its own as any (PostgreSQL spares it the writers' lock). The
+        rows are read inside the transaction, before COMMIT."""
+        try:
+            with self._lock:
+                if self._depth:
+                    return self.conn.execute(sql, params).fetchall()
+                with self.write():
+                    return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _explain(self.path, exc) from None
 
     def close(self) -> None:
         self.conn.close()

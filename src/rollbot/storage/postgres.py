@@ -366,19 +366,19 @@ class PostgresDatabase:
         except psycopg.Error as exc:
             raise _explain(self.path, exc) from None
 
-    def execute_alone(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> Result:
-        """One statement atomic by itself (an INSERT ... ON CONFLICT DO NOTHING, which the
-        unique key makes one winner of): outside a write, its own implicit transaction without
-        the writers' lock, one round trip where a write takes three, and no wait behind
-        another writer's transaction (a burst's delivery records, before each ack). Inside a
-        write, part of it."""
+    def execute_alone(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """One statement atomic by itself (an INSERT ... ON CONFLICT DO NOTHING RETURNING, which
+        the unique key makes one winner of), its rows: outside a write, its own implicit
+        transaction without the writers' lock, one round trip where a write takes three, and no
+        wait behind another writer's transaction (a burst's delivery records, before each ack).
+        Inside a write, part of it."""
         import psycopg
 
         try:
             with self._lock:
                 if not self._depth:
                     self._ensure_connected()
-                return self._run(sql, params)
+                return self._run(sql, params).fetchall()
         except psycopg.Error as exc:
             raise _explain(self.path, exc) from None
 

@@ -29,21 +29,20 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from rollbot.bot.slack.acks_first import KILL_WAIT_S, OTHER_WAIT_S, AcksFirst
 from rollbot.bot.slack.courier import Courier
+from rollbot.bot.slack.deliveries import Deliveries
 from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.metrics import Metrics
 from rollbot.clock import iso
 from rollbot.commands.desk.context import Rollbot
 from rollbot.commands.desk.mrkdwn import escape
-from rollbot.commands.rollback.engine import HOLD_FIRST_WAIT_MS, Engine
-from rollbot.errors import DatabaseBusy, Refused, RollbotError
+from rollbot.commands.rollback.engine import Engine
+from rollbot.errors import Refused, RollbotError
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
 
 log = logging.getLogger("rollbot.slack")
 
 ACK_BY_S = 2.5  # Slack drops a request not acked within 3 s
-RECORD_BY_S = 2.0  # how long a request's delivery record waits for the database's lock
-RECORD_TRY_MS = 20  # ... in tries this long, the event loop free between them
 
 
 @dataclass
@@ -135,6 +134,7 @@ class SlackBot:
     ) -> None:
         self.rb = app
         self.client = client
+        self.deliveries = Deliveries(app.db)
         client.retry_handlers.extend(
             [
                 AsyncRateLimitErrorRetryHandler(max_retry_count=3),
@@ -233,29 +233,9 @@ class SlackBot:
         )
         if not key:
             return False
+        at = iso(self.rb.clock.now())
         kill = req.kind == Command.KILL
-        row = (f"{req.kind}:{key}", iso(self.rb.clock.now()))
-        # SQLite waits for a lock with the event loop stopped, every other request's ack with
-        # it: this write waits in short tries with the loop free between them, until RECORD_BY_S
-        # (another host's writes hold the lock for moments at a time)
-        deadline = time.monotonic() + RECORD_BY_S
-        while True:
-            try:
-                with self.rb.db.patience(HOLD_FIRST_WAIT_MS if kill else RECORD_TRY_MS):
-                    cur = self.rb.db.execute_alone(
-                        "INSERT INTO deliveries (key, at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                        row,
-                    )
-                return cur.rowcount == 0
-            except DatabaseBusy:
-                if kill:  # a /kill never waits on the lock: its incident's dedupe key catches it
-                    return False
-                if time.monotonic() >= deadline:
-                    raise DatabaseBusy(
-                        "rollbot's database is locked by another process; nothing was done."
-                        " Try again in a few seconds (/kill works meanwhile)."
-                    ) from None
-            await asyncio.sleep(RECORD_TRY_MS / 1000)
+        return not await self.deliveries.first_time(f"{req.kind}:{key}", at, kill=kill)
 
     def require(self, req: Req, roles: list[str], what: str) -> None:
         allowed = self.rb.settings.slack.allowed_channels
