@@ -123,17 +123,20 @@ Profiled with py-spy (the `rollbot serve` process) and pyinstrument (in-process 
 - **The kill on PostgreSQL.** Each statement is a round trip to a server on the same two
   cores: 120-220 us under a burst, of which psycopg's own Python is ~40 us of the bot's CPU.
   *Before an ack* a burst of 50 ran 500 statements: per request a delivery record (BEGIN and
-  the writers' lock, INSERT, COMMIT) and per kill a hold transaction of 12. Now 300: the
-  delivery record is one INSERT ... ON CONFLICT DO NOTHING without the writers' lock (the unique
-  key picks the one winner), the hold and the incident come back from RETURNING, the dedupe
-  check and the next incident number are one query, and a transaction's second event links on
-  from its first without reading the chain's head again. Ack p99 167 -> 116 ms (target 100 ms:
-  still missed). What is left is the server's time per statement, which varies from burst to
-  burst by a factor of ~2 with its own background work (autovacuum, WAL) on the cores the bot
-  and the client share; fewer round trips would take batching the bursts' delivery records or
-  pipelining the hold's transaction. *Break glass:* `rollbot kill trigger` imported psycopg
-  (130-160 ms alone); it now stores the hold through libpq itself over ctypes (storage/libpq.py,
-  the libpq psycopg's binary wheel ships): exec to hold stored p99 303 -> 102 ms.
+  the writers' lock, INSERT, COMMIT) and per kill a hold transaction of 12. Now ~230: the
+  delivery records that arrive together are one INSERT ... ON CONFLICT DO NOTHING RETURNING key
+  without the writers' lock (bot/slack/deliveries.py; the unique key picks the one winner), the
+  hold and the incident come back from RETURNING, the dedupe check and the next incident number
+  are one query, the chain's head comes with BEGIN, and a transaction's second event links on
+  from its first without reading the head again (9 round trips per kill). Ack p99 167 -> 93-130
+  ms over five runs on a quiet machine (one at 327 ms right after a test run): the target (100
+  ms) is met in some runs and not in others. The SQL time of a burst (30-65 ms for the same
+  statements) varies from burst to burst with the server's share of the two cores, which it
+  shares with the bot and the client (no autovacuum or checkpoint ran meanwhile: logged);
+  the first burst after start is the slowest (statements not yet prepared).
+  *Break glass:* `rollbot kill trigger` imported psycopg (130-160 ms alone); it now stores the
+  hold through libpq itself over ctypes (storage/libpq.py, the libpq psycopg's binary wheel
+  ships): exec to hold stored p99 303 -> 80-102 ms.
 
 ## Found while profiling (not changed by the benchmarks)
 
