@@ -10,6 +10,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,28 @@ def test_concurrent_read_then_write_has_one_winner_each_time(connect: Any) -> No
     assert db.one("SELECT n FROM counter") == {"n": 200}
 
 
+@contextmanager
+def _writing(db: Any, key: str) -> Iterator[None]:
+    """Another writer inside its transaction (a delivery `key` written, not committed) for the
+    block: the writers' lock held, as another host's write holds it."""
+    inside, release = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with db.write():
+            db.execute("INSERT INTO deliveries (key, at) VALUES (?, 'now')", (key,))
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    assert inside.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()
+
+
 def test_a_delivery_record_never_waits_behind_another_writers_transaction(
     connect: Any, kind: str
 ) -> None:
@@ -192,30 +215,13 @@ def test_a_delivery_record_never_waits_behind_another_writers_transaction(
     is in progress, and a second record of the same delivery is still refused."""
     writer, clicks = connect(), connect()
     sql = "INSERT INTO deliveries (key, at) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING key"
-    inside, release = threading.Event(), threading.Event()
-
-    def write() -> None:
-        with writer.write():
-            writer.execute("INSERT INTO deliveries (key, at) VALUES ('other', 't')")
-            inside.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=write)
-    thread.start()
-    assert inside.wait(10)
-    try:
-        with clicks.patience(20):
-            if kind == "postgresql":
-                assert [r["key"] for r in clicks.execute_alone(sql, ("click:1", "t"))] == [
-                    "click:1"
-                ]
-                assert clicks.execute_alone(sql, ("click:1", "t")) == []
-            else:  # one write at a time on SQLite: the lock is waited for as by any write
-                with pytest.raises(DatabaseBusy):
-                    clicks.execute_alone(sql, ("click:1", "t"))
-    finally:
-        release.set()
-        thread.join()
+    with _writing(writer, "other"), clicks.patience(20):
+        if kind == "postgresql":
+            assert [r["key"] for r in clicks.execute_alone(sql, ("click:1", "t"))] == ["click:1"]
+            assert clicks.execute_alone(sql, ("click:1", "t")) == []
+        else:  # one write at a time on SQLite: the lock is waited for as by any write
+            with pytest.raises(DatabaseBusy):
+                clicks.execute_alone(sql, ("click:1", "t"))
     again = clicks.execute_alone(sql, ("click:1", "t"))
     assert len(again) == (1 if kind == "sqlite" else 0)
     keys = [r["key"] for r in clicks.query("SELECT key FROM deliveries ORDER BY key")]
@@ -224,26 +230,12 @@ def test_a_delivery_record_never_waits_behind_another_writers_transaction(
 
 def test_a_writer_past_its_patience_is_busy_and_writes_nothing(connect: Any) -> None:
     holder, waiter = connect(), connect()
-    inside, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with holder.write():
-            holder.execute("INSERT INTO deliveries (key, at) VALUES ('held', 'now')")
-            inside.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    assert inside.wait(10)
-    try:
+    with _writing(holder, "held"):
         started = time.monotonic()
         with pytest.raises(DatabaseBusy, match="locked") as err, waiter.patience(100):
             waiter.execute("INSERT INTO deliveries (key, at) VALUES ('waiter', 'now')")
         assert time.monotonic() - started < 3
         assert "nothing was written" in str(err.value)
-    finally:
-        release.set()
-        thread.join()
     assert [r["key"] for r in waiter.query("SELECT key FROM deliveries")] == ["held"]
     waiter.execute("INSERT INTO deliveries (key, at) VALUES ('later', 'now')")  # usable again
     assert len(waiter.query("SELECT key FROM deliveries")) == 2
