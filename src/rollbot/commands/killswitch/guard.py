@@ -206,25 +206,24 @@ class Guard:
     ) -> Decision:
         # the parameters are spelled out, not **kw: a dict built and unpacked twice per check
         # was a quarter of the in-process check's time (bench/guard_latency.py)
-        first = self._decide(
+        first = self._fast(
             venue, symbol, side, quantity, position, account, strategy, cancel, order_id
         )
         if not isinstance(first, _NeedsPosition):
             return first
-        if self._stale(venue):
-            import asyncio
+        import asyncio
 
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None
-            if loop is not None:  # never block the caller's event loop on a venue
-                self._refresh_soon(loop, venue)
-                return _unreadable(first, TimeoutError("being read again now; ask again"))
-            try:
-                self._store(venue, *asyncio.run(self._read_fresh(venue)))
-            except Exception as exc:
-                return _unreadable(first, exc)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:  # never block the caller's event loop on a venue
+            self._refresh_soon(loop, venue)
+            return _unreadable(first, TimeoutError("being read again now; ask again"))
+        try:
+            self._store(venue, *asyncio.run(self._read_fresh(venue)))
+        except Exception as exc:
+            return _unreadable(first, exc)
         return self._reserve(first)
 
     def check_now(
@@ -241,14 +240,10 @@ class Guard:
     ) -> Decision | None:
         """The decision without awaiting anything, or None when the venue must be read first
         (then `check_async`): the guard service's fast path."""
-        first = self._decide(
+        first = self._fast(
             venue, symbol, side, quantity, position, account, strategy, cancel, order_id
         )
-        if not isinstance(first, _NeedsPosition):
-            return first
-        if self._stale(venue):
-            return None
-        return self._reserve(first)
+        return None if isinstance(first, _NeedsPosition) else first
 
     async def check_async(
         self,
@@ -262,17 +257,37 @@ class Guard:
         cancel: bool = False,
         order_id: str | None = None,
     ) -> Decision:
-        first = self._decide(
+        first = self._fast(
             venue, symbol, side, quantity, position, account, strategy, cancel, order_id
         )
         if not isinstance(first, _NeedsPosition):
             return first
-        if self._stale(venue):
-            try:
-                self._store(venue, *await self._read(self._venue(venue, fresh=False)))
-            except Exception as exc:
-                return _unreadable(first, exc)
+        try:
+            self._store(venue, *await self._read(self._venue(venue, fresh=False)))
+        except Exception as exc:
+            return _unreadable(first, exc)
         return self._reserve(first)
+
+    def _fast(
+        self,
+        venue: str,
+        symbol: str,
+        side: Any,
+        quantity: Any,
+        position: Any,
+        account: str | None,
+        strategy: str | None,
+        cancel: bool,
+        order_id: str | None,
+    ) -> Decision | _NeedsPosition:
+        """The decision from what is known now; _NeedsPosition only when the order can pass as
+        a reduction and the venue's position must be read first (each entry reads it its way)."""
+        first = self._decide(
+            venue, symbol, side, quantity, position, account, strategy, cancel, order_id
+        )
+        if isinstance(first, _NeedsPosition) and not self._stale(venue):
+            return self._reserve(first)
+        return first
 
     def _decide(
         self,
