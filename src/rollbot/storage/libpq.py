@@ -18,14 +18,7 @@ import importlib.util
 import os
 from typing import Any
 
-from rollbot.storage.pg_common import (
-    CONNECT_TIMEOUT_S,
-    INSERT_INTO,
-    PASSWORD_ENV,
-    RETURNING,
-    TOKENS,
-    Result,
-)
+from rollbot.storage.pg_common import TOKENS, Result, connect_options, with_returning_id
 
 CONNECTION_OK = 0
 PGRES_COMMAND_OK, PGRES_TUPLES_OK = 1, 2
@@ -129,10 +122,7 @@ class LibpqConnection:
     def execute(self, sql: str, params: tuple[Any, ...] | list[Any] = ()) -> Result:
         """`sql` with `?` placeholders; an INSERT into one of `identity_tables` gives its row's
         id as `lastrowid`, as sqlite3's cursor (and PostgresDatabase) do."""
-        m = INSERT_INTO.match(sql)
-        returning = bool(m) and m.group(1).lower() in self.identity_tables  # type: ignore[union-attr]
-        if returning and not RETURNING.search(sql):
-            sql += " RETURNING id"
+        sql, table = with_returning_id(sql, self.identity_tables)
         texts = [None if v is None else str(v).encode() for v in params]
         if any(t is not None and b"\0" in t for t in texts):  # C strings would cut it there
             raise LibpqError("a NUL character cannot be stored in PostgreSQL text")
@@ -141,7 +131,7 @@ class LibpqConnection:
             self._conn, positional(sql).encode(), len(params), None, values, None, None, 0
         )
         count, rows = self._result(res)
-        if returning:  # the caller asked for no rows: the id is its lastrowid only
+        if table is not None:  # the caller asked for no rows: the id is its lastrowid only
             return Result(count, [], rows[-1]["id"] if rows else None)
         return Result(count, rows, None)
 
@@ -191,17 +181,9 @@ def connect(url: str) -> LibpqConnection | None:
         return None
     params = {
         "dbname": url,  # expanded: the URL's own parameters count, as with psycopg
-        "connect_timeout": str(CONNECT_TIMEOUT_S),
-        "application_name": "rollbot",
         "client_encoding": "UTF8",  # what execute() sends, whatever the database's own encoding
-        "keepalives": "1",
-        "keepalives_idle": "5",
-        "keepalives_interval": "2",
-        "keepalives_count": "3",
-        "tcp_user_timeout": "10000",
+        **{k: str(v) for k, v in connect_options().items()},
     }
-    if os.environ.get(PASSWORD_ENV):
-        params["password"] = os.environ[PASSWORD_ENV]
     keys = (ctypes.c_char_p * (len(params) + 1))(*[k.encode() for k in params], None)
     values = (ctypes.c_char_p * (len(params) + 1))(*[v.encode() for v in params.values()], None)
     handle = lib.PQconnectdbParams(keys, values, 1)

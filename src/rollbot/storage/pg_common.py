@@ -4,6 +4,7 @@ for psycopg's import nor for postgres.py's). Standard library only, and little o
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +19,34 @@ TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|\?|%|:[A-Za-z_]\w
 INDEXED_BY = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.IGNORECASE)
 INSERT_INTO = re.compile(r"^\s*INSERT\s+(?:OR\s+\w+\s+)?INTO\s+(\w+)", re.IGNORECASE)
 RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
+
+
+def connect_options() -> dict[str, str | int]:
+    """libpq's connection options besides the URL, the same for psycopg and storage/libpq.py."""
+    options: dict[str, str | int] = {
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "application_name": "rollbot",
+        # a server gone silent (a host lost, a partition) fails a statement within about 10 s
+        # instead of hanging the process; libpq ignores these on a Unix socket
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 10_000,
+    }
+    if os.environ.get(PASSWORD_ENV):  # never in the URL or the TOML (config.py refuses it)
+        options["password"] = os.environ[PASSWORD_ENV]
+    return options
+
+
+def with_returning_id(sql: str, identity: frozenset[str] | set[str]) -> tuple[str, str | None]:
+    """(the SQL, the table) with ` RETURNING id` added when it INSERTs into a table with an
+    identity id and returns nothing itself: sqlite3's `lastrowid`, which PostgreSQL lacks.
+    The table is None when nothing was added."""
+    m = INSERT_INTO.match(sql)
+    if m and m.group(1).lower() in identity and not RETURNING.search(sql):
+        return sql + " RETURNING id", m.group(1)
+    return sql, None
 
 
 def begin_write(busy_timeout_ms: int) -> str:

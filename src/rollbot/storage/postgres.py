@@ -16,7 +16,6 @@ create (pg_migrations.py). Nothing here imports pydantic: the break-glass kill u
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -28,14 +27,13 @@ from urllib.parse import urlsplit, urlunsplit
 from rollbot.errors import DatabaseBusy, StateUnavailable, StorageError
 from rollbot.storage.chain import HEAD_SQL, next_link
 from rollbot.storage.pg_common import (
-    CONNECT_TIMEOUT_S,
     INDEXED_BY,
-    INSERT_INTO,
-    PASSWORD_ENV,
     RETURNING,
     TOKENS,
     Result,
     begin_write,
+    connect_options,
+    with_returning_id,
 )
 from rollbot.storage.pg_migrations import PG_MIGRATIONS
 
@@ -62,12 +60,8 @@ def translate(sql: str, named: bool = False) -> str:
 def _statement(sql: str, named: bool, identity: frozenset[str]) -> tuple[str, str | None, bool]:
     """(PostgreSQL's text, the table whose new id it returns for lastrowid, whether the caller's
     SQL has RETURNING itself): worked out once per statement, not per execution."""
-    text = translate(sql, named)
-    returning = bool(RETURNING.search(sql))
-    m = INSERT_INTO.match(sql)
-    if m and m.group(1).lower() in identity and not returning:
-        return text + " RETURNING id", m.group(1), False  # sqlite3's lastrowid, which PG lacks
-    return text, None, returning
+    text, table = with_returning_id(sql, identity)
+    return translate(text, named), table, table is None and bool(RETURNING.search(sql))
 
 
 def redact(url: str) -> str:
@@ -140,24 +134,12 @@ class PostgresDatabase:
         import psycopg
         from psycopg.rows import dict_row
 
-        kwargs: dict[str, Any] = {}
-        if os.environ.get(PASSWORD_ENV):
-            kwargs["password"] = os.environ[PASSWORD_ENV]
         try:
             conn = psycopg.connect(
                 self.url,
                 autocommit=True,  # BEGIN and COMMIT are ours, as with SQLite
                 row_factory=dict_row,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                application_name="rollbot",
-                # a server gone silent (a host lost, a partition) fails a statement within about
-                # 10 s instead of hanging the process; libpq ignores these on a Unix socket
-                keepalives=1,
-                keepalives_idle=5,
-                keepalives_interval=2,
-                keepalives_count=3,
-                tcp_user_timeout=10_000,
-                **kwargs,
+                **connect_options(),
             )
         except psycopg.Error as exc:
             message = f"database {self.path} cannot be reached: {_first_line(exc)}"
