@@ -4,12 +4,30 @@ hold; history kept after clearing."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
 from rollbot.clock import iso, parse_iso
 from rollbot.storage.db import Database
+from rollbot.storage.rows_sql import MAX_ROWS, rows_sql
+
+# one active hold per (scope, source, incident): the index holds_active_per_kill
+HoldKey = tuple[str, str, str | None]
+
+INSERT_HOLD = (
+    "INSERT INTO holds (scope, source, state, reason, actor, incident_id, created_at,"
+    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *"
+)
+
+
+class NewHold(NamedTuple):
+    scope: str
+    source: str
+    state: str
+    reason: str
+    actor: str
+    incident_id: str | None
 
 
 class Hold(BaseModel):
@@ -57,12 +75,27 @@ class Holds:
         return [r["state"] for r in rows]
 
     def find(self, scope: str, source: str, incident_id: str | None = None) -> Hold | None:
-        row = self.db.one(
-            "SELECT * FROM holds WHERE scope = ? AND source = ? AND IFNULL(incident_id, '') = ?"
-            " AND cleared_at IS NULL",
-            (scope, source, incident_id or ""),
-        )
-        return _hold(row) if row else None
+        key = (scope, source, incident_id or None)
+        return self.find_many([key]).get(key)
+
+    def find_many(self, keys: list[HoldKey]) -> dict[HoldKey, Hold]:
+        """The active hold of each (scope, source, incident), where there is one: one query
+        through the index holds_active_per_kill, whatever the number of keys."""
+        found: dict[HoldKey, Hold] = {}
+        wanted = list(dict.fromkeys((s, src, inc or None) for s, src, inc in keys))
+        for start in range(0, len(wanted), MAX_ROWS):
+            part = wanted[start : start + MAX_ROWS]
+            match = " OR ".join(
+                ["(scope = ? AND source = ? AND IFNULL(incident_id, '') = ?)"] * len(part)
+            )
+            rows = self.db.query(
+                f"SELECT * FROM holds WHERE cleared_at IS NULL AND ({match})",
+                tuple(v for scope, source, inc in part for v in (scope, source, inc or "")),
+            )
+            for row in rows:
+                hold = _hold(row)
+                found[(hold.scope, hold.source, hold.incident_id)] = hold
+        return found
 
     def by_ids(self, hold_ids: list[int]) -> list[Hold]:
         """These holds, cleared or not, in id order."""
@@ -84,12 +117,24 @@ class Holds:
         now: datetime,
     ) -> Hold:
         """The new hold as stored (RETURNING: no second round trip to read it back)."""
-        row = self.db.execute(
-            "INSERT INTO holds (scope, source, state, reason, actor, incident_id, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
-            (scope, source, state, reason, actor, incident_id, iso(now), iso(now)),
-        ).fetchone()
-        return _hold(row)
+        new = NewHold(scope, source, state, reason, actor, incident_id or None)
+        return self.insert_many([new], now)[(scope, source, new.incident_id)]
+
+    def insert_many(self, holds: list[NewHold], now: datetime) -> dict[HoldKey, Hold]:
+        """New holds, each as stored, by (scope, source, incident): one INSERT ... RETURNING
+        (RETURNING's row order is not promised, so rows are matched by their key)."""
+        stored: dict[HoldKey, Hold] = {}
+        at = iso(now)
+        for start in range(0, len(holds), MAX_ROWS):
+            part = holds[start : start + MAX_ROWS]
+            rows = self.db.execute(
+                rows_sql(INSERT_HOLD, len(part)),
+                tuple(v for h in part for v in (*h, at, at)),
+            ).fetchall()
+            for row in rows:
+                hold = _hold(row)
+                stored[(hold.scope, hold.source, hold.incident_id)] = hold
+        return stored
 
     def set_state(self, hold_id: int, state: str, now: datetime) -> None:
         self.db.execute(

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
 from rollbot.clock import Clock, iso, parse_iso
 from rollbot.errors import NotFound
 from rollbot.storage.db import Database
-from rollbot.storage.events import Actor, EventLog
+from rollbot.storage.events import Actor, EventLog, NewEvent
+from rollbot.storage.rows_sql import MAX_ROWS, rows_sql
+
+INSERT_INCIDENT = (
+    "INSERT INTO incidents (id, seq, opened_at, opened_by, source, kind, reason, scope, trigger,"
+    " trigger_value, trigger_threshold, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " RETURNING *"
+)
+
+
+class NewIncident(NamedTuple):
+    """An incident to open (Incidents.open's arguments, for open_many)."""
+
+    kind: str
+    reason: str
+    actor: Actor
+    scope: str = "global"
+    trigger: str | None = None
+    trigger_value: float | None = None
+    trigger_threshold: float | None = None
+    dedupe_key: str | None = None
 
 
 class Incident(BaseModel):
@@ -69,51 +89,64 @@ class Incidents:
         dedupe_key: str | None = None,
     ) -> tuple[Incident, bool]:
         """Open an incident; with a dedupe_key seen before, return that one (False: not new)."""
+        wanted = NewIncident(
+            kind, reason, actor, scope, trigger, trigger_value, trigger_threshold, dedupe_key
+        )
+        return self.open_many([wanted])[0]
+
+    def open_many(self, wanted: list[NewIncident]) -> list[tuple[Incident, bool]]:
+        """Open these incidents, numbered in this order, in one transaction and a fixed number
+        of round trips (a burst of kills). One whose dedupe_key opened an incident before, in
+        the database or earlier in this list, is that incident (False: not new)."""
+        keys = list(dict.fromkeys(w.dedupe_key for w in wanted if w.dedupe_key))
+        # one round trip: the next number, and the incidents these keys opened before
+        sql = "SELECT COALESCE(MAX(seq), 0) + 1 AS n, NULL AS seen, NULL AS dedupe FROM incidents"
+        if keys:
+            sql += (
+                " UNION ALL SELECT NULL, id, dedupe_key FROM incidents WHERE dedupe_key IN"
+                f" ({','.join('?' * len(keys))})"
+            )
         with self.db.write():
-            # one round trip: the incident this key opened before, and the next number
-            seq_row = self.db.one(
-                "SELECT COALESCE(MAX(seq), 0) + 1 AS n, (SELECT id FROM incidents"
-                " WHERE dedupe_key = ? LIMIT 1) AS seen FROM incidents",
-                (dedupe_key,),
-            )
-            if dedupe_key and seq_row and seq_row["seen"]:
-                return self.get(seq_row["seen"]), False
-            seq = max(int(seq_row["n"]) if seq_row else 1, self.first_seq)
-            incident_id = f"{self.prefix}-{seq:04d}"
-            now = self.clock.now()
-            row = self.db.execute(
-                "INSERT INTO incidents (id, seq, opened_at, opened_by, source, kind, reason, scope,"
-                " trigger, trigger_value, trigger_threshold, dedupe_key)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
-                (
-                    incident_id,
-                    seq,
-                    iso(now),
-                    actor.id,
-                    actor.source,
-                    kind,
-                    reason,
-                    scope,
-                    trigger,
-                    trigger_value,
-                    trigger_threshold,
-                    dedupe_key,
-                ),
-            ).fetchone()
-            self.events.append(
-                "INCIDENT_OPENED",
-                actor,
-                reason=reason,
-                scope=scope,
-                incident_id=incident_id,
-                data={
-                    "kind": kind,
-                    "trigger": trigger,
-                    "trigger_value": trigger_value,
-                    "trigger_threshold": trigger_threshold,
-                },
-            )
-        return _row(row), True  # as stored (RETURNING: not read back)
+            found = self.db.query(sql, tuple(keys))
+            seen = {r["dedupe"]: r["seen"] for r in found if r["seen"] is not None}
+            top = [int(r["n"]) for r in found if r["n"] is not None]
+            seq = max(top[0] if top else 1, self.first_seq)
+            now = iso(self.clock.now())
+            ids: list[tuple[str, bool]] = []  # each wanted incident's id, and whether it is new
+            rows: list[tuple[Any, ...]] = []
+            events: list[NewEvent] = []
+            for w in wanted:
+                if w.dedupe_key and w.dedupe_key in seen:
+                    ids.append((seen[w.dedupe_key], False))
+                    continue
+                incident_id = f"{self.prefix}-{seq:04d}"
+                if w.dedupe_key:
+                    seen[w.dedupe_key] = incident_id
+                rows.append(
+                    (incident_id, seq, now, w.actor.id, w.actor.source, w.kind, w.reason,
+                     w.scope, w.trigger, w.trigger_value, w.trigger_threshold, w.dedupe_key)
+                )  # fmt: skip
+                data = {
+                    "kind": w.kind,
+                    "trigger": w.trigger,
+                    "trigger_value": w.trigger_value,
+                    "trigger_threshold": w.trigger_threshold,
+                }
+                events.append(
+                    NewEvent("INCIDENT_OPENED", w.actor, w.reason, w.scope, incident_id, data)
+                )
+                ids.append((incident_id, True))
+                seq += 1
+            stored: dict[str, Incident] = {}
+            for start in range(0, len(rows), MAX_ROWS):
+                part = rows[start : start + MAX_ROWS]
+                cur = self.db.execute(
+                    rows_sql(INSERT_INCIDENT, len(part)), tuple(v for r in part for v in r)
+                )
+                stored.update((r["id"], _row(r)) for r in cur.fetchall())  # as stored: RETURNING
+            self.events.append_many(events)
+            before = {i: self.get(i) for i, new in ids if not new and i not in stored}
+        return [(stored[i], new) if i in stored else (before[i], False) for i, new in ids]
 
     def get(self, incident_id: str) -> Incident:
         row = self.db.one("SELECT * FROM incidents WHERE id = ?", (incident_id,))

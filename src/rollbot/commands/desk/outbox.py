@@ -18,12 +18,13 @@ Kinds (the Slack face renders each):
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel
 
 from rollbot.clock import Clock, iso, parse_iso
 from rollbot.storage.db import Database, dumps, loads
+from rollbot.storage.rows_sql import MAX_ROWS, rows_sql
 
 Kind = Literal["headline", "thread", "channel", "dm", "approval"]
 
@@ -47,6 +48,24 @@ SET_ASIDE_SQL = (
 )
 
 
+INSERT_MESSAGE = (
+    "INSERT INTO outbox (at, kind, incident_id, target, payload, dedupe_key)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+
+class NewMessage(NamedTuple):
+    """A message to queue (Outbox.put's arguments, for put_many)."""
+
+    kind: Kind
+    incident_id: str | None = None
+    target: str | None = None
+    text: str = ""
+    view: str | None = None
+    data: dict[str, Any] | None = None
+    dedupe_key: str | None = None
+
+
 class Outbox:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
@@ -64,17 +83,28 @@ class Outbox:
         dedupe_key: str | None = None,
     ) -> int | None:
         """Queue a message; with a dedupe_key seen before, nothing is queued (None)."""
-        payload: dict[str, Any] = {"text": text}
-        if view:
-            payload["view"] = view
-        if data is not None:
-            payload["data"] = data
-        cur = self.db.execute(
-            "INSERT INTO outbox (at, kind, incident_id, target, payload, dedupe_key)"
-            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (iso(self.clock.now()), kind, incident_id, target, dumps(payload), dedupe_key),
-        )
+        cur = self._insert([NewMessage(kind, incident_id, target, text, view, data, dedupe_key)])
         return int(cur.lastrowid) if cur.rowcount == 1 and cur.lastrowid else None
+
+    def put_many(self, messages: list[NewMessage]) -> int:
+        """Queue these messages, in this order, in one INSERT (a burst of kills' headlines);
+        how many were queued (a dedupe_key seen before queues nothing)."""
+        queued = 0
+        for start in range(0, len(messages), MAX_ROWS):
+            queued += self._insert(messages[start : start + MAX_ROWS]).rowcount
+        return queued
+
+    def _insert(self, messages: list[NewMessage]) -> Any:
+        at = iso(self.clock.now())
+        params: list[Any] = []
+        for m in messages:
+            payload: dict[str, Any] = {"text": m.text}
+            if m.view:
+                payload["view"] = m.view
+            if m.data is not None:
+                payload["data"] = m.data
+            params += [at, m.kind, m.incident_id, m.target, dumps(payload), m.dedupe_key]
+        return self.db.execute(rows_sql(INSERT_MESSAGE, len(messages)), tuple(params))
 
     def pending(self, limit: int = 100) -> list[OutboxMessage]:
         rows = self.db.query(

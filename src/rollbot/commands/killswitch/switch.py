@@ -8,6 +8,7 @@ no venue, no Slack, no approval stands between `/kill` and the stored hold.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import NamedTuple
 
 from pydantic import BaseModel
 
@@ -18,10 +19,25 @@ from rollbot.commands.killswitch.guard import Decision, Guard
 from rollbot.commands.killswitch.trading_state import TradingState, strictest
 from rollbot.errors import BadInput, Refused
 from rollbot.storage.db import Database
-from rollbot.storage.events import Actor, EventLog
-from rollbot.storage.holds import Hold, Holds
+from rollbot.storage.events import Actor, EventLog, NewEvent
+from rollbot.storage.holds import Hold, HoldKey, Holds, NewHold
 
 PERSON = "person"
+
+
+class HoldWanted(NamedTuple):
+    """A hold to set (KillSwitch.trigger's arguments, for trigger_many)."""
+
+    scope: str
+    reason: str
+    actor: Actor
+    state: TradingState = TradingState.HALTED
+    source: str = PERSON
+    incident_id: str | None = None
+
+    @property
+    def key(self) -> HoldKey:
+        return (self.scope, self.source, self.incident_id or None)
 
 
 class ScopeStatus(BaseModel):
@@ -58,44 +74,47 @@ class KillSwitch:
     ) -> tuple[Hold, bool]:
         """Hold `scope`. Idempotent per (scope, source, incident): returns (hold, created). Each
         kill is its own incident, so a second person's kill is a second hold, never absorbed."""
-        if not reason or not reason.strip():
-            raise BadInput("a reason is required to trigger the kill switch")
-        if state is TradingState.ACTIVE:
-            raise BadInput("a hold is HALTED or REDUCING; clear it to return to ACTIVE")
+        return self.trigger_many([HoldWanted(scope, reason, actor, state, source, incident_id)])[0]
+
+    def trigger_many(self, wanted: list[HoldWanted]) -> list[tuple[Hold, bool]]:
+        """trigger for each, in one transaction and a fixed number of round trips (a burst of
+        kills): the holds already there are read in one query, the new ones written in one."""
+        for w in wanted:
+            if not w.reason or not w.reason.strip():
+                raise BadInput("a reason is required to trigger the kill switch")
+            if w.state is TradingState.ACTIVE:
+                raise BadInput("a hold is HALTED or REDUCING; clear it to return to ACTIVE")
         now = self.clock.now()
         with self.db.write():
-            existing = self.holds.find(scope, source, incident_id)
-            if existing:
-                if TradingState(existing.state).strictness < state.strictness:
-                    self.holds.set_state(existing.id, state.value, now)
-                    self.events.append(
-                        "HOLD_TIGHTENED",
-                        actor,
-                        reason=reason,
-                        scope=scope,
-                        incident_id=incident_id or existing.incident_id,
-                        data={"hold_id": existing.id, "source": source, "state": state.value},
-                    )
+            existing = self.holds.find_many([w.key for w in wanted])
+            events: list[NewEvent] = []
+            first: dict[HoldKey, HoldWanted] = {}  # a key twice: the second finds the first
+            for w in wanted:
+                if w.key not in existing:
+                    first.setdefault(w.key, w)
+            stored = self.holds.insert_many(
+                [NewHold(w.scope, w.source, w.state.value, w.reason, w.actor.id, w.incident_id)
+                 for w in first.values()],
+                now,
+            )  # fmt: skip
+            created = {id(w) for w in first.values()}
+            out: list[tuple[Hold, bool]] = []
+            for w in wanted:
+                hold = existing.get(w.key) or stored[w.key]
+                incident = w.incident_id or hold.incident_id
+                if id(w) in created:
+                    kind, data_state = "HOLD_SET", w.state.value
+                elif TradingState(hold.state).strictness < w.state.strictness:
+                    self.holds.set_state(hold.id, w.state.value, now)
+                    hold = existing[w.key] = self._get(hold.id)
+                    kind, data_state = "HOLD_TIGHTENED", w.state.value
                 else:
-                    self.events.append(
-                        "HOLD_REPEATED",
-                        actor,
-                        reason=reason,
-                        scope=scope,
-                        incident_id=incident_id or existing.incident_id,
-                        data={"hold_id": existing.id, "source": source, "state": existing.state},
-                    )
-                return self._get(existing.id), False
-            hold = self.holds.insert(scope, source, state.value, reason, actor.id, incident_id, now)
-            self.events.append(
-                "HOLD_SET",
-                actor,
-                reason=reason,
-                scope=scope,
-                incident_id=incident_id,
-                data={"hold_id": hold.id, "source": source, "state": state.value},
-            )
-        return hold, True
+                    kind, data_state = "HOLD_REPEATED", hold.state
+                data = {"hold_id": hold.id, "source": w.source, "state": data_state}
+                events.append(NewEvent(kind, w.actor, w.reason, w.scope, incident, data))
+                out.append((hold, id(w) in created))
+            self.events.append_many(events)
+        return out
 
     def _get(self, hold_id: int) -> Hold:
         [hold] = self.holds.by_ids([hold_id])  # one row: each kill adds a hold to the scope
