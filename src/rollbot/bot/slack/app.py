@@ -32,10 +32,13 @@ from rollbot.bot.slack.courier import Courier
 from rollbot.bot.slack.deliveries import Deliveries
 from rollbot.bot.slack.ids import Command
 from rollbot.bot.slack.metrics import Metrics
+from rollbot.bot.slack.pass_batch import PassBatch
 from rollbot.clock import iso
 from rollbot.commands.desk.context import Rollbot
 from rollbot.commands.desk.mrkdwn import escape
 from rollbot.commands.rollback.engine import Engine
+from rollbot.commands.rollback.held_incident import HeldRequest, store_held_incidents
+from rollbot.commands.rollback.hold_first import HOLD_FIRST_WAIT_MS
 from rollbot.errors import Refused, RollbotError
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
@@ -122,6 +125,9 @@ def _channel(body: dict[str, Any]) -> str:
     )
 
 
+HELD_PER_WRITE = 100  # kills per transaction: a storm of them is still a moment's write
+
+
 class SlackBot:
     def __init__(
         self,
@@ -135,6 +141,10 @@ class SlackBot:
         self.rb = app
         self.client = client
         self.deliveries = Deliveries(app.db)
+        # the kills that reach their hold in one pass of the loop store it in one transaction
+        self.held: PassBatch[HeldRequest, tuple[Incident, bool]] = PassBatch(
+            self._store_held, HELD_PER_WRITE
+        )
         client.retry_handlers.extend(
             [
                 AsyncRateLimitErrorRetryHandler(max_retry_count=3),
@@ -357,6 +367,13 @@ class SlackBot:
                 await req.ack_now()
             self.metrics.commands.labels(kind, outcome).inc()
             self.courier.kick()
+
+    def _store_held(self, requests: list[HeldRequest]) -> list[tuple[Incident, bool]]:
+        """The holds of the kills that reached their store in one pass: one transaction, as
+        many statements as one kill's. Another process's writer is waited for
+        HOLD_FIRST_WAIT_MS; then each kill cancels first (listeners/commands.py)."""
+        with self.rb.db.patience(HOLD_FIRST_WAIT_MS):
+            return store_held_incidents(self.rb, requests)
 
     def record_ack_latency(self, kind: str, seconds: float) -> None:
         self.metrics.ack_latency.labels(kind).observe(seconds)

@@ -13,7 +13,8 @@ from rollbot.bot.slack.listeners import requests
 from rollbot.commands.desk.mrkdwn import escape
 from rollbot.commands.killswitch.trading_state import TradingState
 from rollbot.commands.paging.escalation import close_incident
-from rollbot.commands.rollback.engine import HOLD_FIRST_WAIT_MS, KILL_STEPS, Engine, ended_steps
+from rollbot.commands.rollback.engine import KILL_STEPS, Engine, ended_steps
+from rollbot.commands.rollback.held_incident import held_request
 from rollbot.commands.rollback.positions import read_books
 from rollbot.commands.rollback.report import build_log, build_markdown, render
 from rollbot.errors import BadInput, DatabaseBusy, Refused
@@ -40,9 +41,10 @@ async def kill(bot: SlackBot, req: Req) -> None:
     kw["dedupe_key"] = f"slack:{req.trigger_id}"
     kw["hold_state"] = state
     mark = "🟡" if state is TradingState.REDUCING else "🔴"
+    held = held_request(bot.rb, req.actor, **kw)  # what is wrong is said before any write
     try:
-        with bot.rb.db.patience(HOLD_FIRST_WAIT_MS):
-            incident, new = engine.open_held_incident(**kw)
+        # with the other kills of this pass of the loop: one transaction (SlackBot._store_held)
+        incident, new = await bot.held.submit(held)
     except DatabaseBusy:  # another process writes: cancel now, store the hold when it can
         await req.ack_now(
             text=f"{mark} {scope}: the database is locked by another process. Cancelling every"
