@@ -159,9 +159,8 @@ def test_a_storm_is_one_transaction_and_a_lock_held_elsewhere_stores_none_of_it(
     app: Rollbot, write_lock: Callable[[Any], Any]
 ) -> None:
     storm = [kill(app, i) for i in range(5)]
-    with write_lock(app.settings.database), app.db.patience(100):
-        with pytest.raises(DatabaseBusy):
-            store_held_incidents(app, storm)
+    with write_lock(app.settings.database), app.db.patience(100), pytest.raises(DatabaseBusy):
+        store_held_incidents(app, storm)
     assert app.incidents.list() == []
     assert app.killswitch.holds.active() == []
     assert app.db.query("SELECT id FROM events") == []
