@@ -24,6 +24,7 @@ from rollbot.commands.rollback.held_incident import (
 from rollbot.errors import BadInput, DatabaseBusy
 from rollbot.storage.audit import verify
 from rollbot.storage.events import Actor
+from rollbot.storage.rows_sql import rows_sql
 
 
 @pytest.fixture(params=BOTH)
@@ -177,3 +178,18 @@ def test_what_is_wrong_with_one_kill_is_said_before_anything_is_written(app: Rol
         store_held_incident(app, person(1), kind="kill", reason="r", hold_state=TradingState.ACTIVE)
     assert app.incidents.list() == []
     assert app.db.query("SELECT id FROM events") == []
+
+
+def test_one_insert_for_many_rows_keeps_what_follows_the_values_once() -> None:
+    one = "INSERT INTO t (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING a"
+    assert rows_sql(one, 3) == (
+        "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) ON CONFLICT DO NOTHING RETURNING a"
+    )
+    assert rows_sql(one, 1) == one
+    for bad, rows in [
+        ("INSERT INTO t (a) SELECT 1", 2),
+        ("INSERT INTO t (a) VALUES (f(?))", 2),
+        (one, 0),
+    ]:
+        with pytest.raises(ValueError):
+            rows_sql(bad, rows)

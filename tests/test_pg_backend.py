@@ -25,7 +25,8 @@ from rollbot.storage.backends import open_database
 from rollbot.storage.events import Actor, EventLog
 from rollbot.storage.migrations import MIGRATIONS
 from rollbot.storage.pg_migrations import PG_MIGRATIONS
-from rollbot.storage.postgres import PostgresDatabase, translate
+from rollbot.storage.postgres import PostgresDatabase, server_text, translate
+from rollbot.storage.rows_sql import rows_sql
 from rollbot.storage.schema import describe
 
 
@@ -389,6 +390,33 @@ def test_placeholders_are_translated_outside_quotes_only() -> None:
         "SELECT 1 FROM t WHERE x = %s  -- why?"
     )
     assert translate("SELECT :a, ':b'", named=True) == "SELECT %(a)s, ':b'"
+
+
+def test_what_the_server_reads_is_the_statement_as_written_on_both_backends(
+    connect: Callable[..., Any],
+) -> None:
+    """Positional statements go to PostgreSQL as `$n`, unparsed by psycopg (server_text): a
+    `%`, a `?` or a `:word` inside quotes is text, a `?` outside is a value, and a statement of
+    many rows (past psycopg's 50-parameter parse cache) stores every value in its place."""
+    db = connect()
+    row = db.one(
+        "SELECT 'a%b' AS pct, ? AS v, '?' AS mark, ':x' AS colon, ? || '%' AS joined",
+        (7, "50"),
+    )
+    assert row == {"pct": "a%b", "v": 7, "mark": "?", "colon": ":x", "joined": "50%"}
+    assert db.one("SELECT :a AS a, ':b' AS b", {"a": "named"}) == {"a": "named", "b": ":b"}
+    keys = [(f"k{i}%?'", f"at {i}") for i in range(40)]  # 80 parameters, quotes in values
+    stored = db.execute_alone(
+        rows_sql("INSERT INTO deliveries (key, at) VALUES (?, ?) RETURNING key", len(keys)),
+        tuple(v for pair in keys for v in pair),
+    )
+    assert sorted(r["key"] for r in stored) == sorted(k for k, _ in keys)
+    back = db.query("SELECT key, at FROM deliveries ORDER BY at")
+    assert sorted((r["key"], r["at"]) for r in back) == sorted(keys)
+    if db.dialect == "postgresql":
+        assert server_text("SELECT ? FROM t INDEXED BY t_ix WHERE a = '?' AND b LIKE '%x'") == (
+            "SELECT $1 FROM t WHERE a = '?' AND b LIKE '%x'"
+        )
 
 
 # -- the [database] setting ---------------------------------------------------------------------

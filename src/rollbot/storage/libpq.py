@@ -18,7 +18,7 @@ import importlib.util
 import os
 from typing import Any
 
-from rollbot.storage.pg_common import TOKENS, Result, connect_options, with_returning_id
+from rollbot.storage.pg_common import Result, connect_options, positional, with_returning_id
 
 CONNECTION_OK = 0
 PGRES_COMMAND_OK, PGRES_TUPLES_OK = 1, 2
@@ -91,20 +91,6 @@ def _declare(lib: Any) -> None:
     lib.PQcmdTuples.restype = c
     lib.PQcmdTuples.argtypes = [p]
     lib.PQclear.argtypes = [p]
-
-
-def positional(sql: str) -> str:
-    """SQLite's `?` placeholders to libpq's `$1, $2, ...`, outside quotes and comments."""
-    n = 0
-
-    def token(m: Any) -> str:
-        nonlocal n
-        if m.group(0) != "?":
-            return str(m.group(0))
-        n += 1
-        return f"${n}"
-
-    return TOKENS.sub(token, sql)
 
 
 class LibpqConnection:

@@ -39,6 +39,22 @@ def connect_options() -> dict[str, str | int]:
     return options
 
 
+def positional(sql: str) -> str:
+    """SQLite's `?` placeholders to PostgreSQL's own `$1, $2, ...`, outside quotes and comments,
+    the rest as written: what the server reads with no client-side parsing (libpq's
+    PQexecParams, psycopg's RawCursor)."""
+    n = 0
+
+    def token(m: re.Match[str]) -> str:
+        nonlocal n
+        if m.group(0) != "?":
+            return m.group(0)
+        n += 1
+        return f"${n}"
+
+    return TOKENS.sub(token, sql)
+
+
 def with_returning_id(sql: str, identity: frozenset[str] | set[str]) -> tuple[str, str | None]:
     """(the SQL, the table) with ` RETURNING id` added when it INSERTs into a table with an
     identity id and returns nothing itself: sqlite3's `lastrowid`, which PostgreSQL lacks.
