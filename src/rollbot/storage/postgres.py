@@ -8,10 +8,12 @@ SERIALIZABLE would let unrelated writes run side by side, but every one of those
 sequences would then need its own proof; a kill's write is a few rows, and one lock keeps them
 all correct. Reads take no lock (MVCC): a reader never waits for a writer, as with SQLite's WAL.
 
-SQL is written once, in SQLite's dialect where both agree, and passed through `translate`: `?`
-placeholders become psycopg's `%s`, and SQLite's `INDEXED BY` hint (a plan choice, never a
-result) is dropped. `json_extract` and `IFNULL` exist on PostgreSQL as functions the migrations
-create (pg_migrations.py). Nothing here imports pydantic: the break-glass kill uses this too.
+SQL is written once, in SQLite's dialect where both agree, and passed through `server_text`:
+`?` placeholders become PostgreSQL's own `$1, $2, ...` (sent through psycopg's RawCursor, which
+does not parse the text again), `:name` becomes psycopg's `%(name)s`, and SQLite's `INDEXED BY`
+hint (a plan choice, never a result) is dropped. `json_extract` and `IFNULL` exist on
+PostgreSQL as functions the migrations create (pg_migrations.py). Nothing here imports
+pydantic: the break-glass kill uses this too.
 """
 
 from __future__ import annotations
