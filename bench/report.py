@@ -134,6 +134,14 @@ Profiled with py-spy (the `rollbot serve` process) and pyinstrument (in-process 
   statements) varies from burst to burst with the server's share of the two cores, which it
   shares with the bot and the client (no autovacuum or checkpoint ran meanwhile: logged);
   the first burst after start is the slowest (statements not yet prepared).
+  *Kills stored together (next session):* the kills that reach their hold in one pass of the
+  event loop share one transaction of one statement per table (bot/slack/pass_batch.py,
+  store_held_incidents): a burst's ~230 statements before its last ack became 10-31, and its
+  SQL time 60-150 -> 13-28 ms on a slower day of this machine. What was left was psycopg's own
+  parse of each many-row INSERT (a regex pass, ~0.8 ms: psycopg caches it only for statements
+  of at most 50 parameters); positional statements now go as `$n` through psycopg's RawCursor,
+  unparsed. Ack p99 on that day: 150-220 -> 80-105 (batched) -> 65-82 ms (unparsed), three
+  runs each; SQLite's 73 -> 60 ms with it.
   *Break glass:* `rollbot kill trigger` imported psycopg (130-160 ms alone); it now stores the
   hold through libpq itself over ctypes (storage/libpq.py, the libpq psycopg's binary wheel
   ships): exec to hold stored p99 303 -> 80-102 ms.
