@@ -283,6 +283,33 @@ with db.write():
 """
 
 
+REFUSE_HOLDS = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_holds BEFORE INSERT ON holds"
+        " BEGIN SELECT RAISE(ABORT, 'the disk refused this hold'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_holds() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'the disk refused this hold'; END $$",
+        "CREATE TRIGGER refuse_holds BEFORE INSERT ON holds"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_holds()",
+    ],
+}
+
+
+@pytest.fixture
+def refuse_holds() -> Callable[[Any], None]:
+    """`refuse_holds(db)`: from now on the database takes no hold, in any process, for a
+    reason other than a lock (as a full disk or a server's refusal would): 'the disk refused
+    this hold'."""
+
+    def refuse(db: Any) -> None:
+        for sql in REFUSE_HOLDS[db.dialect]:
+            db.execute(sql)
+
+    return refuse
+
+
 @pytest.fixture
 def write_lock() -> Callable[[Any], AbstractContextManager[None]]:
     """`with write_lock(path or settings.database):` another process holds the writers' lock."""

@@ -169,3 +169,22 @@ def test_the_console_scripts_kill_stores_its_hold_before_the_rest_of_the_cli_is_
         "rollbot.bot.cli",
     ):
         assert imported.index(heavy) > held, f"{heavy} is imported before the hold is stored"
+
+
+@pytest.mark.parametrize("backend", BOTH)
+def test_a_hold_the_database_refuses_still_sends_every_cancel_and_says_the_hold_is_not_stored(
+    app: Rollbot, settings: Settings, rollbot: Any, refuse_holds: Callable[[Any], None]
+) -> None:
+    book = settings.venues[0].book_path  # type: ignore[union-attr]
+    app.venue("paper")
+    assert working_orders(book) == 24
+    refuse_holds(app.db)
+    run = rollbot("kill", "trigger", "--reason", "runaway algo")
+    said = flat(run.stdout + run.stderr)
+    assert run.returncode == 1, said  # the cancels changed something: never exit 2
+    assert "the disk refused this hold" in said
+    assert "HALTED hold on global was NOT stored" in said
+    assert "Cancels sent: paper: 24 of 24 orders cancelled, none left" in said
+    assert "Traceback" not in said
+    assert working_orders(book) == 0
+    assert stored(settings.database, "SELECT * FROM holds") == []

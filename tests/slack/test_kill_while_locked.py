@@ -50,3 +50,45 @@ async def test_kill_while_the_database_is_locked_cancels_at_once_and_holds_once_
         assert early and early[0].data["venues"] == {
             "paper": "24 of 24 orders cancelled, none left"
         }
+
+
+async def test_a_kill_whose_hold_the_database_refuses_cancels_everything_and_says_what_was_done(
+    slack: FakeSlack, tmp_path, refuse_holds
+) -> None:
+    """Not a lock: a write that fails for good (a full disk, a server's refusal). The cancels
+    go out all the same, and the person is told the hold is not stored and what was cancelled."""
+    async with running(slack, bot_settings(tmp_path)) as server:
+        rb = server.rb
+        paper = rb.venue("paper")
+        assert isinstance(paper, PaperVenue)
+        assert len(await paper.open_orders()) == 24
+        refuse_holds(rb.db)
+        d = await slack.deliver_slash_command(
+            "/kill", "runaway algo", user_id=OPERATOR, channel_id=OPS
+        )
+        ack = await slack.wait_for_ack(d.envelope_id)
+        assert ack.latency < 3.0
+        assert "HALTED hold could not be stored" in ack.payload["text"]
+        assert "the disk refused this hold" in ack.payload["text"]
+        told = await slack.wait_until(
+            lambda: [m.text for m in slack.ephemeral_to(OPERATOR) if "NOT stored" in m.text],
+            timeout=10,
+        )
+        assert "Cancels sent: paper: 24 of 24 orders cancelled, none left" in told[0]
+        assert "Traceback" not in told[0]
+        assert not paper.book.order_rows("WHERE status IN ('OPEN', 'PARTIALLY_FILLED')")
+        assert rb.db.query("SELECT * FROM holds") == []
+
+
+async def test_a_nul_in_a_kill_reason_is_held_on_every_backend(slack: FakeSlack, tmp_path) -> None:
+    """PostgreSQL text cannot hold a NUL; a /kill carrying one is still held (as U+FFFD)."""
+    async with running(slack, bot_settings(tmp_path)) as server:
+        rb = server.rb
+        d = await slack.deliver_slash_command(
+            "/kill", "runaway\x00algo", user_id=OPERATOR, channel_id=OPS
+        )
+        ack = await slack.wait_for_ack(d.envelope_id)
+        assert "HALTED (INC-0001)" in ack.payload["text"], ack.payload["text"]
+        [hold] = rb.killswitch.holds.active()
+        assert hold.reason == "runaway\ufffdalgo"
+        assert rb.killswitch.state_of(["global"]) is TradingState.HALTED

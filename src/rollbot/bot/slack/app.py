@@ -27,6 +27,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from rollbot.bot.slack import parsing
 from rollbot.bot.slack.acks_first import KILL_WAIT_S, OTHER_WAIT_S, AcksFirst
 from rollbot.bot.slack.courier import Courier
 from rollbot.bot.slack.deliveries import Deliveries
@@ -292,7 +293,7 @@ class SlackBot:
             ack: Any, body: dict[str, Any], respond: Any, client: AsyncWebClient
         ) -> None:
             user_id, user_name = _user(body)
-            text = body.get("text") or ""
+            text = parsing.storable(body.get("text") or "")
             req = Req(
                 kind=kind,
                 user_id=user_id,

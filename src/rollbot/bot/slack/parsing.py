@@ -10,6 +10,12 @@ from rollbot.errors import BadInput
 INCIDENT_ID = re.compile(r"^INC-\d{1,9}$", re.IGNORECASE)
 
 
+def storable(text: str) -> str:
+    """What a person typed, as every backend stores it: a NUL, which PostgreSQL text refuses
+    (the hold of a /kill carrying one could not be stored), becomes U+FFFD."""
+    return text.replace("\x00", "\ufffd")
+
+
 def words(text: str) -> list[str]:
     return (text or "").split()
 

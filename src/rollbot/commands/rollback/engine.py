@@ -128,12 +128,16 @@ class Engine:
         the scope go out at once, on every venue, while a thread keeps retrying the hold write
         until it is stored; then what was cancelled before the hold is recorded in the incident
         (step 1 reports it). A write that fails for good (a full disk, a corrupt file) after
-        the cancels went out is HoldNotStored (exit 1: the cancels changed something)."""
+        the cancels went out is HoldNotStored (exit 1: the cancels changed something). Any other
+        failure of the first write (a full disk, a server lost, a value it refuses) cancels at
+        once the same way and tries the hold once more: no database fault stops the cancels."""
         try:
             with self.app.db.patience(HOLD_FIRST_WAIT_MS):
                 return self.open_held_incident(**kw)
         except DatabaseBusy as busy:
-            locked = str(busy)
+            locked, again = str(busy), "retried until stored"
+        except StorageError as failed:  # BadInput is not one: a wrong kill changes nothing
+            locked, again = f"the hold could not be stored ({failed})", "tried once more"
         scope = parse_scope(kw.get("scope_text"), self.app.venue_names)
         started = time.monotonic()
         store = store_in_thread(self.app, lambda: self.open_held_incident(**kw), self._stop_storing)
@@ -142,7 +146,7 @@ class Engine:
             self.on_note(
                 f"{locked}: cancels sent before the hold — "
                 + ("; ".join(f"{n}: {t}" for n, t in done.items()) or "no venue in scope")
-                + ". The HALTED hold is retried until stored."
+                + f". The {TradingState(kw.get('hold_state', 'HALTED')).value} hold is {again}."
             )
         try:
             incident, new = await asyncio.shield(store)
@@ -151,7 +155,8 @@ class Engine:
             raise
         except StorageError as exc:
             raise HoldNotStored(
-                f"the HALTED hold on {scope} was NOT stored: {exc}. Cancels sent: "
+                f"the {TradingState(kw.get('hold_state', 'HALTED')).value} hold on {scope} was NOT"
+                f" stored: {exc}. Cancels sent: "
                 + ("; ".join(f"{n}: {t}" for n, t in done.items()) or "none (no venue in scope)")
             ) from None
         self.record_early_cancels(incident.id, scope, done, time.monotonic() - started, locked)

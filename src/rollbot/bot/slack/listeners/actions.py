@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from rollbot.bot.slack.ids import Action, Callback
 from rollbot.bot.slack.listeners import requests
+from rollbot.bot.slack.parsing import storable
 from rollbot.commands.risk import alerts as risk_alerts
 from rollbot.commands.rollback import checklist
 from rollbot.commands.rollback.rca import RCA_FIELDS, record_rca
@@ -100,7 +101,7 @@ def register_rca(bot: SlackBot) -> None:
     async def rca_submitted(ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         values = view.get("state", {}).get("values", {})
         fields = {
-            name: (values.get(name, {}).get("value", {}).get("value") or "").strip()
+            name: storable(values.get(name, {}).get("value", {}).get("value") or "").strip()
             for name in RCA_FIELDS
         }
         empty = {name: "required" for name, text in fields.items() if not text}

@@ -17,7 +17,7 @@ from rollbot.commands.rollback.engine import KILL_STEPS, Engine, ended_steps
 from rollbot.commands.rollback.held_incident import held_request
 from rollbot.commands.rollback.positions import read_books
 from rollbot.commands.rollback.report import build_log, build_markdown, render
-from rollbot.errors import BadInput, DatabaseBusy, Refused
+from rollbot.errors import BadInput, DatabaseBusy, Refused, StorageError
 from rollbot.storage.incidents import Incident
 
 if TYPE_CHECKING:
@@ -50,6 +50,15 @@ async def kill(bot: SlackBot, req: Req) -> None:
             text=f"{mark} {scope}: the database is locked by another process. Cancelling every"
             f" open order now; the {state.value} hold is retried until stored. Follow the ops"
             " channel.",
+            response_type="ephemeral",
+        )
+        bot.spawn(_kill_once_stored(bot, engine, req, kw), req=req)
+        return
+    except StorageError as failed:  # a full disk, a server lost: the cancels go out all the same
+        await req.ack_now(
+            text=f"{mark} {scope}: the {state.value} hold could not be stored"
+            f" ({escape(str(failed))}). Cancelling every open order now; the hold is tried once"
+            " more, and you are told here what was done.",
             response_type="ephemeral",
         )
         bot.spawn(_kill_once_stored(bot, engine, req, kw), req=req)
