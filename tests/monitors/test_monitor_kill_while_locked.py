@@ -58,3 +58,25 @@ async def test_an_automatic_kill_under_a_lock_cancels_at_once_and_holds_once_it_
     assert "monitor:kills_per_day" in sources
     (early,) = app.events.list(incident_id=rollback.id, kinds=["CANCELLED_BEFORE_HOLD"])
     assert early.data["venues"] == {"paper": "24 of 24 orders cancelled, none left"}
+
+
+async def test_an_automatic_kill_whose_hold_the_database_refuses_still_cancels_at_once(
+    make_app: MakeApp, operator: Actor, refuse_holds: Callable[[Any], None]
+) -> None:
+    """Not a lock: the write fails for good (a full disk, a server's refusal). The cancels go
+    out all the same; the firing is tried again at the next tick."""
+    app = make_app(kill_switches={"kills_per_day": {"threshold": 1, "action": "auto_rollback"}})
+    paper = app.venue("paper")
+    assert isinstance(paper, PaperVenue)
+    await Engine(app, operator).kill("alpha misbehaves", "strategy:alpha")
+    assert len(await paper.open_orders()) == 24
+    refuse_holds(app.db)
+    monitor = Monitor(app)
+    report = await monitor.tick()
+    assert any(
+        "kills_per_day@*: the firing could not be stored" in s and "cancelling now" in s
+        for s in report.suppressed
+    ), report
+    await monitor.settle()
+    assert await paper.open_orders() == []
+    assert [h.scope for h in app.killswitch.holds.active()] == ["strategy:alpha"]

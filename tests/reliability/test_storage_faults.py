@@ -46,7 +46,7 @@ from rollbot.commands.approvals.two_person import Approvals
 from rollbot.commands.desk.context import Rollbot
 from rollbot.commands.rollback.engine import Engine
 from rollbot.config import EscalationConfig, KillSwitchesConfig
-from rollbot.errors import StorageError
+from rollbot.errors import HoldNotStored, StorageError
 from rollbot.storage.audit import verify
 from rollbot.storage.events import Actor
 
@@ -287,6 +287,15 @@ async def test_a_full_disk_gives_a_clear_error_and_leaves_nothing_half_written(
                 )
                 if "the disk is full" not in str(exc) or "nothing was written" not in str(exc):
                     problems.append(f"{leave} pages: unclear error {exc}")
+            except HoldNotStored as exc:  # the hold's own write failed: cancels go out all the same
+                where = "stopped before the hold: cancels sent, hold not stored"
+                said = str(exc)
+                if "NOT stored" not in said or "the disk is full" not in said:
+                    problems.append(f"{leave} pages: unclear error {exc}")
+                if "Cancels sent: paper:" not in said:
+                    problems.append(f"{leave} pages: the cancels are not named: {exc}")
+                if venue.book.order_rows("WHERE status IN ('OPEN', 'PARTIALLY_FILLED')"):
+                    problems.append(f"{leave} pages: orders still working after {exc}")
             except Exception as exc:  # anything but the clear error is a finding
                 where = f"{type(exc).__name__}: {exc}"
                 problems.append(f"{leave} pages: {where}")

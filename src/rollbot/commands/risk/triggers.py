@@ -18,7 +18,7 @@ from rollbot.commands.risk.alerts import alert_data
 from rollbot.commands.risk.checks import MetricStatus, scope_of
 from rollbot.commands.risk.monitor_report import FiredTrigger, MonitorReport
 from rollbot.commands.rollback.engine import HOLD_FIRST_WAIT_MS, ROLLBACK_STEPS, Engine
-from rollbot.errors import DatabaseBusy, NotFound
+from rollbot.errors import DatabaseBusy, NotFound, StorageError
 from rollbot.storage.events import Actor
 from rollbot.storage.incidents import Incident
 from rollbot.storage.risk import DESK, Firing, Firings
@@ -70,12 +70,17 @@ class Triggers:
             try:
                 with self.app.db.patience(HOLD_FIRST_WAIT_MS):
                     fired = self._fire(m, now)
-            except DatabaseBusy:
+            except StorageError as failed:  # a lock, or a write that fails for good
                 if m.action != "auto_rollback":
                     raise
                 self._storing.add((m.trigger, key))
                 self._spawn(f"{m.trigger}@{key}", self._fire_while_locked(m, now))
-                report.suppressed.append(f"{m.trigger}@{key}: database locked; cancelling now")
+                why = (
+                    "database locked"
+                    if isinstance(failed, DatabaseBusy)
+                    else f"the firing could not be stored ({failed})"
+                )
+                report.suppressed.append(f"{m.trigger}@{key}: {why}; cancelling now")
                 return
             if fired:
                 report.fired.append(fired)
@@ -100,7 +105,8 @@ class Triggers:
     async def _fire_while_locked(self, m: MetricStatus, now: datetime) -> None:
         """An automatic kill under another process's write lock: the cancels go out at once on
         every venue, and the firing (its incident and HALTED hold) is retried until stored,
-        without holding the event loop for the busy timeout."""
+        without holding the event loop for the busy timeout. A write that fails for good (a
+        full disk) still sends the cancels; the firing is then tried again at the next tick."""
         started = time.monotonic()
         try:
             engine = Engine(self.app, self.actor)
