@@ -155,3 +155,25 @@ def test_a_target_that_already_has_the_schema_but_no_rows_takes_the_copy(
         assert f"target verified: {total} event(s), seq 1..{total}" in flat(done.stdout)
     finally:
         pg_server.drop_database(target)
+
+
+def test_a_row_postgresql_cannot_store_is_named_and_nothing_is_copied(
+    settings: Settings, audit_cli: Any, write_config: Any, empty_pg: str
+) -> None:
+    """SQLite text may hold a NUL (an older bot stored what Slack sent as it came); PostgreSQL
+    text cannot. The copy names the row and copies nothing: all or nothing."""
+    kill = audit_cli("kill", "trigger", "--reason", "before the move", script=True)
+    assert kill.returncode == 0, kill.stderr
+    with sqlite3.connect(settings.database.path) as conn:
+        conn.execute("UPDATE incidents SET reason = 'runaway' || char(0) || 'algo'")
+    done = audit_cli("db", "copy", "--to", empty_pg)
+    said = flat(done.stdout + done.stderr)
+    assert done.returncode == 2, said
+    assert "table incidents, row id = 'INC-0001': column reason holds a NUL character" in said
+    assert "Nothing was copied" in said and "Traceback" not in said
+    with psycopg.connect(empty_pg) as conn:
+        tables = conn.execute(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'incidents'"
+        ).fetchone()
+        rows = conn.execute("SELECT COUNT(*) FROM incidents").fetchone() if tables[0] else (0,)
+    assert rows[0] == 0

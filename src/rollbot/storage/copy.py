@@ -187,6 +187,8 @@ def copy_database(
                 count, batch = 0, []
                 refs = [table.columns.index(c) for c in table.self_refs]
                 for row in _rows(source, table):
+                    if target.dialect == "postgresql":
+                        _storable_on_postgresql(table, row)
                     if refs and any(row[i] is not None for i in refs):
                         # points at its own table's rows, maybe later ones: set once all are in
                         late.append((row[table.columns.index("id")], [row[i] for i in refs]))
@@ -213,6 +215,18 @@ def copy_database(
     copied.source_moved_on = int((now or {}).get("n") or 0) - int(head)
     copied.verdict = verify(target.db)
     return copied
+
+
+def _storable_on_postgresql(table: Table, row: list[Any]) -> None:
+    """PostgreSQL text cannot hold a NUL character, which SQLite text can: such a row is named
+    and nothing is copied (stored otherwise, the hash chain over it would no longer verify)."""
+    for column, value in zip(table.columns, row, strict=True):
+        if isinstance(value, str) and "\x00" in value:
+            raise BadInput(
+                f"table {table.name}, row {table.columns[0]} = {row[0]!r}: column {column} holds"
+                " a NUL character, which PostgreSQL text cannot store. Nothing was copied; the"
+                " SQLite database is unchanged and stays the desk's database."
+            )
 
 
 def _advance_sequences(target: Database, tables: list[Table]) -> None:
