@@ -142,11 +142,13 @@ class Engine:
         started = time.monotonic()
         store = store_in_thread(self.app, lambda: self.open_held_incident(**kw), self._stop_storing)
         done = await self.cancel_now(scope)
-        if not store.done() and self.on_note is not None:
+        if self.on_note is not None:  # told whether or not the hold got in during the cancels
+            stored = store.done() and not store.cancelled() and store.exception() is None
             self.on_note(
                 f"{locked}: cancels sent before the hold — "
                 + ("; ".join(f"{n}: {t}" for n, t in done.items()) or "no venue in scope")
-                + f". The {TradingState(kw.get('hold_state', 'HALTED')).value} hold is {again}."
+                + f". The {TradingState(kw.get('hold_state', 'HALTED')).value} hold "
+                + ("was stored meanwhile." if stored else f"is {again}.")
             )
         try:
             incident, new = await asyncio.shield(store)
