@@ -45,20 +45,15 @@ async def kill(bot: SlackBot, req: Req) -> None:
     try:
         # with the other kills of this pass of the loop: one transaction (SlackBot._store_held)
         incident, new = await bot.held.submit(held)
-    except DatabaseBusy:  # another process writes: cancel now, store the hold when it can
+    except StorageError as failed:  # locked elsewhere, or failed for good: cancel all the same
+        if isinstance(failed, DatabaseBusy):
+            why = "the database is locked by another process"
+            then = f"the {state.value} hold is retried until stored. Follow the ops channel."
+        else:
+            why = f"the {state.value} hold could not be stored ({escape(str(failed))})"
+            then = "the hold is tried once more, and you are told here what was done."
         await req.ack_now(
-            text=f"{mark} {scope}: the database is locked by another process. Cancelling every"
-            f" open order now; the {state.value} hold is retried until stored. Follow the ops"
-            " channel.",
-            response_type="ephemeral",
-        )
-        bot.spawn(_kill_once_stored(bot, engine, req, kw), req=req)
-        return
-    except StorageError as failed:  # a full disk, a server lost: the cancels go out all the same
-        await req.ack_now(
-            text=f"{mark} {scope}: the {state.value} hold could not be stored"
-            f" ({escape(str(failed))}). Cancelling every open order now; the hold is tried once"
-            " more, and you are told here what was done.",
+            text=f"{mark} {scope}: {why}. Cancelling every open order now; {then}",
             response_type="ephemeral",
         )
         bot.spawn(_kill_once_stored(bot, engine, req, kw), req=req)
