@@ -74,6 +74,19 @@ async def running(
         await server.stop()
 
 
+async def settled(slack: FakeSlack, rb: Any, incidents: int, timeout: float = 15) -> None:
+    """Until the bot has `incidents` incidents, every one run to DONE, and nothing is left
+    in its outbox."""
+    await slack.wait_until(
+        lambda: (
+            len(rb.incidents.list()) == incidents
+            and all(i.phase == "DONE" for i in rb.incidents.list())
+            and rb.outbox.pending() == []
+        ),
+        timeout=timeout,
+    )
+
+
 def no_rollback_approval(settings: Settings) -> Settings:
     """For tests about something else: a person may start /rollback alone."""
     approvals = settings.approvals.model_copy(update={"rollback_needs_approval": False})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running
+from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running, settled
 from fakes.slack import FakeSlack
 
 from rollbot.commands.desk.context import Rollbot
@@ -23,17 +23,6 @@ async def verdict(rb: Rollbot, side: str, qty: int) -> tuple[bool, str, TradingS
     """The guard's answer for AAPL on paper (the book is long 400), read from the venue."""
     d = await rb.killswitch.guard.check_async("paper", "AAPL", side, Decimal(qty))
     return d.allowed, d.code, d.state
-
-
-async def settled(slack: FakeSlack, rb: Rollbot, incidents: int) -> None:
-    await slack.wait_until(
-        lambda: (
-            len(rb.incidents.list()) == incidents
-            and all(i.phase == "DONE" for i in rb.incidents.list())
-            and rb.outbox.pending() == []
-        ),
-        timeout=15,
-    )
 
 
 async def test_kill_reducing_holds_reducing_and_only_exits_pass(slack: FakeSlack, tmp_path) -> None:

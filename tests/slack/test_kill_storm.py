@@ -11,13 +11,12 @@ import re
 from typing import Any
 
 import pytest
-from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running
+from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running, settled
 from fakes.slack import FakeSlack
 from pg_server import BOTH
 
 from rollbot.bot.slack import app as slack_app
 from rollbot.brokers.paper.venue import PaperVenue
-from rollbot.commands.desk.context import Rollbot
 from rollbot.commands.killswitch.trading_state import TradingState
 from rollbot.storage.audit import verify
 
@@ -54,17 +53,6 @@ async def storm(slack: FakeSlack, texts: list[str]) -> list[str]:
     return [str(a.payload.get("text") or "") for a in acks]
 
 
-async def all_done(slack: FakeSlack, rb: Rollbot, incidents: int) -> None:
-    await slack.wait_until(
-        lambda: (
-            len(rb.incidents.list()) == incidents
-            and all(i.phase == "DONE" for i in rb.incidents.list())
-            and rb.outbox.pending() == []
-        ),
-        timeout=30,
-    )
-
-
 async def test_a_storm_of_kills_each_acked_with_its_own_incident_and_a_bad_one_told_why(
     slack: FakeSlack, tmp_path, batches: list[int]
 ) -> None:
@@ -80,7 +68,7 @@ async def test_a_storm_of_kills_each_acked_with_its_own_incident_and_a_bad_one_t
         named = [m.group(0) for i, m in enumerate(ids) if i != 3 and m is not None]
         assert len(named) == 9 and len(set(named)) == 9, said
         assert "REDUCING" in said[6]
-        await all_done(slack, rb, 9)
+        await settled(slack, rb, 9, timeout=30)
         assert sum(batches) == 9
         holds = rb.killswitch.holds.active()
         assert sorted(h.incident_id for h in holds) == sorted(named)
@@ -119,7 +107,7 @@ async def test_a_storm_while_another_process_holds_the_database_cancels_and_hold
                 timeout=4,
             )
             assert rb.db.query("SELECT * FROM holds") == []
-        await all_done(slack, rb, 4)
+        await settled(slack, rb, 4, timeout=30)
         assert sorted(i.reason for i in rb.incidents.list()) == [
             f"locked storm {i}" for i in range(4)
         ]
