@@ -12,6 +12,7 @@ from pg_server import database_config
 
 from fakes.slack import FakeSlack
 from rollbot.bot.slack.server import Server
+from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.clock import Clock
 from rollbot.config import (
     FlattenConfig,
@@ -72,6 +73,14 @@ async def running(
         yield server
     finally:
         await server.stop()
+
+
+async def seeded_paper(rb: Any) -> PaperVenue:
+    """The bot's paper venue, holding the 24 working orders every seeded book starts with."""
+    paper = rb.venue("paper")
+    assert isinstance(paper, PaperVenue)
+    assert len(await paper.open_orders()) == 24
+    return paper
 
 
 async def settled(slack: FakeSlack, rb: Any, incidents: int, timeout: float = 15) -> None:

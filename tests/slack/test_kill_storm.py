@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 import pytest
-from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running, settled
+from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running, seeded_paper, settled
 from fakes.slack import FakeSlack
 from pg_server import BOTH
 
@@ -96,9 +96,7 @@ async def test_a_storm_while_another_process_holds_the_database_cancels_and_hold
     settings = bot_settings(tmp_path)
     async with running(slack, settings) as server:
         rb = server.rb
-        paper = rb.venue("paper")
-        assert isinstance(paper, PaperVenue)
-        assert len(await paper.open_orders()) == 24
+        paper = await seeded_paper(rb)
         with write_lock(settings.database):
             said = await storm(slack, [f"locked storm {i}" for i in range(4)])
             assert all("locked by another process" in text for text in said), said

@@ -5,11 +5,10 @@ comes at once, the cancels go out at once, and the hold is stored as soon as the
 from __future__ import annotations
 
 import pytest
-from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running
+from fakes.rollbot_harness import OPERATOR, OPS, bot_settings, running, seeded_paper
 from fakes.slack import FakeSlack
 from pg_server import BOTH
 
-from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.commands.killswitch.trading_state import TradingState
 
 
@@ -24,9 +23,7 @@ async def test_kill_while_the_database_is_locked_cancels_at_once_and_holds_once_
     settings = bot_settings(tmp_path)
     async with running(slack, settings) as server:
         rb = server.rb
-        paper = rb.venue("paper")
-        assert isinstance(paper, PaperVenue)
-        assert len(await paper.open_orders()) == 24
+        paper = await seeded_paper(rb)
         with write_lock(settings.database):
             d = await slack.deliver_slash_command(
                 "/kill", "runaway algo", user_id=OPERATOR, channel_id=OPS
@@ -59,9 +56,7 @@ async def test_a_kill_whose_hold_the_database_refuses_cancels_everything_and_say
     go out all the same, and the person is told the hold is not stored and what was cancelled."""
     async with running(slack, bot_settings(tmp_path)) as server:
         rb = server.rb
-        paper = rb.venue("paper")
-        assert isinstance(paper, PaperVenue)
-        assert len(await paper.open_orders()) == 24
+        paper = await seeded_paper(rb)
         refuse_holds(rb.db)
         d = await slack.deliver_slash_command(
             "/kill", "runaway algo", user_id=OPERATOR, channel_id=OPS

@@ -13,11 +13,11 @@ from fakes.rollbot_harness import (
     bot_settings,
     click,
     running,
+    seeded_paper,
 )
 from fakes.slack import FakeSlack
 from pg_server import BOTH
 
-from rollbot.brokers.paper.venue import PaperVenue
 from rollbot.commands.killswitch.trading_state import TradingState
 
 
@@ -35,9 +35,7 @@ async def test_kill_from_operator_halts_cancels_and_posts_headline_and_thread(
 ) -> None:
     async with running(slack, bot_settings(tmp_path)) as server:
         rb = server.rb
-        paper = rb.venue("paper")
-        assert isinstance(paper, PaperVenue)
-        assert len(await paper.open_orders()) == 24
+        paper = await seeded_paper(rb)
 
         d = await slack.deliver_slash_command(
             "/kill", "fat finger on TSLA", user_id=OPERATOR, channel_id=OPS
